@@ -1,0 +1,54 @@
+# audience: `make demo` and `make test` are the two commands a fresh clone needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PRESET ?= small
+DATA := data/synthetic-$(PRESET)
+DATA_STAMP := $(DATA)/_synthetic_truth/full/generator.json
+ARGS ?=
+
+.PHONY: install data demo test lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+data: $(DATA_STAMP)
+
+$(DATA_STAMP): | $(STAMP)
+	$(PY) scripts/01_synthetic_data.py --preset $(PRESET) --data-dir $(DATA) --overwrite
+
+# validate mode scores every method on the validation week; submit mode refits on train+validation and
+# writes submissions/submission.parquet for the test week's new clips.
+demo: $(STAMP) $(DATA_STAMP)
+	@start=$$(date +%s); \
+	for mode in validate submit; do \
+	  for s in 02_build_profiles 03_generate_candidates 04_blend 05_assign 06_evaluate; do \
+	    echo "== $$mode: $$s"; $(PY) scripts/$$s.py --data-dir $(DATA) --mode $$mode --quiet $(ARGS) || exit 1; \
+	  done; \
+	done; \
+	$(PY) scripts/07_make_submission.py --data-dir $(DATA) --mode submit --quiet $(ARGS) || exit 1; \
+	echo; echo "validation results (artifacts/synthetic-$(PRESET)-validate/results.md):"; \
+	cat artifacts/synthetic-$(PRESET)-validate/results.md; \
+	echo; echo "wrote submissions/submission.parquet; demo pipeline took $$(( $$(date +%s) - start )) s"
+
+test: $(STAMP)
+	$(PY) -m ruff check src tests scripts benchmarks
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check src tests scripts benchmarks
+	$(PY) -m ruff format --check src tests scripts benchmarks
+
+format: $(STAMP)
+	$(PY) -m ruff format src tests scripts benchmarks
+	$(PY) -m ruff check --fix src tests scripts benchmarks
+
+clean:
+	rm -rf artifacts $(VENV) .pytest_cache

@@ -1,0 +1,3 @@
+from audience.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,392 @@
+"""Cap-aware assignment of users to clips: every clip gets exactly `list_size` distinct users and no user is
+given to more than `user_cap` clips (the challenge rule is 100 and 100).
+
+Algorithm (`assign_with_cap`)
+-----------------------------
+1. Order every candidate triple (clip, user, score) by descending score; ties keep the input order (a stable
+   order, so the result is deterministic for a given input). A (clip, user) pair listed several times keeps
+   only its first triple in that order, i.e. its best score.
+2. One sequential pass over that order (numba): accept a pair when its clip still has fewer than `list_size`
+   users and its user fewer than `user_cap` clips; otherwise refuse it.
+3. Clips that are still short are filled, in clip-index order, with the first users of `fallback_order`
+   (e.g. most active first) that have capacity left and are not already in the clip. A "next user with
+   capacity" pointer with path compression skips users that are full for good, so the fill costs
+   O(shortfall + list_size) per short clip, not a rescan from the start.
+4. Each list holds its candidate users by descending pair score, then its fallback users in fallback order.
+
+Limits
+------
+* This is the greedy heuristic for a b-matching (clip degree `list_size`, user degree `user_cap`): taking
+  edges by global score is a 1/2-approximation of the maximum-weight b-matching, not the optimum. It beats
+  greedy in clip order because a user's scarce slots go to the clips where the user scores highest.
+* Scores must be comparable across clips (same scale, e.g. calibrated probabilities); per-clip ranks or
+  un-normalised per-clip scores make the global order meaningless.
+* Complexity: O(P log P) for P triples (one sort; the SIMD uint64 sort of numpy in practice), then
+  O(P + n_users + n_clips * list_size) for the passes; memory about 40 bytes per triple.
+* The fill is greedy too: when the instance is nearly tight (``n_clips * list_size`` close to
+  ``n_users * user_cap``) or `fallback_order` holds few users, a short clip may find no user left that is
+  both free and new to it even though a feasible assignment exists; a ValueError then names the clip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+
+__all__ = ["AssignmentResult", "assign_with_cap", "descending_order", "top_k_uncapped"]
+
+
+@dataclass(frozen=True)
+class AssignmentResult:
+    """users: (n_clips, list_size) int32 user indices, each row in final rank order.
+    n_from_candidates / n_from_fallback: how many of the ``n_clips * list_size`` slots each source filled.
+    n_displaced: candidate pairs that were in their clip's uncapped top-`list_size` but were refused because
+    the user had reached `user_cap` (what the cap cost, in pairs).
+    user_load: (n_users,) int64, how many lists each user is in (``np.bincount`` of `users`)."""
+
+    users: np.ndarray
+    n_from_candidates: int
+    n_from_fallback: int
+    n_displaced: int
+    user_load: np.ndarray
+
+
+@nb.njit(cache=True, nogil=True)
+def _pack_kernel(values, index_bits):  # pragma: no cover - numba
+    """uint64 keys whose ascending order is descending score then ascending index: the high bits of an
+    order-preserving map of each float64 (all bits flipped for negatives, only the sign bit for positives,
+    then inverted), the index in the low `index_bits` bits."""
+    n = values.size
+    out = np.empty(n, dtype=np.uint64)
+    bits = values.view(np.uint64)
+    sign = np.uint64(1) << np.uint64(63)
+    shift = np.uint64(index_bits)
+    for i in range(n):
+        b = bits[i]
+        if b & sign:
+            b = ~b
+        else:
+            b = b | sign
+        out[i] = ((~b) >> shift << shift) | np.uint64(i)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _unpack_kernel(packed, values, index_bits):  # pragma: no cover - numba
+    """Permutation from the sorted keys, and the runs of equal high bits whose exact scores differ (those
+    must be re-sorted exactly): returns (perm, members, run_of_member)."""
+    n = packed.size
+    shift = np.uint64(index_bits)
+    mask = (np.uint64(1) << shift) - np.uint64(1)
+    perm = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        perm[i] = np.int64(packed[i] & mask)
+    n_members = 0
+    flagged = np.zeros(n, dtype=np.bool_)  # flagged[i]: a run to fix starts at i
+    i = 0
+    while i < n:
+        high = packed[i] >> shift
+        j = i + 1
+        mixed = False
+        while j < n and (packed[j] >> shift) == high:
+            if values[perm[j]] != values[perm[i]]:
+                mixed = True
+            j += 1
+        if mixed:
+            flagged[i] = True
+            n_members += j - i
+        i = j
+    members = np.empty(n_members, dtype=np.int64)
+    run_of = np.empty(n_members, dtype=np.int64)
+    t = 0
+    run = 0
+    i = 0
+    while i < n:
+        high = packed[i] >> shift
+        j = i + 1
+        while j < n and (packed[j] >> shift) == high:
+            j += 1
+        if flagged[i]:
+            for r in range(i, j):
+                members[t] = r
+                run_of[t] = run
+                t += 1
+            run += 1
+        i = j
+    return perm, members, run_of
+
+
+def descending_order(score: np.ndarray) -> np.ndarray:
+    """Permutation (int64) sorting `score` descending, ties in input order: the same result as
+    ``np.lexsort((np.arange(n), -score))`` but built on numpy's fast uint64 value sort.
+
+    Each float64 is mapped to an order-preserving uint64; its high bits and the element index are packed
+    into one uint64 and sorted by value, which yields the permutation directly. Runs whose packed high bits
+    are equal while their exact scores differ (scores closer than about 1e-8 relative) are re-sorted
+    exactly with `np.lexsort`, so the result is exact for any finite or infinite score. NaN is rejected.
+    """
+    values = np.ascontiguousarray(np.asarray(score, dtype=np.float64).ravel()) + 0.0  # -0.0 -> 0.0 (ties)
+    n = values.size
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    if np.isnan(values).any():
+        raise ValueError("score has NaN values: the order is undefined")
+    index_bits = max(1, int(n - 1).bit_length())
+    packed = _pack_kernel(values, index_bits)
+    packed.sort()
+    perm, members, run_of = _unpack_kernel(packed, values, index_bits)
+    if members.size:
+        rows = perm[members]
+        sub = np.lexsort((rows, -values[rows], run_of))
+        perm[members] = rows[sub]
+    return perm
+
+
+def _check_triples(
+    clip: np.ndarray, user: np.ndarray, score: np.ndarray, n_clips: int, n_users: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    clip = np.asarray(clip)
+    user = np.asarray(user)
+    score = np.asarray(score)
+    if clip.ndim != 1 or user.ndim != 1 or score.ndim != 1:
+        raise ValueError(
+            f"clip, user, score must be 1-d (got shapes {clip.shape}, {user.shape}, {score.shape})"
+        )
+    if not (clip.size == user.size == score.size):
+        raise ValueError(
+            f"clip, user, score must have one length (got {clip.size}, {user.size}, {score.size})"
+        )
+    for name, arr in (("clip", clip), ("user", user)):
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"{name} must hold integer indices (got dtype {arr.dtype})")
+    if score.size and not (np.issubdtype(score.dtype, np.floating) or np.issubdtype(score.dtype, np.integer)):
+        raise ValueError(f"score must be real numbers (got dtype {score.dtype})")
+    if n_clips < 0:
+        raise ValueError(f"n_clips must be >= 0 (got {n_clips})")
+    if clip.size:
+        lo, hi = int(clip.min()), int(clip.max())
+        if lo < 0 or hi >= n_clips:
+            raise ValueError(f"clip indices must lie in [0, {n_clips}) (found {lo}..{hi})")
+        lo, hi = int(user.min()), int(user.max())
+        limit = n_users if n_users is not None else np.iinfo(np.int32).max
+        if lo < 0 or hi >= limit:
+            raise ValueError(f"user indices must lie in [0, {limit}) (found {lo}..{hi})")
+        if np.isnan(score.astype(np.float64, copy=False)).any():
+            raise ValueError("score has NaN values: the order is undefined")
+    return clip.astype(np.int32, copy=False), user.astype(np.int32, copy=False), score
+
+
+@nb.njit(cache=True, nogil=True)
+def _best_pair_kernel(clip, user, score, n_clips, n_users):  # pragma: no cover - numba
+    """keep[i]: triple i is the best occurrence of its (clip, user) pair (highest score; on a tie the first
+    in input order), i.e. its first occurrence in the global order. Works clip by clip with a per-user
+    stamp; when `clip` is already non-decreasing the triples are read in place, else bucketed by clip."""
+    n = clip.size
+    keep = np.ones(n, dtype=np.bool_)
+    grouped = True
+    for i in range(1, n):
+        if clip[i] < clip[i - 1]:
+            grouped = False
+            break
+    if grouped:
+        bucket = np.arange(n)
+    else:
+        offsets = np.zeros(n_clips + 1, dtype=np.int64)
+        for i in range(n):
+            offsets[clip[i] + 1] += 1
+        for c in range(n_clips):
+            offsets[c + 1] += offsets[c]
+        bucket = np.empty(n, dtype=np.int64)
+        for i in range(n):
+            c = clip[i]
+            bucket[offsets[c]] = i
+            offsets[c] += 1
+    stamp = np.full(n_users, -1, dtype=np.int32)
+    best = np.zeros(n_users, dtype=np.int64)
+    for j in range(n):
+        i = bucket[j]
+        c = clip[i]
+        u = user[i]
+        if stamp[u] != c:
+            stamp[u] = c
+            best[u] = i
+        else:
+            b = best[u]
+            if score[i] > score[b]:  # buckets hold input order, so b < i and b wins a tie
+                keep[b] = False
+                best[u] = i
+            else:
+                keep[i] = False
+    return keep
+
+
+@nb.njit(cache=True, nogil=True)
+def _greedy_kernel(clip, user, n_users, list_size, user_cap, out):  # pragma: no cover - numba
+    """Accept pairs (given in global order, distinct) while both the clip and the user have room; count the
+    refused pairs that were in their clip's uncapped top-`list_size`."""
+    n_clips = out.shape[0]
+    count = np.zeros(n_clips, dtype=np.int64)
+    seen = np.zeros(n_clips, dtype=np.int64)
+    load = np.zeros(n_users, dtype=np.int64)
+    displaced = 0
+    for pos in range(clip.size):
+        c = clip[pos]
+        u = user[pos]
+        in_top = seen[c] < list_size
+        seen[c] += 1
+        if count[c] < list_size:  # always true while in_top: only higher-scored pairs of c came before
+            if load[u] < user_cap:
+                out[c, count[c]] = u
+                count[c] += 1
+                load[u] += 1
+            elif in_top:
+                displaced += 1
+    return count, load, displaced
+
+
+@nb.njit(cache=True, nogil=True)
+def _find(nxt, j):  # pragma: no cover - numba
+    while nxt[j] != j:
+        nxt[j] = nxt[nxt[j]]  # path halving
+        j = nxt[j]
+    return j
+
+
+@nb.njit(cache=True, nogil=True)
+def _fill_kernel(out, count, load, fallback, user_cap):  # pragma: no cover - numba
+    """Fill short clips (in index order) with the first fallback users that have room and are new to the
+    clip. Returns the number of filled slots, or -1 - c when clip c cannot be completed."""
+    n_clips, list_size = out.shape
+    m = fallback.size
+    nxt = np.arange(m + 1)  # nxt[j] == j: position j may have room; m is the end sentinel
+    for j in range(m):
+        if load[fallback[j]] >= user_cap:
+            nxt[j] = j + 1
+    stamp = np.full(load.size, -1, dtype=np.int32)
+    filled = 0
+    for c in range(n_clips):
+        if count[c] >= list_size:
+            continue
+        for t in range(count[c]):
+            stamp[out[c, t]] = c
+        j = _find(nxt, 0)
+        while count[c] < list_size:
+            if j >= m:
+                return -1 - c
+            u = fallback[j]
+            if stamp[u] != c:
+                out[c, count[c]] = u
+                count[c] += 1
+                load[u] += 1
+                stamp[u] = c
+                filled += 1
+                if load[u] >= user_cap:
+                    nxt[j] = j + 1
+            j = _find(nxt, j + 1)
+    return filled
+
+
+@nb.njit(cache=True, nogil=True)
+def _top_k_kernel(clip, user, out):  # pragma: no cover - numba
+    count = np.zeros(out.shape[0], dtype=np.int64)
+    k = out.shape[1]
+    for pos in range(clip.size):
+        c = clip[pos]
+        if count[c] < k:
+            out[c, count[c]] = user[pos]
+            count[c] += 1
+
+
+def _global_order(
+    clip: np.ndarray, user: np.ndarray, score: np.ndarray, n_clips: int, n_users: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(clip, user) of the distinct pairs, each at its best score, in descending score order (ties in
+    input order)."""
+    score = np.ascontiguousarray(score, dtype=np.float64)
+    keep = _best_pair_kernel(clip, user, score, n_clips, n_users)
+    if not keep.all():
+        clip, user, score = clip[keep], user[keep], score[keep]
+    order = descending_order(score)
+    return clip[order], user[order]
+
+
+def assign_with_cap(
+    clip: np.ndarray,
+    user: np.ndarray,
+    score: np.ndarray,
+    n_clips: int,
+    n_users: int,
+    list_size: int = 100,
+    user_cap: int = 100,
+    fallback_order: np.ndarray | None = None,
+) -> AssignmentResult:
+    """Give every clip exactly `list_size` distinct users, no user more than `user_cap` clips, by global
+    descending score over the candidate triples (see the module docstring for the algorithm and its limits).
+
+    clip, user: (P,) integer indices in ``[0, n_clips)`` / ``[0, n_users)``; score: (P,) real, no NaN, larger
+    is better, comparable across clips. Any number of triples per clip; a repeated (clip, user) pair keeps
+    its best score. fallback_order: distinct user indices in preference order for the shortfall (default
+    ``0..n_users-1``). Raises ValueError when the instance is infeasible (``n_clips * list_size >
+    n_users * user_cap`` or ``n_users < list_size``) or the fill runs out of users for some clip.
+    """
+    if list_size < 1 or user_cap < 1:
+        raise ValueError(f"list_size and user_cap must be >= 1 (got {list_size}, {user_cap})")
+    if n_users < list_size:
+        raise ValueError(
+            f"infeasible: n_users={n_users} < list_size={list_size} (a list needs distinct users)"
+        )
+    if n_clips * list_size > n_users * user_cap:
+        raise ValueError(
+            f"infeasible: n_clips * list_size = {n_clips * list_size} slots > n_users * user_cap = "
+            f"{n_users * user_cap} (n_clips={n_clips}, list_size={list_size}, n_users={n_users}, "
+            f"user_cap={user_cap})"
+        )
+    clip, user, score = _check_triples(clip, user, score, n_clips, n_users)
+    if fallback_order is None:
+        fallback = np.arange(n_users, dtype=np.int32)
+    else:
+        fallback = np.asarray(fallback_order)
+        if fallback.ndim != 1 or (fallback.size and not np.issubdtype(fallback.dtype, np.integer)):
+            raise ValueError(
+                f"fallback_order must be a 1-d integer array (got {fallback.dtype}, {fallback.shape})"
+            )
+        if fallback.size and (int(fallback.min()) < 0 or int(fallback.max()) >= n_users):
+            raise ValueError(f"fallback_order must hold user indices in [0, {n_users})")
+        if np.unique(fallback).size != fallback.size:
+            raise ValueError("fallback_order has repeated users")
+        fallback = fallback.astype(np.int32, copy=False)
+
+    ordered_clip, ordered_user = _global_order(clip, user, score, n_clips, n_users)
+    users = np.full((n_clips, list_size), -1, dtype=np.int32)
+    count, load, displaced = _greedy_kernel(ordered_clip, ordered_user, n_users, list_size, user_cap, users)
+    n_from_candidates = int(count.sum())
+    filled = _fill_kernel(users, count, load, fallback, user_cap)
+    if filled < 0:
+        c = -1 - filled
+        raise ValueError(
+            f"fill failed: clip index {c} has {int(count[c])} of {list_size} users and no user of "
+            f"fallback_order ({fallback.size} users) is both under user_cap={user_cap} and new to it "
+            "(fallback_order too short, or the instance is too tight for the greedy fill)"
+        )
+    return AssignmentResult(
+        users=users,
+        n_from_candidates=n_from_candidates,
+        n_from_fallback=int(filled),
+        n_displaced=int(displaced),
+        user_load=load,
+    )
+
+
+def top_k_uncapped(clip: np.ndarray, user: np.ndarray, score: np.ndarray, n_clips: int, k: int) -> np.ndarray:
+    """(n_clips, k) int32: each clip's top-k distinct users by descending score with no per-user cap (same
+    order and tie-break as `assign_with_cap`), padded with -1 where a clip has fewer than k candidates."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1 (got {k})")
+    clip, user, score = _check_triples(clip, user, score, n_clips, None)
+    n_users = int(user.max()) + 1 if user.size else 0
+    ordered_clip, ordered_user = _global_order(clip, user, score, n_clips, n_users)
+    out = np.full((n_clips, k), -1, dtype=np.int32)
+    _top_k_kernel(ordered_clip, ordered_user, out)
+    return out

@@ -1,0 +1,119 @@
+"""Nearest-neighbour search over user vectors: hnswlib (approximate) and exact blocked matmul.
+
+Both return top-k by similarity (cosine on unit vectors, or inner product) as `TopK`. hnswlib does not
+store `ef` with an index, so `HnswIndex.save` writes it in a sidecar JSON and `load` restores it.
+Limits: exact search costs O(n_queries x n_users x dim) (blocked to ~256 MB of scores at a time);
+HNSW memory is about n_users x (4 x dim + 8 x M) bytes and build time grows ~ n log n.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+
+from audience.candidates.base import TopK, top_k_rows
+
+
+class HnswIndex:
+    """hnswlib index over the rows of `vectors` whose ids are given (dense user indices)."""
+
+    def __init__(
+        self,
+        space: str = "cosine",
+        m: int = 16,
+        ef_construction: int = 200,
+        ef: int = 256,
+        n_threads: int = 1,
+        seed: int = 0,
+    ):
+        if space not in ("cosine", "ip"):
+            raise ValueError(f"space must be 'cosine' or 'ip', got {space!r}")
+        self.space, self.m, self.ef_construction, self.ef = space, m, ef_construction, ef
+        self.n_threads, self.seed = n_threads, seed
+        self.index: hnswlib.Index | None = None
+        self.size = 0
+
+    def build(self, vectors: np.ndarray, ids: np.ndarray) -> HnswIndex:
+        dim = vectors.shape[1]
+        self.index = hnswlib.Index(space=self.space, dim=dim)
+        self.index.init_index(
+            max_elements=max(len(ids), 1),
+            ef_construction=self.ef_construction,
+            M=self.m,
+            random_seed=self.seed,
+        )
+        self.index.set_num_threads(self.n_threads)
+        if len(ids):
+            self.index.add_items(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+        self.size = len(ids)
+        return self
+
+    def query(self, queries: np.ndarray, k: int) -> TopK:
+        out = TopK.empty(queries.shape[0], k)
+        k_eff = min(k, self.size)
+        if self.index is None or k_eff == 0 or queries.shape[0] == 0:
+            return out
+        self.index.set_ef(max(self.ef, k_eff))
+        labels, distances = self.index.knn_query(
+            np.ascontiguousarray(queries, dtype=np.float32), k=k_eff, num_threads=self.n_threads
+        )
+        out.users[:, :k_eff] = labels.astype(np.int32)
+        out.scores[:, :k_eff] = 1.0 - distances  # cosine and ip distances are 1 - similarity
+        return out
+
+    def save(self, path: Path) -> None:
+        assert self.index is not None
+        self.index.save_index(str(path))
+        meta = {
+            "space": self.space,
+            "m": self.m,
+            "ef_construction": self.ef_construction,
+            "ef": self.ef,
+            "size": self.size,
+            "dim": self.index.dim,
+        }
+        Path(f"{path}.json").write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, path: Path, n_threads: int = 1) -> HnswIndex:
+        meta = json.loads(Path(f"{path}.json").read_text())
+        obj = cls(meta["space"], meta["m"], meta["ef_construction"], meta["ef"], n_threads)
+        obj.index = hnswlib.Index(space=meta["space"], dim=meta["dim"])
+        obj.index.load_index(str(path), max_elements=max(meta["size"], 1))
+        obj.index.set_num_threads(n_threads)
+        obj.size = meta["size"]
+        return obj
+
+
+def exact_search(
+    vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int, block_bytes: int = 256 << 20
+) -> TopK:
+    """Brute force inner-product top-k (cosine when rows are unit vectors), in blocks of queries."""
+    out = TopK.empty(queries.shape[0], k)
+    if len(ids) == 0:
+        return out
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    step = max(1, block_bytes // (4 * max(len(ids), 1)))
+    for start in range(0, queries.shape[0], step):  # blocks of queries, each a single matmul
+        block = queries[start : start + step].astype(np.float32) @ vectors.T
+        top = top_k_rows(block, k, ids.astype(np.int32))
+        out.users[start : start + step] = top.users
+        out.scores[start : start + step] = top.scores
+    return out
+
+
+def recall_against_exact(approx: TopK, exact: TopK) -> float:
+    """Share of the exact top-k found by the approximate search (micro-averaged over queries)."""
+    n, k = exact.users.shape
+    valid = exact.users >= 0
+    if not valid.any():
+        return float("nan")
+    rows = np.repeat(np.arange(n, dtype=np.int64), k)
+    n_users = int(max(exact.users.max(), approx.users.max())) + 1
+    exact_keys = rows[valid.ravel()] * n_users + exact.users.ravel()[valid.ravel()]
+    av = approx.users.ravel() >= 0
+    approx_keys = rows[av] * n_users + approx.users.ravel()[av]
+    return float(np.isin(exact_keys, approx_keys).mean())

@@ -1,0 +1,99 @@
+"""The one interface every clip -> users generator implements, and the shapes it passes around.
+
+A generator is fitted once on `FitData` + `Catalog` (weeks before the truth week only), then asked for the
+top-k users of a batch of new clips. Hot paths pass numpy arrays: `TopK.users` (n_clips, k) int32 padded
+with -1 and `TopK.scores` (n_clips, k) float32 padded with -inf, each row sorted by score descending.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import polars as pl
+
+from audience.data.catalog import Catalog
+from audience.profiles.fit_data import FitData
+
+
+@dataclass
+class ClipQueries:
+    """New clips to find users for: what is known of them without interactions."""
+
+    item_ids: np.ndarray  # uint32 external ids
+    embedding: np.ndarray  # float32 (n, dim); zero rows where has_embedding is False
+    has_embedding: np.ndarray  # bool (n,)
+    author: np.ndarray  # int32 author index, -1 when the clip has no metadata or an unseen author
+    duration: np.ndarray  # int32 seconds, -1 when unknown
+    has_metadata: np.ndarray  # bool (n,)
+
+    def __len__(self) -> int:
+        return int(self.item_ids.shape[0])
+
+    @classmethod
+    def from_catalog(cls, catalog: Catalog, item_ids: np.ndarray) -> ClipQueries:
+        """Look the target clips up in metadata and embeddings; unknowns are flagged, never guessed."""
+        item_ids = np.asarray(item_ids, dtype=np.uint32)
+        idx = catalog.items.lookup(item_ids)
+        has_metadata = idx >= 0
+        embedding = np.zeros((item_ids.shape[0], catalog.embedding.shape[1]), dtype=np.float32)
+        has_embedding = np.zeros(item_ids.shape[0], dtype=bool)
+        embedding[has_metadata] = catalog.embedding[idx[has_metadata]]
+        has_embedding[has_metadata] = catalog.has_embedding[idx[has_metadata]]
+        author = np.where(has_metadata, catalog.item_author[np.maximum(idx, 0)], -1).astype(np.int32)
+        duration = np.where(has_metadata, catalog.item_duration[np.maximum(idx, 0)].astype(np.int32), -1)
+        return cls(item_ids, embedding, has_embedding, author, duration, has_metadata)
+
+
+@dataclass
+class TopK:
+    """Top-k users per clip: rows align with the queries; -1 / -inf pad rows with fewer than k users."""
+
+    users: np.ndarray
+    scores: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int, k: int) -> TopK:
+        return cls(np.full((n, k), -1, dtype=np.int32), np.full((n, k), -np.inf, dtype=np.float32))
+
+    def to_frame(self, source: str) -> pl.DataFrame:
+        """Long form (clip row, user, score, rank 1-based, source), dropping padding."""
+        n, k = self.users.shape
+        valid = self.users.ravel() >= 0
+        return pl.DataFrame(
+            {
+                "clip": np.repeat(np.arange(n, dtype=np.int32), k)[valid],
+                "user": self.users.ravel()[valid],
+                "score": self.scores.ravel()[valid].astype(np.float32),
+                "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), n)[valid],
+            }
+        ).with_columns(pl.lit(source).alias("source"))
+
+
+class CandidateSource(Protocol):
+    """Every generator: `fit` on the fit weeks' aggregates, then `recommend` users for new clips."""
+
+    name: str
+
+    def fit(self, data: FitData, catalog: Catalog) -> CandidateSource: ...
+
+    def recommend(self, clips: ClipQueries, k: int) -> TopK: ...
+
+
+def top_k_rows(scores: np.ndarray, k: int, ids: np.ndarray | None = None) -> TopK:
+    """Row-wise top-k of a dense score matrix (argpartition, then sort the k), mapped through `ids`."""
+    n, m = scores.shape
+    k_eff = min(k, m)
+    out = TopK.empty(n, k)
+    if k_eff == 0 or n == 0:
+        return out
+    part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    top = np.take_along_axis(part, order, axis=1)
+    out.users[:, :k_eff] = top if ids is None else ids[top]
+    out.scores[:, :k_eff] = np.take_along_axis(part_scores, order, axis=1)
+    bad = ~np.isfinite(out.scores)
+    out.users[bad] = -1
+    return out

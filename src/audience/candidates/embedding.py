@@ -1,0 +1,66 @@
+"""Averaged-embedding retrieval: users whose mean watched-clip embedding is closest (cosine) to the clip's.
+
+Profiles come from `FitData.profiles[profile]` (unit rows; users with no usable history are left out of
+the index). Backends: 'hnsw' (hnswlib, approximate, ~n log n build) and 'exact' (blocked matmul,
+O(n_clips x n_users x dim)). Clips without an embedding get no candidates here (the blend falls back to
+popularity for them)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from audience.candidates.ann import HnswIndex, exact_search
+from audience.candidates.base import ClipQueries, TopK
+from audience.config import HnswConfig
+from audience.data.catalog import Catalog
+from audience.profiles.fit_data import FitData
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.where(norm > 0, x / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
+
+
+class EmbeddingSource:
+    def __init__(
+        self,
+        profile: str = "all",
+        backend: str = "hnsw",
+        hnsw: HnswConfig | None = None,
+        n_threads: int = 1,
+        seed: int = 0,
+    ):
+        if backend not in ("hnsw", "exact"):
+            raise ValueError(f"backend must be 'hnsw' or 'exact', got {backend!r}")
+        self.profile, self.backend = profile, backend
+        self.hnsw = hnsw or HnswConfig()
+        self.n_threads, self.seed = n_threads, seed
+        self.name = f"{backend}:{profile}"
+        self.vectors: np.ndarray | None = None
+        self.ids: np.ndarray | None = None
+        self.index: HnswIndex | None = None
+
+    def fit(self, data: FitData, catalog: Catalog) -> EmbeddingSource:
+        if self.profile not in data.profiles:
+            raise ValueError(f"profile {self.profile!r} was not built; built: {sorted(data.profiles)}")
+        profiles = data.profiles[self.profile]
+        self.ids = np.flatnonzero(data.profile_weight[self.profile] > 0).astype(np.int32)
+        self.vectors = profiles[self.ids]
+        if self.backend == "hnsw":
+            self.index = HnswIndex(
+                "cosine", self.hnsw.m, self.hnsw.ef_construction, self.hnsw.ef, self.n_threads, self.seed
+            ).build(self.vectors, self.ids)
+        return self
+
+    def recommend(self, clips: ClipQueries, k: int) -> TopK:
+        assert self.vectors is not None and self.ids is not None, "fit first"
+        out = TopK.empty(len(clips), k)
+        rows = np.flatnonzero(clips.has_embedding)
+        queries = unit_rows(clips.embedding[rows, : self.vectors.shape[1]])
+        if self.backend == "hnsw":
+            assert self.index is not None
+            found = self.index.query(queries, k)
+        else:
+            found = exact_search(self.vectors, self.ids, queries, k)
+        out.users[rows], out.scores[rows] = found.users, found.scores
+        return out

@@ -1,0 +1,102 @@
+"""Command line: `python -m audience run ...` runs every stage in order; `stage NAME` runs one; `synth`
+writes a synthetic dataset. Every stage takes the same flags, so the numbered scripts can run one by one."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from audience.config import MODES, STAGES, load_config
+from audience.errors import DataError, SubmissionError
+
+
+def _run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML file with RunConfig keys (CLI flags win)")
+    parser.add_argument("--data-dir", type=Path, help="root of a VK-LSVD-layout dataset")
+    parser.add_argument("--subsample", help="subsample name under subsamples/ (omit for the full layout)")
+    parser.add_argument("--mode", choices=MODES)
+    parser.add_argument("--targets", type=Path, help="parquet with an item_id column (submit mode)")
+    parser.add_argument("--out", type=Path, help="submission path (default submissions/submission.parquet)")
+    parser.add_argument("--run-dir", type=Path, help="artifacts folder (default artifacts/<dataset>-<mode>)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--threads", type=int, dest="n_threads")
+    parser.add_argument("--sources", help="comma-separated candidate sources, e.g. popular,hnsw:all")
+    parser.add_argument("--final-method", help="method whose lists become the submission (default blend)")
+    parser.add_argument("--embedding-dim", type=int, help="keep the first N embedding dimensions")
+    parser.add_argument("--candidate-depth", type=int)
+    parser.add_argument("--quiet", action="store_true", default=None)
+
+
+def config_from_args(args: argparse.Namespace):
+    keys = (
+        "data_dir",
+        "subsample",
+        "mode",
+        "targets",
+        "out",
+        "run_dir",
+        "seed",
+        "n_threads",
+        "sources",
+        "final_method",
+        "embedding_dim",
+        "candidate_depth",
+        "quiet",
+    )
+    return load_config(args.config, **{k: getattr(args, k) for k in keys})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from audience.data.synthetic import PRESETS
+
+    parser = argparse.ArgumentParser(prog="audience", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run every stage in order")
+    _run_flags(run)
+    run.add_argument("--stages", help=f"comma-separated subset of {','.join(STAGES)}")
+    stage = sub.add_parser("stage", help="run one stage")
+    stage.add_argument("name", choices=STAGES)
+    _run_flags(stage)
+    synth = sub.add_parser("synth", help="write a synthetic dataset in the VK-LSVD layout")
+    synth.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    synth.add_argument("--data-dir", type=Path, help="default data/synthetic-<preset>")
+    synth.add_argument("--subsample", help="write under subsamples/<name>/ instead of interactions/")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--overwrite", action="store_true")
+    synth.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "synth":
+            from audience.data.synthetic import generate, preset
+
+            out = args.data_dir or Path(f"data/synthetic-{args.preset}")
+            generate(out, preset(args.preset, seed=args.seed), args.subsample, not args.quiet, args.overwrite)
+            print(f"wrote synthetic '{args.preset}' dataset to {out}")
+            return 0
+        from audience.pipeline import run_all, run_stage
+
+        cfg = config_from_args(args)
+        if args.command == "stage":
+            run_stage(cfg, args.name)
+        else:
+            stages = tuple(args.stages.split(",")) if args.stages else STAGES
+            unknown = set(stages) - set(STAGES)
+            if unknown:
+                raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages: {STAGES}")
+            run_all(cfg, stages)
+        return 0
+    except (DataError, SubmissionError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

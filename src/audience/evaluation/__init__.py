@@ -1,0 +1,1 @@
+"""Scoring runs against the truth week, and the synthetic oracle."""

@@ -1,0 +1,36 @@
+"""The synthetic dataset's oracle: users ranked by true expected positives, written by the generator.
+
+This module is the only place that reads `_synthetic_truth/`; nothing that fits or ranks imports it. On
+real data the folder does not exist and every function here returns None."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from audience.data.ids import IdMap
+from audience.data.layout import DatasetLayout
+
+
+def oracle_candidates(
+    layout: DatasetLayout, week: int | None, target_ids: np.ndarray, users: IdMap
+) -> pl.DataFrame | None:
+    """Long frame (clip row, user index, score, rank) of the oracle for the target clips, or None."""
+    if week is None:
+        return None
+    path = layout.truth_dir / f"oracle_week_{week:02d}.parquet"
+    if not path.is_file():
+        return None
+    targets = pl.DataFrame({"item_id": pl.Series(target_ids, dtype=pl.UInt32)}).with_row_index("clip")
+    frame = (
+        pl.read_parquet(path)
+        .join(targets, on="item_id", how="inner")
+        .explode("user_id", "score")
+        .with_columns(
+            pl.col("score").rank("ordinal", descending=True).over("clip").cast(pl.Int32).alias("rank")
+        )
+    )
+    user = users.lookup(frame["user_id"].to_numpy())
+    return frame.select(pl.col("clip").cast(pl.Int32), pl.Series("user", user), "score", "rank").filter(
+        pl.col("user") >= 0
+    )

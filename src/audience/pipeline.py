@@ -1,0 +1,379 @@
+"""The pipeline's stages. Each reads the previous stage's artifacts from the run folder and writes its own,
+so any stage can be rerun alone (the numbered scripts do exactly that).
+
+    profiles    split + id maps + one streamed pass over the fit weeks  -> fit_data.npz, targets.parquet
+    candidates  every source and baseline, top-`candidate_depth` users per target clip -> candidates/*.parquet
+    blend       reciprocal-rank fusion of the configured sources -> candidates/blend.parquet
+    assign      cap-aware assignment of every method -> lists/<method>.npy (+ uncapped top lists)
+    evaluate    NDCG@100 of every method against the truth week (+ the synthetic oracle) -> results.md/json
+    submission  the final method's lists -> submissions/submission.parquet (validated)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from threadpoolctl import threadpool_limits
+
+from audience.assign import assign_with_cap, top_k_uncapped
+from audience.candidates import ClipQueries, make_source
+from audience.candidates.ann import exact_search, recall_against_exact
+from audience.candidates.embedding import EmbeddingSource
+from audience.candidates.popular import PopularSource
+from audience.config import STAGES, RunConfig
+from audience.data.catalog import Catalog, load_catalog
+from audience.data.layout import DatasetLayout
+from audience.data.schema import check_schema
+from audience.data.weeks import read_week
+from audience.errors import DataError
+from audience.evaluation.oracle import oracle_candidates
+from audience.io import atomic_path, read_json, write_json
+from audience.metrics import ndcg_per_clip, recall_at_depth
+from audience.profiles.fit_data import FitData, build_fit_data, positive_mask
+from audience.rank.simple_blend import rrf_blend
+from audience.split import Split, default_targets, make_split, read_targets_file
+from audience.submission import to_frame, write_submission
+
+log = logging.getLogger(__name__)
+ORACLE = "oracle"
+
+
+def file_key(method: str) -> str:
+    return method.replace(":", "-").replace("/", "-")
+
+
+class Run:
+    """Paths and cached loads for one run folder."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.dir = cfg.artifacts
+        self.layout = DatasetLayout(cfg.data_dir, cfg.subsample)
+        self._catalog: Catalog | None = None
+
+    def path(self, *parts: str) -> Path:
+        return self.dir.joinpath(*parts)
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = load_catalog(self.layout, self.cfg.embedding_dim)
+        return self._catalog
+
+    def split(self) -> Split:
+        return make_split(self.layout, self.cfg.mode, self.cfg.targets)
+
+    def require(self, name: str, stage: str) -> Path:
+        path = self.path(name)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path}: missing; run the '{stage}' stage first (or `python -m audience run`)"
+            )
+        return path
+
+    def fit_data(self) -> FitData:
+        return FitData.load(self.require("fit_data.npz", "profiles"))
+
+    def targets(self) -> pl.DataFrame:
+        return pl.read_parquet(self.require("targets.parquet", "profiles"))
+
+    def queries(self) -> ClipQueries:
+        return ClipQueries.from_catalog(self.catalog, self.targets()["item_id"].to_numpy())
+
+    def candidates(self, method: str) -> pl.DataFrame:
+        return pl.read_parquet(self.require(f"candidates/{file_key(method)}.parquet", "candidates"))
+
+    def record_timing(self, stage: str, seconds: float) -> None:
+        path = self.path("timings.json")
+        timings = read_json(path) if path.exists() else {}
+        timings[stage] = round(seconds, 3)
+        write_json(timings, path)
+
+
+@contextmanager
+def _timed(run: Run, stage: str):
+    start = time.perf_counter()
+    yield
+    run.record_timing(stage, time.perf_counter() - start)
+
+
+def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        frame.write_parquet(tmp)
+
+
+def stage_profiles(run: Run) -> None:
+    cfg, catalog = run.cfg, run.catalog
+    split = run.split()
+    fit = build_fit_data(split.fit_weeks, catalog, cfg.positive_flags, progress=not cfg.quiet)
+    if cfg.targets is not None:
+        target_ids = read_targets_file(cfg.targets)
+    else:
+        target_ids = default_targets(split, catalog.items.ids[fit.item_views > 0])
+    queries = ClipQueries.from_catalog(catalog, target_ids)
+    if len(queries) * cfg.list_size > catalog.n_users * cfg.user_cap:
+        raise DataError(
+            f"{split.targets_from}: {len(queries)} target clips need {len(queries) * cfg.list_size} slots, "
+            f"but {catalog.n_users} users x cap {cfg.user_cap} allow only {catalog.n_users * cfg.user_cap}"
+        )
+    for what, mask in (("metadata", queries.has_metadata), ("an embedding", queries.has_embedding)):
+        if (~mask).any():
+            log.warning(
+                "%d target clip(s) have no %s; content sources skip them and popularity fills in",
+                int((~mask).sum()),
+                what,
+            )
+    fit.save(run.path("fit_data.npz"))
+    _write_parquet(
+        pl.DataFrame(
+            {
+                "item_id": pl.Series(queries.item_ids, dtype=pl.UInt32),
+                "has_metadata": queries.has_metadata,
+                "has_embedding": queries.has_embedding,
+            }
+        ),
+        run.path("targets.parquet"),
+    )
+    write_json(
+        {
+            "mode": split.mode,
+            "fit_weeks": [str(p) for p in split.fit_weeks],
+            "truth_week": str(split.truth_week) if split.truth_week else None,
+            "targets_from": split.targets_from,
+            "n_targets": len(queries),
+            "n_users": catalog.n_users,
+            "n_items": catalog.n_items,
+            "users_with_history": int((fit.user_views > 0).sum()),
+            "fit_interactions": int(fit.user_views.sum()),
+            "targets_without_metadata": int((~queries.has_metadata).sum()),
+            "targets_without_embedding": int((~queries.has_embedding).sum()),
+        },
+        run.path("split.json"),
+    )
+
+
+def stage_candidates(run: Run) -> None:
+    cfg = run.cfg
+    fit, queries = run.fit_data(), run.queries()
+    report: dict[str, dict] = {}
+    for name in dict.fromkeys((*cfg.sources, *cfg.baselines)):
+        source = make_source(name, cfg)
+        start = time.perf_counter()
+        source.fit(fit, run.catalog)
+        fitted = time.perf_counter()
+        top = source.recommend(queries, cfg.candidate_depth)
+        done = time.perf_counter()
+        _write_parquet(top.to_frame(name), run.path("candidates", f"{file_key(name)}.parquet"))
+        report[name] = {
+            "fit_s": round(fitted - start, 3),
+            "query_s": round(done - fitted, 3),
+            "queries_per_s": round(len(queries) / max(done - fitted, 1e-9), 1),
+        }
+        if isinstance(source, EmbeddingSource) and source.backend == "hnsw":
+            report[name].update(_hnsw_recall(source, queries, top, cfg))
+    write_json(report, run.path("candidates", "sources.json"))
+
+
+def _hnsw_recall(source: EmbeddingSource, queries: ClipQueries, top, cfg: RunConfig) -> dict:
+    """Recall@k of the HNSW result against exact search on a sample of the target clips."""
+    rows = np.flatnonzero(queries.has_embedding)
+    rng = np.random.default_rng(cfg.seed)
+    sample = np.sort(rng.choice(rows, size=min(cfg.ann_recall_queries, rows.size), replace=False))
+    assert source.vectors is not None and source.ids is not None
+    from audience.candidates.embedding import unit_rows
+
+    q = unit_rows(queries.embedding[sample, : source.vectors.shape[1]])
+    start = time.perf_counter()
+    exact = exact_search(source.vectors, source.ids, q, cfg.list_size)
+    exact_s = time.perf_counter() - start
+    approx = type(top)(top.users[sample, : cfg.list_size], top.scores[sample, : cfg.list_size])
+    return {
+        "recall_at_100_vs_exact": round(recall_against_exact(approx, exact), 5),
+        "exact_queries_per_s": round(sample.size / max(exact_s, 1e-9), 1),
+        "recall_sample": int(sample.size),
+    }
+
+
+def stage_blend(run: Run) -> None:
+    cfg = run.cfg
+    frames = {name: run.candidates(name) for name in cfg.sources}
+    blended = rrf_blend(frames, k=cfg.blend_rrf_k, depth=cfg.candidate_depth)
+    _write_parquet(blended, run.path("candidates", "blend.parquet"))
+
+
+def _methods(cfg: RunConfig) -> list[str]:
+    return list(dict.fromkeys((*cfg.baselines, *cfg.sources, "blend")))
+
+
+def _fallback_order(fit: FitData, catalog: Catalog) -> np.ndarray:
+    """Popular users first, then users without history: what fills a clip the candidates leave short."""
+    popular = PopularSource().fit(fit, catalog).ranking()
+    rest = np.setdiff1d(np.arange(catalog.n_users, dtype=np.int32), popular)
+    return np.concatenate([popular, rest]).astype(np.int32)
+
+
+def _assign(run: Run, method: str, frame: pl.DataFrame, n_clips: int, fallback: np.ndarray) -> dict:
+    cfg = run.cfg
+    clip, user, score = (frame[c].to_numpy() for c in ("clip", "user", "score"))
+    result = assign_with_cap(
+        clip, user, score, n_clips, run.catalog.n_users, cfg.list_size, cfg.user_cap, fallback_order=fallback
+    )
+    uncapped = top_k_uncapped(clip, user, score, n_clips, cfg.list_size)
+    for name, lists in (("capped", result.users), ("uncapped", uncapped)):
+        with atomic_path(run.path("lists", f"{file_key(method)}.{name}.npy")) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, lists.astype(np.int32))
+    return {
+        "from_candidates": int(result.n_from_candidates),
+        "from_fallback": int(result.n_from_fallback),
+        "displaced_by_cap": int(result.n_displaced),
+        "max_user_load": int(result.user_load.max()),
+    }
+
+
+def stage_assign(run: Run) -> None:
+    cfg = run.cfg
+    targets = run.targets()
+    n_clips = targets.height
+    fallback = _fallback_order(run.fit_data(), run.catalog)
+    report = {m: _assign(run, m, run.candidates(m), n_clips, fallback) for m in _methods(cfg)}
+    split = run.split()
+    oracle = oracle_candidates(
+        run.layout, split.truth_week_number, targets["item_id"].to_numpy(), run.catalog.users
+    )
+    if oracle is not None:
+        report[ORACLE] = _assign(run, ORACLE, oracle, n_clips, fallback)
+    write_json(report, run.path("lists", "assignment.json"))
+
+
+def lists_frame(item_ids: np.ndarray, lists: np.ndarray, user_ids: np.ndarray) -> pl.DataFrame:
+    """(item_id, user_id list) from a dense index matrix, dropping -1 padding."""
+    k = lists.shape[1]
+    valid = lists.ravel() >= 0
+    return (
+        pl.DataFrame({"item_id": np.repeat(item_ids, k)[valid], "user_id": user_ids[lists.ravel()[valid]]})
+        .group_by("item_id", maintain_order=True)
+        .agg("user_id")
+        .cast({"item_id": pl.UInt32, "user_id": pl.List(pl.UInt32)})
+    )
+
+
+def truth_positives(path: Path, run: Run) -> pl.DataFrame | None:
+    """Distinct (item_id, user_id) positives of the truth week, or None when the week has no rows."""
+    cfg = run.cfg
+    check_schema(path, {"item_id": pl.UInt32(), "user_id": pl.UInt32()})
+    batch = read_week(path, run.catalog.users, run.catalog.items, cfg.positive_flags)
+    if len(batch) == 0:
+        return None
+    positive = positive_mask(batch, cfg.positive_flags)
+    return pl.DataFrame(
+        {
+            "item_id": run.catalog.items.ids[batch.item[positive]],
+            "user_id": run.catalog.users.ids[batch.user[positive]],
+        }
+    ).unique()
+
+
+def stage_evaluate(run: Run) -> dict:
+    cfg = run.cfg
+    targets = run.targets()
+    item_ids = targets["item_id"].to_numpy()
+    user_ids = run.catalog.users.ids
+    split = run.split()
+    truth = truth_positives(split.truth_week, run) if split.truth_week is not None else None
+    assignment = read_json(run.require("lists/assignment.json", "assign"))
+    rows = []
+    if truth is not None:
+        truth = truth.filter(pl.col("item_id").is_in(pl.Series(item_ids, dtype=pl.UInt32).implode()))
+        for method in assignment:
+            row: dict = {"method": method}
+            for name in ("uncapped", "capped"):
+                lists = np.load(run.path("lists", f"{file_key(method)}.{name}.npy"))
+                per_clip = ndcg_per_clip(lists_frame(item_ids, lists, user_ids), truth, cfg.list_size)
+                row[f"ndcg_{name}"] = float(per_clip["ndcg"].mean()) if per_clip.height else float("nan")
+            row["cap_cost"] = row["ndcg_uncapped"] - row["ndcg_capped"]
+            if method != ORACLE:
+                cands = run.candidates(method)
+                pool = cands.select(
+                    pl.Series("item_id", item_ids, dtype=pl.UInt32).gather(cands["clip"]),
+                    pl.Series("user_id", user_ids).gather(cands["user"]),
+                    "rank",
+                )
+                for depth, value in recall_at_depth(pool, truth, (100, cfg.candidate_depth)).items():
+                    row[f"recall@{depth}"] = value
+            rows.append(row)
+    results = {
+        "dataset": cfg.dataset_name,
+        "mode": cfg.mode,
+        "truth_week": str(split.truth_week),
+        "n_targets": int(item_ids.shape[0]),
+        "n_targets_with_positives": int(truth["item_id"].n_unique()) if truth is not None else 0,
+        "final_method": cfg.final_method,
+        "methods": rows,
+    }
+    write_json(results, run.path("results.json"))
+    table = results_table(results)
+    with atomic_path(run.path("results.md")) as tmp:
+        tmp.write_text(table + "\n")
+    if not cfg.quiet:
+        print(table)
+    return results
+
+
+def results_table(results: dict) -> str:
+    head = (
+        f"dataset {results['dataset']} | mode {results['mode']} | {results['n_targets']} target clips, "
+        f"{results['n_targets_with_positives']} with positives"
+    )
+    if not results["methods"]:
+        return head + "\n(no truth available: nothing to score)"
+    columns = [c for c in results["methods"][0] if c != "method"]
+    for row in results["methods"][1:]:
+        columns += [c for c in row if c != "method" and c not in columns]
+    lines = [head, "", "| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for row in results["methods"]:
+        cells = [f"{row[c]:.4f}" if isinstance(row.get(c), float) else "" for c in columns]
+        lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def stage_submission(run: Run) -> Path:
+    cfg = run.cfg
+    method = cfg.final_method
+    lists = np.load(run.require(f"lists/{file_key(method)}.capped.npy", "assign"))
+    item_ids = run.targets()["item_id"].to_numpy()
+    frame = to_frame(item_ids, run.catalog.users.ids[lists])
+    return write_submission(frame, cfg.out, item_ids, cfg.list_size, cfg.user_cap)
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[Run], object]] = {
+    "profiles": stage_profiles,
+    "candidates": stage_candidates,
+    "blend": stage_blend,
+    "assign": stage_assign,
+    "evaluate": stage_evaluate,
+    "submission": stage_submission,
+}
+
+
+def run_stage(cfg: RunConfig, stage: str, run: Run | None = None) -> object:
+    """Run one stage, recording the config it used and its wall time in the run folder."""
+    run = run or Run(cfg)
+    run.dir.mkdir(parents=True, exist_ok=True)
+    write_json(cfg.to_dict(), run.path("config.json"))
+    with threadpool_limits(limits=cfg.n_threads), _timed(run, stage):
+        return STAGE_FUNCTIONS[stage](run)
+
+
+def run_all(cfg: RunConfig, stages: tuple[str, ...] = STAGES) -> Run:
+    run = Run(cfg)
+    for stage in stages:
+        if not cfg.quiet:
+            print(f"== {stage}", flush=True)
+        run_stage(cfg, stage, run)
+    return run

@@ -1,0 +1,1 @@
+"""User representations built from the fit weeks."""

@@ -1,0 +1,128 @@
+"""One streamed pass over the fit weeks: user/clip activity counts and averaged clip-embedding profiles.
+
+Each week is read alone (only the columns needed), turned into a sparse user x clip weight matrix and
+multiplied by the clip embedding matrix, so memory is O(n_users x dim + one week), whatever the number of
+weeks. A profile is the weighted mean embedding of the clips a user watched, L2-normalised for cosine search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import sparse
+from tqdm.auto import tqdm
+
+from audience.data.catalog import Catalog
+from audience.data.weeks import WeekBatch, iter_weeks
+from audience.io import atomic_path
+
+WeightFn = Callable[[WeekBatch, np.ndarray], np.ndarray]  # (week, positive mask) -> per-row weight
+
+
+def _all_views(batch: WeekBatch, positive: np.ndarray) -> np.ndarray:
+    return np.ones(len(batch), dtype=np.float32)
+
+
+def _positive_views(batch: WeekBatch, positive: np.ndarray) -> np.ndarray:
+    return positive.astype(np.float32)
+
+
+PROFILE_WEIGHTS: dict[str, WeightFn] = {"all": _all_views, "positive": _positive_views}
+
+
+@dataclass
+class FitData:
+    """What the generators learn from: per-user/per-clip counts and per-user mean embeddings."""
+
+    user_views: np.ndarray  # int64 (n_users,)
+    user_positives: np.ndarray  # int64 (n_users,)
+    item_views: np.ndarray  # int64 (n_items,)
+    item_positives: np.ndarray  # int64 (n_items,)
+    profiles: dict[str, np.ndarray] = field(default_factory=dict)  # name -> float32 (n_users, dim), unit rows
+    profile_weight: dict[str, np.ndarray] = field(default_factory=dict)  # name -> float64 (n_users,)
+
+    @property
+    def n_users(self) -> int:
+        return int(self.user_views.shape[0])
+
+    def save(self, path: Path) -> None:
+        arrays = {
+            "user_views": self.user_views,
+            "user_positives": self.user_positives,
+            "item_views": self.item_views,
+            "item_positives": self.item_positives,
+        }
+        for name in self.profiles:
+            arrays[f"profile__{name}"] = self.profiles[name]
+            arrays[f"weight__{name}"] = self.profile_weight[name]
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> FitData:
+        with np.load(path) as npz:
+            profiles = {k.split("__", 1)[1]: npz[k] for k in npz.files if k.startswith("profile__")}
+            weights = {k.split("__", 1)[1]: npz[k] for k in npz.files if k.startswith("weight__")}
+            return cls(
+                npz["user_views"],
+                npz["user_positives"],
+                npz["item_views"],
+                npz["item_positives"],
+                profiles,
+                weights,
+            )
+
+
+def positive_mask(batch: WeekBatch, flags: Sequence[str]) -> np.ndarray:
+    mask = np.zeros(len(batch), dtype=bool)
+    for flag in flags:
+        mask |= batch.columns[flag]
+    return mask
+
+
+def build_fit_data(
+    weeks: Sequence[Path],
+    catalog: Catalog,
+    positive_flags: Sequence[str],
+    profiles: Sequence[str] = ("all", "positive"),
+    progress: bool = True,
+) -> FitData:
+    """Stream `weeks` once and accumulate counts and profile sums (float64), then normalise."""
+    unknown = [p for p in profiles if p not in PROFILE_WEIGHTS]
+    if unknown:
+        raise ValueError(f"unknown profile type(s) {unknown}; known: {sorted(PROFILE_WEIGHTS)}")
+    n_users, n_items, dim = catalog.n_users, catalog.n_items, catalog.embedding.shape[1]
+    user_views = np.zeros(n_users, dtype=np.int64)
+    user_positives = np.zeros(n_users, dtype=np.int64)
+    item_views = np.zeros(n_items, dtype=np.int64)
+    item_positives = np.zeros(n_items, dtype=np.int64)
+    sums = {name: np.zeros((n_users, dim), dtype=np.float64) for name in profiles}
+    weights = {name: np.zeros(n_users, dtype=np.float64) for name in profiles}
+    has_embedding = catalog.has_embedding.astype(np.float32)
+    for batch in tqdm(
+        iter_weeks(weeks, catalog.users, catalog.items, positive_flags),
+        total=len(weeks),
+        desc="profiles",
+        disable=not progress,
+        unit="week",
+    ):
+        positive = positive_mask(batch, positive_flags)
+        user_views += np.bincount(batch.user, minlength=n_users)
+        user_positives += np.bincount(batch.user, weights=positive, minlength=n_users).astype(np.int64)
+        item_views += np.bincount(batch.item, minlength=n_items)
+        item_positives += np.bincount(batch.item, weights=positive, minlength=n_items).astype(np.int64)
+        usable = has_embedding[batch.item]
+        for name in profiles:
+            w = PROFILE_WEIGHTS[name](batch, positive) * usable
+            matrix = sparse.csr_matrix((w, (batch.user, batch.item)), shape=(n_users, n_items))
+            sums[name] += matrix @ catalog.embedding
+            weights[name] += np.bincount(batch.user, weights=w, minlength=n_users)
+    normalised = {}
+    for name in profiles:
+        mean = sums[name] / np.maximum(weights[name], 1e-12)[:, None]
+        norm = np.linalg.norm(mean, axis=1, keepdims=True)
+        normalised[name] = np.where(norm > 0, mean / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
+    return FitData(user_views, user_positives, item_views, item_positives, normalised, weights)

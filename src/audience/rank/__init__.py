@@ -1,0 +1,1 @@
+"""Turning many candidate sources into one ranked pool per clip."""

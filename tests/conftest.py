@@ -1,0 +1,32 @@
+"""Shared fixtures: a tiny synthetic dataset and a full pipeline run on it, built once per session."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from audience.config import RunConfig, load_config
+from audience.data.synthetic import generate, preset
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    generate(root, preset("tiny", seed=3), progress=False)
+    return root
+
+
+def tiny_config(data_dir: Path, run_dir: Path, **overrides) -> RunConfig:
+    cfg = load_config(data_dir=data_dir, run_dir=run_dir, quiet=True, n_threads=2, candidate_depth=150)
+    return replace(cfg, **overrides)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_dir, tmp_path_factory):
+    """The whole pipeline in validate mode on tiny data; tests read its artifacts."""
+    from audience.pipeline import run_all
+
+    cfg = tiny_config(tiny_dir, tmp_path_factory.mktemp("run-validate"))
+    return run_all(cfg)

@@ -1,0 +1,251 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from audience.assign import assign_with_cap, descending_order, top_k_uncapped
+
+
+def _reference_top(clip, user, score, n_clips, k):
+    order = sorted(range(len(score)), key=lambda i: (-score[i], i))
+    top: list[list[int]] = [[] for _ in range(n_clips)]
+    for i in order:
+        c, u = int(clip[i]), int(user[i])
+        if u not in top[c] and len(top[c]) < k:
+            top[c].append(u)
+    return top
+
+
+def _reference_assign(clip, user, score, n_clips, n_users, list_size, user_cap, fallback):
+    """The same greedy, written plainly: global descending score (ties in input order), first occurrence
+    of a pair only, then a fill of short clips in clip order from the start of `fallback`."""
+    order = sorted(range(len(score)), key=lambda i: (-score[i], i))
+    lists: list[list[int]] = [[] for _ in range(n_clips)]
+    load = [0] * n_users
+    done = set()
+    for i in order:
+        c, u = int(clip[i]), int(user[i])
+        if (c, u) in done:
+            continue
+        done.add((c, u))
+        if len(lists[c]) < list_size and load[u] < user_cap:
+            lists[c].append(u)
+            load[u] += 1
+    from_candidates = [list(row) for row in lists]
+    top = _reference_top(clip, user, score, n_clips, list_size)
+    displaced = sum(len(set(top[c]) - set(from_candidates[c])) for c in range(n_clips))
+    for c in range(n_clips):
+        for u in fallback:
+            if len(lists[c]) == list_size:
+                break
+            if load[u] < user_cap and u not in lists[c]:
+                lists[c].append(u)
+                load[u] += 1
+        if len(lists[c]) < list_size:
+            raise ValueError("fill failed")
+    n_cand = sum(len(row) for row in from_candidates)
+    return np.array(lists, dtype=np.int32).reshape(n_clips, list_size), n_cand, displaced, np.array(load)
+
+
+def _random_instance(rng):
+    n_clips = int(rng.integers(1, 15))
+    list_size = int(rng.integers(1, 7))
+    n_users = int(rng.integers(list_size, 40))
+    user_cap = int(rng.integers(1, 6))
+    while n_clips * list_size > n_users * user_cap:
+        user_cap += 1
+    n = int(rng.integers(0, 200))
+    clip = rng.integers(0, n_clips, n).astype(np.int32)
+    user = rng.integers(0, n_users, n).astype(np.int32)
+    if rng.random() < 0.5:
+        score = rng.integers(0, 4, n).astype(np.float64)  # many ties
+    else:
+        score = rng.normal(size=n)
+    if rng.random() < 0.5:
+        order = np.argsort(clip, kind="stable")
+        clip, user, score = clip[order], user[order], score[order]
+    fallback = rng.permutation(n_users).astype(np.int32) if rng.random() < 0.5 else None
+    return clip, user, score, n_clips, n_users, list_size, user_cap, fallback
+
+
+def _check_invariants(result, n_clips, n_users, list_size, user_cap):
+    users = result.users
+    assert users.shape == (n_clips, list_size) and users.dtype == np.int32
+    assert (users >= 0).all() and (users < n_users).all()
+    assert all(len(set(row.tolist())) == list_size for row in users)
+    load = np.bincount(users.ravel(), minlength=n_users)
+    assert load.max(initial=0) <= user_cap
+    np.testing.assert_array_equal(result.user_load, load)
+    assert result.n_from_candidates + result.n_from_fallback == n_clips * list_size
+
+
+def test_matches_reference_on_random_cases():
+    rng = np.random.default_rng(11)
+    compared = 0
+    for _ in range(400):
+        clip, user, score, n_clips, n_users, list_size, user_cap, fallback = _random_instance(rng)
+        fb = fallback if fallback is not None else np.arange(n_users)
+        try:
+            ref = _reference_assign(clip, user, score, n_clips, n_users, list_size, user_cap, fb.tolist())
+        except ValueError:
+            with pytest.raises(ValueError, match="fill failed"):
+                assign_with_cap(clip, user, score, n_clips, n_users, list_size, user_cap, fallback)
+            continue
+        got = assign_with_cap(clip, user, score, n_clips, n_users, list_size, user_cap, fallback)
+        np.testing.assert_array_equal(got.users, ref[0])
+        assert (got.n_from_candidates, got.n_displaced) == (ref[1], ref[2])
+        np.testing.assert_array_equal(got.user_load, ref[3])
+        _check_invariants(got, n_clips, n_users, list_size, user_cap)
+        compared += 1
+    assert compared > 300
+
+
+def test_top_k_uncapped_matches_reference():
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        clip, user, score, n_clips, *_ = _random_instance(rng)
+        k = int(rng.integers(1, 8))
+        got = top_k_uncapped(clip, user, score, n_clips, k)
+        ref = _reference_top(clip, user, score, n_clips, k)
+        expected = np.full((n_clips, k), -1, dtype=np.int32)
+        for c, row in enumerate(ref):
+            expected[c, : len(row)] = row
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_invariants_on_larger_random_data():
+    rng = np.random.default_rng(2)
+    n_clips, n_users, per = 400, 900, 60
+    popularity = 1.0 / np.arange(1, n_users + 1)
+    clip = np.repeat(np.arange(n_clips, dtype=np.int32), per)
+    user = rng.choice(n_users, clip.size, p=popularity / popularity.sum()).astype(np.int32)
+    score = rng.random(clip.size)
+    result = assign_with_cap(clip, user, score, n_clips, n_users, list_size=50, user_cap=30)
+    _check_invariants(result, n_clips, n_users, 50, 30)
+    assert result.n_displaced > 0 and result.n_from_fallback > 0
+
+
+def test_cap_that_does_not_bind_keeps_the_uncapped_top_lists():
+    rng = np.random.default_rng(4)
+    n_clips, n_users, list_size = 30, 200, 10
+    clip = np.repeat(np.arange(n_clips, dtype=np.int32), 40)
+    user = rng.integers(0, n_users, clip.size).astype(np.int32)
+    score = rng.random(clip.size)
+    top = top_k_uncapped(clip, user, score, n_clips, list_size)
+    assert (top >= 0).all()
+    result = assign_with_cap(clip, user, score, n_clips, n_users, list_size=list_size, user_cap=n_clips)
+    np.testing.assert_array_equal(result.users, top)
+    assert result.n_displaced == 0 and result.n_from_fallback == 0
+
+
+def test_global_order_beats_clip_order_greedy():
+    # clip 0 slightly prefers user 0; clip 1 strongly prefers user 0; each user may serve one clip
+    clip = np.array([0, 0, 1, 1], dtype=np.int32)
+    user = np.array([0, 1, 0, 1], dtype=np.int32)
+    score = np.array([0.6, 0.5, 0.9, 0.1])
+    pair_score = {(int(c), int(u)): float(s) for c, u, s in zip(clip, user, score, strict=True)}
+
+    result = assign_with_cap(clip, user, score, n_clips=2, n_users=2, list_size=1, user_cap=1)
+    total_global = sum(pair_score[(c, int(result.users[c, 0]))] for c in range(2))
+
+    taken: set[int] = set()
+    total_clip_order = 0.0
+    for c in range(2):  # greedy clip by clip
+        best = max((u for u in range(2) if u not in taken), key=lambda u: pair_score[(c, u)])
+        taken.add(best)
+        total_clip_order += pair_score[(c, best)]
+    assert result.users.tolist() == [[1], [0]]
+    assert total_global == pytest.approx(1.4) and total_clip_order == pytest.approx(0.7)
+    assert total_global > total_clip_order
+    assert result.n_displaced == 1  # user 0 was in clip 0's uncapped top-1
+
+
+def test_infeasible_instances_raise():
+    empty = np.zeros(0, dtype=np.int32)
+    with pytest.raises(ValueError, match="infeasible"):
+        assign_with_cap(empty, empty, np.zeros(0), n_clips=11, n_users=10, list_size=10, user_cap=10)
+    with pytest.raises(ValueError, match="n_users=5 < list_size=10"):
+        assign_with_cap(empty, empty, np.zeros(0), n_clips=1, n_users=5, list_size=10, user_cap=10)
+
+
+def test_fallback_fills_shortfalls_in_fallback_order():
+    # clip 0 has two candidates, clip 1 none; users 3, 1 and 4 come first in the fallback order but are full
+    # (cap 1) by the time clip 1 is filled
+    clip = np.array([0, 0], dtype=np.int32)
+    user = np.array([3, 1], dtype=np.int32)
+    score = np.array([0.2, 0.8])
+    fallback = np.array([3, 1, 4, 0, 2, 5], dtype=np.int32)
+    result = assign_with_cap(clip, user, score, 2, 6, list_size=3, user_cap=1, fallback_order=fallback)
+    assert result.users.tolist() == [[1, 3, 4], [0, 2, 5]]
+    assert (result.n_from_candidates, result.n_from_fallback, result.n_displaced) == (2, 4, 0)
+
+
+def test_fallback_skips_users_already_in_the_list_and_full_users():
+    clip = np.array([0, 1, 1], dtype=np.int32)
+    user = np.array([0, 0, 2], dtype=np.int32)
+    score = np.array([1.0, 0.9, 0.8])
+    # user 0 still has room (cap 3) but is already in both lists: the fill passes over it
+    result = assign_with_cap(clip, user, score, 2, 4, list_size=3, user_cap=3)
+    assert result.users.tolist() == [[0, 1, 2], [0, 2, 1]]
+    assert (result.n_from_candidates, result.n_from_fallback) == (3, 3)
+    # cap 1: clip 1 loses user 0 to clip 0, and users 1 and 3 are full when clip 1 is filled
+    result = assign_with_cap(
+        clip, user, score, 2, 6, list_size=3, user_cap=1, fallback_order=np.array([1, 3, 4, 5])
+    )
+    assert result.users.tolist() == [[0, 1, 3], [2, 4, 5]]
+    assert result.n_displaced == 1
+    with pytest.raises(ValueError, match="fill failed: clip index 1"):
+        assign_with_cap(clip, user, score, 2, 6, list_size=3, user_cap=1, fallback_order=np.array([1, 3, 4]))
+
+
+def test_duplicate_pairs_keep_their_best_score():
+    clip = np.array([0, 0, 0, 0], dtype=np.int32)
+    user = np.array([1, 2, 1, 3], dtype=np.int32)
+    score = np.array([0.1, 0.5, 0.9, 0.2])
+    result = assign_with_cap(clip, user, score, 1, 4, list_size=3, user_cap=1)
+    assert result.users.tolist() == [[1, 2, 3]]
+    assert result.n_from_candidates == 3
+
+
+def test_clip_order_of_the_input_does_not_matter_with_distinct_scores():
+    rng = np.random.default_rng(8)
+    clip = rng.integers(0, 20, 600).astype(np.int32)
+    user = rng.integers(0, 60, 600).astype(np.int32)
+    score = rng.random(600)
+    a = assign_with_cap(clip, user, score, 20, 60, list_size=8, user_cap=3)
+    perm = np.argsort(clip, kind="stable")
+    b = assign_with_cap(clip[perm], user[perm], score[perm], 20, 60, list_size=8, user_cap=3)
+    np.testing.assert_array_equal(a.users, b.users)
+
+
+def test_bad_inputs_raise():
+    one = np.zeros(1, dtype=np.int32)
+    with pytest.raises(ValueError, match="clip indices"):
+        assign_with_cap(one + 3, one, np.ones(1), 2, 5, list_size=2, user_cap=2)
+    with pytest.raises(ValueError, match="user indices"):
+        assign_with_cap(one, one + 9, np.ones(1), 2, 5, list_size=2, user_cap=2)
+    with pytest.raises(ValueError, match="NaN"):
+        assign_with_cap(one, one, np.array([np.nan]), 2, 5, list_size=2, user_cap=2)
+    with pytest.raises(ValueError, match="one length"):
+        assign_with_cap(one, np.zeros(2, dtype=np.int32), np.ones(1), 2, 5, list_size=2, user_cap=2)
+    with pytest.raises(ValueError, match="repeated"):
+        assign_with_cap(one, one, np.ones(1), 2, 5, list_size=2, user_cap=2, fallback_order=np.array([1, 1]))
+
+
+def test_descending_order_is_exact_and_stable():
+    rng = np.random.default_rng(1)
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, 1e-300, -1e-300, 5e-324, 1.0, -1.0, 1.0 + 2e-16])
+    for trial in range(200):
+        n = int(rng.integers(0, 400))
+        kind = trial % 4
+        if kind == 0:
+            s = rng.random(n)
+        elif kind == 1:
+            s = rng.integers(0, 5, n).astype(np.float64)
+        elif kind == 2:
+            s = 1.0 + rng.integers(0, 4, n) * 1e-15  # equal in the packed high bits, different exactly
+        else:
+            s = rng.choice(specials, n)
+        np.testing.assert_array_equal(descending_order(s), np.lexsort((np.arange(n), -s)))
+    s32 = rng.random(1000).astype(np.float32)
+    np.testing.assert_array_equal(descending_order(s32), np.lexsort((np.arange(1000), -s32)))

@@ -1,0 +1,124 @@
+"""Every generator passes one shared contract; ANN search is checked against brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from audience.candidates import ClipQueries, make_source
+from audience.candidates.ann import HnswIndex, exact_search, recall_against_exact
+from audience.candidates.base import TopK
+from audience.config import load_config
+from audience.data.catalog import load_catalog
+from audience.data.layout import DatasetLayout
+from audience.data.schema import DEFAULT_POSITIVE_FLAGS
+from audience.profiles.fit_data import build_fit_data
+
+SOURCES = ["popular", "random", "hnsw:all", "exact:all", "hnsw:positive", "exact:positive"]
+
+
+@pytest.fixture(scope="module")
+def world(tiny_dir):
+    layout = DatasetLayout(tiny_dir)
+    catalog = load_catalog(layout)
+    fit = build_fit_data(layout.train_weeks(), catalog, DEFAULT_POSITIVE_FLAGS, progress=False)
+    queries = ClipQueries.from_catalog(catalog, catalog.items.ids[:200])
+    return catalog, fit, queries
+
+
+@pytest.mark.parametrize("name", SOURCES)
+class TestGeneratorContract:
+    def fitted(self, name, world):
+        catalog, fit, _ = world
+        return make_source(name, load_config(n_threads=1)).fit(fit, catalog)
+
+    def test_shapes_order_and_distinct_users(self, name, world):
+        catalog, fit, queries = world
+        top = self.fitted(name, world).recommend(queries, 50)
+        assert top.users.shape == (len(queries), 50) and top.users.dtype == np.int32
+        valid = top.users >= 0
+        assert valid.any()
+        assert np.all(top.users[valid] < catalog.n_users)
+        assert np.all(fit.user_views[top.users[valid]] > 0), "only users with history are proposed"
+        assert np.all(np.diff(np.where(valid, top.scores, -np.inf), axis=1) <= 1e-6), "scores sorted desc"
+        assert np.all(~np.isfinite(top.scores[~valid]))
+        for row in top.users:
+            kept = row[row >= 0]
+            assert len(np.unique(kept)) == len(kept)
+
+    def test_batch_equals_single(self, name, world):
+        _, _, queries = world
+        source = self.fitted(name, world)
+        batch = source.recommend(queries, 20)
+        if name == "random":
+            return  # draws depend on the batch by design; determinism is checked below
+        for row in (0, 7, 123):
+            one = ClipQueries(
+                *(
+                    getattr(queries, f)[row : row + 1]
+                    for f in ("item_ids", "embedding", "has_embedding", "author", "duration", "has_metadata")
+                )
+            )
+            single = source.recommend(one, 20)
+            np.testing.assert_array_equal(single.users[0], batch.users[row])
+
+    def test_deterministic_and_k_beyond_users(self, name, world):
+        catalog, _, queries = world
+        a = self.fitted(name, world).recommend(queries, 30)
+        b = self.fitted(name, world).recommend(queries, 30)
+        np.testing.assert_array_equal(a.users, b.users)
+        big = self.fitted(name, world).recommend(
+            queries[:3] if hasattr(queries, "__getitem__") else queries, catalog.n_users + 10
+        )
+        assert big.users.shape[1] == catalog.n_users + 10
+        assert np.all(big.users[:, -10:] == -1)
+
+
+def test_clips_without_embedding_get_nothing_from_content_sources(world):
+    catalog, fit, queries = world
+    queries.has_embedding = queries.has_embedding.copy()
+    queries.has_embedding[:5] = False
+    top = make_source("hnsw:all", load_config()).fit(fit, catalog).recommend(queries, 10)
+    assert np.all(top.users[:5] == -1) and np.all(top.users[5:] >= 0)
+
+
+def brute_force(vectors, ids, queries, k):
+    sims = queries @ vectors.T
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return ids[order], np.take_along_axis(sims, order, axis=1)
+
+
+def test_exact_search_equals_full_sort():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(500, 16)).astype(np.float32)
+    ids = rng.permutation(1000)[:500].astype(np.int32)
+    queries = rng.normal(size=(40, 16)).astype(np.float32)
+    top = exact_search(vectors, ids, queries, 25, block_bytes=4 * 500 * 7)  # several blocks
+    ref_ids, ref_sims = brute_force(vectors, ids, queries, 25)
+    np.testing.assert_array_equal(top.users, ref_ids)
+    np.testing.assert_allclose(top.scores, ref_sims, rtol=1e-5, atol=1e-5)
+
+
+def test_hnsw_recall_and_save_load(tmp_path):
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(3000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(3000, dtype=np.int32)
+    queries = rng.normal(size=(100, 32)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    index = HnswIndex("cosine", m=16, ef_construction=200, ef=200).build(vectors, ids)
+    approx = index.query(queries, 50)
+    exact = exact_search(vectors, ids, queries, 50)
+    recall = recall_against_exact(approx, exact)
+    assert recall > 0.95
+    np.testing.assert_allclose(approx.scores[:, 0], exact.scores[:, 0], atol=1e-4)
+    index.save(tmp_path / "idx.bin")
+    loaded = HnswIndex.load(tmp_path / "idx.bin")
+    assert loaded.ef == 200
+    assert recall_against_exact(loaded.query(queries, 50), exact) == pytest.approx(recall)
+
+
+def test_recall_against_exact_counts_overlap():
+    exact = TopK(np.array([[1, 2, 3], [4, 5, -1]], dtype=np.int32), np.zeros((2, 3), np.float32))
+    approx = TopK(np.array([[3, 9, 1], [5, -1, -1]], dtype=np.int32), np.zeros((2, 3), np.float32))
+    assert recall_against_exact(approx, exact) == pytest.approx(3 / 5)

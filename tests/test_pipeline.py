@@ -1,0 +1,197 @@
+"""The whole pipeline on tiny data: artifacts, the results table, the submission, leakage, fallbacks, CLI."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from conftest import tiny_config
+
+from audience.data.layout import DatasetLayout
+from audience.data.schema import load_embeddings
+from audience.data.synthetic import generate, preset
+from audience.io import read_json
+from audience.pipeline import run_all, run_stage
+from audience.submission import read_submission, validate_submission
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def methods(run) -> dict[str, dict]:
+    return {row["method"]: row for row in read_json(run.path("results.json"))["methods"]}
+
+
+def test_results_table_has_every_method_and_sane_order(tiny_run):
+    rows = methods(tiny_run)
+    assert set(rows) == {"random", "exact:all", "popular", "hnsw:all", "blend", "oracle"}
+    for row in rows.values():
+        assert 0.0 <= row["ndcg_capped"] <= 1.0
+    assert rows["oracle"]["ndcg_capped"] > max(r["ndcg_capped"] for m, r in rows.items() if m != "oracle")
+    assert rows["popular"]["ndcg_capped"] > 2 * rows["random"]["ndcg_capped"]
+    assert rows["hnsw:all"]["ndcg_capped"] > rows["random"]["ndcg_capped"]
+    assert "| oracle |" in tiny_run.path("results.md").read_text()
+
+
+def test_hnsw_recall_against_exact_is_reported(tiny_run):
+    sources = read_json(tiny_run.path("candidates", "sources.json"))
+    assert sources["hnsw:all"]["recall_at_100_vs_exact"] > 0.9
+
+
+def test_assignment_respects_cap_on_every_method(tiny_run):
+    cfg = tiny_run.cfg
+    for lists in tiny_run.path("lists").glob("*.capped.npy"):
+        users = np.load(lists)
+        assert users.shape[1] == cfg.list_size and (users >= 0).all()
+        assert np.bincount(users.ravel()).max() <= cfg.user_cap
+        assert all(len(set(row)) == cfg.list_size for row in users[:50])
+
+
+def test_split_targets_are_new_clips(tiny_run, tiny_dir):
+    layout = DatasetLayout(tiny_dir)
+    targets = tiny_run.targets()["item_id"]
+    train_items = pl.concat([pl.read_parquet(p, columns=["item_id"]) for p in layout.train_weeks()])[
+        "item_id"
+    ]
+    assert not targets.is_in(train_items.implode()).any()
+    val_items = pl.read_parquet(layout.validation_week(), columns=["item_id"])["item_id"]
+    assert targets.is_in(val_items.implode()).all()
+
+
+def test_leakage_truth_week_never_reaches_profiles_or_candidates(tiny_dir, tiny_run, tmp_path):
+    """Scramble who did what in the validation week (keep its clip list): fitted artifacts are unchanged."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dir, data)
+    week = DatasetLayout(data).validation_week()
+    frame = pl.read_parquet(week)
+    rng = np.random.default_rng(0)
+    users = frame["user_id"].to_numpy()
+    scrambled = frame.with_columns(
+        pl.Series("user_id", rng.permutation(users)),
+        *(pl.Series(f, rng.random(frame.height) < 0.5) for f in ("like", "share", "bookmark")),
+    )
+    scrambled.write_parquet(week)
+    cfg = replace(tiny_run.cfg, data_dir=data, run_dir=tmp_path / "run")
+    run = run_all(cfg, ("profiles", "candidates", "blend", "assign"))
+    for name in ("fit_data.npz",):
+        a, b = np.load(tiny_run.path(name)), np.load(run.path(name))
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key])
+    for path in tiny_run.path("candidates").glob("*.parquet"):
+        assert pl.read_parquet(path).equals(pl.read_parquet(run.path("candidates", path.name))), path.name
+    for path in tiny_run.path("lists").glob("*.npy"):
+        if not path.name.startswith("oracle"):
+            np.testing.assert_array_equal(np.load(path), np.load(run.path("lists", path.name)))
+
+
+def test_submit_mode_with_targets_file_and_fallbacks(tiny_dir, tmp_path):
+    """Target clips without embedding or without metadata still get 100 users (popularity fallback)."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dir, data)
+    layout = DatasetLayout(data)
+    test_items = pl.read_parquet(layout.test_week(), columns=["item_id"])["item_id"].unique().sort()
+    no_embedding, no_metadata = int(test_items[0]), 4_123_456_789
+    item_id, emb = load_embeddings(layout.item_embeddings)
+    keep = item_id != no_embedding
+    np.savez(layout.item_embeddings, item_id=item_id[keep], embedding=emb[keep])
+    targets = tmp_path / "targets.parquet"
+    ids = [*test_items.head(40).to_list(), no_metadata]
+    pl.DataFrame({"item_id": pl.Series(ids, dtype=pl.UInt32)}).write_parquet(targets)
+    out = tmp_path / "sub" / "submission.parquet"
+    cfg = tiny_config(data, tmp_path / "run", mode="submit", targets=targets, out=out)
+    run = run_all(cfg)
+    split = read_json(run.path("split.json"))
+    assert split["targets_without_metadata"] == 1 and split["targets_without_embedding"] == 2
+    assert len(split["fit_weeks"]) == len(layout.train_weeks()) + 1
+    sub = read_submission(out)
+    validate_submission(sub, np.array(ids, dtype=np.uint32))
+    assert set(sub["item_id"].to_list()) == set(ids)
+    hnsw = run.candidates("hnsw:all")
+    clip_of = {int(i): k for k, i in enumerate(run.targets()["item_id"].to_list())}
+    assert hnsw.filter(pl.col("clip").is_in([clip_of[no_embedding], clip_of[no_metadata]])).height == 0
+
+
+def test_users_without_history_are_never_candidates(tiny_run):
+    fit = tiny_run.fit_data()
+    assert (fit.user_views == 0).any(), "tiny data has late joiners without train history"
+    for path in tiny_run.path("candidates").glob("*.parquet"):
+        users = pl.read_parquet(path)["user"].to_numpy()
+        assert (fit.user_views[users] > 0).all(), path.name
+
+
+def test_stage_order_is_enforced(tiny_dir, tmp_path):
+    cfg = tiny_config(tiny_dir, tmp_path / "fresh")
+    with pytest.raises(FileNotFoundError, match="run the 'profiles' stage first"):
+        run_stage(cfg, "candidates")
+
+
+def test_cli_runs_on_a_subsample_layout(tmp_path):
+    """The one entry point, on another directory (subsample layout), in submit mode, default targets."""
+    generate(
+        tmp_path / "d",
+        preset("tiny", n_users=600, n_items=900, n_authors=60, n_train_weeks=3, seed=9),
+        subsample="ur0.1",
+        progress=False,
+    )
+    out = tmp_path / "submission.parquet"
+    cmd = [
+        sys.executable,
+        "-m",
+        "audience",
+        "run",
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--subsample",
+        "ur0.1",
+        "--mode",
+        "submit",
+        "--out",
+        str(out),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--quiet",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert read_submission(out).height == read_json(tmp_path / "run" / "split.json")["n_targets"]
+    bad = subprocess.run(
+        [*cmd[:4], str(tmp_path / "nowhere"), *cmd[5:]], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert bad.returncode == 2 and "error:" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_numbered_scripts_run_in_order(tiny_dir, tmp_path):
+    run_dir = tmp_path / "scripted"
+    common = [
+        "--data-dir",
+        str(tiny_dir),
+        "--run-dir",
+        str(run_dir),
+        "--quiet",
+        "--mode",
+        "validate",
+        "--out",
+        str(tmp_path / "s.parquet"),
+    ]
+    for script in (
+        "02_build_profiles",
+        "03_generate_candidates",
+        "04_blend",
+        "05_assign",
+        "06_evaluate",
+        "07_make_submission",
+    ):
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / f"{script}.py"), *common],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, f"{script}: {proc.stderr}"
+    assert (run_dir / "results.md").is_file() and (tmp_path / "s.parquet").is_file()
+    assert read_json(run_dir / "config.json")["mode"] == "validate"
