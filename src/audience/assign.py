@@ -6,8 +6,16 @@ Algorithm (`assign_with_cap`)
 1. Order every candidate triple (clip, user, score) by descending score; ties keep the input order (a stable
    order, so the result is deterministic for a given input). A (clip, user) pair listed several times keeps
    only its first triple in that order, i.e. its best score.
-2. One sequential pass over that order (numba): accept a pair when its clip still has fewer than `list_size`
-   users and its user fewer than `user_cap` clips; otherwise refuse it.
+2. Choose pairs under the cap (numba), by one of two strategies:
+   * ``slots`` (the pipeline's default): a draft by rank slot. For slot 1, every clip takes its best
+     candidate that still has room, the clips whose best such candidate scores highest choosing first;
+     then slot 2, and so on.
+     Why: NDCG pays most at the top ranks. When many clips want the same scarce users (popularity puts
+     the same users on top of every list), the draft gives those users to rank 1 of many clips, where
+     ``global`` gives them to ranks 1..100 of the first few clips and leaves the rest with weak lists.
+   * ``global`` (this function's default): one pass in global score order, accepting a pair when its
+     clip still has fewer than `list_size` users and its user fewer than `user_cap` clips. Each user
+     goes to the clips where it scores highest, whatever its rank there.
 3. Clips that are still short are filled, in clip-index order, with the first users of `fallback_order`
    (e.g. most active first) that have capacity left and are not already in the clip. A "next user with
    capacity" pointer with path compression skips users that are full for good, so the fill costs
@@ -16,7 +24,8 @@ Algorithm (`assign_with_cap`)
 
 Limits
 ------
-* This is the greedy heuristic for a b-matching (clip degree `list_size`, user degree `user_cap`): taking
+* ``slots`` costs O(list_size x n_clips log n_clips) on top of the sort. Both are heuristics: ``global``
+  is the greedy heuristic for a b-matching (clip degree `list_size`, user degree `user_cap`): taking
   edges by global score is a 1/2-approximation of the maximum-weight b-matching, not the optimum. It beats
   greedy in clip order because a user's scarce slots go to the clips where the user scores highest.
 * Scores must be comparable across clips (same scale, e.g. calibrated probabilities); per-clip ranks or
@@ -35,7 +44,13 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-__all__ = ["AssignmentResult", "assign_with_cap", "descending_order", "top_k_uncapped"]
+STRATEGIES = ("slots", "global")
+__all__ = [
+    "AssignmentResult",
+    "assign_with_cap",
+    "descending_order",
+    "top_k_uncapped",
+]
 
 
 @dataclass(frozen=True)
@@ -247,6 +262,40 @@ def _greedy_kernel(clip, user, n_users, list_size, user_cap, out):  # pragma: no
 
 
 @nb.njit(cache=True, nogil=True)
+def _slots_kernel(indptr, users, scores, n_users, list_size, user_cap, out):  # pragma: no cover - numba
+    """Draft by rank slots: for slot 1, 2, ... every clip takes its best candidate that still has room,
+    clips with the strongest such candidate choosing first. `users`/`scores` hold each clip's distinct
+    candidates by descending score in `indptr` slices."""
+    n_clips = out.shape[0]
+    ptr = indptr[:-1].copy()
+    count = np.zeros(n_clips, dtype=np.int64)
+    load = np.zeros(n_users, dtype=np.int64)
+    head = np.empty(n_clips, dtype=np.float64)
+    displaced = 0
+    for _ in range(list_size):
+        for c in range(n_clips):
+            while ptr[c] < indptr[c + 1] and load[users[ptr[c]]] >= user_cap:
+                if ptr[c] - indptr[c] < list_size:
+                    displaced += 1
+                ptr[c] += 1
+            head[c] = scores[ptr[c]] if ptr[c] < indptr[c + 1] else -np.inf
+        for c in np.argsort(-head, kind="mergesort"):
+            if head[c] == -np.inf:
+                break
+            while ptr[c] < indptr[c + 1] and load[users[ptr[c]]] >= user_cap:
+                if ptr[c] - indptr[c] < list_size:
+                    displaced += 1
+                ptr[c] += 1
+            if ptr[c] < indptr[c + 1]:
+                u = users[ptr[c]]
+                out[c, count[c]] = u
+                count[c] += 1
+                load[u] += 1
+                ptr[c] += 1
+    return count, load, displaced
+
+
+@nb.njit(cache=True, nogil=True)
 def _find(nxt, j):  # pragma: no cover - numba
     while nxt[j] != j:
         nxt[j] = nxt[nxt[j]]  # path halving
@@ -301,15 +350,15 @@ def _top_k_kernel(clip, user, out):  # pragma: no cover - numba
 
 def _global_order(
     clip: np.ndarray, user: np.ndarray, score: np.ndarray, n_clips: int, n_users: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(clip, user) of the distinct pairs, each at its best score, in descending score order (ties in
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(clip, user, score) of the distinct pairs, each at its best score, in descending score order (ties in
     input order)."""
     score = np.ascontiguousarray(score, dtype=np.float64)
     keep = _best_pair_kernel(clip, user, score, n_clips, n_users)
     if not keep.all():
         clip, user, score = clip[keep], user[keep], score[keep]
     order = descending_order(score)
-    return clip[order], user[order]
+    return clip[order], user[order], score[order]
 
 
 def assign_with_cap(
@@ -321,6 +370,7 @@ def assign_with_cap(
     list_size: int = 100,
     user_cap: int = 100,
     fallback_order: np.ndarray | None = None,
+    strategy: str = "global",
 ) -> AssignmentResult:
     """Give every clip exactly `list_size` distinct users, no user more than `user_cap` clips, by global
     descending score over the candidate triples (see the module docstring for the algorithm and its limits).
@@ -358,9 +408,20 @@ def assign_with_cap(
             raise ValueError("fallback_order has repeated users")
         fallback = fallback.astype(np.int32, copy=False)
 
-    ordered_clip, ordered_user = _global_order(clip, user, score, n_clips, n_users)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    ordered_clip, ordered_user, ordered_score = _global_order(clip, user, score, n_clips, n_users)
     users = np.full((n_clips, list_size), -1, dtype=np.int32)
-    count, load, displaced = _greedy_kernel(ordered_clip, ordered_user, n_users, list_size, user_cap, users)
+    if strategy == "global":
+        count, load, displaced = _greedy_kernel(
+            ordered_clip, ordered_user, n_users, list_size, user_cap, users
+        )
+    else:
+        by_clip = np.argsort(ordered_clip, kind="stable")  # each clip's candidates, best first
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(ordered_clip, minlength=n_clips))])
+        count, load, displaced = _slots_kernel(
+            indptr, ordered_user[by_clip], ordered_score[by_clip], n_users, list_size, user_cap, users
+        )
     n_from_candidates = int(count.sum())
     filled = _fill_kernel(users, count, load, fallback, user_cap)
     if filled < 0:
@@ -386,7 +447,7 @@ def top_k_uncapped(clip: np.ndarray, user: np.ndarray, score: np.ndarray, n_clip
         raise ValueError(f"k must be >= 1 (got {k})")
     clip, user, score = _check_triples(clip, user, score, n_clips, None)
     n_users = int(user.max()) + 1 if user.size else 0
-    ordered_clip, ordered_user = _global_order(clip, user, score, n_clips, n_users)
+    ordered_clip, ordered_user, _ = _global_order(clip, user, score, n_clips, n_users)
     out = np.full((n_clips, k), -1, dtype=np.int32)
     _top_k_kernel(ordered_clip, ordered_user, out)
     return out

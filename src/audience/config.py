@@ -42,6 +42,7 @@ class RunConfig:
     ann_recall_queries: int = 2000  # target clips sampled to measure HNSW recall against exact search
     list_size: int = 100
     user_cap: int = 100
+    assignment: str = "slots"  # cap-aware assignment strategy: "slots" (draft by rank) or "global"
     final_method: str = "blend"
     hnsw: HnswConfig = HnswConfig()
     quiet: bool = False

@@ -222,7 +222,15 @@ def _assign(run: Run, method: str, frame: pl.DataFrame, n_clips: int, fallback: 
     cfg = run.cfg
     clip, user, score = (frame[c].to_numpy() for c in ("clip", "user", "score"))
     result = assign_with_cap(
-        clip, user, score, n_clips, run.catalog.n_users, cfg.list_size, cfg.user_cap, fallback_order=fallback
+        clip,
+        user,
+        score,
+        n_clips,
+        run.catalog.n_users,
+        cfg.list_size,
+        cfg.user_cap,
+        fallback_order=fallback,
+        strategy=cfg.assignment,
     )
     uncapped = top_k_uncapped(clip, user, score, n_clips, cfg.list_size)
     for name, lists in (("capped", result.users), ("uncapped", uncapped)):
