@@ -50,5 +50,12 @@ format: $(STAMP)
 	$(PY) -m ruff format src tests scripts benchmarks
 	$(PY) -m ruff check --fix src tests scripts benchmarks
 
+# Measured figures: metric/assignment timing at challenge scale, then the pipeline end to end per preset
+# (`make bench BENCH_PRESETS="small medium"`; medium generates ~100M interactions first).
+BENCH_PRESETS ?= small
+bench: $(STAMP)
+	$(PY) benchmarks/bench_ndcg.py | tee benchmarks/results/bench_ndcg.txt
+	for p in $(BENCH_PRESETS); do $(PY) benchmarks/end_to_end.py --preset $$p || exit 1; done
+
 clean:
 	rm -rf artifacts $(VENV) .pytest_cache

@@ -1,6 +1,6 @@
 """Time the metric and the assignment at challenge scale; prints one line each, writes nothing.
 
-    PYTHONPATH=src python benchmarks/bench_ndcg.py
+    .venv/bin/python benchmarks/bench_ndcg.py
 
 * ndcg_per_clip: 50,000 clips x 100 users against a 10-million-row truth frame (about 3% of the predicted
   pairs are hits, the rest of the truth is other users of the same clips, plus about 1% duplicate rows).
@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 import polars as pl
 
-from audience.assign import assign_with_cap
+from audience.assign import STRATEGIES, assign_with_cap
 from audience.metrics import ndcg_per_clip
 
 SEED = 20250101
@@ -99,13 +99,16 @@ def main() -> None:
     )
 
     clip, user, score = assign_inputs(rng)
-    seconds, result = best_of(lambda: assign_with_cap(clip, user, score, N_CLIPS, N_USERS_ASSIGN))
-    print(
-        f"assign_with_cap: {N_CLIPS:,} clips x {N_CANDIDATES} candidates ({clip.size:,} triples), "
-        f"{N_USERS_ASSIGN:,} users, list 100, cap 100: best of 3 = {seconds:.3f} s "
-        f"(from candidates {result.n_from_candidates:,}, fallback {result.n_from_fallback:,}, "
-        f"displaced {result.n_displaced:,}) | {machine}"
-    )
+    for strategy in STRATEGIES:
+        seconds, result = best_of(
+            lambda s=strategy: assign_with_cap(clip, user, score, N_CLIPS, N_USERS_ASSIGN, strategy=s)
+        )
+        print(
+            f"assign_with_cap[{strategy}]: {N_CLIPS:,} clips x {N_CANDIDATES} candidates ({clip.size:,} "
+            f"triples), {N_USERS_ASSIGN:,} users, list 100, cap 100: best of 3 = {seconds:.3f} s "
+            f"(from candidates {result.n_from_candidates:,}, fallback {result.n_from_fallback:,}, "
+            f"displaced {result.n_displaced:,}) | {machine}"
+        )
 
 
 if __name__ == "__main__":

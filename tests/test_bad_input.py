@@ -145,3 +145,23 @@ def test_missing_validation_week(copy):
 def test_layout_requires_train_weeks(tmp_path):
     with pytest.raises(DataError, match=r"train: no week_NN\.parquet files"):
         DatasetLayout(Path(tmp_path)).train_weeks()
+
+
+def test_config_rejects_unknown_flags_methods_and_hnsw_keys(tmp_path):
+    from audience.config import load_config
+
+    with pytest.raises(ValueError, match=r"positive_flags.*each must be one of"):
+        load_config(positive_flags="likes")
+    with pytest.raises(ValueError, match="final_method 'oracle' must be one of"):
+        load_config(final_method="oracle")
+    toml = tmp_path / "run.toml"
+    toml.write_text("[hnsw]\nefc = 10\n")
+    with pytest.raises(ValueError, match=r"unknown \[hnsw\] key\(s\) \['efc'\]"):
+        load_config(toml)
+
+
+def test_embedding_ids_outside_uint32(copy):
+    item_id, emb = load_embeddings(copy.item_embeddings)
+    np.savez(copy.item_embeddings, item_id=item_id.astype(np.int64) + 2**32, embedding=emb)
+    with pytest.raises(DataError, match="outside UInt32"):
+        load_embeddings(copy.item_embeddings)

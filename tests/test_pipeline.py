@@ -14,7 +14,7 @@ import pytest
 from conftest import tiny_config
 
 from audience.data.layout import DatasetLayout
-from audience.data.schema import load_embeddings
+from audience.data.schema import FLAG_COLUMNS, load_embeddings
 from audience.data.synthetic import generate, preset
 from audience.io import read_json
 from audience.pipeline import run_all, run_stage
@@ -36,6 +36,11 @@ def test_results_table_has_every_method_and_sane_order(tiny_run):
     assert rows["popular"]["ndcg_capped"] > 2 * rows["random"]["ndcg_capped"]
     assert rows["hnsw:all"]["ndcg_capped"] > rows["random"]["ndcg_capped"]
     assert "| oracle |" in tiny_run.path("results.md").read_text()
+
+
+def test_validate_mode_writes_its_submission_in_the_run_folder(tiny_run):
+    sub = read_submission(tiny_run.path("submission.parquet"))
+    validate_submission(sub, tiny_run.targets()["item_id"].to_numpy())
 
 
 def test_hnsw_recall_against_exact_is_reported(tiny_run):
@@ -70,11 +75,12 @@ def test_leakage_truth_week_never_reaches_profiles_or_candidates(tiny_dir, tiny_
     week = DatasetLayout(data).validation_week()
     frame = pl.read_parquet(week)
     rng = np.random.default_rng(0)
-    users = frame["user_id"].to_numpy()
+    all_users = pl.read_parquet(DatasetLayout(data).users_metadata)["user_id"].to_numpy()
     scrambled = frame.with_columns(
-        pl.Series("user_id", rng.permutation(users)),
-        *(pl.Series(f, rng.random(frame.height) < 0.5) for f in ("like", "share", "bookmark")),
-    )
+        pl.Series("user_id", rng.choice(all_users, frame.height), dtype=pl.UInt32),
+        pl.Series("timespent", rng.integers(0, 256, frame.height), dtype=pl.UInt8),
+        *(pl.Series(f, rng.random(frame.height) < 0.5) for f in FLAG_COLUMNS),
+    ).unique(["user_id", "item_id"])
     scrambled.write_parquet(week)
     cfg = replace(tiny_run.cfg, data_dir=data, run_dir=tmp_path / "run")
     run = run_all(cfg, ("profiles", "candidates", "blend", "assign"))
@@ -160,9 +166,10 @@ def test_cli_runs_on_a_subsample_layout(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert read_submission(out).height == read_json(tmp_path / "run" / "split.json")["n_targets"]
     bad = subprocess.run(
-        [*cmd[:4], str(tmp_path / "nowhere"), *cmd[5:]], capture_output=True, text=True, cwd=ROOT, timeout=120
+        [*cmd[:5], str(tmp_path / "nowhere"), *cmd[6:]], capture_output=True, text=True, cwd=ROOT, timeout=120
     )
-    assert bad.returncode == 2 and "error:" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "nowhere/metadata/users_metadata.parquet: file not found" in bad.stderr
 
 
 def test_numbered_scripts_run_in_order(tiny_dir, tmp_path):

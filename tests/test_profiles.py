@@ -59,3 +59,14 @@ def test_fit_data_roundtrip(setup, tmp_path):
     np.testing.assert_array_equal(back.user_views, fit.user_views)
     for name in fit.profiles:
         np.testing.assert_array_equal(back.profiles[name], fit.profiles[name])
+
+
+def test_chunked_stream_equals_whole_weeks(setup):
+    layout, catalog, fit = setup
+    chunked = build_fit_data(
+        layout.train_weeks(), catalog, DEFAULT_POSITIVE_FLAGS, progress=False, chunk_rows=997
+    )
+    np.testing.assert_array_equal(chunked.user_views, fit.user_views)
+    np.testing.assert_array_equal(chunked.item_positives, fit.item_positives)
+    for name in fit.profiles:
+        np.testing.assert_allclose(chunked.profiles[name], fit.profiles[name], atol=1e-6)

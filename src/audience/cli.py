@@ -19,7 +19,9 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subsample", help="subsample name under subsamples/ (omit for the full layout)")
     parser.add_argument("--mode", choices=MODES)
     parser.add_argument("--targets", type=Path, help="parquet with an item_id column (submit mode)")
-    parser.add_argument("--out", type=Path, help="submission path (default submissions/submission.parquet)")
+    parser.add_argument(
+        "--out", type=Path, help="submission path (default: submissions/submission.parquet in submit mode)"
+    )
     parser.add_argument("--run-dir", type=Path, help="artifacts folder (default artifacts/<dataset>-<mode>)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--threads", type=int, dest="n_threads")

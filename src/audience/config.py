@@ -8,9 +8,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from audience.data.schema import DEFAULT_POSITIVE_FLAGS
+from audience.data.schema import DEFAULT_POSITIVE_FLAGS, FLAG_COLUMNS
 
 MODES = ("validate", "submit")
+DEFAULT_SUBMISSION = "submissions/submission.parquet"
 STAGES = ("profiles", "candidates", "blend", "assign", "evaluate", "submission")
 
 
@@ -29,7 +30,7 @@ class RunConfig:
     subsample: str | None = None
     mode: str = "validate"
     targets: Path | None = None  # parquet with an item_id column; submit mode's default is the test week
-    out: Path = Path("submissions/submission.parquet")
+    out: Path | None = None  # default: submissions/submission.parquet (submit), the run folder (validate)
     run_dir: Path | None = None  # artifacts folder; default artifacts/<dataset>-<mode>
     seed: int = 0
     n_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -50,6 +51,16 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        unknown = [f for f in self.positive_flags if f not in FLAG_COLUMNS]
+        if unknown or not self.positive_flags:
+            raise ValueError(
+                f"positive_flags {list(self.positive_flags)}: each must be one of {FLAG_COLUMNS}"
+            )
+        methods = (*self.sources, *self.baselines, "blend")
+        if self.final_method not in methods:
+            raise ValueError(f"final_method {self.final_method!r} must be one of the run's methods {methods}")
+        if self.assignment not in ("slots", "global"):
+            raise ValueError(f"assignment must be 'slots' or 'global', got {self.assignment!r}")
         if self.candidate_depth < self.list_size:
             raise ValueError(
                 f"candidate_depth ({self.candidate_depth}) must be >= list_size ({self.list_size})"
@@ -76,8 +87,11 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
         return None if value in (None, "") else Path(value)
     if name in ("positive_flags", "sources", "baselines"):
         return tuple(value.split(",")) if isinstance(value, str) else tuple(value)
-    if name == "hnsw":
-        return replace(current, **value) if isinstance(value, dict) else value
+    if name == "hnsw" and isinstance(value, dict):
+        known = {f.name for f in fields(HnswConfig)}
+        if set(value) - known:
+            raise ValueError(f"unknown [hnsw] key(s) {sorted(set(value) - known)}; known: {sorted(known)}")
+        return replace(current, **value)
     return value
 
 

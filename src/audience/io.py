@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -28,6 +30,13 @@ def write_json(data: Any, path: Path) -> Path:
     """Write JSON atomically (sorted keys, indented), converting paths and tuples on the way."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    return Path(path)
+
+
+def write_parquet(frame: pl.DataFrame, path: Path, **options: Any) -> Path:
+    """Write a polars frame to parquet atomically."""
+    with atomic_path(path) as tmp:
+        frame.write_parquet(tmp, **options)
     return Path(path)
 
 

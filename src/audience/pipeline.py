@@ -26,16 +26,15 @@ from audience.candidates import ClipQueries, make_source
 from audience.candidates.ann import exact_search, recall_against_exact
 from audience.candidates.embedding import EmbeddingSource
 from audience.candidates.popular import PopularSource
-from audience.config import STAGES, RunConfig
+from audience.config import DEFAULT_SUBMISSION, STAGES, RunConfig
 from audience.data.catalog import Catalog, load_catalog
 from audience.data.layout import DatasetLayout
-from audience.data.schema import check_schema
-from audience.data.weeks import read_week
+from audience.data.schema import INTERACTIONS_SCHEMA, check_schema
 from audience.errors import DataError
 from audience.evaluation.oracle import oracle_candidates
-from audience.io import atomic_path, read_json, write_json
-from audience.metrics import ndcg_per_clip, recall_at_depth
-from audience.profiles.fit_data import FitData, build_fit_data, positive_mask
+from audience.io import atomic_path, read_json, write_json, write_parquet
+from audience.metrics import ndcg_per_clip, positives, recall_at_depth
+from audience.profiles.fit_data import FitData, build_fit_data
 from audience.rank.simple_blend import rrf_blend
 from audience.split import Split, default_targets, make_split, read_targets_file
 from audience.submission import to_frame, write_submission
@@ -103,11 +102,6 @@ def _timed(run: Run, stage: str):
     run.record_timing(stage, time.perf_counter() - start)
 
 
-def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        frame.write_parquet(tmp)
-
-
 def stage_profiles(run: Run) -> None:
     cfg, catalog = run.cfg, run.catalog
     split = run.split()
@@ -130,7 +124,7 @@ def stage_profiles(run: Run) -> None:
                 what,
             )
     fit.save(run.path("fit_data.npz"))
-    _write_parquet(
+    write_parquet(
         pl.DataFrame(
             {
                 "item_id": pl.Series(queries.item_ids, dtype=pl.UInt32),
@@ -169,7 +163,7 @@ def stage_candidates(run: Run) -> None:
         fitted = time.perf_counter()
         top = source.recommend(queries, cfg.candidate_depth)
         done = time.perf_counter()
-        _write_parquet(top.to_frame(name), run.path("candidates", f"{file_key(name)}.parquet"))
+        write_parquet(top.to_frame(name), run.path("candidates", f"{file_key(name)}.parquet"))
         report[name] = {
             "fit_s": round(fitted - start, 3),
             "query_s": round(done - fitted, 3),
@@ -204,7 +198,7 @@ def stage_blend(run: Run) -> None:
     cfg = run.cfg
     frames = {name: run.candidates(name) for name in cfg.sources}
     blended = rrf_blend(frames, k=cfg.blend_rrf_k, depth=cfg.candidate_depth)
-    _write_parquet(blended, run.path("candidates", "blend.parquet"))
+    write_parquet(blended, run.path("candidates", "blend.parquet"))
 
 
 def _methods(cfg: RunConfig) -> list[str]:
@@ -271,20 +265,12 @@ def lists_frame(item_ids: np.ndarray, lists: np.ndarray, user_ids: np.ndarray) -
     )
 
 
-def truth_positives(path: Path, run: Run) -> pl.DataFrame | None:
-    """Distinct (item_id, user_id) positives of the truth week, or None when the week has no rows."""
-    cfg = run.cfg
-    check_schema(path, {"item_id": pl.UInt32(), "user_id": pl.UInt32()})
-    batch = read_week(path, run.catalog.users, run.catalog.items, cfg.positive_flags)
-    if len(batch) == 0:
-        return None
-    positive = positive_mask(batch, cfg.positive_flags)
-    return pl.DataFrame(
-        {
-            "item_id": run.catalog.items.ids[batch.item[positive]],
-            "user_id": run.catalog.users.ids[batch.user[positive]],
-        }
-    ).unique()
+def truth_positives(path: Path, flags: tuple[str, ...], target_ids: np.ndarray) -> pl.DataFrame:
+    """Distinct (item_id, user_id) positives of the truth week for the target clips, on external ids (so a
+    truth-week user or clip missing from the metadata cannot stop the scoring)."""
+    check_schema(path, INTERACTIONS_SCHEMA, ("user_id", "item_id", *flags))
+    targets = pl.Series(target_ids, dtype=pl.UInt32).implode()
+    return positives(pl.scan_parquet(path).filter(pl.col("item_id").is_in(targets)), flags)
 
 
 def stage_evaluate(run: Run) -> dict:
@@ -293,11 +279,17 @@ def stage_evaluate(run: Run) -> dict:
     item_ids = targets["item_id"].to_numpy()
     user_ids = run.catalog.users.ids
     split = run.split()
-    truth = truth_positives(split.truth_week, run) if split.truth_week is not None else None
     assignment = read_json(run.require("lists/assignment.json", "assign"))
+    truth = None
+    if split.truth_week is not None:
+        try:
+            truth = truth_positives(split.truth_week, cfg.positive_flags, item_ids)
+        except DataError as exc:
+            if cfg.mode == "validate":
+                raise
+            log.warning("test week cannot be scored, results table left empty: %s", exc)
     rows = []
-    if truth is not None:
-        truth = truth.filter(pl.col("item_id").is_in(pl.Series(item_ids, dtype=pl.UInt32).implode()))
+    if truth is not None and truth.height:
         for method in assignment:
             row: dict = {"method": method}
             for name in ("uncapped", "capped"):
@@ -355,8 +347,11 @@ def stage_submission(run: Run) -> Path:
     method = cfg.final_method
     lists = np.load(run.require(f"lists/{file_key(method)}.capped.npy", "assign"))
     item_ids = run.targets()["item_id"].to_numpy()
+    if lists.shape != (item_ids.shape[0], cfg.list_size) or (lists < 0).any():
+        raise ValueError(f"{method}: assignment lists do not cover every target with {cfg.list_size} users")
     frame = to_frame(item_ids, run.catalog.users.ids[lists])
-    return write_submission(frame, cfg.out, item_ids, cfg.list_size, cfg.user_cap)
+    out = cfg.out or (Path(DEFAULT_SUBMISSION) if cfg.mode == "submit" else run.path("submission.parquet"))
+    return write_submission(frame, out, item_ids, cfg.list_size, cfg.user_cap)
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[Run], object]] = {

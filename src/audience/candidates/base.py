@@ -31,6 +31,17 @@ class ClipQueries:
     def __len__(self) -> int:
         return int(self.item_ids.shape[0])
 
+    def subset(self, rows: np.ndarray | slice) -> ClipQueries:
+        """The queries at `rows` (same fields, sliced)."""
+        return ClipQueries(
+            self.item_ids[rows],
+            self.embedding[rows],
+            self.has_embedding[rows],
+            self.author[rows],
+            self.duration[rows],
+            self.has_metadata[rows],
+        )
+
     @classmethod
     def from_catalog(cls, catalog: Catalog, item_ids: np.ndarray) -> ClipQueries:
         """Look the target clips up in metadata and embeddings; unknowns are flagged, never guessed."""

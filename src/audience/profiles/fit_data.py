@@ -16,7 +16,7 @@ from scipy import sparse
 from tqdm.auto import tqdm
 
 from audience.data.catalog import Catalog
-from audience.data.weeks import WeekBatch, iter_weeks
+from audience.data.weeks import DEFAULT_CHUNK_ROWS, WeekBatch, count_rows, iter_weeks
 from audience.io import atomic_path
 
 WeightFn = Callable[[WeekBatch, np.ndarray], np.ndarray]  # (week, positive mask) -> per-row weight
@@ -89,8 +89,10 @@ def build_fit_data(
     positive_flags: Sequence[str],
     profiles: Sequence[str] = ("all", "positive"),
     progress: bool = True,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> FitData:
-    """Stream `weeks` once and accumulate counts and profile sums (float64), then normalise."""
+    """Stream `weeks` once, chunk by chunk, and accumulate counts and profile sums (float64), then normalise.
+    Memory: O(n_users x dim + n_items x dim + one chunk)."""
     unknown = [p for p in profiles if p not in PROFILE_WEIGHTS]
     if unknown:
         raise ValueError(f"unknown profile type(s) {unknown}; known: {sorted(PROFILE_WEIGHTS)}")
@@ -102,13 +104,8 @@ def build_fit_data(
     sums = {name: np.zeros((n_users, dim), dtype=np.float64) for name in profiles}
     weights = {name: np.zeros(n_users, dtype=np.float64) for name in profiles}
     has_embedding = catalog.has_embedding.astype(np.float32)
-    for batch in tqdm(
-        iter_weeks(weeks, catalog.users, catalog.items, positive_flags),
-        total=len(weeks),
-        desc="profiles",
-        disable=not progress,
-        unit="week",
-    ):
+    bar = tqdm(total=count_rows(weeks), desc="profiles", unit="row", unit_scale=True, disable=not progress)
+    for batch in iter_weeks(weeks, catalog.users, catalog.items, positive_flags, chunk_rows):
         positive = positive_mask(batch, positive_flags)
         user_views += np.bincount(batch.user, minlength=n_users)
         user_positives += np.bincount(batch.user, weights=positive, minlength=n_users).astype(np.int64)
@@ -117,9 +114,14 @@ def build_fit_data(
         usable = has_embedding[batch.item]
         for name in profiles:
             w = PROFILE_WEIGHTS[name](batch, positive) * usable
-            matrix = sparse.csr_matrix((w, (batch.user, batch.item)), shape=(n_users, n_items))
+            rows = np.flatnonzero(w)  # only weighted rows enter the sparse product (positives are few)
+            matrix = sparse.csr_matrix(
+                (w[rows], (batch.user[rows], batch.item[rows])), shape=(n_users, n_items)
+            )
             sums[name] += matrix @ catalog.embedding
-            weights[name] += np.bincount(batch.user, weights=w, minlength=n_users)
+            weights[name] += np.bincount(batch.user[rows], weights=w[rows], minlength=n_users)
+        bar.update(len(batch))
+    bar.close()
     normalised = {}
     for name in profiles:
         mean = sums[name] / np.maximum(weights[name], 1e-12)[:, None]
