@@ -29,9 +29,14 @@ def methods(run) -> dict[str, dict]:
 
 def test_results_table_has_every_method_and_sane_order(tiny_run):
     rows = methods(tiny_run)
-    assert set(rows) == {"random", "exact:all", "popular", "hnsw:all", "blend", "oracle"}
+    profiles = {f"hnsw:{kind}" for kind in ("all", "positive", "timespent", "recency", "negative")}
+    assert set(rows) == {"random", "exact:all", "popular", "blend", "oracle", "union of sources"} | profiles
+    union = rows.pop("union of sources")
     for row in rows.values():
         assert 0.0 <= row["ndcg_capped"] <= 1.0
+    for method in ("popular", "hnsw:all", "hnsw:positive"):
+        assert union["recall@100"] >= rows[method]["recall@100"]
+        assert rows[method]["recall@100"] <= rows[method]["recall@150"]
     assert rows["oracle"]["ndcg_capped"] > max(r["ndcg_capped"] for m, r in rows.items() if m != "oracle")
     assert rows["popular"]["ndcg_capped"] > 2 * rows["random"]["ndcg_capped"]
     assert rows["hnsw:all"]["ndcg_capped"] > rows["random"]["ndcg_capped"]

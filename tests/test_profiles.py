@@ -1,4 +1,4 @@
-"""Vectorized streamed profiles equal the notebook-style per-user loop."""
+"""Vectorized streamed profiles equal the notebook-style per-user loop, for every profile kind."""
 
 from __future__ import annotations
 
@@ -6,50 +6,86 @@ import numpy as np
 import polars as pl
 import pytest
 
+from audience.config import ProfileSettings
 from audience.data.catalog import load_catalog
 from audience.data.layout import DatasetLayout
 from audience.data.schema import DEFAULT_POSITIVE_FLAGS
 from audience.profiles.fit_data import build_fit_data
+
+SETTINGS = ProfileSettings()
 
 
 @pytest.fixture(scope="module")
 def setup(tiny_dir):
     layout = DatasetLayout(tiny_dir)
     catalog = load_catalog(layout, embedding_dim=32)
-    fit = build_fit_data(layout.train_weeks(), catalog, DEFAULT_POSITIVE_FLAGS, progress=False)
+    fit = build_fit_data(layout.train_weeks(), catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS, progress=False)
     return layout, catalog, fit
 
 
-def reference_profiles(layout, catalog, flags):
-    """The slow way: every interaction in one frame, then a Python loop over users."""
-    frame = pl.concat([pl.read_parquet(p) for p in layout.train_weeks()])
-    frame = frame.with_columns(pl.any_horizontal(list(flags)).alias("pos"))
+def row_weight(kind: str, row: dict, duration: float, age: int) -> float:
+    positive = any(row[f] for f in DEFAULT_POSITIVE_FLAGS)
+    if kind == "all":
+        return 1.0
+    if kind == "positive":
+        return sum(w for f, w in SETTINGS.flag_weights.items() if row[f])
+    if kind == "negative":
+        skip = row["timespent"] < SETTINGS.skip_share * duration
+        return float((row["dislike"] or skip) and not positive)
+    if kind == "timespent":
+        return min(row["timespent"] / duration, SETTINGS.watch_cap)
+    if kind == "recency":
+        return 0.5 ** (age / SETTINGS.recency_half_life)
+    raise AssertionError(kind)
+
+
+def reference_profiles(layout, catalog):
+    """The slow way, as the exploratory notebook did it: a Python loop over users and their rows."""
+    weeks = layout.train_weeks()
+    frame = pl.concat(
+        [
+            pl.read_parquet(p).with_columns(pl.lit(len(weeks) - 1 - k).alias("age"))
+            for k, p in enumerate(weeks)
+        ]
+    )
     emb = {int(i): catalog.embedding[k] for k, i in enumerate(catalog.items.ids) if catalog.has_embedding[k]}
-    out = {"all": {}, "positive": {}}
+    dur = {int(i): max(float(catalog.item_duration[k]), 1.0) for k, i in enumerate(catalog.items.ids)}
+    out: dict[str, dict[int, np.ndarray]] = {kind: {} for kind in SETTINGS.kinds}
     for (user_id,), rows in frame.group_by(["user_id"]):
-        items = rows["item_id"].to_list()
-        pos = rows["pos"].to_list()
-        for name, keep in (("all", [True] * len(items)), ("positive", pos)):
-            vecs = [emb[i] for i, k in zip(items, keep, strict=True) if k and i in emb]
-            if vecs:
-                mean = np.mean(vecs, axis=0)
-                out[name][int(user_id)] = mean / np.linalg.norm(mean)
+        for kind in SETTINGS.kinds:
+            total, weight = np.zeros(catalog.embedding.shape[1]), 0.0
+            for row in rows.iter_rows(named=True):
+                if row["item_id"] not in emb:
+                    continue
+                w = row_weight(kind, row, dur[row["item_id"]], row["age"])
+                total += w * emb[row["item_id"]]
+                weight += w
+            if weight > 0 and np.linalg.norm(total) > 0:
+                out[kind][int(user_id)] = total / np.linalg.norm(total)
     return out, frame
 
 
 def test_profiles_equal_per_user_loop(setup):
     layout, catalog, fit = setup
-    ref, frame = reference_profiles(layout, catalog, DEFAULT_POSITIVE_FLAGS)
-    for name in ("all", "positive"):
-        users = catalog.users.lookup(np.array(list(ref[name]), dtype=np.uint32))
-        np.testing.assert_allclose(fit.profiles[name][users], np.stack(list(ref[name].values())), atol=1e-5)
+    ref, frame = reference_profiles(layout, catalog)
+    for kind in SETTINGS.kinds:
+        assert ref[kind], kind
+        users = catalog.users.lookup(np.array(list(ref[kind]), dtype=np.uint32))
+        np.testing.assert_allclose(fit.profiles[kind][users], np.stack(list(ref[kind].values())), atol=1e-5)
         no_profile = np.setdiff1d(np.arange(catalog.n_users), users)
-        assert np.all(fit.profiles[name][no_profile] == 0)
-        assert np.all(fit.profile_weight[name][no_profile] == 0)
-    counts = frame.group_by("user_id").agg(pl.len(), pl.col("pos").sum())
+        assert np.all(fit.profiles[kind][no_profile] == 0), kind
+    positive = frame.with_columns(pl.any_horizontal(list(DEFAULT_POSITIVE_FLAGS)).alias("pos"))
+    counts = positive.group_by("user_id").agg(pl.len(), pl.col("pos").sum())
     idx = catalog.users.lookup(counts["user_id"].to_numpy())
     np.testing.assert_array_equal(fit.user_views[idx], counts["len"].to_numpy())
     np.testing.assert_array_equal(fit.user_positives[idx], counts["pos"].to_numpy())
+
+
+def test_profile_kinds_differ(setup):
+    _, _, fit = setup
+    users = np.flatnonzero(fit.profile_weight["negative"] > 0)
+    cos = (fit.profiles["all"][users] * fit.profiles["negative"][users]).sum(axis=1)
+    assert 0.0 < np.median(cos) < 0.999
 
 
 def test_fit_data_roundtrip(setup, tmp_path):
@@ -64,7 +100,7 @@ def test_fit_data_roundtrip(setup, tmp_path):
 def test_chunked_stream_equals_whole_weeks(setup):
     layout, catalog, fit = setup
     chunked = build_fit_data(
-        layout.train_weeks(), catalog, DEFAULT_POSITIVE_FLAGS, progress=False, chunk_rows=997
+        layout.train_weeks(), catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS, progress=False, chunk_rows=997
     )
     np.testing.assert_array_equal(chunked.user_views, fit.user_views)
     np.testing.assert_array_equal(chunked.item_positives, fit.item_positives)

@@ -22,6 +22,43 @@ class HnswConfig:
     m: int = 16
     ef_construction: int = 200
     ef: int = 256
+    # hnswlib inserts in a thread-dependent order: more than one build thread makes the graph (and so the
+    # candidates) differ from run to run. Queries are parallel either way.
+    build_threads: int = 1
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """Which averaged-embedding profiles to build and how each weighs a view.
+
+    all: every view; positive: sum of `flag_weights` of the view's flags; negative: dislikes and skips
+    (watched < `skip_share` of the clip) without a positive flag; timespent: share of the clip watched,
+    capped at `watch_cap`; recency: every view, halving every `recency_half_life` weeks back."""
+
+    kinds: tuple[str, ...] = ("all", "positive", "negative", "timespent", "recency")
+    flag_weights: dict[str, float] = field(
+        default_factory=lambda: {
+            "like": 1.0,
+            "share": 2.0,
+            "bookmark": 2.0,
+            "click_on_author": 1.0,
+            "open_comments": 1.0,
+        }
+    )
+    skip_share: float = 0.25
+    watch_cap: float = 3.0
+    recency_half_life: float = 4.0
+
+    def __hash__(self) -> int:
+        return hash(
+            (
+                self.kinds,
+                tuple(sorted(self.flag_weights.items())),
+                self.skip_share,
+                self.watch_cap,
+                self.recency_half_life,
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -36,8 +73,9 @@ class RunConfig:
     n_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     positive_flags: tuple[str, ...] = DEFAULT_POSITIVE_FLAGS
     embedding_dim: int = 64
-    sources: tuple[str, ...] = ("popular", "hnsw:all")
-    baselines: tuple[str, ...] = ("random", "exact:all")  # scored for the report, not blended
+    sources: tuple[str, ...] = ("popular", "hnsw:all", "hnsw:positive", "hnsw:timespent", "hnsw:recency")
+    # scored for the report, not blended: random, exact search (HNSW's reference) and the negative profile
+    baselines: tuple[str, ...] = ("random", "exact:all", "hnsw:negative")
     candidate_depth: int = 300
     blend_rrf_k: float = 60.0
     ann_recall_queries: int = 2000  # target clips sampled to measure HNSW recall against exact search
@@ -46,11 +84,15 @@ class RunConfig:
     assignment: str = "slots"  # cap-aware assignment strategy: "slots" (draft by rank) or "global"
     final_method: str = "blend"
     hnsw: HnswConfig = HnswConfig()
+    profiles: ProfileSettings = field(default_factory=ProfileSettings)
     quiet: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        bad_weights = [f for f in self.profiles.flag_weights if f not in FLAG_COLUMNS]
+        if bad_weights:
+            raise ValueError(f"profiles.flag_weights {bad_weights}: each must be one of {FLAG_COLUMNS}")
         unknown = [f for f in self.positive_flags if f not in FLAG_COLUMNS]
         if unknown or not self.positive_flags:
             raise ValueError(
@@ -87,10 +129,12 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
         return None if value in (None, "") else Path(value)
     if name in ("positive_flags", "sources", "baselines"):
         return tuple(value.split(",")) if isinstance(value, str) else tuple(value)
-    if name == "hnsw" and isinstance(value, dict):
-        known = {f.name for f in fields(HnswConfig)}
+    if name in ("hnsw", "profiles") and isinstance(value, dict):
+        known = {f.name for f in fields(current)}
         if set(value) - known:
-            raise ValueError(f"unknown [hnsw] key(s) {sorted(set(value) - known)}; known: {sorted(known)}")
+            raise ValueError(f"unknown [{name}] key(s) {sorted(set(value) - known)}; known: {sorted(known)}")
+        if "kinds" in value:
+            value = {**value, "kinds": tuple(value["kinds"])}
         return replace(current, **value)
     return value
 

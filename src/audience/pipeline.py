@@ -41,6 +41,7 @@ from audience.submission import to_frame, write_submission
 
 log = logging.getLogger(__name__)
 ORACLE = "oracle"
+POOL_DEPTHS = (100, 300, 1000)  # candidate-pool depths whose recall of the truth week is reported
 
 
 def file_key(method: str) -> str:
@@ -105,7 +106,7 @@ def _timed(run: Run, stage: str):
 def stage_profiles(run: Run) -> None:
     cfg, catalog = run.cfg, run.catalog
     split = run.split()
-    fit = build_fit_data(split.fit_weeks, catalog, cfg.positive_flags, progress=not cfg.quiet)
+    fit = build_fit_data(split.fit_weeks, catalog, cfg.positive_flags, cfg.profiles, progress=not cfg.quiet)
     if cfg.targets is not None:
         target_ids = read_targets_file(cfg.targets)
     else:
@@ -289,6 +290,19 @@ def stage_evaluate(run: Run) -> dict:
                 raise
             log.warning("test week cannot be scored, results table left empty: %s", exc)
     rows = []
+    depths = sorted(
+        {d for d in (cfg.list_size, *POOL_DEPTHS, cfg.candidate_depth) if d <= cfg.candidate_depth}
+    )
+
+    def pool_recall(cands: pl.DataFrame) -> dict[str, float]:
+        pool = cands.select(
+            pl.Series("item_id", item_ids, dtype=pl.UInt32).gather(cands["clip"]),
+            pl.Series("user_id", user_ids).gather(cands["user"]),
+            "rank",
+        )
+        found = recall_at_depth(pool, truth, depths, targets=item_ids)
+        return {f"recall@{d}": value for d, value in found.items()}
+
     if truth is not None and truth.height:
         for method in assignment:
             row: dict = {"method": method}
@@ -298,15 +312,10 @@ def stage_evaluate(run: Run) -> dict:
                 row[f"ndcg_{name}"] = float(per_clip["ndcg"].mean()) if per_clip.height else float("nan")
             row["cap_cost"] = row["ndcg_uncapped"] - row["ndcg_capped"]
             if method != ORACLE:
-                cands = run.candidates(method)
-                pool = cands.select(
-                    pl.Series("item_id", item_ids, dtype=pl.UInt32).gather(cands["clip"]),
-                    pl.Series("user_id", user_ids).gather(cands["user"]),
-                    "rank",
-                )
-                for depth, value in recall_at_depth(pool, truth, (100, cfg.candidate_depth)).items():
-                    row[f"recall@{depth}"] = value
+                row.update(pool_recall(run.candidates(method)))
             rows.append(row)
+        union = pl.concat([run.candidates(m).select("clip", "user", "rank") for m in cfg.sources])
+        rows.append({"method": "union of sources", **pool_recall(union)})
     results = {
         "dataset": cfg.dataset_name,
         "mode": cfg.mode,
@@ -336,7 +345,8 @@ def results_table(results: dict) -> str:
     for row in results["methods"][1:]:
         columns += [c for c in row if c != "method" and c not in columns]
     lines = [head, "", "| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for row in results["methods"]:
+    ranked = sorted(results["methods"], key=lambda r: -r.get("ndcg_capped", -1.0))
+    for row in ranked:
         cells = [f"{row[c]:.4f}" if isinstance(row.get(c), float) else "" for c in columns]
         lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

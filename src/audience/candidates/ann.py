@@ -1,5 +1,8 @@
 """Nearest-neighbour search over user vectors: hnswlib (approximate) and exact blocked matmul.
 
+The HNSW build is single-threaded by default (`build_threads`): hnswlib's parallel insertion order depends
+on thread timing, so a parallel build gives a different graph, and different candidates, on every run.
+
 Both return top-k by similarity (cosine on unit vectors, or inner product) as `TopK`. hnswlib does not
 store `ef` with an index, so `HnswIndex.save` writes it in a sidecar JSON and `load` restores it.
 Limits: exact search costs O(n_queries x n_users x dim) (blocked to ~256 MB of scores at a time);
@@ -28,11 +31,12 @@ class HnswIndex:
         ef: int = 256,
         n_threads: int = 1,
         seed: int = 0,
+        build_threads: int = 1,
     ):
         if space not in ("cosine", "ip"):
             raise ValueError(f"space must be 'cosine' or 'ip', got {space!r}")
         self.space, self.m, self.ef_construction, self.ef = space, m, ef_construction, ef
-        self.n_threads, self.seed = n_threads, seed
+        self.n_threads, self.seed, self.build_threads = n_threads, seed, build_threads
         self.index: hnswlib.Index | None = None
         self.size = 0
 
@@ -45,9 +49,10 @@ class HnswIndex:
             M=self.m,
             random_seed=self.seed,
         )
-        self.index.set_num_threads(self.n_threads)
         if len(ids):
-            self.index.add_items(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            self.index.add_items(vectors, ids.astype(np.int64), num_threads=self.build_threads)
+        self.index.set_num_threads(self.n_threads)
         self.size = len(ids)
         return self
 

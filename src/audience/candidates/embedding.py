@@ -48,7 +48,13 @@ class EmbeddingSource:
         self.vectors = profiles[self.ids]
         if self.backend == "hnsw":
             self.index = HnswIndex(
-                "cosine", self.hnsw.m, self.hnsw.ef_construction, self.hnsw.ef, self.n_threads, self.seed
+                "cosine",
+                self.hnsw.m,
+                self.hnsw.ef_construction,
+                self.hnsw.ef,
+                self.n_threads,
+                self.seed,
+                self.hnsw.build_threads,
             ).build(self.vectors, self.ids)
         return self
 

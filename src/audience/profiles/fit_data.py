@@ -15,22 +15,64 @@ import numpy as np
 from scipy import sparse
 from tqdm.auto import tqdm
 
+from audience.config import ProfileSettings
 from audience.data.catalog import Catalog
 from audience.data.weeks import DEFAULT_CHUNK_ROWS, WeekBatch, count_rows, iter_weeks
 from audience.io import atomic_path
 
-WeightFn = Callable[[WeekBatch, np.ndarray], np.ndarray]  # (week, positive mask) -> per-row weight
+
+@dataclass
+class RowContext:
+    """What a profile weight may look at for each row of a chunk."""
+
+    batch: WeekBatch
+    positive: np.ndarray  # bool: any positive flag
+    duration: np.ndarray  # float32 seconds of the row's clip (>= 1)
+    week_age: int  # 0 for the last fit week, 1 for the one before, ...
+    settings: ProfileSettings
 
 
-def _all_views(batch: WeekBatch, positive: np.ndarray) -> np.ndarray:
-    return np.ones(len(batch), dtype=np.float32)
+def _all_views(ctx: RowContext) -> np.ndarray:
+    return np.ones(len(ctx.batch), dtype=np.float32)
 
 
-def _positive_views(batch: WeekBatch, positive: np.ndarray) -> np.ndarray:
-    return positive.astype(np.float32)
+def _positive_views(ctx: RowContext) -> np.ndarray:
+    weight = np.zeros(len(ctx.batch), dtype=np.float32)
+    for flag, value in ctx.settings.flag_weights.items():
+        weight += np.float32(value) * ctx.batch.columns[flag]
+    return weight
 
 
-PROFILE_WEIGHTS: dict[str, WeightFn] = {"all": _all_views, "positive": _positive_views}
+def _negative_views(ctx: RowContext) -> np.ndarray:
+    """Dislikes and skips (watched less than `skip_share` of the clip) that carry no positive flag."""
+    timespent = ctx.batch.columns["timespent"].astype(np.float32)
+    skip = timespent < ctx.settings.skip_share * ctx.duration
+    return ((ctx.batch.columns["dislike"] | skip) & ~ctx.positive).astype(np.float32)
+
+
+def _timespent_views(ctx: RowContext) -> np.ndarray:
+    """Share of the clip watched, capped (rewatches can exceed 1)."""
+    share = ctx.batch.columns["timespent"].astype(np.float32) / ctx.duration
+    return np.minimum(share, np.float32(ctx.settings.watch_cap))
+
+
+def _recent_views(ctx: RowContext) -> np.ndarray:
+    """Every view, halving in weight every `recency_half_life` weeks back from the last fit week."""
+    weight = 0.5 ** (ctx.week_age / ctx.settings.recency_half_life)
+    return np.full(len(ctx.batch), weight, dtype=np.float32)
+
+
+PROFILE_WEIGHTS: dict[str, Callable[[RowContext], np.ndarray]] = {
+    "all": _all_views,
+    "positive": _positive_views,
+    "negative": _negative_views,
+    "timespent": _timespent_views,
+    "recency": _recent_views,
+}
+
+
+def profile_columns(settings: ProfileSettings, positive_flags: Sequence[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*positive_flags, *settings.flag_weights, "dislike", "timespent")))
 
 
 @dataclass
@@ -87,15 +129,19 @@ def build_fit_data(
     weeks: Sequence[Path],
     catalog: Catalog,
     positive_flags: Sequence[str],
-    profiles: Sequence[str] = ("all", "positive"),
+    settings: ProfileSettings | None = None,
     progress: bool = True,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> FitData:
     """Stream `weeks` once, chunk by chunk, and accumulate counts and profile sums (float64), then normalise.
     Memory: O(n_users x dim + n_items x dim + one chunk)."""
+    settings = settings or ProfileSettings()
+    profiles = settings.kinds
     unknown = [p for p in profiles if p not in PROFILE_WEIGHTS]
     if unknown:
         raise ValueError(f"unknown profile type(s) {unknown}; known: {sorted(PROFILE_WEIGHTS)}")
+    duration = np.maximum(catalog.item_duration.astype(np.float32), 1.0)
+    week_number = {Path(p): k for k, p in enumerate(weeks)}
     n_users, n_items, dim = catalog.n_users, catalog.n_items, catalog.embedding.shape[1]
     user_views = np.zeros(n_users, dtype=np.int64)
     user_positives = np.zeros(n_users, dtype=np.int64)
@@ -105,15 +151,19 @@ def build_fit_data(
     weights = {name: np.zeros(n_users, dtype=np.float64) for name in profiles}
     has_embedding = catalog.has_embedding.astype(np.float32)
     bar = tqdm(total=count_rows(weeks), desc="profiles", unit="row", unit_scale=True, disable=not progress)
-    for batch in iter_weeks(weeks, catalog.users, catalog.items, positive_flags, chunk_rows):
+    columns = profile_columns(settings, positive_flags)
+    for batch in iter_weeks(weeks, catalog.users, catalog.items, columns, chunk_rows):
         positive = positive_mask(batch, positive_flags)
+        ctx = RowContext(
+            batch, positive, duration[batch.item], len(weeks) - 1 - week_number[batch.path], settings
+        )
         user_views += np.bincount(batch.user, minlength=n_users)
         user_positives += np.bincount(batch.user, weights=positive, minlength=n_users).astype(np.int64)
         item_views += np.bincount(batch.item, minlength=n_items)
         item_positives += np.bincount(batch.item, weights=positive, minlength=n_items).astype(np.int64)
         usable = has_embedding[batch.item]
         for name in profiles:
-            w = PROFILE_WEIGHTS[name](batch, positive) * usable
+            w = PROFILE_WEIGHTS[name](ctx) * usable
             rows = np.flatnonzero(w)  # only weighted rows enter the sparse product (positives are few)
             matrix = sparse.csr_matrix(
                 (w[rows], (batch.user[rows], batch.item[rows])), shape=(n_users, n_items)
