@@ -1,0 +1,1 @@
+"""Data access: the VK-LSVD layout, schema checks, hub download, synthetic generator, streaming readers."""

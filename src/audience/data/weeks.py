@@ -1,0 +1,119 @@
+"""Streaming reads of weekly interaction files: one chunk of one week in memory at a time, only the needed
+columns. A chunk is at most `chunk_rows` rows (default 20 million, about 0.5-1 GB of working memory with
+the id lookups), so a 1.6-billion-row week of the full dataset streams like a small one."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+from audience.data.ids import IdMap
+from audience.data.schema import INTERACTIONS_SCHEMA, check_schema
+from audience.errors import DataError
+
+log = logging.getLogger(__name__)
+DEFAULT_CHUNK_ROWS = 20_000_000
+
+
+@dataclass
+class WeekBatch:
+    """Interactions (a whole week or a chunk of one) as dense indices plus the requested columns (numpy)."""
+
+    path: Path
+    user: np.ndarray  # int32
+    item: np.ndarray  # int32
+    columns: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return int(self.user.shape[0])
+
+
+def _wanted(columns: Sequence[str]) -> tuple[str, ...]:
+    return ("user_id", "item_id", *[c for c in columns if c not in ("user_id", "item_id")])
+
+
+def _to_batch(
+    frame: pl.DataFrame, path: Path, users: IdMap, items: IdMap, wanted: tuple[str, ...]
+) -> WeekBatch:
+    for column in wanted:
+        nulls = frame[column].null_count()
+        if nulls:
+            raise DataError(f"{path}: column {column!r} has {nulls} null value(s); expected none")
+    user = users.index(frame["user_id"].to_numpy(), path, "user_id")
+    item = items.index(frame["item_id"].to_numpy(), path, "item_id")
+    return WeekBatch(Path(path), user, item, {c: frame[c].to_numpy() for c in wanted[2:]})
+
+
+def iter_week_chunks(
+    path: Path, users: IdMap, items: IdMap, columns: Sequence[str] = (), chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> Iterator[WeekBatch]:
+    """Yield one week file (schema-checked) in chunks of at most `chunk_rows` rows, ids mapped to indices."""
+    wanted = _wanted(columns)
+    check_schema(path, INTERACTIONS_SCHEMA, wanted)
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=list(wanted))
+        for record_batch in batches:
+            yield _to_batch(pl.from_arrow(record_batch), path, users, items, wanted)
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read parquet data ({type(exc).__name__}: {exc})") from exc
+
+
+def read_week(path: Path, users: IdMap, items: IdMap, columns: Sequence[str] = ()) -> WeekBatch:
+    """A whole week at once (for small files and tests; the pipeline streams with `iter_weeks`)."""
+    chunks = list(iter_week_chunks(path, users, items, columns))
+    if not chunks:
+        return WeekBatch(
+            Path(path), np.zeros(0, np.int32), np.zeros(0, np.int32), {c: np.zeros(0) for c in columns}
+        )
+    return WeekBatch(
+        Path(path),
+        np.concatenate([c.user for c in chunks]),
+        np.concatenate([c.item for c in chunks]),
+        {k: np.concatenate([c.columns[k] for c in chunks]) for k in chunks[0].columns},
+    )
+
+
+def count_rows(paths: Sequence[Path]) -> int:
+    """Rows of several parquet files from their footers (no data read)."""
+    total = 0
+    for path in paths:
+        check_schema(path, INTERACTIONS_SCHEMA, ("user_id", "item_id"))
+        total += pq.ParquetFile(path).metadata.num_rows
+    return total
+
+
+def iter_weeks(
+    paths: Sequence[Path],
+    users: IdMap,
+    items: IdMap,
+    columns: Sequence[str] = (),
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> Iterator[WeekBatch]:
+    """Yield every week's chunks in week order. An empty week is skipped with a warning (it carries no
+    signal); a run whose weeks are all empty stops with an error."""
+    n_rows = 0
+    for path in paths:
+        week_rows = 0
+        for batch in iter_week_chunks(path, users, items, columns, chunk_rows):
+            week_rows += len(batch)
+            if len(batch):
+                yield batch
+        if week_rows == 0:
+            log.warning("%s: week has no rows; skipped", path)
+        n_rows += week_rows
+    if paths and n_rows == 0:
+        raise DataError(f"{Path(paths[0]).parent}: every week file is empty (expected interactions)")
+
+
+def week_item_ids(path: Path) -> np.ndarray:
+    """Distinct item ids of one week (schema-checked), cheap: one column only."""
+    check_schema(path, INTERACTIONS_SCHEMA, ("item_id",))
+    return pl.scan_parquet(path).select(pl.col("item_id").unique()).collect()["item_id"].to_numpy()
