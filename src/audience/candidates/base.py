@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 import polars as pl
+from scipy import sparse
 
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
@@ -107,4 +108,25 @@ def top_k_rows(scores: np.ndarray, k: int, ids: np.ndarray | None = None) -> Top
     out.scores[:, :k_eff] = np.take_along_axis(part_scores, order, axis=1)
     bad = ~np.isfinite(out.scores)
     out.users[bad] = -1
+    return out
+
+
+def sparse_top_k(scores: sparse.spmatrix, k: int) -> TopK:
+    """Row-wise top-k of the explicit entries of a sparse score matrix (rows = queries, columns = users).
+
+    One lexsort of the nonzeros (row, score desc, column asc), then each entry's position within its row;
+    no loop over rows. Cost O(nnz log nnz)."""
+    matrix = sparse.csr_matrix(scores)
+    matrix.sum_duplicates()
+    n = matrix.shape[0]
+    out = TopK.empty(n, k)
+    if matrix.nnz == 0 or k == 0:
+        return out
+    rows = np.repeat(np.arange(n), np.diff(matrix.indptr))
+    order = np.lexsort((matrix.indices, -matrix.data, rows))
+    position = np.arange(matrix.nnz) - matrix.indptr[rows[order]]
+    keep = position < k
+    kept_rows, kept_pos = rows[order][keep], position[keep]
+    out.users[kept_rows, kept_pos] = matrix.indices[order][keep]
+    out.scores[kept_rows, kept_pos] = matrix.data[order][keep]
     return out

@@ -1,8 +1,11 @@
-"""Build generators by name: 'popular', 'random', '<backend>:<profile>' ('hnsw:all', 'exact:positive')."""
+"""Build generators by name: 'popular', 'random', 'author_fans', 'coengagement', '<backend>:<profile>'
+('hnsw:all', 'exact:positive')."""
 
 from __future__ import annotations
 
+from audience.candidates.authors import AuthorFansSource
 from audience.candidates.base import CandidateSource
+from audience.candidates.coengagement import CoEngagementSource
 from audience.candidates.embedding import EmbeddingSource
 from audience.candidates.popular import PopularSource
 from audience.candidates.random_users import RandomSource
@@ -10,14 +13,18 @@ from audience.config import RunConfig
 
 
 def make_source(name: str, cfg: RunConfig) -> CandidateSource:
-    spec = name
-    if spec == "popular":
+    if name == "popular":
         return PopularSource()
-    if spec == "random":
+    if name == "random":
         return RandomSource(cfg.seed)
-    backend, _, profile = spec.partition(":")
+    if name == "author_fans":
+        return AuthorFansSource()
+    if name == "coengagement":
+        return CoEngagementSource(hnsw=cfg.hnsw, n_threads=cfg.n_threads, seed=cfg.seed)
+    backend, _, profile = name.partition(":")
     if backend in ("hnsw", "exact") and profile:
         return EmbeddingSource(profile, backend, cfg.hnsw, cfg.n_threads, cfg.seed)
     raise ValueError(
-        f"unknown candidate source {name!r}; use popular, random, hnsw:<profile>, exact:<profile>"
+        f"unknown candidate source {name!r}; use popular, random, author_fans, coengagement, "
+        "hnsw:<profile> or exact:<profile>"
     )

@@ -20,6 +20,9 @@ class DatasetLayout:
     root: Path
     subsample: str | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
     @property
     def interactions_root(self) -> Path:
         if self.subsample:

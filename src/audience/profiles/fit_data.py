@@ -77,7 +77,12 @@ def profile_columns(settings: ProfileSettings, positive_flags: Sequence[str]) ->
 
 @dataclass
 class FitData:
-    """What the generators learn from: per-user/per-clip counts and per-user mean embeddings."""
+    """What the generators learn from: counts, mean-embedding profiles and recency-weighted sparse histories.
+
+    Sparse histories (recency-weighted with the profiles' half-life, so last week counts 1):
+    user_author_views / user_author_positives: (n_users, n_authors) CSR, views and positives per author;
+    item_user_positives: (n_items, n_users) CSR, who engaged with each clip. Their size is bounded by the
+    distinct (user, author) and positive (clip, user) pairs, not by the number of interactions."""
 
     user_views: np.ndarray  # int64 (n_users,)
     user_positives: np.ndarray  # int64 (n_users,)
@@ -85,6 +90,7 @@ class FitData:
     item_positives: np.ndarray  # int64 (n_items,)
     profiles: dict[str, np.ndarray] = field(default_factory=dict)  # name -> float32 (n_users, dim), unit rows
     profile_weight: dict[str, np.ndarray] = field(default_factory=dict)  # name -> float64 (n_users,)
+    histories: dict[str, sparse.csr_matrix] = field(default_factory=dict)
 
     @property
     def n_users(self) -> int:
@@ -100,6 +106,10 @@ class FitData:
         for name in self.profiles:
             arrays[f"profile__{name}"] = self.profiles[name]
             arrays[f"weight__{name}"] = self.profile_weight[name]
+        for name, matrix in self.histories.items():
+            for part in ("data", "indices", "indptr"):
+                arrays[f"sparse__{name}__{part}"] = getattr(matrix, part)
+            arrays[f"sparse__{name}__shape"] = np.asarray(matrix.shape)
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
 
@@ -108,6 +118,14 @@ class FitData:
         with np.load(path) as npz:
             profiles = {k.split("__", 1)[1]: npz[k] for k in npz.files if k.startswith("profile__")}
             weights = {k.split("__", 1)[1]: npz[k] for k in npz.files if k.startswith("weight__")}
+            names = {k.split("__")[1] for k in npz.files if k.startswith("sparse__")}
+            matrices = {
+                name: sparse.csr_matrix(
+                    tuple(npz[f"sparse__{name}__{p}"] for p in ("data", "indices", "indptr")),
+                    shape=tuple(npz[f"sparse__{name}__shape"]),
+                )
+                for name in names
+            }
             return cls(
                 npz["user_views"],
                 npz["user_positives"],
@@ -115,6 +133,7 @@ class FitData:
                 npz["item_positives"],
                 profiles,
                 weights,
+                matrices,
             )
 
 
@@ -147,6 +166,12 @@ def build_fit_data(
     user_positives = np.zeros(n_users, dtype=np.int64)
     item_views = np.zeros(n_items, dtype=np.int64)
     item_positives = np.zeros(n_items, dtype=np.int64)
+    n_authors = len(catalog.authors)
+    history = {
+        "user_author_views": sparse.csr_matrix((n_users, n_authors), dtype=np.float32),
+        "user_author_positives": sparse.csr_matrix((n_users, n_authors), dtype=np.float32),
+        "item_user_positives": sparse.csr_matrix((n_items, n_users), dtype=np.float32),
+    }
     sums = {name: np.zeros((n_users, dim), dtype=np.float64) for name in profiles}
     weights = {name: np.zeros(n_users, dtype=np.float64) for name in profiles}
     has_embedding = catalog.has_embedding.astype(np.float32)
@@ -161,6 +186,19 @@ def build_fit_data(
         user_positives += np.bincount(batch.user, weights=positive, minlength=n_users).astype(np.int64)
         item_views += np.bincount(batch.item, minlength=n_items)
         item_positives += np.bincount(batch.item, weights=positive, minlength=n_items).astype(np.int64)
+        recency = np.float32(_recent_views(ctx)[0]) if len(batch) else np.float32(1.0)
+        author = catalog.item_author[batch.item]
+        views = np.full(len(batch), recency, dtype=np.float32)
+        history["user_author_views"] += sparse.csr_matrix(
+            (views, (batch.user, author)), shape=(n_users, n_authors)
+        )
+        pos = np.flatnonzero(positive)
+        history["user_author_positives"] += sparse.csr_matrix(
+            (views[pos], (batch.user[pos], author[pos])), shape=(n_users, n_authors)
+        )
+        history["item_user_positives"] += sparse.csr_matrix(
+            (views[pos], (batch.item[pos], batch.user[pos])), shape=(n_items, n_users)
+        )
         usable = has_embedding[batch.item]
         for name in profiles:
             w = PROFILE_WEIGHTS[name](ctx) * usable
@@ -177,4 +215,7 @@ def build_fit_data(
         mean = sums[name] / np.maximum(weights[name], 1e-12)[:, None]
         norm = np.linalg.norm(mean, axis=1, keepdims=True)
         normalised[name] = np.where(norm > 0, mean / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
-    return FitData(user_views, user_positives, item_views, item_positives, normalised, weights)
+    for matrix in history.values():
+        matrix.sum_duplicates()
+        matrix.sort_indices()
+    return FitData(user_views, user_positives, item_views, item_positives, normalised, weights, history)

@@ -1,0 +1,59 @@
+"""Content co-engagement: users who engaged with the new clip's nearest old clips (by content embedding).
+
+score(u, c) = sum over the n nearest old clips j of max(cos(c, j), 0)^power x positives(u, j), with
+positives recency-weighted (FitData.histories['item_user_positives']). Old clips are those with an
+embedding and at least one positive in the fit weeks, indexed with hnswlib (cosine). Limits: the clip
+index costs about n_old_clips x (4 x dim + 8 x M) bytes; a query batch's sparse product holds up to
+batch x n x (users per clip) entries."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+
+from audience.candidates.ann import HnswIndex
+from audience.candidates.base import ClipQueries, TopK, sparse_top_k
+from audience.candidates.embedding import unit_rows
+from audience.config import HnswConfig
+from audience.data.catalog import Catalog
+from audience.profiles.fit_data import FitData
+
+
+class CoEngagementSource:
+    name = "coengagement"
+
+    def __init__(self, n_neighbours: int = 50, power: float = 2.0, hnsw: HnswConfig | None = None,
+                 n_threads: int = 1, seed: int = 0, batch: int = 1024):  # fmt: skip
+        self.n_neighbours, self.power, self.batch = n_neighbours, power, batch
+        self.hnsw = hnsw or HnswConfig()
+        self.n_threads, self.seed = n_threads, seed
+        self.index: HnswIndex | None = None
+        self.item_users: sparse.csr_matrix | None = None
+        self.dim = 0
+
+    def fit(self, data: FitData, catalog: Catalog) -> CoEngagementSource:
+        self.item_users = data.histories["item_user_positives"].tocsr()
+        old = np.flatnonzero(catalog.has_embedding & (data.item_positives > 0)).astype(np.int32)
+        self.dim = catalog.embedding.shape[1]
+        self.index = HnswIndex(
+            "cosine", self.hnsw.m, self.hnsw.ef_construction, self.hnsw.ef, self.n_threads, self.seed,
+            self.hnsw.build_threads,
+        ).build(unit_rows(catalog.embedding[old]), old)  # fmt: skip
+        return self
+
+    def recommend(self, clips: ClipQueries, k: int) -> TopK:
+        assert self.index is not None and self.item_users is not None, "fit first"
+        out = TopK.empty(len(clips), k)
+        rows = np.flatnonzero(clips.has_embedding)
+        n_items = self.item_users.shape[0]
+        for start in range(0, rows.size, self.batch):  # batches of clips, each one sparse product + top-k
+            part = rows[start : start + self.batch]
+            near = self.index.query(unit_rows(clips.embedding[part, : self.dim]), self.n_neighbours)
+            valid = near.users >= 0
+            weight = np.maximum(near.scores, 0.0) ** self.power
+            neighbours = sparse.csr_matrix(
+                (weight[valid], (np.nonzero(valid)[0], near.users[valid])), shape=(part.size, n_items)
+            )
+            top = sparse_top_k(neighbours @ self.item_users, k)
+            out.users[part], out.scores[part] = top.users, top.scores
+        return out
