@@ -29,11 +29,11 @@ $(DATA_STAMP): | $(STAMP)
 demo: $(STAMP) $(DATA_STAMP)
 	@start=$$(date +%s); \
 	for mode in validate submit; do \
-	  for s in 02_build_profiles 03_generate_candidates 04_blend 05_assign 06_evaluate; do \
+	  for s in 02_build_profiles 03_generate_candidates 04_blend 05_rerank 06_assign 07_evaluate; do \
 	    echo "== $$mode: $$s"; $(PY) scripts/$$s.py --data-dir $(DATA) --mode $$mode --quiet $(ARGS) || exit 1; \
 	  done; \
 	done; \
-	$(PY) scripts/07_make_submission.py --data-dir $(DATA) --mode submit --quiet $(ARGS) || exit 1; \
+	$(PY) scripts/08_make_submission.py --data-dir $(DATA) --mode submit --quiet $(ARGS) || exit 1; \
 	echo; echo "validation results (artifacts/synthetic-$(PRESET)-validate/results.md):"; \
 	cat artifacts/synthetic-$(PRESET)-validate/results.md; \
 	echo; echo "wrote submissions/submission.parquet; demo pipeline took $$(( $$(date +%s) - start )) s"

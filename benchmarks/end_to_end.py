@@ -62,7 +62,7 @@ def main() -> None:
             ]
         )
         figures["stages"]["generate"] = {"wall_s": round(wall, 1), "peak_rss_gib": round(rss, 2)}
-    for stage in ("profiles", "candidates", "blend", "assign", "evaluate"):
+    for stage in ("profiles", "candidates", "blend", "rank", "assign", "evaluate"):
         wall, rss = timed_child(
             [
                 py,

@@ -29,12 +29,13 @@ def methods(run) -> dict[str, dict]:
 
 def test_results_table_has_every_method_and_sane_order(tiny_run):
     rows = methods(tiny_run)
-    profiles = {f"hnsw:{kind}" for kind in ("all", "positive", "timespent", "recency", "negative")}
-    assert set(rows) == {"random", "exact:all", "popular", "blend", "oracle", "union of sources"} | profiles
+    sources = {"popular", "author_fans", "coengagement", "hnsw:positive", "hnsw:timespent"}
+    expected = sources | {"random", "hnsw:all", "exact:all", "blend", "reranked", "oracle", "union of sources"}
+    assert set(rows) == expected
     union = rows.pop("union of sources")
     for row in rows.values():
         assert 0.0 <= row["ndcg_capped"] <= 1.0
-    for method in ("popular", "hnsw:all", "hnsw:positive"):
+    for method in sources:
         assert union["recall@100"] >= rows[method]["recall@100"]
         assert rows[method]["recall@100"] <= rows[method]["recall@150"]
     assert rows["oracle"]["ndcg_capped"] > max(r["ndcg_capped"] for m, r in rows.items() if m != "oracle")
@@ -88,7 +89,7 @@ def test_leakage_truth_week_never_reaches_profiles_or_candidates(tiny_dir, tiny_
     ).unique(["user_id", "item_id"])
     scrambled.write_parquet(week)
     cfg = replace(tiny_run.cfg, data_dir=data, run_dir=tmp_path / "run")
-    run = run_all(cfg, ("profiles", "candidates", "blend", "assign"))
+    run = run_all(cfg, ("profiles", "candidates", "blend", "rank", "assign"))
     for name in ("fit_data.npz",):
         a, b = np.load(tiny_run.path(name)), np.load(run.path(name))
         for key in a.files:
@@ -194,9 +195,10 @@ def test_numbered_scripts_run_in_order(tiny_dir, tmp_path):
         "02_build_profiles",
         "03_generate_candidates",
         "04_blend",
-        "05_assign",
-        "06_evaluate",
-        "07_make_submission",
+        "05_rerank",
+        "06_assign",
+        "07_evaluate",
+        "08_make_submission",
     ):
         proc = subprocess.run(
             [sys.executable, str(ROOT / "scripts" / f"{script}.py"), *common],

@@ -15,16 +15,17 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 from threadpoolctl import threadpool_limits
 
-from audience.assign import assign_with_cap, top_k_uncapped
+from audience.assign import assign_with_cap
 from audience.candidates import ClipQueries, make_source
-from audience.candidates.ann import exact_search, recall_against_exact
-from audience.candidates.embedding import EmbeddingSource
+from audience.candidates.ann import recall_against_exact
+from audience.candidates.base import TopK
 from audience.candidates.popular import PopularSource
 from audience.config import DEFAULT_SUBMISSION, STAGES, RunConfig
 from audience.data.catalog import Catalog, load_catalog
@@ -35,6 +36,8 @@ from audience.evaluation.oracle import oracle_candidates
 from audience.io import atomic_path, read_json, write_json, write_parquet
 from audience.metrics import ndcg_per_clip, positives, recall_at_depth
 from audience.profiles.fit_data import FitData, build_fit_data
+from audience.rank.features import add_labels, candidate_pool, feature_columns, pair_features
+from audience.rank.reranker import Reranker
 from audience.rank.simple_blend import rrf_blend
 from audience.split import Split, default_targets, make_split, read_targets_file
 from audience.submission import to_frame, write_submission
@@ -67,7 +70,7 @@ class Run:
         return self._catalog
 
     def split(self) -> Split:
-        return make_split(self.layout, self.cfg.mode, self.cfg.targets)
+        return make_split(self.layout, self.cfg.mode, self.cfg.targets, self.cfg.holdout)
 
     def require(self, name: str, stage: str) -> Path:
         path = self.path(name)
@@ -107,7 +110,7 @@ def stage_profiles(run: Run) -> None:
     cfg, catalog = run.cfg, run.catalog
     split = run.split()
     fit = build_fit_data(split.fit_weeks, catalog, cfg.positive_flags, cfg.profiles, progress=not cfg.quiet)
-    if cfg.targets is not None:
+    if cfg.targets is not None and cfg.holdout == 0:
         target_ids = read_targets_file(cfg.targets)
     else:
         target_ids = default_targets(split, catalog.items.ids[fit.item_views > 0])
@@ -157,42 +160,31 @@ def stage_candidates(run: Run) -> None:
     cfg = run.cfg
     fit, queries = run.fit_data(), run.queries()
     report: dict[str, dict] = {}
+    results = {}
     for name in dict.fromkeys((*cfg.sources, *cfg.baselines)):
         source = make_source(name, cfg)
         start = time.perf_counter()
         source.fit(fit, run.catalog)
         fitted = time.perf_counter()
-        top = source.recommend(queries, cfg.candidate_depth)
+        results[name] = source.recommend(queries, cfg.candidate_depth)
         done = time.perf_counter()
-        write_parquet(top.to_frame(name), run.path("candidates", f"{file_key(name)}.parquet"))
+        write_parquet(results[name].to_frame(name), run.path("candidates", f"{file_key(name)}.parquet"))
         report[name] = {
             "fit_s": round(fitted - start, 3),
             "query_s": round(done - fitted, 3),
             "queries_per_s": round(len(queries) / max(done - fitted, 1e-9), 1),
         }
-        if isinstance(source, EmbeddingSource) and source.backend == "hnsw":
-            report[name].update(_hnsw_recall(source, queries, top, cfg))
+    for name in results:  # HNSW against its exact twin, when the run has both
+        backend, _, profile = name.partition(":")
+        if backend == "hnsw" and f"exact:{profile}" in results:
+            exact = results[f"exact:{profile}"]
+            approx = results[name]
+            k = min(cfg.list_size, exact.users.shape[1])
+            recall = recall_against_exact(
+                TopK(approx.users[:, :k], approx.scores[:, :k]), TopK(exact.users[:, :k], exact.scores[:, :k])
+            )
+            report[name][f"recall_at_{k}_vs_exact"] = round(recall, 5)
     write_json(report, run.path("candidates", "sources.json"))
-
-
-def _hnsw_recall(source: EmbeddingSource, queries: ClipQueries, top, cfg: RunConfig) -> dict:
-    """Recall@k of the HNSW result against exact search on a sample of the target clips."""
-    rows = np.flatnonzero(queries.has_embedding)
-    rng = np.random.default_rng(cfg.seed)
-    sample = np.sort(rng.choice(rows, size=min(cfg.ann_recall_queries, rows.size), replace=False))
-    assert source.vectors is not None and source.ids is not None
-    from audience.candidates.embedding import unit_rows
-
-    q = unit_rows(queries.embedding[sample, : source.vectors.shape[1]])
-    start = time.perf_counter()
-    exact = exact_search(source.vectors, source.ids, q, cfg.list_size)
-    exact_s = time.perf_counter() - start
-    approx = type(top)(top.users[sample, : cfg.list_size], top.scores[sample, : cfg.list_size])
-    return {
-        "recall_at_100_vs_exact": round(recall_against_exact(approx, exact), 5),
-        "exact_queries_per_s": round(sample.size / max(exact_s, 1e-9), 1),
-        "recall_sample": int(sample.size),
-    }
 
 
 def stage_blend(run: Run) -> None:
@@ -203,7 +195,64 @@ def stage_blend(run: Run) -> None:
 
 
 def _methods(cfg: RunConfig) -> list[str]:
-    return list(dict.fromkeys((*cfg.baselines, *cfg.sources, "blend")))
+    return list(
+        dict.fromkeys((*cfg.baselines, *cfg.sources, "blend", *(("reranked",) if cfg.rerank else ())))
+    )
+
+
+def _pool_features(run: Run) -> pl.DataFrame:
+    cfg = run.cfg
+    pool = candidate_pool({name: run.candidates(name) for name in cfg.sources}, cfg.reranker.pool_depth)
+    return pair_features(pool, run.fit_data(), run.catalog, run.queries())
+
+
+def _training_frame(run: Run, holdout: int) -> pl.DataFrame:
+    """Features and labels of the pipeline shifted back `holdout` weeks: fitted on the weeks before the
+    label week, labelled by that week's positives."""
+    cfg = run.cfg
+    train_cfg = replace(
+        cfg,
+        holdout=cfg.holdout + holdout,
+        run_dir=run.path("ranker", f"train-{holdout}"),
+        targets=None,
+        baselines=(),
+        rerank=False,
+        final_method=cfg.sources[0],
+        quiet=True,
+    )
+    train_run = Run(train_cfg)
+    for stage in ("profiles", "candidates"):
+        run_stage(train_cfg, stage, train_run)
+    targets = train_run.targets()["item_id"].to_numpy()
+    truth = truth_positives(train_run.split().truth_week, cfg.positive_flags, targets)
+    clip_of = pl.DataFrame({"item_id": pl.Series(targets, dtype=pl.UInt32)}).with_row_index("clip")
+    truth = truth.join(clip_of, on="item_id")
+    truth = truth.with_columns(pl.Series("user", train_run.catalog.users.lookup(truth["user_id"].to_numpy())))
+    labelled = add_labels(
+        _pool_features(train_run), truth.filter(pl.col("user") >= 0).cast({"clip": pl.Int32})
+    )
+    return labelled.with_columns(pl.col("clip") + holdout * 10_000_000)  # distinct clip groups per week
+
+
+def stage_rank(run: Run) -> None:
+    """Train the reranker on `train_weeks` holdout splits, then score this run's candidate pool."""
+    cfg = run.cfg
+    if not cfg.rerank:
+        return
+    train_frame = pl.concat(
+        [_training_frame(run, h) for h in range(1, cfg.reranker.train_weeks + 1)], how="diagonal_relaxed"
+    )
+    model = Reranker(cfg.reranker, cfg.n_threads, cfg.seed).fit(train_frame, feature_columns(train_frame))
+    model.save(run.path("ranker"))
+    frame = _pool_features(run)
+    scored = frame.select("clip", "user").with_columns(
+        pl.Series("score", model.predict(frame), dtype=pl.Float32)
+    )
+    ranked = scored.sort(["clip", "score", "user"], descending=[False, True, False]).with_columns(
+        pl.col("score").cum_count().over("clip").cast(pl.Int32).alias("rank"),
+        pl.lit("reranked").alias("source"),
+    )
+    write_parquet(ranked, run.path("candidates", "reranked.parquet"))
 
 
 def _fallback_order(fit: FitData, catalog: Catalog) -> np.ndarray:
@@ -227,7 +276,18 @@ def _assign(run: Run, method: str, frame: pl.DataFrame, n_clips: int, fallback: 
         fallback_order=fallback,
         strategy=cfg.assignment,
     )
-    uncapped = top_k_uncapped(clip, user, score, n_clips, cfg.list_size)
+    # the same assignment with the cap lifted, so cap_cost measures the cap alone
+    uncapped = assign_with_cap(
+        clip,
+        user,
+        score,
+        n_clips,
+        run.catalog.n_users,
+        cfg.list_size,
+        max(n_clips, 1),
+        fallback_order=fallback,
+        strategy=cfg.assignment,
+    ).users
     for name, lists in (("capped", result.users), ("uncapped", uncapped)):
         with atomic_path(run.path("lists", f"{file_key(method)}.{name}.npy")) as tmp, open(tmp, "wb") as fh:
             np.save(fh, lists.astype(np.int32))
@@ -368,6 +428,7 @@ STAGE_FUNCTIONS: dict[str, Callable[[Run], object]] = {
     "profiles": stage_profiles,
     "candidates": stage_candidates,
     "blend": stage_blend,
+    "rank": stage_rank,
     "assign": stage_assign,
     "evaluate": stage_evaluate,
     "submission": stage_submission,

@@ -25,7 +25,7 @@ from audience.errors import DataError
 @dataclass(frozen=True)
 class Split:
     mode: str
-    fit_weeks: tuple[Path, ...]
+    fit_weeks: tuple[Path, ...]  # weeks everything is fitted on (never the truth week)
     truth_week: Path | None
     targets_from: str  # where the target list came from
 
@@ -37,7 +37,20 @@ class Split:
         return int(match.group(1)) if match else None
 
 
-def make_split(layout: DatasetLayout, mode: str, targets: Path | None = None) -> Split:
+def make_split(layout: DatasetLayout, mode: str, targets: Path | None = None, holdout: int = 0) -> Split:
+    """The run's split; `holdout` > 0 shifts it back that many weeks (the ranker's training split: fit on
+    the weeks before the last `holdout` fit weeks, truth = the first of them, targets = its new clips)."""
+    split = _split(layout, mode, targets)
+    if holdout <= 0:
+        return split
+    if holdout >= len(split.fit_weeks):
+        raise DataError(f"{layout.split_dir('train')}: holdout={holdout} needs more than {holdout} fit weeks")
+    fit = split.fit_weeks[:-holdout]
+    truth = split.fit_weeks[-holdout]
+    return Split(mode, fit, truth, f"clips of {truth.name} unseen in the weeks before it")
+
+
+def _split(layout: DatasetLayout, mode: str, targets: Path | None) -> Split:
     train = layout.train_weeks()
     if mode == "validate":
         return Split(mode, tuple(train), layout.validation_week(), "validation week clips unseen in train")

@@ -110,7 +110,7 @@ PRESETS: dict[str, SyntheticConfig] = {
         n_items=200_000,
         n_authors=15_000,
         n_train_weeks=25,
-        views_per_user_week=68.0,
+        views_per_user_week=70.0,
         rate_multiplier=1.0,
     ),
     "large": SyntheticConfig(

@@ -1,0 +1,115 @@
+"""Features of (clip, user) candidate pairs for the reranker, all from the fit weeks (never the label week).
+
+Per source: its score and rank (NaN when the source did not propose the pair). Per user: activity,
+engagement rate, demographics, how many target clips propose them (cap pressure). Per clip: duration, its
+author's size and engagement rate, whether it has an embedding. Per pair: cosine between the clip and each
+profile kind, and the user's recency-weighted views / positives with the clip's author.
+
+Everything is a numpy gather over the pool (no loop over pairs); cosines are computed in blocks of pairs so
+memory stays at about block x dim x 8 bytes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import polars as pl
+from scipy import sparse
+
+from audience.candidates.base import ClipQueries
+from audience.data.catalog import Catalog
+from audience.profiles.fit_data import FitData
+
+COSINE_BLOCK = 1 << 20
+
+
+def candidate_pool(frames: Mapping[str, pl.DataFrame], depth: int) -> pl.DataFrame:
+    """Union of every source's top-`depth` pairs: one row per (clip, user) with each source's score/rank."""
+    parts = []
+    for name, frame in frames.items():
+        top = frame.filter(pl.col("rank") <= depth).select(
+            "clip", "user", pl.col("score").alias(f"score__{name}"), pl.col("rank").alias(f"rank__{name}")
+        )
+        parts.append(top)
+    pool = parts[0]
+    for part in parts[1:]:
+        pool = pool.join(part, on=["clip", "user"], how="full", coalesce=True)
+    return pool.sort("clip", "user")
+
+
+def _pair_lookup(matrix: sparse.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """matrix[rows[i], cols[i]] for every pair, vectorized (binary search in each row's sorted indices)."""
+    matrix = matrix.tocsr()
+    matrix.sort_indices()
+    n_cols = matrix.shape[1]
+    row_of = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+    keys = row_of * n_cols + matrix.indices
+    wanted = rows.astype(np.int64) * n_cols + cols
+    pos = np.minimum(np.searchsorted(keys, wanted), max(keys.size - 1, 0))
+    found = keys.size > 0
+    hit = (keys[pos] == wanted) if found else np.zeros(wanted.shape[0], dtype=bool)
+    return np.where(hit, matrix.data[pos] if found else 0.0, 0.0).astype(np.float32)
+
+
+def _blocked_cosine(clip_vectors: np.ndarray, user_vectors: np.ndarray, clip: np.ndarray, user: np.ndarray):
+    out = np.empty(clip.shape[0], dtype=np.float32)
+    for start in range(0, clip.shape[0], COSINE_BLOCK):  # blocks of pairs, each one vectorized product
+        end = start + COSINE_BLOCK
+        out[start:end] = np.einsum("ij,ij->i", clip_vectors[clip[start:end]], user_vectors[user[start:end]])
+    return out
+
+
+def pair_features(pool: pl.DataFrame, fit: FitData, catalog: Catalog, queries: ClipQueries) -> pl.DataFrame:
+    """The pool with every feature column added (float32; NaN where unknown)."""
+    clip = pool["clip"].to_numpy()
+    user = pool["user"].to_numpy()
+    author = queries.author[clip]
+    known_author = author >= 0
+    safe_author = np.maximum(author, 0)
+
+    views = fit.user_views.astype(np.float32)
+    positives = fit.user_positives.astype(np.float32)
+    users_meta = catalog.users_frame
+    cols: dict[str, np.ndarray] = {
+        "user_log_views": np.log1p(views)[user],
+        "user_log_positives": np.log1p(positives)[user],
+        "user_positive_rate": (positives / np.maximum(views, 1.0))[user],
+        "user_age": users_meta["age"].to_numpy().astype(np.float32)[user],
+        "user_gender": users_meta["gender"].to_numpy().astype(np.float32)[user],
+        "user_geo": users_meta["geo"].to_numpy().astype(np.float32)[user],
+        "user_pool_clips": np.bincount(user, minlength=fit.n_users).astype(np.float32)[user],
+        "clip_duration": queries.duration[clip].astype(np.float32),
+        "clip_has_embedding": queries.has_embedding[clip].astype(np.float32),
+    }
+    n_authors = len(catalog.authors)
+    author_views = np.bincount(catalog.item_author, weights=fit.item_views, minlength=n_authors)
+    author_pos = np.bincount(catalog.item_author, weights=fit.item_positives, minlength=n_authors)
+    author_clips = np.bincount(catalog.item_author[fit.item_views > 0], minlength=n_authors)
+    nan = np.float32(np.nan)
+    cols["author_log_views"] = np.where(known_author, np.log1p(author_views)[safe_author], nan)
+    cols["author_positive_rate"] = np.where(
+        known_author, (author_pos / np.maximum(author_views, 1.0))[safe_author], nan
+    )
+    cols["author_clips"] = np.where(known_author, author_clips[safe_author], nan)
+    for name in ("user_author_views", "user_author_positives"):
+        value = _pair_lookup(fit.histories[name], user, safe_author)
+        cols[name] = np.where(known_author, value, nan)
+    cols["user_author_rate"] = cols["user_author_positives"] / np.maximum(cols["user_author_views"], 1e-3)
+    unit = np.linalg.norm(queries.embedding, axis=1, keepdims=True)
+    clip_vectors = np.where(unit > 0, queries.embedding / np.maximum(unit, 1e-12), 0.0).astype(np.float32)
+    for kind, profile in fit.profiles.items():
+        cosine = _blocked_cosine(clip_vectors, profile[:, : clip_vectors.shape[1]], clip, user)
+        cols[f"cos__{kind}"] = np.where(queries.has_embedding[clip], cosine, nan)
+    extra = pl.DataFrame({name: np.asarray(v, dtype=np.float32) for name, v in cols.items()})
+    return pl.concat([pool, extra], how="horizontal")
+
+
+def feature_columns(frame: pl.DataFrame) -> list[str]:
+    """Every column of a feature frame except the keys and the label."""
+    return [c for c in frame.columns if c not in ("clip", "user", "label")]
+
+
+def add_labels(pool: pl.DataFrame, truth_pairs: pl.DataFrame) -> pl.DataFrame:
+    """label = 1 where (clip, user) is a positive of the label week (truth_pairs has clip, user indices)."""
+    marked = truth_pairs.select("clip", "user").unique().with_columns(pl.lit(1, pl.Int8).alias("label"))
+    return pool.join(marked, on=["clip", "user"], how="left").with_columns(pl.col("label").fill_null(0))

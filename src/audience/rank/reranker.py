@@ -1,0 +1,128 @@
+"""XGBoost reranker: learns which candidate (clip, user) pairs become positives, grouped by clip.
+
+Trained on the holdout split (profiles and sources fitted on the weeks before the label week, labels from
+the label week), applied to the real run's pool with the same features. Negatives are downsampled (each
+kept with probability `negative_keep`, seeded); clips without a positive are dropped from training (they
+carry no ranking signal); a share of the training clips is held out for early stopping.
+Limits: memory ~ pool rows x features x 4 bytes (plus XGBoost's quantised copy); hist trees, `n_threads`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import xgboost as xgb
+
+from audience.config import RerankerConfig
+from audience.io import atomic_path, write_json
+
+
+class Reranker:
+    def __init__(self, cfg: RerankerConfig, n_threads: int = 1, seed: int = 0):
+        self.cfg, self.n_threads, self.seed = cfg, n_threads, seed
+        self.booster: xgb.Booster | None = None
+        self.features: list[str] = []
+        self.report: dict = {}
+
+    def _params(self) -> dict:
+        c = self.cfg
+        return {
+            "objective": c.objective,
+            "eta": c.learning_rate,
+            "max_depth": c.max_depth,
+            "min_child_weight": c.min_child_weight,
+            "subsample": c.subsample,
+            "colsample_bytree": c.colsample_bytree,
+            "tree_method": "hist",
+            "nthread": self.n_threads,
+            "seed": self.seed,
+            "eval_metric": "ndcg@100",
+        }
+
+    @staticmethod
+    def _matrix(frame: pl.DataFrame, features: list[str], label: bool) -> xgb.DMatrix:
+        data = frame.select(features).to_numpy().astype(np.float32)
+        qid = frame["clip"].to_numpy()
+        return xgb.DMatrix(
+            data,
+            label=frame["label"].to_numpy() if label else None,
+            qid=qid,
+            feature_names=features,
+            missing=np.nan,
+        )
+
+    def fit(self, frame: pl.DataFrame, features: list[str]) -> Reranker:
+        """`frame`: clip, user, label and the feature columns."""
+        rng = np.random.default_rng(self.seed)
+        with_positive = (
+            frame.group_by("clip").agg(pl.col("label").max().alias("has")).filter(pl.col("has") > 0)
+        )
+        if with_positive.height < 2:
+            raise ValueError("reranker: fewer than 2 training clips have a positive; cannot train")
+        clips = with_positive["clip"].to_numpy()
+        valid_clips = rng.choice(clips, size=max(1, int(len(clips) * self.cfg.valid_share)), replace=False)
+        keep = frame["label"].to_numpy() > 0
+        keep |= rng.random(frame.height) < self.cfg.negative_keep
+        frame = frame.filter(pl.Series(keep) & pl.col("clip").is_in(pl.Series(clips).implode())).sort("clip")
+        is_valid = frame["clip"].is_in(pl.Series(valid_clips).implode())
+        train, valid = frame.filter(~is_valid), frame.filter(is_valid)
+        self.features = list(features)
+        dtrain, dvalid = self._matrix(train, self.features, True), self._matrix(valid, self.features, True)
+        evals_result: dict = {}
+        self.booster = xgb.train(
+            self._params(),
+            dtrain,
+            num_boost_round=self.cfg.n_estimators,
+            evals=[(dvalid, "valid")],
+            early_stopping_rounds=self.cfg.early_stopping_rounds,
+            evals_result=evals_result,
+            verbose_eval=False,
+        )
+        self.report = {
+            "train_rows": train.height,
+            "valid_rows": valid.height,
+            "train_clips": len(clips),
+            "positives": int(frame["label"].sum()),
+            "best_iteration": int(self.booster.best_iteration),
+            "valid_ndcg@100": float(evals_result["valid"]["ndcg@100"][self.booster.best_iteration]),
+        }
+        return self
+
+    def predict(self, frame: pl.DataFrame) -> np.ndarray:
+        assert self.booster is not None, "fit first"
+        matrix = self._matrix(frame, self.features, False)
+        return self.booster.predict(matrix, iteration_range=(0, self.booster.best_iteration + 1))
+
+    def importance(self) -> dict[str, float]:
+        assert self.booster is not None
+        gain = self.booster.get_score(importance_type="total_gain")
+        total = sum(gain.values()) or 1.0
+        return dict(sorted(((k, v / total) for k, v in gain.items()), key=lambda kv: -kv[1]))
+
+    def save(self, folder: Path) -> None:
+        assert self.booster is not None
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / "model.json") as tmp:
+            self.booster.save_model(str(tmp.with_suffix(".json")))
+            tmp.with_suffix(".json").rename(tmp)
+        write_json(
+            {
+                "features": self.features,
+                "config": asdict(self.cfg),
+                "report": self.report,
+                "importance": self.importance(),
+            },
+            folder / "meta.json",
+        )
+
+    @classmethod
+    def load(cls, folder: Path, n_threads: int = 1) -> Reranker:
+        meta = json.loads((folder / "meta.json").read_text())
+        obj = cls(RerankerConfig(**meta["config"]), n_threads)
+        obj.booster = xgb.Booster()
+        obj.booster.load_model(str(folder / "model.json"))
+        obj.features, obj.report = meta["features"], meta["report"]
+        return obj
