@@ -62,7 +62,7 @@ class Reranker:
         )
         if with_positive.height < 2:
             raise ValueError("reranker: fewer than 2 training clips have a positive; cannot train")
-        clips = with_positive["clip"].to_numpy()
+        clips = np.sort(with_positive["clip"].to_numpy())  # group_by order is arbitrary; the draw must not be
         valid_clips = rng.choice(clips, size=max(1, int(len(clips) * self.cfg.valid_share)), replace=False)
         keep = frame["label"].to_numpy() > 0
         keep |= rng.random(frame.height) < self.cfg.negative_keep
