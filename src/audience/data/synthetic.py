@@ -314,11 +314,24 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def _in_sorted(sorted_keys: np.ndarray, queries: np.ndarray, queries_sorted: bool = False) -> np.ndarray:
+    """Membership of `queries` in `sorted_keys`. Binary searches with sorted queries walk memory in order,
+    which is 2x (small key sets) to 50x (keys beyond the caches) faster than random-order queries."""
+    if sorted_keys.size == 0:
+        return np.zeros(queries.shape[0], dtype=bool)
+    order = None if queries_sorted else np.argsort(queries)
+    ordered = queries if order is None else queries[order]
+    pos = np.minimum(np.searchsorted(sorted_keys, ordered), sorted_keys.size - 1)
+    found = sorted_keys[pos] == ordered
+    if order is None:
+        return found
+    out = np.empty_like(found)
+    out[order] = found
+    return out
+
+
 def _is_fan(world: World, users: np.ndarray, authors: np.ndarray, n_authors: int) -> np.ndarray:
-    keys = users.astype(np.int64) * n_authors + authors
-    pos = np.searchsorted(world.fan_keys, keys)
-    pos = np.minimum(pos, len(world.fan_keys) - 1)
-    return world.fan_keys[pos] == keys
+    return _in_sorted(world.fan_keys, users.astype(np.int64) * n_authors + authors)
 
 
 def _fan_matrix(world: World, cfg: SyntheticConfig) -> sparse.csc_matrix:
@@ -329,7 +342,12 @@ def _fan_matrix(world: World, cfg: SyntheticConfig) -> sparse.csc_matrix:
 
 def _affinity(world: World, cfg: SyntheticConfig, users: np.ndarray, items: np.ndarray, fan: np.ndarray):
     """Deterministic part of the affinity for (user, item) pairs."""
-    taste = np.einsum("ij,ij->i", world.user_taste[users], world.item_latent[items])
+    taste = np.empty(users.shape[0], dtype=np.float32)
+    for start in range(0, users.shape[0], 1 << 20):  # cache-sized blocks instead of two huge gathers
+        end = start + (1 << 20)
+        taste[start:end] = np.einsum(
+            "ij,ij->i", world.user_taste[users[start:end]], world.item_latent[items[start:end]]
+        )
     return (
         cfg.taste_weight * taste
         + cfg.fan_weight * fan
@@ -407,14 +425,10 @@ def _simulate_week(world: World, cfg: SyntheticConfig, week: int, rng: np.random
 
 def _dedupe(users, items, channel, n_items: int, recent_keys: np.ndarray, rng: np.random.Generator):
     """Drop pairs repeated within the week or seen in recent weeks; shuffle into a random time order."""
-    keys = users.astype(np.int64) * n_items + items
-    _, first = np.unique(keys, return_index=True)
+    keys, first = np.unique(users.astype(np.int64) * n_items + items, return_index=True)  # sorted keys
+    fresh = ~_in_sorted(recent_keys, keys, queries_sorted=True)
+    keys, first = keys[fresh], first[fresh]
     keep = first[rng.permutation(first.shape[0])]
-    keys = keys[keep]
-    if recent_keys.size:
-        pos = np.minimum(np.searchsorted(recent_keys, keys), recent_keys.size - 1)
-        fresh = recent_keys[pos] != keys
-        keep, keys = keep[fresh], keys[fresh]
     return users[keep], items[keep], channel[keep], keys
 
 
@@ -560,7 +574,8 @@ def generate(
     stats = {"rows": 0, "flag_counts": dict.fromkeys(REAL_RATES, 0)}
     for week in tqdm(range(cfg.n_weeks), desc=f"synthetic {cfg.name}", disable=not progress):
         users, items, channel = _simulate_week(world, cfg, week, rng)
-        recent_keys = np.unique(np.concatenate(recent)) if recent else np.zeros(0, dtype=np.int64)
+        # weeks' keys are disjoint (each week drops pairs seen before), so a sort is their sorted union
+        recent_keys = np.sort(np.concatenate(recent)) if recent else np.zeros(0, dtype=np.int64)
         users, items, channel, keys = _dedupe(users, items, channel, cfg.n_items, recent_keys, rng)
         recent = [*recent, keys][-(cfg.item_lifetime_weeks - 1) :] if cfg.item_lifetime_weeks > 1 else []
         if offsets is None:

@@ -53,8 +53,8 @@ def gram_dense(Xk: sp.csc_matrix, dtype: type = np.float64) -> np.ndarray:
 
 
 def _symmetrise_upper_fortran(A: np.ndarray) -> None:
-    """``A`` (Fortran order) holds a symmetric matrix in its upper triangle; copy it to the lower one in place,
-    by blocks (no n x n temporary)."""
+    """``A`` (Fortran order) holds a symmetric matrix in its upper triangle; copy it to the lower one in
+    place, by blocks (no n x n temporary)."""
     m = A.shape[0]
     for s in range(0, m, _BLOCK):
         e = min(m, s + _BLOCK)
@@ -76,10 +76,11 @@ class EASE(ScoredRecommender):
     Operating limits (m = number of kept clips, ``max_items``): memory ``8 m^2`` bytes for the float64
     factorisation (``4 m^2`` with ``dtype=np.float32``) plus ``4 m^2`` for the float32 ``item_item`` kept
     after the fit (at m = 30,000: 7.2 + 3.6 GB), so about 30k clips on a 16-32 GB machine, i.e. the same
-    scale as RecTools' EASE ("about 30k items"); time ``O(m^3)``, about ``m^3 / 5e10`` s per core-equivalent
-    of BLAS (m = 10k: ~20-40 s on one modern core, m = 30k: ~10-15 min), plus building the Gram matrix,
-    ``O(sum over users of deg^2)``. Scoring is a sparse x dense product, ``O(nnz(x_u) * m)`` per user. Users
-    are unlimited (they only enter through ``X^T X``).
+    scale as RecTools' EASE ("about 30k items"); time ``O(m^3)``: measured 26 s for m = 10k on one (shared)
+    EPYC core, against 75 s for ``np.linalg.inv`` (benchmarks/results/cf_models.md), so m = 30k is ~12 min
+    on one core and divides by the BLAS threads; plus building the Gram matrix,
+    ``O(sum over users of deg^2)`` (2 s for 330k interactions). Scoring is a sparse x dense product,
+    ``O(nnz(x_u) * m)`` per user. Users are unlimited (they only enter through ``X^T X``).
 
     ``regularization`` is lambda (hundreds for binary data with many users is typical; it should grow with the
     number of users). ``X`` values are used as given (binarise them beforehand if wanted).
@@ -137,7 +138,9 @@ class EASE(ScoredRecommender):
             raise np.linalg.LinAlgError(f"EASE: Cholesky failed (potrf info={info}); raise regularization")
         inv, info = potri(c, lower=0, overwrite_c=1)
         if info != 0:
-            raise np.linalg.LinAlgError(f"EASE: inversion from the Cholesky factor failed (potri info={info})")
+            raise np.linalg.LinAlgError(
+                f"EASE: inversion from the Cholesky factor failed (potri info={info})"
+            )
         inv = np.asfortranarray(inv)  # no copy when LAPACK worked in place
         _symmetrise_upper_fortran(inv)
         return inv.T  # symmetric, so the transpose is the same matrix, C-ordered

@@ -4,26 +4,33 @@ A mixture of K Gaussians is fitted on (a sample of) the clip embeddings, first `
 described by its posterior over the K components, a user by the weighted mean posterior of the clips they
 watched, and a new clip is matched against users by the inner product of posteriors.
 
-Fit (`fit_gmm`): our own EM in float32 numpy, not sklearn's float64 per-component loops:
-  * the E-step of a full-covariance mixture is one GEMM per batch, X @ [P_1 .. P_K] (P_k the precision
-    Cholesky factors), followed by a fused subtract-square-sum (numba); spherical/diag/tied reduce to GEMMs
-    against the means; the M-step's second moments are one GEMM R^T [x_i x_j]_{i<=j} per batch, accumulated
-    in float64 (data centred on its mean first, so the float32 products lose little);
-  * it runs on a seeded sample of the clips (`sample_size`) and stops when the log-likelihood of a
-    separate validation sample (`validation_size`) gains less than `tol` nats per clip in an iteration,
-    keeping the best parameters seen;
-  * init "kmeans" (default) runs a few Lloyd iterations after k-means++ seeding; "k-means++" is seeding only
-    (sklearn's init_params="k-means++"); "random_from_data" picks random clips as means.
+Fit (`fit_gmm`): our own EM in float32 numpy instead of sklearn's float64 per-component loops:
+  * log w_k + log N(x | k) = const_k + phi(x) @ W[:, k] with phi(x) = [x_i x_j (i <= j), x] (full) or
+    [x^2, x] (diag, spherical), so the E-step is one GEMM per batch; the M-step's sufficient statistics are
+    one GEMM R^T phi(X) per batch, accumulated in float64. phi of the training clips is computed once.
+    Data are centred on their mean first so the float32 expansions lose little (posteriors agree with
+    sklearn's to ~1e-5, mean log-likelihood to ~1e-6 relative);
+  * it runs on a seeded sample of the clips (`sample_size`) and stops as soon as the log-likelihood of a
+    separate validation sample (`validation_size`, carved out of the clips) gains less than `tol` nats per
+    clip in an iteration, keeping the best parameters seen. A 128-component full-covariance mixture on ~200k
+    clips overfits after a few EM iterations: held-out LL peaks early and then falls while the training LL
+    keeps rising, so early stopping is both faster and better than running EM to convergence;
+  * init "k-means++" (default, as sklearn's init_params="k-means++"): k-means++ seeding on `init_sample`
+    clips, then hard assignment of every clip; "kmeans" adds `init_iter` Lloyd iterations; "random_from_data"
+    picks random clips as means.
 
-Operating limits (measured figures: benchmarks/results/gmm.md, 2-core AMD EPYC):
-  * fit time ~ iterations x sample_size x K x dim^2 (full) or x K x dim (diag/spherical); the default config
-    (128 full components, dim 32, 60k-clip sample) fits in well under a minute on one core;
-  * fit memory ~ sample_size x K x 4 bytes x 3 (log-densities, responsibilities, temporaries) plus one batch
-    of batch_size x K x dim x 4 bytes (full covariance: 8192 x 128 x 32 x 4 = 128 MiB);
-  * posteriors of all clips are dense float32: n_items x K x 4 bytes (200k x 128 = 98 MiB, 10M x 128 = 4.8 GiB)
-    -- compute them in batches (`predict_proba(batch=...)`) or only for the clips needed;
-  * user profiles are n_users x K x 4 bytes (float32), plus float64 accumulators in `SoftProfileAccumulator`
-    (n_users x K x 8 bytes).
+Operating limits (measured on a 2-core AMD EPYC, one BLAS thread; benchmarks/results/gmm.md):
+  * default config (128 full components, dim 32) on the 200k-clip medium preset (170k fit + 10k validation):
+    7-9 s per fit, held-out LL 20.47 vs 20.29 for sklearn's notebook configuration run to convergence
+    (45 EM iterations, 1057 s); one EM iteration costs ~1-1.5 s per 170k clips at K=128 full, and time grows
+    ~linearly in sample_size x K x dim^2 (full) or x K x dim (diag, spherical);
+  * fit memory: phi of the sample, n x (d(d+1)/2 + d) x 4 bytes (170k x 560 x 4 = 381 MB at dim 32, full),
+    responsibilities n x K x 4 bytes (87 MB), plus batch temporaries (batch_size x K x 4 bytes);
+  * posteriors of all clips are dense float32: n_items x K x 4 bytes (200k x 128: 98 MiB; 10M x 128: 4.8 GiB)
+    -- compute them in batches (`predict_proba(batch=...)`) or only for the clips needed; predict_proba
+    itself holds one batch x (d(d+1)/2 + d) float32 feature block;
+  * user profiles are n_users x K x 4 bytes (float32); `SoftProfileAccumulator` holds float64 sums
+    (n_users x (K + 1) x 8 bytes) beside the posteriors it references.
 """
 
 from __future__ import annotations
@@ -33,7 +40,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numba
 import numpy as np
 from scipy import sparse
 from scipy.special import logsumexp
@@ -53,12 +59,13 @@ class GmmConfig:
     n_components: int = 128
     covariance_type: str = "full"
     dim: int | None = 32
-    sample_size: int | None = 60_000
+    sample_size: int | None = 200_000
     validation_size: int = 10_000
     max_iter: int = 200
     tol: float = 1e-3  # nats per clip gained by one EM iteration (validation LL) below which the fit stops
-    init: str = "kmeans"
-    init_iter: int = 10  # Lloyd iterations of the "kmeans" init
+    init: str = "k-means++"
+    init_iter: int = 10  # Lloyd iterations (on every training clip) of the "kmeans" init
+    init_sample: int | None = 30_000  # clips the k-means++ seeding looks at (it is O(n K log K d))
     reg_covar: float = 1e-6
     seed: int = 0
     batch_size: int = 8192
@@ -74,19 +81,6 @@ class GmmConfig:
 
 
 # --------------------------------------------------------------------------------------------- kernels
-
-
-@numba.njit(cache=True, fastmath=True, nogil=True)
-def _sq_dist_groups(y: np.ndarray, b: np.ndarray, k: int, d: int, out: np.ndarray) -> None:  # pragma: no cover
-    """out[i, c] = sum_j (y[i, c*d + j] - b[c*d + j])^2 for y (n, k*d)."""
-    for i in range(y.shape[0]):
-        for c in range(k):
-            s = np.float32(0.0)
-            base = c * d
-            for j in range(d):
-                t = y[i, base + j] - b[base + j]
-                s += t * t
-            out[i, c] = s
 
 
 def _precision_cholesky(cov: np.ndarray, covariance_type: str) -> np.ndarray:
@@ -113,6 +107,22 @@ def _log_det_chol(prec_chol: np.ndarray, covariance_type: str, d: int) -> np.nda
     return d * np.log(prec_chol)
 
 
+def _features(x: np.ndarray, covariance_type: str) -> np.ndarray:
+    """[x_i x_j (i <= j), x] (full) or [x^2, x] (diag, spherical) per row, float32; x already centred."""
+    n, d = x.shape
+    if covariance_type == "full":
+        out = np.empty((n, d * (d + 1) // 2 + d), dtype=np.float32)
+        off = 0
+        for i in range(d):
+            np.multiply(x[:, i : i + 1], x[:, i:], out=out[:, off : off + d - i])
+            off += d - i
+    else:
+        out = np.empty((n, 2 * d), dtype=np.float32)
+        np.multiply(x, x, out=out[:, :d])
+    out[:, -d:] = x
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- model
 
 
@@ -134,32 +144,35 @@ class GmmModel:
         if self.covariance_type not in COVARIANCE_TYPES:
             raise ValueError(f"covariance_type={self.covariance_type!r}, expected one of {COVARIANCE_TYPES}")
         self.precisions_cholesky = _precision_cholesky(self.covariances, self.covariance_type)
-        self._prepare()
+        self._prepare(self.means.T @ self.weights)  # centred on the mixture mean
 
-    # -- derived float32 arrays used by the E-step; data are shifted by `centre` to keep float32 accurate
-    def _prepare(self) -> None:
-        k, d = self.means.shape
+    # -- derived float32 arrays used by the E-step; data are shifted by `centre` to keep float32 accurate.
+    # full/diag/spherical: log w_k + log N(x | k) = const_k + features(x) @ W[:, k], with features
+    # [x_i x_j (i <= j), x] (full) or [x^2, x] (diag, spherical): one GEMM per batch.
+    def _prepare(self, centre: np.ndarray) -> None:
+        d = self.means.shape[1]
         ct = self.covariance_type
-        self.centre = self.means.T @ self.weights  # mixture mean
+        self.centre = np.asarray(centre, dtype=np.float64)
         mu = self.means - self.centre
         pc = self.precisions_cholesky
         const = np.log(np.maximum(self.weights, np.finfo(np.float64).tiny)) - 0.5 * d * _LOG_2PI
         const = const + _log_det_chol(pc, ct, d)
-        if ct == "full":
-            self._proj = np.ascontiguousarray(np.transpose(pc, (1, 0, 2)).reshape(d, k * d), dtype=np.float32)
-            self._shift = np.einsum("kd,kde->ke", mu, pc).reshape(-1).astype(np.float32)
-        elif ct == "tied":
+        if ct == "tied":
             self._proj = np.ascontiguousarray(pc, dtype=np.float32)
             b = mu @ pc  # (K, d)
             self._shift = np.ascontiguousarray(b.T, dtype=np.float32)  # (d, K)
             const = const - 0.5 * (b**2).sum(axis=1)
         else:
-            prec = pc**2  # (K,) or (K, d)
-            if ct == "spherical":
-                prec = np.repeat(prec[:, None], d, axis=1)
-            self._proj = np.ascontiguousarray(prec.T, dtype=np.float32)  # (d, K) multiplies x^2
-            self._shift = np.ascontiguousarray((mu * prec).T, dtype=np.float32)  # (d, K) multiplies x
-            const = const - 0.5 * (mu**2 * prec).sum(axis=1)
+            if ct == "full":
+                prec = np.einsum("kij,klj->kil", pc, pc)  # (K, d, d) precision matrices
+                iu = np.triu_indices(d)
+                quad = prec[:, iu[0], iu[1]] * np.where(iu[0] == iu[1], 1.0, 2.0)  # (K, d(d+1)/2)
+                lin = np.einsum("kij,kj->ki", prec, mu)
+            else:
+                p = pc**2 if ct == "diag" else np.repeat((pc**2)[:, None], d, axis=1)
+                quad, lin = p, mu * p
+            const = const - 0.5 * (mu * lin).sum(axis=1)
+            self._w = np.ascontiguousarray(np.concatenate([-0.5 * quad, lin], axis=1).T, dtype=np.float32)
         self._const = const.astype(np.float32)
 
     @property
@@ -181,21 +194,20 @@ class GmmModel:
             raise ValueError(f"embeddings must be (n, >= {self.dim}), found {x.shape}")
         return x[:, : self.dim]
 
-    def _weighted_log_prob(self, xb: np.ndarray) -> np.ndarray:
-        """log w_k + log N(x | k) for one batch, float32 (n, K)."""
-        x = np.asarray(xb, dtype=np.float32) - self.centre.astype(np.float32)
-        k, d = self.means.shape
-        ct = self.covariance_type
-        if ct == "full":
-            y = x @ self._proj  # (n, K*d)
-            sq = np.empty((x.shape[0], k), dtype=np.float32)
-            _sq_dist_groups(y, self._shift, k, d, sq)
-        elif ct == "tied":
-            y = x @ self._proj
+    def _centred(self, xb: np.ndarray) -> np.ndarray:
+        return np.asarray(xb, dtype=np.float32) - self.centre.astype(np.float32)
+
+    def _weighted_log_prob(self, xb: np.ndarray, feats: np.ndarray | None = None) -> np.ndarray:
+        """log w_k + log N(x | k) for one batch, float32 (n, K); `feats` = _features(centred batch)."""
+        if self.covariance_type == "tied":
+            y = self._centred(xb) @ self._proj
             sq = (y * y).sum(axis=1, keepdims=True) - 2.0 * (y @ self._shift)
-        else:
-            sq = (x * x) @ self._proj - 2.0 * (x @ self._shift)
-        return self._const - np.float32(0.5) * sq
+            return self._const - np.float32(0.5) * sq
+        if feats is None:
+            feats = _features(self._centred(xb), self.covariance_type)
+        out = feats @ self._w
+        out += self._const
+        return out
 
     def _batches(self, n: int, batch: int):
         for start in range(0, n, batch):
@@ -282,50 +294,26 @@ class GmmModel:
 # ------------------------------------------------------------------------------------------------- fit
 
 
-class _Moments:
-    """Sufficient statistics of one EM pass, float64, on centred data."""
-
-    def __init__(self, k: int, d: int, covariance_type: str):
-        self.nk = np.zeros(k)
-        self.sx = np.zeros((k, d))
-        self.ct = covariance_type
-        if covariance_type == "full":
-            self.iu = np.triu_indices(d)
-            self.sxx = np.zeros((k, len(self.iu[0])))
-        elif covariance_type == "tied":
-            self.sxx = np.zeros((d, d))
-        else:
-            self.sxx = np.zeros((k, d))
-
-    def add(self, x: np.ndarray, resp: np.ndarray) -> None:
-        self.nk += resp.sum(axis=0, dtype=np.float64)
-        self.sx += resp.T @ x
-        if self.ct == "full":
-            z = x[:, self.iu[0]] * x[:, self.iu[1]]
-            self.sxx += resp.T @ z
-        elif self.ct == "tied":
-            self.sxx += x.T @ x
-        else:
-            self.sxx += resp.T @ (x * x)
-
-    def parameters(self, reg_covar: float, centre: np.ndarray):
-        """(weights, means, covariances) in the original coordinates."""
-        k, d = self.sx.shape
-        nk = self.nk + 10 * np.finfo(np.float64).eps
-        mu = self.sx / nk[:, None]
-        if self.ct == "full":
-            sxx = np.zeros((k, d, d))
-            sxx[:, self.iu[0], self.iu[1]] = self.sxx
-            sxx[:, self.iu[1], self.iu[0]] = self.sxx
-            cov = sxx / nk[:, None, None] - mu[:, :, None] * mu[:, None, :]
-            cov[:, np.arange(d), np.arange(d)] += reg_covar
-        elif self.ct == "tied":
-            cov = (self.sxx - (nk[:, None] * mu).T @ mu) / nk.sum()
-            cov.flat[:: d + 1] += reg_covar
-        else:
-            var = self.sxx / nk[:, None] - mu**2 + reg_covar
-            cov = var if self.ct == "diag" else var.mean(axis=1)
-        return nk / nk.sum(), mu + centre, cov
+def _m_step_params(stats: np.ndarray, nk: np.ndarray, xtx: np.ndarray | None, cfg: GmmConfig, d: int):
+    """(weights, means, covariances) in centred coordinates from R^T features (K, p), float64."""
+    k = stats.shape[0]
+    ct = cfg.covariance_type
+    nk = nk + 10 * np.finfo(np.float64).eps
+    mu = stats[:, -d:] / nk[:, None]
+    if ct == "full":
+        iu = np.triu_indices(d)
+        sxx = np.zeros((k, d, d))
+        sxx[:, iu[0], iu[1]] = stats[:, :-d]
+        sxx[:, iu[1], iu[0]] = stats[:, :-d]
+        cov = sxx / nk[:, None, None] - mu[:, :, None] * mu[:, None, :]
+        cov[:, np.arange(d), np.arange(d)] += cfg.reg_covar
+    elif ct == "tied":
+        cov = (xtx - (nk[:, None] * mu).T @ mu) / nk.sum()
+        cov.flat[:: d + 1] += cfg.reg_covar
+    else:
+        var = stats[:, :d] / nk[:, None] - mu**2 + cfg.reg_covar
+        cov = var if ct == "diag" else var.mean(axis=1)
+    return nk / nk.sum(), mu, cov
 
 
 def _repair(weights, means, cov, covariance_type, x: np.ndarray, rng: np.random.Generator, reg_covar: float):
@@ -348,35 +336,52 @@ def _repair(weights, means, cov, covariance_type, x: np.ndarray, rng: np.random.
     return weights / weights.sum(), means, cov
 
 
-def _m_step(x, resp_fn, k: int, cfg: GmmConfig, centre: np.ndarray, rng):
-    mom = _Moments(k, x.shape[1], cfg.covariance_type)
-    xc = (x - centre).astype(np.float32)
-    for start in range(0, x.shape[0], cfg.batch_size):
-        sl = slice(start, min(start + cfg.batch_size, x.shape[0]))
-        mom.add(xc[sl], resp_fn(sl))
-    weights, means, cov = mom.parameters(cfg.reg_covar, centre)
-    try:
-        return GmmModel(weights, means, cov, cfg.covariance_type)
-    except np.linalg.LinAlgError:
-        weights, means, cov = _repair(weights, means, cov, cfg.covariance_type, x, rng, cfg.reg_covar)
-        return GmmModel(weights, means, cov, cfg.covariance_type)
+class _FitData:
+    """Training (or validation) clips centred on `centre`, with their features precomputed once:
+    n x (d(d+1)/2 + d) x 4 bytes for full covariance (180k x 560 x 4 = 403 MB), n x 2d x 4 for diag."""
 
+    def __init__(self, x: np.ndarray, centre: np.ndarray, cfg: GmmConfig):
+        self.n, self.d = x.shape
+        self.batch = cfg.batch_size
+        xc = (x - centre).astype(np.float32)
+        self.feats = xc if cfg.covariance_type == "tied" else _features(xc, cfg.covariance_type)
+        self.xtx = xc.T.astype(np.float64) @ xc if cfg.covariance_type == "tied" else None
+        self.xc = xc
 
-def _e_step(model: GmmModel, x: np.ndarray, batch: int) -> tuple[np.ndarray, float]:
-    """Responsibilities float32 (n, K) and mean log-likelihood of x."""
-    resp = np.empty((x.shape[0], model.n_components), dtype=np.float32)
-    total = 0.0
-    for start in range(0, x.shape[0], batch):
-        sl = slice(start, min(start + batch, x.shape[0]))
-        wlp = model._weighted_log_prob(x[sl])
-        m = wlp.max(axis=1, keepdims=True)
-        wlp -= m
-        np.exp(wlp, out=wlp)
-        s = wlp.sum(axis=1, keepdims=True)
-        total += float(np.log(s.astype(np.float64)).sum() + m.astype(np.float64).sum())
-        wlp /= s
-        resp[sl] = wlp
-    return resp, total / max(x.shape[0], 1)
+    def slices(self):
+        for start in range(0, self.n, self.batch):
+            yield slice(start, min(start + self.batch, self.n))
+
+    def e_step(self, model: GmmModel, resp: np.ndarray | None) -> float:
+        """Mean log-likelihood; fills `resp` (n, K) float32 with the posteriors when given."""
+        total = 0.0
+        for sl in self.slices():
+            wlp = model._weighted_log_prob(self.xc[sl], self.feats[sl])
+            m = wlp.max(axis=1, keepdims=True)
+            wlp -= m
+            np.exp(wlp, out=wlp)
+            s = wlp.sum(axis=1, keepdims=True)
+            total += float(np.log(s.astype(np.float64)).sum() + m.astype(np.float64).sum())
+            if resp is not None:
+                wlp /= s
+                resp[sl] = wlp
+        return total / max(self.n, 1)
+
+    def m_step(self, resp_fn, k: int, cfg: GmmConfig, centre: np.ndarray, rng) -> GmmModel:
+        stats = np.zeros((k, self.feats.shape[1]))
+        nk = np.zeros(k)
+        for sl in self.slices():
+            r = resp_fn(sl)
+            nk += r.sum(axis=0, dtype=np.float64)
+            stats += r.T @ self.feats[sl]
+        weights, mu, cov = _m_step_params(stats, nk, self.xtx, cfg, self.d)
+        try:
+            model = GmmModel(weights, mu + centre, cov, cfg.covariance_type)
+        except np.linalg.LinAlgError:
+            weights, mu, cov = _repair(weights, mu, cov, cfg.covariance_type, self.xc, rng, cfg.reg_covar)
+            model = GmmModel(weights, mu + centre, cov, cfg.covariance_type)
+        model._prepare(centre)  # the features are centred on the data mean (= mixture mean up to rounding)
+        return model
 
 
 def _init_labels(x: np.ndarray, cfg: GmmConfig, rng: np.random.Generator) -> np.ndarray:
@@ -388,14 +393,17 @@ def _init_labels(x: np.ndarray, cfg: GmmConfig, rng: np.random.Generator) -> np.
     if cfg.init == "random_from_data":
         centers = x[rng.choice(x.shape[0], size=k, replace=False)]
     else:
-        centers, _ = kmeans_plusplus(x, k, random_state=seed)
+        pool = x
+        if cfg.init_sample is not None and cfg.init_sample < x.shape[0]:
+            pool = x[np.sort(rng.choice(x.shape[0], size=max(cfg.init_sample, k), replace=False))]
+        centers, _ = kmeans_plusplus(pool, k, random_state=seed)
     centers = centers.astype(np.float32)
     iters = cfg.init_iter if cfg.init == "kmeans" else 0
     labels = _nearest(x, centers, cfg.batch_size)
     for _ in range(iters):
         counts = np.bincount(labels, minlength=k).astype(np.float64)
         sums = np.zeros((k, x.shape[1]))
-        np.add.at(sums, labels, x) if x.shape[0] < 0 else _scatter_add(sums, labels, x)
+        _scatter_add(sums, labels, x)
         keep = counts > 0
         new = centers.copy()
         new[keep] = (sums[keep] / counts[keep, None]).astype(np.float32)
@@ -408,7 +416,8 @@ def _init_labels(x: np.ndarray, cfg: GmmConfig, rng: np.random.Generator) -> np.
 
 def _scatter_add(sums: np.ndarray, labels: np.ndarray, x: np.ndarray) -> None:
     onehot = sparse.csr_matrix(
-        (np.ones(len(labels), dtype=np.float64), (labels, np.arange(len(labels)))), shape=(sums.shape[0], len(labels))
+        (np.ones(len(labels), dtype=np.float64), (labels, np.arange(len(labels)))),
+        shape=(sums.shape[0], len(labels)),
     )
     sums += onehot @ x.astype(np.float64)
 
@@ -432,7 +441,7 @@ def _split(n: int, cfg: GmmConfig, rng: np.random.Generator) -> tuple[np.ndarray
     return np.sort(rest), np.sort(val)
 
 
-def fit_gmm(embeddings: np.ndarray, cfg: GmmConfig = GmmConfig()) -> GmmModel:  # noqa: B008
+def fit_gmm(embeddings: np.ndarray, cfg: GmmConfig = GmmConfig()) -> GmmModel:
     """Fit a Gaussian mixture on clip embeddings (n, >= cfg.dim), float16/32/64 accepted.
 
     Deterministic for a given cfg.seed and input. Returns the parameters with the best validation
@@ -463,27 +472,34 @@ def fit_gmm(embeddings: np.ndarray, cfg: GmmConfig = GmmConfig()) -> GmmModel:  
         r[np.arange(r.shape[0]), labels[sl]] = 1.0
         return r
 
-    model = _m_step(x, hard, k, cfg, centre, rng)
-    best, best_ll, history = model, -np.inf, []
+    data = _FitData(x, centre, cfg)
+    val = _FitData(xv, centre, cfg) if xv is not None else None
+    model = data.m_step(hard, k, cfg, centre, rng)
+    resp = np.empty((x.shape[0], k), dtype=np.float32)
+    best, best_ll, best_iter, history = model, -np.inf, 0, []
     prev = -np.inf
     converged = False
     it = 0
     for it in range(1, cfg.max_iter + 1):
-        resp, train_ll = _e_step(model, x, cfg.batch_size)
-        score = model.mean_log_likelihood(xv, cfg.batch_size) if xv is not None else train_ll
-        history.append({"iter": it - 1, "train_ll": train_ll, "score": score, "t": time.perf_counter() - t_start})
+        train_ll = data.e_step(model, resp)
+        score = val.e_step(model, None) if val is not None else train_ll
+        history.append(
+            {"iter": it - 1, "train_ll": train_ll, "score": score, "t": time.perf_counter() - t_start}
+        )
         if score > best_ll:
-            best, best_ll = model, score
+            best, best_ll, best_iter = model, score, it - 1
         if score - prev < cfg.tol:
             converged = True
             break
         prev = score
         if cfg.time_budget_s is not None and time.perf_counter() - t_start > cfg.time_budget_s:
             break
-        model = _m_step(x, lambda sl, r=resp: r[sl], k, cfg, centre, rng)
+        model = data.m_step(lambda sl: resp[sl], k, cfg, centre, rng)
+    best._prepare(best.means.T @ best.weights)  # canonical centring: identical to the model after save/load
     best.info = {
         "config": asdict(cfg),
-        "iterations": it,
+        "iterations": len(history) - 1,  # EM updates after the init's M-step whose result was scored
+        "best_iter": best_iter,
         "converged": converged,
         "n_train": int(x.shape[0]),
         "n_validation": len(val_idx),
@@ -501,44 +517,52 @@ def fit_gmm(embeddings: np.ndarray, cfg: GmmConfig = GmmConfig()) -> GmmModel:  
 
 def user_soft_profiles(user_item: sparse.spmatrix, posteriors: np.ndarray) -> np.ndarray:
     """Weighted mean posterior per user: (user_item @ posteriors) / row weight sums, float32 (n_users, K).
-    Users with no (or zero total) weight get zero rows. user_item is n_users x n_items, nonnegative weights."""
+    Users with no (or zero total) weight get zero rows; user_item is n_users x n_items, weights >= 0."""
     m = sparse.csr_matrix(user_item)
-    if m.shape[1] != posteriors.shape[0]:
-        raise ValueError(f"user_item has {m.shape[1]} items but posteriors has {posteriors.shape[0]} rows")
-    acc = SoftProfileAccumulator(m.shape[0], posteriors.shape[1])
-    acc.add_matrix(m, posteriors)
+    acc = SoftProfileAccumulator(posteriors, m.shape[0])
+    acc.add_matrix(m)
     return acc.result()
 
 
 class SoftProfileAccumulator:
     """Accumulates sum_w posterior and sum_w per user chunk by chunk (e.g. one week at a time), then
-    normalises. Memory n_users x (K + 1) x 8 bytes."""
+    normalises to the weighted mean posterior. Memory n_users x (K + 1) x 8 bytes beside the posteriors
+    (n_items x K float32, kept by reference)."""
 
-    def __init__(self, n_users: int, n_components: int):
-        self.sums = np.zeros((n_users, n_components), dtype=np.float64)
-        self.weights = np.zeros(n_users, dtype=np.float64)
+    def __init__(self, posteriors: np.ndarray, n_users: int):
+        self.posteriors = np.asarray(posteriors, dtype=np.float32)
+        if self.posteriors.ndim != 2:
+            raise ValueError(f"posteriors must be (n_items, K), found {self.posteriors.shape}")
+        self.sums = np.zeros((int(n_users), self.posteriors.shape[1]), dtype=np.float64)
+        self.weights = np.zeros(int(n_users), dtype=np.float64)
 
-    def add(self, users: np.ndarray, items: np.ndarray, weights: np.ndarray, posteriors: np.ndarray) -> None:
-        """Add interaction rows (dense user index, dense item index into posteriors, weight)."""
+    def add(self, users: np.ndarray, items: np.ndarray, weights: np.ndarray) -> None:
+        """Add interaction rows: dense user index, dense item index (row of posteriors), nonnegative weight.
+        Repeated (user, item) pairs add up."""
         users = np.asarray(users, dtype=np.int64)
         items = np.asarray(items, dtype=np.int64)
-        w = np.asarray(weights, dtype=np.float64)
-        if not (users.shape == items.shape == w.shape):
-            raise ValueError(f"users {users.shape}, items {items.shape}, weights {w.shape} must match")
-        m = sparse.csr_matrix((w, (users, items)), shape=(self.sums.shape[0], posteriors.shape[0]))
-        self.add_matrix(m, posteriors)
+        w = np.asarray(weights, dtype=np.float32)
+        if not (users.shape == items.shape == w.shape) or users.ndim != 1:
+            raise ValueError(f"users {users.shape}, items {items.shape}, weights {w.shape} must be equal 1-d")
+        m = sparse.csr_matrix((w, (users, items)), shape=self.shape)
+        self.add_matrix(m)
 
-    def add_matrix(self, user_item: sparse.spmatrix, posteriors: np.ndarray) -> None:
-        """Add a user x item weight matrix (e.g. one week's X_week) against item posteriors (n_items, K)."""
-        m = sparse.csr_matrix(user_item, dtype=np.float64)
-        if m.shape != (self.sums.shape[0], posteriors.shape[0]):
-            raise ValueError(f"user_item {m.shape} does not match ({self.sums.shape[0]}, {posteriors.shape[0]})")
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.sums.shape[0], self.posteriors.shape[0]
+
+    def add_matrix(self, user_item: sparse.spmatrix) -> None:
+        """Add a user x item weight matrix (e.g. one week's X_week): sums += X @ posteriors."""
+        m = sparse.csr_matrix(user_item, dtype=np.float32)
+        if m.shape != self.shape:
+            raise ValueError(f"user_item is {m.shape}, expected (n_users, n_items) = {self.shape}")
         if m.nnz and m.data.min() < 0:
             raise ValueError("user_item weights must be nonnegative")
-        self.sums += m @ np.asarray(posteriors, dtype=np.float64)
-        self.weights += np.asarray(m.sum(axis=1)).ravel()
+        self.sums += m @ self.posteriors
+        self.weights += np.asarray(m.sum(axis=1, dtype=np.float64)).ravel()
 
     def result(self) -> np.ndarray:
+        """Weighted mean posteriors, float32 (n_users, K); zero rows for users with no weight."""
         out = np.zeros(self.sums.shape, dtype=np.float32)
         has = self.weights > 0
         out[has] = (self.sums[has] / self.weights[has, None]).astype(np.float32)
