@@ -171,3 +171,26 @@ def test_coengagement_matches_brute_force(world):
         scores = (np.maximum(sims[nearest], 0) ** 2) @ item_users[old[nearest]]
         ranked = np.lexsort((np.arange(scores.size), -scores))[:10]
         assert len(set(top.users[row]) & set(ranked)) >= 9
+
+
+def test_gmm_source_scores_clip_posteriors_against_mean_posteriors(tiny_dir):
+    from audience.profiles.gmm import GmmConfig, fit_gmm
+
+    layout = DatasetLayout(tiny_dir)
+    catalog = load_catalog(layout)
+    gmm = fit_gmm(catalog.embedding[catalog.has_embedding], GmmConfig(n_components=8, covariance_type="diag"))
+    posteriors = gmm.predict_proba(catalog.embedding)
+    fit = build_fit_data(
+        layout.train_weeks(), catalog, DEFAULT_POSITIVE_FLAGS, progress=False, posteriors=posteriors
+    )
+    fit.gmm = gmm
+    queries = ClipQueries.from_catalog(catalog, catalog.items.ids[:50])
+    top = make_source("gmm:positive", load_config(n_threads=1)).fit(fit, catalog).recommend(queries, 20)
+    profiles = fit.profiles["gmm_positive"]
+    has = np.flatnonzero(fit.profile_weight["gmm_positive"] > 0)
+    q = posteriors[catalog.items.lookup(queries.item_ids[:5])]
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    exact = q @ profiles[has].T
+    for row in range(5):
+        best = has[np.argsort(-exact[row])[:20]]
+        assert len(set(best) & set(top.users[row])) >= 18

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from audience.data.schema import DEFAULT_POSITIVE_FLAGS, FLAG_COLUMNS
+from audience.profiles.gmm import GmmConfig
 
 MODES = ("validate", "submit")
 DEFAULT_SUBMISSION = "submissions/submission.parquet"
@@ -108,6 +109,9 @@ class RunConfig:
     holdout: int = 0  # > 0: shift the split back this many weeks (how the ranker's training data is made)
     hnsw: HnswConfig = HnswConfig()
     profiles: ProfileSettings = field(default_factory=ProfileSettings)
+    # soft-cluster profiles are built when a 'gmm:<kind>' source is configured; diag covariance beat full on
+    # held-out log-likelihood and BIC at every size tried (benchmarks/results/gmm.md)
+    gmm: GmmConfig = field(default_factory=lambda: GmmConfig(covariance_type="diag"))
     quiet: bool = False
 
     def __post_init__(self) -> None:
@@ -152,7 +156,7 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
         return None if value in (None, "") else Path(value)
     if name in ("positive_flags", "sources", "baselines"):
         return tuple(value.split(",")) if isinstance(value, str) else tuple(value)
-    if name in ("hnsw", "profiles", "reranker") and isinstance(value, dict):
+    if name in ("hnsw", "profiles", "reranker", "gmm") and isinstance(value, dict):
         known = {f.name for f in fields(current)}
         if set(value) - known:
             raise ValueError(f"unknown [{name}] key(s) {sorted(set(value) - known)}; known: {sorted(known)}")

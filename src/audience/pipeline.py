@@ -36,6 +36,7 @@ from audience.evaluation.oracle import oracle_candidates
 from audience.io import atomic_path, read_json, write_json, write_parquet
 from audience.metrics import ndcg_per_clip, positives, recall_at_depth
 from audience.profiles.fit_data import FitData, build_fit_data
+from audience.profiles.gmm import fit_gmm
 from audience.rank.features import add_labels, candidate_pool, feature_columns, pair_features
 from audience.rank.reranker import Reranker
 from audience.rank.simple_blend import rrf_blend
@@ -109,7 +110,19 @@ def _timed(run: Run, stage: str):
 def stage_profiles(run: Run) -> None:
     cfg, catalog = run.cfg, run.catalog
     split = run.split()
-    fit = build_fit_data(split.fit_weeks, catalog, cfg.positive_flags, cfg.profiles, progress=not cfg.quiet)
+    gmm, posteriors = None, None
+    if any(name.startswith("gmm:") for name in (*cfg.sources, *cfg.baselines)):
+        gmm = fit_gmm(catalog.embedding[catalog.has_embedding], cfg.gmm)
+        posteriors = gmm.predict_proba(catalog.embedding) * catalog.has_embedding[:, None]
+    fit = build_fit_data(
+        split.fit_weeks,
+        catalog,
+        cfg.positive_flags,
+        cfg.profiles,
+        progress=not cfg.quiet,
+        posteriors=posteriors,
+    )
+    fit.gmm = gmm
     if cfg.targets is not None and cfg.holdout == 0:
         target_ids = read_targets_file(cfg.targets)
     else:

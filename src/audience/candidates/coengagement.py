@@ -22,8 +22,15 @@ from audience.profiles.fit_data import FitData
 class CoEngagementSource:
     name = "coengagement"
 
-    def __init__(self, n_neighbours: int = 50, power: float = 2.0, hnsw: HnswConfig | None = None,
-                 n_threads: int = 1, seed: int = 0, batch: int = 1024):  # fmt: skip
+    def __init__(
+        self,
+        n_neighbours: int = 50,
+        power: float = 2.0,
+        hnsw: HnswConfig | None = None,
+        n_threads: int = 1,
+        seed: int = 0,
+        batch: int = 1024,
+    ):
         self.n_neighbours, self.power, self.batch = n_neighbours, power, batch
         self.hnsw = hnsw or HnswConfig()
         self.n_threads, self.seed = n_threads, seed
@@ -36,9 +43,14 @@ class CoEngagementSource:
         old = np.flatnonzero(catalog.has_embedding & (data.item_positives > 0)).astype(np.int32)
         self.dim = catalog.embedding.shape[1]
         self.index = HnswIndex(
-            "cosine", self.hnsw.m, self.hnsw.ef_construction, self.hnsw.ef, self.n_threads, self.seed,
+            "cosine",
+            self.hnsw.m,
+            self.hnsw.ef_construction,
+            self.hnsw.ef,
+            self.n_threads,
+            self.seed,
             self.hnsw.build_threads,
-        ).build(unit_rows(catalog.embedding[old]), old)  # fmt: skip
+        ).build(unit_rows(catalog.embedding[old]), old)
         return self
 
     def recommend(self, clips: ClipQueries, k: int) -> TopK:

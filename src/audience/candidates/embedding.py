@@ -58,11 +58,16 @@ class EmbeddingSource:
             ).build(self.vectors, self.ids)
         return self
 
+    def query_vectors(self, clips: ClipQueries, rows: np.ndarray) -> np.ndarray:
+        """Unit query vectors of the clips at `rows` (their embeddings, cut to the profile width)."""
+        assert self.vectors is not None
+        return unit_rows(clips.embedding[rows, : self.vectors.shape[1]])
+
     def recommend(self, clips: ClipQueries, k: int) -> TopK:
         assert self.vectors is not None and self.ids is not None, "fit first"
         out = TopK.empty(len(clips), k)
         rows = np.flatnonzero(clips.has_embedding)
-        queries = unit_rows(clips.embedding[rows, : self.vectors.shape[1]])
+        queries = self.query_vectors(clips, rows)
         if self.backend == "hnsw":
             assert self.index is not None
             found = self.index.query(queries, k)

@@ -19,6 +19,7 @@ from audience.config import ProfileSettings
 from audience.data.catalog import Catalog
 from audience.data.weeks import DEFAULT_CHUNK_ROWS, WeekBatch, count_rows, iter_weeks
 from audience.io import atomic_path
+from audience.profiles.gmm import GmmModel
 
 
 @dataclass
@@ -91,6 +92,7 @@ class FitData:
     profiles: dict[str, np.ndarray] = field(default_factory=dict)  # name -> float32 (n_users, dim), unit rows
     profile_weight: dict[str, np.ndarray] = field(default_factory=dict)  # name -> float64 (n_users,)
     histories: dict[str, sparse.csr_matrix] = field(default_factory=dict)
+    gmm: GmmModel | None = None  # the soft-cluster mixture, when one was fitted (saved beside as .gmm.npz)
 
     @property
     def n_users(self) -> int:
@@ -112,6 +114,8 @@ class FitData:
             arrays[f"sparse__{name}__shape"] = np.asarray(matrix.shape)
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
+        if self.gmm is not None:
+            self.gmm.save(Path(path).with_suffix(".gmm.npz"))
 
     @classmethod
     def load(cls, path: Path) -> FitData:
@@ -126,6 +130,8 @@ class FitData:
                 )
                 for name in names
             }
+            gmm_path = Path(path).with_suffix(".gmm.npz")
+            gmm = GmmModel.load(gmm_path) if gmm_path.is_file() else None
             return cls(
                 npz["user_views"],
                 npz["user_positives"],
@@ -134,6 +140,7 @@ class FitData:
                 profiles,
                 weights,
                 matrices,
+                gmm,
             )
 
 
@@ -151,9 +158,13 @@ def build_fit_data(
     settings: ProfileSettings | None = None,
     progress: bool = True,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    posteriors: np.ndarray | None = None,
 ) -> FitData:
     """Stream `weeks` once, chunk by chunk, and accumulate counts and profile sums (float64), then normalise.
-    Memory: O(n_users x dim + n_items x dim + one chunk)."""
+    Memory: O(n_users x dim + n_items x dim + one chunk).
+
+    `posteriors` (n_items, K), e.g. GMM soft-cluster memberships of every clip, adds soft-cluster profiles
+    'gmm_all' and 'gmm_positive': the same weighted means, over posteriors instead of embeddings."""
     settings = settings or ProfileSettings()
     profiles = settings.kinds
     unknown = [p for p in profiles if p not in PROFILE_WEIGHTS]
@@ -161,7 +172,7 @@ def build_fit_data(
         raise ValueError(f"unknown profile type(s) {unknown}; known: {sorted(PROFILE_WEIGHTS)}")
     duration = np.maximum(catalog.item_duration.astype(np.float32), 1.0)
     week_number = {Path(p): k for k, p in enumerate(weeks)}
-    n_users, n_items, dim = catalog.n_users, catalog.n_items, catalog.embedding.shape[1]
+    n_users, n_items = catalog.n_users, catalog.n_items
     user_views = np.zeros(n_users, dtype=np.int64)
     user_positives = np.zeros(n_users, dtype=np.int64)
     item_views = np.zeros(n_items, dtype=np.int64)
@@ -172,8 +183,14 @@ def build_fit_data(
         "user_author_positives": sparse.csr_matrix((n_users, n_authors), dtype=np.float32),
         "item_user_positives": sparse.csr_matrix((n_items, n_users), dtype=np.float32),
     }
-    sums = {name: np.zeros((n_users, dim), dtype=np.float64) for name in profiles}
-    weights = {name: np.zeros(n_users, dtype=np.float64) for name in profiles}
+    spaces = {name: (name, catalog.embedding) for name in profiles}
+    if posteriors is not None:
+        for kind in ("all", "positive"):
+            spaces[f"gmm_{kind}"] = (kind, posteriors.astype(np.float32, copy=False))
+    sums = {
+        name: np.zeros((n_users, space.shape[1]), dtype=np.float64) for name, (_, space) in spaces.items()
+    }
+    weights = {name: np.zeros(n_users, dtype=np.float64) for name in spaces}
     has_embedding = catalog.has_embedding.astype(np.float32)
     bar = tqdm(total=count_rows(weeks), desc="profiles", unit="row", unit_scale=True, disable=not progress)
     columns = profile_columns(settings, positive_flags)
@@ -200,18 +217,21 @@ def build_fit_data(
             (views[pos], (batch.item[pos], batch.user[pos])), shape=(n_items, n_users)
         )
         usable = has_embedding[batch.item]
-        for name in profiles:
-            w = PROFILE_WEIGHTS[name](ctx) * usable
+        for kind in profiles:
+            w = PROFILE_WEIGHTS[kind](ctx) * usable
             rows = np.flatnonzero(w)  # only weighted rows enter the sparse product (positives are few)
             matrix = sparse.csr_matrix(
                 (w[rows], (batch.user[rows], batch.item[rows])), shape=(n_users, n_items)
             )
-            sums[name] += matrix @ catalog.embedding
-            weights[name] += np.bincount(batch.user[rows], weights=w[rows], minlength=n_users)
+            user_weight = np.bincount(batch.user[rows], weights=w[rows], minlength=n_users)
+            for name, (space_kind, space) in spaces.items():
+                if space_kind == kind:
+                    sums[name] += matrix @ space
+                    weights[name] += user_weight
         bar.update(len(batch))
     bar.close()
     normalised = {}
-    for name in profiles:
+    for name in spaces:
         mean = sums[name] / np.maximum(weights[name], 1e-12)[:, None]
         norm = np.linalg.norm(mean, axis=1, keepdims=True)
         normalised[name] = np.where(norm > 0, mean / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
