@@ -15,6 +15,9 @@ from audience.data.schema import DEFAULT_POSITIVE_FLAGS
 from audience.profiles.fit_data import build_fit_data
 
 SOURCES = [
+    "bpr_bridge",
+    "ease_bridge",
+    "slim_bridge",
     "popular",
     "random",
     "hnsw:all",

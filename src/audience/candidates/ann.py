@@ -39,6 +39,8 @@ class HnswIndex:
         self.n_threads, self.seed, self.build_threads = n_threads, seed, build_threads
         self.index: hnswlib.Index | None = None
         self.size = 0
+        self._vectors: np.ndarray | None = None
+        self._ids: np.ndarray | None = None
 
     def build(self, vectors: np.ndarray, ids: np.ndarray) -> HnswIndex:
         dim = vectors.shape[1]
@@ -54,6 +56,7 @@ class HnswIndex:
             self.index.add_items(vectors, ids.astype(np.int64), num_threads=self.build_threads)
         self.index.set_num_threads(self.n_threads)
         self.size = len(ids)
+        self._vectors, self._ids = vectors, ids  # references only: the exact fallback for huge k
         return self
 
     def query(self, queries: np.ndarray, k: int) -> TopK:
@@ -62,9 +65,14 @@ class HnswIndex:
         if self.index is None or k_eff == 0 or queries.shape[0] == 0:
             return out
         self.index.set_ef(max(self.ef, k_eff))
-        labels, distances = self.index.knn_query(
-            np.ascontiguousarray(queries, dtype=np.float32), k=k_eff, num_threads=self.n_threads
-        )
+        try:
+            labels, distances = self.index.knn_query(
+                np.ascontiguousarray(queries, dtype=np.float32), k=k_eff, num_threads=self.n_threads
+            )
+        except RuntimeError:  # hnswlib cannot always return k close to the index size (ip space): go exact
+            if self._vectors is None:
+                raise
+            return exact_search(self._vectors, self._ids, queries, k)
         out.users[:, :k_eff] = labels.astype(np.int32)
         out.scores[:, :k_eff] = 1.0 - distances  # cosine and ip distances are 1 - similarity
         return out

@@ -1,10 +1,12 @@
 """Build generators by name: 'popular', 'random', 'author_fans', 'coengagement', '<backend>:<profile>'
-('hnsw:all', 'exact:positive'), 'gmm:<all|positive>' (soft-cluster profiles)."""
+('hnsw:all', 'exact:positive'), 'gmm:<all|positive>' (soft-cluster profiles), 'bpr_bridge', 'ease_bridge',
+'slim_bridge' (collaborative models bridged to new clips)."""
 
 from __future__ import annotations
 
 from audience.candidates.authors import AuthorFansSource
 from audience.candidates.base import CandidateSource
+from audience.candidates.cf_bridges import BprBridgeSource, NeighbourBridgeSource
 from audience.candidates.coengagement import CoEngagementSource
 from audience.candidates.embedding import EmbeddingSource
 from audience.candidates.gmm_clusters import GmmSource
@@ -20,6 +22,12 @@ def make_source(name: str, cfg: RunConfig) -> CandidateSource:
         return RandomSource(cfg.seed)
     if name == "author_fans":
         return AuthorFansSource()
+    if name == "bpr_bridge":
+        return BprBridgeSource(hnsw=cfg.hnsw, n_threads=cfg.n_threads, seed=cfg.seed)
+    if name in ("ease_bridge", "slim_bridge"):
+        return NeighbourBridgeSource(
+            name.split("_")[0], hnsw=cfg.hnsw, n_threads=cfg.n_threads, seed=cfg.seed
+        )
     if name == "coengagement":
         return CoEngagementSource(hnsw=cfg.hnsw, n_threads=cfg.n_threads, seed=cfg.seed)
     backend, _, profile = name.partition(":")
@@ -29,5 +37,5 @@ def make_source(name: str, cfg: RunConfig) -> CandidateSource:
         return EmbeddingSource(profile, backend, cfg.hnsw, cfg.n_threads, cfg.seed)
     raise ValueError(
         f"unknown candidate source {name!r}; use popular, random, author_fans, coengagement, "
-        "hnsw:<profile>, exact:<profile> or gmm:<all|positive>"
+        "hnsw:<profile>, exact:<profile>, gmm:<all|positive>, bpr_bridge, ease_bridge or slim_bridge"
     )

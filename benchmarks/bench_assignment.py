@@ -1,0 +1,78 @@
+"""NDCG@100 after the cap for each assignment strategy, on an existing validate run's candidates.
+
+    python benchmarks/bench_assignment.py artifacts/synthetic-small-validate
+
+Re-assigns every method's candidates (and the oracle's) with each strategy in `audience.assign.STRATEGIES`
+and scores them against the truth week. Writes benchmarks/results/assignment_<run>.md."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from _machine import machine_line
+
+from audience.assign import STRATEGIES, assign_with_cap
+from audience.config import load_config
+from audience.evaluation.oracle import oracle_candidates
+from audience.io import read_json
+from audience.metrics import ndcg_per_clip
+from audience.pipeline import Run, _fallback_order, file_key, lists_frame, truth_positives
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    run_dir = Path(sys.argv[1])
+    saved = read_json(run_dir / "config.json")
+    cfg = load_config(data_dir=saved["data_dir"], subsample=saved["subsample"], run_dir=run_dir, quiet=True)
+    run = Run(cfg)
+    item_ids = run.targets()["item_id"].to_numpy()
+    n = item_ids.shape[0]
+    fallback = _fallback_order(run.fit_data(), run.catalog)
+    truth = truth_positives(run.split().truth_week, cfg.positive_flags, item_ids)
+    methods = [m for m in read_json(run_dir / "lists" / "assignment.json") if m != "oracle"]
+    frames = {m: pl.read_parquet(run.path("candidates", f"{file_key(m)}.parquet")) for m in methods}
+    oracle = oracle_candidates(run.layout, run.split().truth_week_number, item_ids, run.catalog.users)
+    if oracle is not None:
+        frames["oracle"] = oracle
+    lines = [
+        f"# Assignment strategies on `{run_dir.name}`",
+        "",
+        f"Machine: {machine_line()}",
+        "",
+        "| method | " + " | ".join(f"{s} NDCG@100 | {s} s" for s in STRATEGIES) + " |",
+        "|---" * (1 + 2 * len(STRATEGIES)) + "|",
+    ]
+    for method, frame in frames.items():
+        clip, user, score = (frame[c].to_numpy() for c in ("clip", "user", "score"))
+        cells = []
+        for strategy in STRATEGIES:
+            start = time.perf_counter()
+            users = assign_with_cap(
+                clip,
+                user,
+                score,
+                n,
+                run.catalog.n_users,
+                cfg.list_size,
+                cfg.user_cap,
+                fallback_order=fallback,
+                strategy=strategy,
+            ).users
+            seconds = time.perf_counter() - start
+            per_clip = ndcg_per_clip(
+                lists_frame(item_ids, users, run.catalog.users.ids), truth, cfg.list_size
+            )
+            cells += [f"{float(np.mean(per_clip['ndcg'])):.4f}", f"{seconds:.2f}"]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    out = ROOT / "benchmarks" / "results" / f"assignment_{run_dir.name}.md"
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Bridges from collaborative-filtering models, which only know old clips, to new clips.
+
+* `BprBridgeSource` ('bpr_bridge'): BPR is fitted on the fit weeks' positives (users x clips). A ridge
+  regression maps a clip's content embedding plus its author's mean clip factor to its BPR factor (fitted
+  on old clips); a new clip's mapped factor queries an inner-product HNSW over the user factors.
+  Limits: BPR costs epochs x positives samples; the map is (dim + factors)^2; the index n_users x factors.
+* `NeighbourBridgeSource` ('ease_bridge', 'slim_bridge'): a new clip stands in as the similarity-weighted sum
+  of its nearest old clips (by embedding) among the model's scored clips; a user's score is
+  X_u . B s_c (B the model's clip x clip weights, s_c those similarities). EASE keeps `max_items` clips
+  (dense B: max_items^2 x 4 bytes); each query batch costs n_users x batch floats.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+
+from audience.candidates.ann import HnswIndex
+from audience.candidates.base import ClipQueries, TopK, top_k_rows
+from audience.candidates.embedding import unit_rows
+from audience.config import HnswConfig
+from audience.data.catalog import Catalog
+from audience.models.bpr import BPR
+from audience.models.ease import EASE
+from audience.models.slim import SLIM
+from audience.profiles.fit_data import FitData
+
+
+def positives_matrix(data: FitData) -> sparse.csr_matrix:
+    """Binary users x clips matrix of the fit weeks' positives."""
+    matrix = data.histories["item_user_positives"].T.tocsr().astype(np.float32)
+    matrix.data[:] = 1.0
+    return matrix
+
+
+def _author_mean(
+    factors: np.ndarray, item_author: np.ndarray, items: np.ndarray, n_authors: int
+) -> np.ndarray:
+    sums = np.zeros((n_authors, factors.shape[1]))
+    np.add.at(sums, item_author[items], factors[items])
+    counts = np.bincount(item_author[items], minlength=n_authors)[:, None]
+    return (sums / np.maximum(counts, 1)).astype(np.float32)
+
+
+class BprBridgeSource:
+    name = "bpr_bridge"
+
+    def __init__(
+        self,
+        factors: int = 64,
+        epochs: int = 30,
+        ridge: float = 1.0,
+        hnsw: HnswConfig | None = None,
+        n_threads: int = 1,
+        seed: int = 0,
+    ):
+        self.factors, self.epochs, self.ridge = factors, epochs, ridge
+        self.hnsw = hnsw or HnswConfig()
+        self.n_threads, self.seed = n_threads, seed
+
+    def _features(self, embedding: np.ndarray, author: np.ndarray) -> np.ndarray:
+        author_part = np.where((author >= 0)[:, None], self.author_factor[np.maximum(author, 0)], 0.0)
+        return np.hstack([embedding, author_part, np.ones((embedding.shape[0], 1))]).astype(np.float32)
+
+    def fit(self, data: FitData, catalog: Catalog) -> BprBridgeSource:
+        X = positives_matrix(data)
+        model = BPR(factors=self.factors, epochs=self.epochs, n_threads=1, seed=self.seed).fit(X)
+        old = np.flatnonzero(catalog.has_embedding & (np.diff(X.tocsc().indptr) > 0))
+        self.author_factor = _author_mean(model.item_factors, catalog.item_author, old, len(catalog.authors))
+        A = self._features(catalog.embedding[old], catalog.item_author[old]).astype(np.float64)
+        self.map = np.linalg.solve(A.T @ A + self.ridge * np.eye(A.shape[1]), A.T @ model.item_factors[old])
+        users = np.flatnonzero(np.diff(X.indptr) > 0).astype(np.int32)
+        self.index = HnswIndex(
+            "ip",
+            self.hnsw.m,
+            self.hnsw.ef_construction,
+            self.hnsw.ef,
+            self.n_threads,
+            self.seed,
+            self.hnsw.build_threads,
+        ).build(model.user_factors[users], users)
+        return self
+
+    def recommend(self, clips: ClipQueries, k: int) -> TopK:
+        out = TopK.empty(len(clips), k)
+        rows = np.flatnonzero(clips.has_embedding)
+        mapped = (self._features(clips.embedding[rows], clips.author[rows]) @ self.map).astype(np.float32)
+        found = self.index.query(mapped, k)
+        out.users[rows], out.scores[rows] = found.users, found.scores
+        return out
+
+
+class NeighbourBridgeSource:
+    def __init__(
+        self,
+        model: str = "ease",
+        n_neighbours: int = 20,
+        hnsw: HnswConfig | None = None,
+        n_threads: int = 1,
+        seed: int = 0,
+        batch: int = 256,
+    ):
+        if model not in ("ease", "slim"):
+            raise ValueError(f"model must be 'ease' or 'slim', got {model!r}")
+        self.model_name, self.n_neighbours, self.batch = model, n_neighbours, batch
+        self.name = f"{model}_bridge"
+        self.hnsw = hnsw or HnswConfig()
+        self.n_threads, self.seed = n_threads, seed
+
+    def fit(self, data: FitData, catalog: Catalog) -> NeighbourBridgeSource:
+        X = positives_matrix(data)
+        model = EASE() if self.model_name == "ease" else SLIM(max_items=30_000)
+        model.fit(X)
+        scored = model.scored_items
+        usable = scored[catalog.has_embedding[scored]]
+        self.position = np.full(catalog.n_items, -1, dtype=np.int64)
+        self.position[scored] = np.arange(scored.size)
+        self.B = model.item_item  # dense (EASE) or sparse (SLIM), indexed by position in `scored`
+        self.X = X[:, scored].tocsr()
+        self.users = np.flatnonzero(np.diff(self.X.indptr) > 0).astype(np.int32)
+        self.dim = catalog.embedding.shape[1]
+        self.neighbours = HnswIndex(
+            "cosine",
+            self.hnsw.m,
+            self.hnsw.ef_construction,
+            self.hnsw.ef,
+            self.n_threads,
+            self.seed,
+            self.hnsw.build_threads,
+        )
+        self.neighbours.build(unit_rows(catalog.embedding[usable]), usable.astype(np.int32))
+        return self
+
+    def recommend(self, clips: ClipQueries, k: int) -> TopK:
+        out = TopK.empty(len(clips), k)
+        rows = np.flatnonzero(clips.has_embedding)
+        n_scored = self.X.shape[1]
+        for start in range(0, rows.size, self.batch):  # batches of clips: one sparse x dense product each
+            part = rows[start : start + self.batch]
+            near = self.neighbours.query(unit_rows(clips.embedding[part, : self.dim]), self.n_neighbours)
+            valid = near.users >= 0
+            weights = sparse.csr_matrix(
+                (
+                    np.maximum(near.scores[valid], 0.0),
+                    (self.position[near.users[valid]], np.nonzero(valid)[0]),
+                ),
+                shape=(n_scored, part.size),
+            )
+            virtual = self.B @ weights  # (n_scored, batch): each new clip as a weighted mix of old columns
+            virtual = virtual.toarray() if sparse.issparse(virtual) else np.asarray(virtual)
+            scores = np.asarray(self.X[self.users] @ virtual).T  # (batch, users with history)
+            top = top_k_rows(scores.astype(np.float32), k, self.users)
+            out.users[part], out.scores[part] = top.users, top.scores
+        return out
