@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     run_dir = Path(sys.argv[1])
     saved = read_json(run_dir / "config.json")
-    cfg = load_config(data_dir=saved["data_dir"], subsample=saved["subsample"], run_dir=run_dir, quiet=True)
+    data_dir = Path(saved["data_dir"]) if Path(saved["data_dir"]).is_absolute() else ROOT / saved["data_dir"]
+    cfg = load_config(data_dir=data_dir, subsample=saved["subsample"], run_dir=run_dir, quiet=True)
     run = Run(cfg)
     item_ids = run.targets()["item_id"].to_numpy()
     n = item_ids.shape[0]

@@ -38,7 +38,10 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine
 
+from audience.data.schema import load_embeddings
+from audience.metrics import diversity_at_k, novelty_at_k
 from audience.models import BPR, EASE, SLIM
+from audience.profiles.gmm import GmmConfig, fit_gmm
 
 FLAGS = ("like", "share", "bookmark", "click_on_author", "open_comments")
 SEED = 20250101
@@ -79,6 +82,7 @@ def load(data: Path, matrix: str) -> tuple[sp.csr_matrix, dict[int, np.ndarray],
     for u, i in zip(vu[ok].tolist(), vi[ok].tolist(), strict=True):
         truth.setdefault(u, []).append(i)
     truth_arr = {u: np.array(sorted(v), dtype=np.int32) for u, v in truth.items()}
+    GROUPS.update(item_groups(data, items, np.asarray(X.sum(axis=0)).ravel()))
     info = {
         "train_weeks": len(train_files),
         "train_rows": train.height,
@@ -90,6 +94,26 @@ def load(data: Path, matrix: str) -> tuple[sp.csr_matrix, dict[int, np.ndarray],
         "eval_users": len(truth_arr),
     }
     return X, truth_arr, info
+
+
+GROUPS: dict[str, np.ndarray] = {}  # per model-item index: popularity, author, GMM cluster (set by load)
+
+
+def item_groups(data: Path, items: np.ndarray, popularity: np.ndarray) -> dict[str, np.ndarray]:
+    """Popularity, author and GMM soft-cluster (hard assignment) of each clip, for novelty/diversity."""
+    meta = pl.read_parquet(data / "metadata" / "items_metadata.parquet", columns=["item_id", "author_id"])
+    author = meta.join(
+        pl.DataFrame({"item_id": pl.Series(items, dtype=pl.UInt32)}), on="item_id", how="right"
+    )
+    emb_ids, emb = load_embeddings(data / "metadata" / "item_embeddings.npz")
+    order = np.argsort(emb_ids)
+    pos = order[np.searchsorted(emb_ids[order], items)]
+    gmm = fit_gmm(emb[pos].astype(np.float32), GmmConfig(n_components=128, covariance_type="diag"))
+    return {
+        "popularity": popularity,
+        "author": author["author_id"].to_numpy().astype(np.int64),
+        "cluster": gmm.predict(emb[pos].astype(np.float32)),
+    }
 
 
 def recall(ids: np.ndarray, eval_users: np.ndarray, truth: dict[int, np.ndarray], k: int) -> float:
@@ -120,6 +144,9 @@ def measure(name: str, model, fit_seconds: float, X, eval_users, truth, extra: d
         "users_per_s": eval_users.size / batch_s,
         "recall@10": recall(ids, eval_users, truth, 10),
         "recall@50": recall(ids, eval_users, truth, 50),
+        "novelty@50": novelty_at_k(ids, GROUPS["popularity"], 50),
+        "authors@50": diversity_at_k(ids, GROUPS["author"], 50),
+        "clusters@50": diversity_at_k(ids, GROUPS["cluster"], 50),
     }
     row.update(extra or {})
     print(json.dumps(row), flush=True)
@@ -344,14 +371,15 @@ def write(args, info: dict, rows: list[dict], notes: list[str]) -> None:
         f"- Parameters: EASE {EASE_PARAMS}, SLIM {SLIM_PARAMS}, BPR {BPR_PARAMS}, adaptive {ADAPTIVE_PARAMS}",
         "",
         "| model | fit s | params MB | latency ms (1 user, k=50) | users/s (batch) | samples/s "
-        "| recall@10 | recall@50 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| recall@10 | recall@50 | novelty@50 (bits) | distinct authors@50 | distinct GMM clusters@50 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         sps = f"{r['samples_per_s'] / 1e6:.2f} M" if "samples_per_s" in r else ""
         lines.append(
             f"| {r['model']} | {r['fit_s']:.2f} | {r['params_mb']:.1f} | {r['latency_ms']:.2f} | "
-            f"{r['users_per_s']:,.0f} | {sps} | {r['recall@10']:.4f} | {r['recall@50']:.4f} |"
+            f"{r['users_per_s']:,.0f} | {sps} | {r['recall@10']:.4f} | {r['recall@50']:.4f} | "
+            f"{r['novelty@50']:.2f} | {r['authors@50']:.3f} | {r['clusters@50']:.3f} |"
         )
     lines += ["", "## Comparisons", ""] + [f"- {n}" for n in notes]
     lines += ["", "## Caveats", ""] + [f"- {n}" for n in CAVEATS]

@@ -35,7 +35,7 @@ from audience.profiles.fit_data import build_fit_data
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("all", "positive", "negative", "timespent", "recency")
-STAGES = ("profiles", "candidates", "assign", "evaluate")
+STAGES = ("profiles", "candidates", "blend", "assign", "evaluate")
 
 
 def peak_rss_gib() -> float:

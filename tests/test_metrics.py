@@ -222,3 +222,23 @@ def test_positives():
         positives(week, ["user_id"])
     with pytest.raises(ValueError):
         positives(week, [])
+
+
+def test_novelty_and_diversity_match_a_loop():
+    from audience.metrics import diversity_at_k, novelty_at_k
+
+    rng = np.random.default_rng(4)
+    popularity = rng.integers(1, 50, 40)
+    group = rng.integers(0, 6, 40)
+    rec = rng.integers(-1, 40, (30, 12))
+    k = 10
+    share = popularity / popularity.sum()
+    info = [-np.log2(share[i]) for row in rec for i in row[:k] if i >= 0]
+    assert novelty_at_k(rec, popularity, k) == pytest.approx(np.mean(info))
+    ratios = []
+    for row in rec:
+        items = [i for i in row[:k] if i >= 0]
+        if items:
+            ratios.append(len({group[i] for i in items}) / len(items))
+    assert diversity_at_k(rec, group, k) == pytest.approx(np.mean(ratios))
+    assert diversity_at_k(np.array([[1, 1, 1]]), np.array([0, 7]), 3) == pytest.approx(1 / 3)

@@ -341,3 +341,28 @@ def positives(week: pl.LazyFrame | pl.DataFrame, flags: Sequence[str]) -> pl.Dat
             "user_id": pl.Series((keys & _LOW_MASK).astype(np.uint32), dtype=pl.UInt32),
         }
     )
+
+
+def novelty_at_k(recommended: np.ndarray, item_popularity: np.ndarray, k: int) -> float:
+    """User -> clips novelty: mean self-information -log2(share of all interactions) of the top-k clips
+    recommended (rows = users, -1 padding ignored). Higher = less popular clips. Vectorized."""
+    top = np.asarray(recommended)[:, :k]
+    valid = top >= 0
+    if not valid.any():
+        return float("nan")
+    share = np.asarray(item_popularity, dtype=np.float64) / max(float(np.sum(item_popularity)), 1.0)
+    info = -np.log2(np.maximum(share[top[valid]], 1e-12))
+    return float(info.mean())
+
+
+def diversity_at_k(recommended: np.ndarray, item_group: np.ndarray, k: int) -> float:
+    """User -> clips diversity: per user, distinct groups (authors, GMM clusters) among the top-k clips over
+    the number of clips recommended; averaged over users with at least one clip. Vectorized (row sorts)."""
+    top = np.asarray(recommended)[:, :k]
+    groups = np.where(top >= 0, np.asarray(item_group)[np.maximum(top, 0)], -1)
+    ordered = np.sort(groups, axis=1)
+    counts = (ordered >= 0).sum(axis=1)
+    new_group = (ordered[:, 1:] != ordered[:, :-1]) & (ordered[:, 1:] >= 0)  # padding -1 sorts first
+    distinct = new_group.sum(axis=1) + (ordered[:, 0] >= 0)
+    has = counts > 0
+    return float((distinct[has] / counts[has]).mean()) if has.any() else float("nan")
