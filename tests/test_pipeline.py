@@ -209,3 +209,16 @@ def test_numbered_scripts_run_in_order(tiny_dir, tmp_path):
         assert proc.returncode == 0, f"{script}: {proc.stderr}"
     assert (run_dir / "results.md").is_file() and (tmp_path / "s.parquet").is_file()
     assert read_json(run_dir / "config.json")["mode"] == "validate"
+
+
+def test_holdout_runs_are_shared_and_reused(tiny_run):
+    """The reranker's training runs live beside the run, keyed by content; a rerun of 'rank' reuses them."""
+    holdout = sorted((tiny_run.dir.parent / f"{tiny_run.cfg.dataset_name}-holdout").iterdir())
+    assert len(holdout) == tiny_run.cfg.reranker.train_weeks
+    stamps = {p: (p / "fit_data.npz").stat().st_mtime_ns for p in holdout}
+    run_stage(tiny_run.cfg, "rank")
+    assert {p: (p / "fit_data.npz").stat().st_mtime_ns for p in holdout} == stamps
+    fit_weeks = [read_json(p / "holdout.json")["fit_weeks"] for p in holdout]
+    assert sorted(len(w) for w in fit_weeks) == [
+        len(read_json(tiny_run.path("split.json"))["fit_weeks"]) - h for h in (2, 1)
+    ]

@@ -66,18 +66,20 @@ class ProfileSettings:
 class RerankerConfig:
     """XGBoost reranker (rank/reranker.py): pool depth per source, boosting and sampling settings."""
 
-    pool_depth: int = 200  # per source: its top pool_depth candidates enter the pool
+    # per source: its top pool_depth candidates enter the pool. 150 (with negative_keep 0.5, eta 0.08) ran
+    # the rank stage in 80 s instead of 174 s on small for NDCG@100 0.1574 instead of 0.1599
+    pool_depth: int = 150
     train_weeks: int = 2  # label weeks pooled for training (each costs one profiles + candidates run)
     # binary:logistic gives calibrated probabilities, which the cross-clip assignment compares; it also beat
     # rank:ndcg and rank:pairwise on tiny and small (see README, Ranking)
     objective: str = "binary:logistic"
-    n_estimators: int = 600
-    learning_rate: float = 0.05
+    n_estimators: int = 400
+    learning_rate: float = 0.08
     max_depth: int = 5
     min_child_weight: float = 20.0
     subsample: float = 0.8
     colsample_bytree: float = 0.8
-    negative_keep: float = 1.0
+    negative_keep: float = 0.5
     valid_share: float = 0.2
     early_stopping_rounds: int = 40
 

@@ -11,6 +11,8 @@ so any stage can be rerun alone (the numbered scripts do exactly that).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -219,14 +221,45 @@ def _pool_features(run: Run) -> pl.DataFrame:
     return pair_features(pool, run.fit_data(), run.catalog, run.queries())
 
 
+def _holdout_key(cfg: RunConfig, split: Split) -> dict:
+    """Everything that shapes a holdout run's profiles and candidates: equal keys, equal artifacts."""
+    shaping = (
+        "positive_flags",
+        "embedding_dim",
+        "sources",
+        "candidate_depth",
+        "hnsw",
+        "profiles",
+        "gmm",
+        "seed",
+    )
+    return json.loads(
+        json.dumps(
+            {
+                "fit_weeks": [str(p) for p in split.fit_weeks],
+                "truth_week": str(split.truth_week),
+                **{k: getattr(cfg, k) for k in shaping},
+            },
+            default=lambda o: o.__dict__,
+        )
+    )
+
+
+def _holdout_dir(cfg: RunConfig, split: Split) -> Path:
+    """Holdout runs are shared by content: submit mode's second holdout run is validate mode's first."""
+    digest = hashlib.sha1(json.dumps(_holdout_key(cfg, split), sort_keys=True).encode()).hexdigest()[:10]
+    return cfg.artifacts.parent / f"{cfg.dataset_name}-holdout" / f"fit{len(split.fit_weeks):02d}-{digest}"
+
+
 def _training_frame(run: Run, holdout: int) -> pl.DataFrame:
     """Features and labels of the pipeline shifted back `holdout` weeks: fitted on the weeks before the
     label week, labelled by that week's positives."""
     cfg = run.cfg
+    split = make_split(run.layout, cfg.mode, None, cfg.holdout + holdout)
     train_cfg = replace(
         cfg,
         holdout=cfg.holdout + holdout,
-        run_dir=run.path("ranker", f"train-{holdout}"),
+        run_dir=_holdout_dir(cfg, split),
         targets=None,
         baselines=(),
         rerank=False,
@@ -234,8 +267,11 @@ def _training_frame(run: Run, holdout: int) -> pl.DataFrame:
         quiet=True,
     )
     train_run = Run(train_cfg)
-    for stage in ("profiles", "candidates"):
-        run_stage(train_cfg, stage, train_run)
+    stamp = train_run.path("holdout.json")
+    if not (stamp.is_file() and read_json(stamp) == _holdout_key(train_cfg, split)):
+        for stage in ("profiles", "candidates"):
+            run_stage(train_cfg, stage, train_run)
+        write_json(_holdout_key(train_cfg, split), stamp)
     targets = train_run.targets()["item_id"].to_numpy()
     truth = truth_positives(train_run.split().truth_week, cfg.positive_flags, targets)
     clip_of = pl.DataFrame({"item_id": pl.Series(targets, dtype=pl.UInt32)}).with_row_index("clip")
