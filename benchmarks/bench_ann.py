@@ -17,6 +17,7 @@ import hnswlib
 import matplotlib
 import numpy as np
 from _machine import machine_line
+from _runs import open_run
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -24,12 +25,9 @@ import matplotlib.pyplot as plt
 from audience.candidates.ann import exact_search, recall_against_exact
 from audience.candidates.base import TopK
 from audience.candidates.embedding import unit_rows
-from audience.config import load_config
-from audience.io import read_json
-from audience.pipeline import Run
 
 ROOT = Path(__file__).resolve().parents[1]
-EFS = (16, 32, 64, 128, 256, 512)
+EFS = (100, 128, 192, 256, 384, 512)  # hnswlib needs ef >= k
 K = 100
 
 
@@ -40,11 +38,7 @@ def main() -> None:
     parser.add_argument("--m", type=int, default=16)
     parser.add_argument("--ef-construction", type=int, default=100)
     args = parser.parse_args()
-    saved = read_json(args.run_dir / "config.json")
-    cfg = load_config(
-        data_dir=saved["data_dir"], subsample=saved["subsample"], run_dir=args.run_dir, quiet=True
-    )
-    run = Run(cfg)
+    run = open_run(args.run_dir)
     fit = run.fit_data()
     ids = np.flatnonzero(fit.profile_weight["positive"] > 0).astype(np.int32)
     vectors = np.ascontiguousarray(fit.profiles["positive"][ids])

@@ -11,26 +11,23 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 from _machine import machine_line
+from _runs import open_run
 
 from audience.assign import STRATEGIES, assign_with_cap
-from audience.config import load_config
 from audience.evaluation.oracle import oracle_candidates
 from audience.io import read_json
 from audience.metrics import ndcg_per_clip
-from audience.pipeline import Run, _fallback_order, file_key, lists_frame, truth_positives
+from audience.pipeline import _fallback_order, file_key, lists_frame, truth_positives
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     run_dir = Path(sys.argv[1])
-    saved = read_json(run_dir / "config.json")
-    data_dir = Path(saved["data_dir"]) if Path(saved["data_dir"]).is_absolute() else ROOT / saved["data_dir"]
-    cfg = load_config(data_dir=data_dir, subsample=saved["subsample"], run_dir=run_dir, quiet=True)
-    run = Run(cfg)
+    run = open_run(run_dir)
+    cfg = run.cfg
     item_ids = run.targets()["item_id"].to_numpy()
     n = item_ids.shape[0]
     fallback = _fallback_order(run.fit_data(), run.catalog)
@@ -68,7 +65,7 @@ def main() -> None:
             per_clip = ndcg_per_clip(
                 lists_frame(item_ids, users, run.catalog.users.ids), truth, cfg.list_size
             )
-            cells += [f"{float(np.mean(per_clip['ndcg'])):.4f}", f"{seconds:.2f}"]
+            cells += [f"{float(per_clip['ndcg'].mean()):.4f}", f"{seconds:.2f}"]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     out = ROOT / "benchmarks" / "results" / f"assignment_{run_dir.name}.md"
     out.write_text("\n".join(lines) + "\n")
