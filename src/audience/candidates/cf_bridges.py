@@ -99,17 +99,22 @@ class NeighbourBridgeSource:
         n_threads: int = 1,
         seed: int = 0,
         batch: int = 256,
+        max_items: int = 10_000,
     ):
         if model not in ("ease", "slim"):
             raise ValueError(f"model must be 'ease' or 'slim', got {model!r}")
-        self.model_name, self.n_neighbours, self.batch = model, n_neighbours, batch
+        self.model_name, self.n_neighbours, self.batch, self.max_items = model, n_neighbours, batch, max_items
         self.name = f"{model}_bridge"
         self.hnsw = hnsw or HnswConfig()
         self.n_threads, self.seed = n_threads, seed
 
     def fit(self, data: FitData, catalog: Catalog) -> NeighbourBridgeSource:
         X = positives_matrix(data)
-        model = EASE() if self.model_name == "ease" else SLIM(max_items=30_000)
+        # EASE keeps its 10k most popular clips: dense B is 10k^2 x 4 bytes (381 MB), ~27 s to fit on small.
+        # At 30k clips the fit crashed (segfault inside the dense Gram/LAPACK path, 7 GB float64): not used.
+        model = (
+            EASE(max_items=self.max_items) if self.model_name == "ease" else SLIM(max_items=self.max_items)
+        )
         model.fit(X)
         scored = model.scored_items
         usable = scored[catalog.has_embedding[scored]]
