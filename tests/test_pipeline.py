@@ -29,7 +29,7 @@ def methods(run) -> dict[str, dict]:
 
 def test_results_table_has_every_method_and_sane_order(tiny_run):
     rows = methods(tiny_run)
-    sources = {"popular", "author_fans", "coengagement", "hnsw:positive", "hnsw:timespent"}
+    sources = {"popular", "author_fans", "coengagement", "hnsw:positive", "hnsw:timespent", "bpr_bridge"}
     reported = {"random", "hnsw:all", "exact:all", "blend", "reranked", "oracle", "union of sources"}
     assert set(rows) == sources | reported
     union = rows.pop("union of sources")
