@@ -59,10 +59,10 @@ def run_sources(data: Path, run_dir: Path, sources: tuple[str, ...], **overrides
     return {row["method"]: row for row in results["methods"]}, {**timings, **split}
 
 
-def profile_table(data: Path, out: Path) -> dict:
+def profile_table(data: Path, out: Path, dims: tuple[int, ...] = (32, 64)) -> dict:
     sources = ("popular", *(f"hnsw:{k}" for k in KINDS), "gmm:all", "gmm:positive")
     figures = {}
-    for dim in (32, 64):
+    for dim in dims:
         rows, info = run_sources(data, out / f"dim{dim}", sources, embedding_dim=dim)
         figures[f"dim{dim}"] = {
             "rows": rows,
@@ -182,10 +182,12 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--grid", action="store_true")
     parser.add_argument("--loop-vs-vectorized", action="store_true")
+    parser.add_argument("--dims", default="32,64", help="embedding widths to compare, e.g. 64")
     args = parser.parse_args()
     data = ensure_data(args.preset)
     out = ROOT / "artifacts" / f"bench-profiles-{args.preset}"
-    figures: dict = {"profiles": profile_table(data, out)}
+    dims = tuple(int(d) for d in args.dims.split(","))
+    figures: dict = {"profiles": profile_table(data, out, dims)}
     if args.grid:
         figures["gmm_grid"] = gmm_grid(data, out)
     if args.loop_vs_vectorized:
