@@ -18,6 +18,7 @@ import hnswlib
 import numpy as np
 
 from audience.candidates.base import TopK, top_k_rows
+from audience.config import HnswConfig
 
 
 class HnswIndex:
@@ -41,6 +42,10 @@ class HnswIndex:
         self.size = 0
         self._vectors: np.ndarray | None = None
         self._ids: np.ndarray | None = None
+
+    @classmethod
+    def from_config(cls, space: str, cfg: HnswConfig, n_threads: int = 1, seed: int = 0) -> HnswIndex:
+        return cls(space, cfg.m, cfg.ef_construction, cfg.ef, n_threads, seed, cfg.build_threads)
 
     def build(self, vectors: np.ndarray, ids: np.ndarray) -> HnswIndex:
         dim = vectors.shape[1]

@@ -70,15 +70,9 @@ class BprBridgeSource:
         A = self._features(catalog.embedding[old], catalog.item_author[old]).astype(np.float64)
         self.map = np.linalg.solve(A.T @ A + self.ridge * np.eye(A.shape[1]), A.T @ model.item_factors[old])
         users = np.flatnonzero(np.diff(X.indptr) > 0).astype(np.int32)
-        self.index = HnswIndex(
-            "ip",
-            self.hnsw.m,
-            self.hnsw.ef_construction,
-            self.hnsw.ef,
-            self.n_threads,
-            self.seed,
-            self.hnsw.build_threads,
-        ).build(model.user_factors[users], users)
+        self.index = HnswIndex.from_config("ip", self.hnsw, self.n_threads, self.seed).build(
+            model.user_factors[users], users
+        )
         return self
 
     def recommend(self, clips: ClipQueries, k: int) -> TopK:
@@ -124,15 +118,7 @@ class NeighbourBridgeSource:
         self.X = X[:, scored].tocsr()
         self.users = np.flatnonzero(np.diff(self.X.indptr) > 0).astype(np.int32)
         self.dim = catalog.embedding.shape[1]
-        self.neighbours = HnswIndex(
-            "cosine",
-            self.hnsw.m,
-            self.hnsw.ef_construction,
-            self.hnsw.ef,
-            self.n_threads,
-            self.seed,
-            self.hnsw.build_threads,
-        )
+        self.neighbours = HnswIndex.from_config("cosine", self.hnsw, self.n_threads, self.seed)
         self.neighbours.build(unit_rows(catalog.embedding[usable]), usable.astype(np.int32))
         return self
 

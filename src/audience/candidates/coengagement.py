@@ -42,15 +42,9 @@ class CoEngagementSource:
         self.item_users = data.histories["item_user_positives"].tocsr()
         old = np.flatnonzero(catalog.has_embedding & (data.item_positives > 0)).astype(np.int32)
         self.dim = catalog.embedding.shape[1]
-        self.index = HnswIndex(
-            "cosine",
-            self.hnsw.m,
-            self.hnsw.ef_construction,
-            self.hnsw.ef,
-            self.n_threads,
-            self.seed,
-            self.hnsw.build_threads,
-        ).build(unit_rows(catalog.embedding[old]), old)
+        self.index = HnswIndex.from_config("cosine", self.hnsw, self.n_threads, self.seed).build(
+            unit_rows(catalog.embedding[old]), old
+        )
         return self
 
     def recommend(self, clips: ClipQueries, k: int) -> TopK:

@@ -47,15 +47,9 @@ class EmbeddingSource:
         self.ids = np.flatnonzero(data.profile_weight[self.profile] > 0).astype(np.int32)
         self.vectors = profiles[self.ids]
         if self.backend == "hnsw":
-            self.index = HnswIndex(
-                "cosine",
-                self.hnsw.m,
-                self.hnsw.ef_construction,
-                self.hnsw.ef,
-                self.n_threads,
-                self.seed,
-                self.hnsw.build_threads,
-            ).build(self.vectors, self.ids)
+            self.index = HnswIndex.from_config("cosine", self.hnsw, self.n_threads, self.seed).build(
+                self.vectors, self.ids
+            )
         return self
 
     def query_vectors(self, clips: ClipQueries, rows: np.ndarray) -> np.ndarray:

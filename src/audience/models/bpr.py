@@ -49,6 +49,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from audience.models import ScoredRecommender, check_interactions
+from audience.models._sorted import find_sorted
 
 __all__ = ["BPR", "adaptive_negative_table", "bpr_step", "sample_triplets"]
 
@@ -66,16 +67,7 @@ def _chunk(n_samples: int) -> int:
 @nb.njit(cache=True, nogil=True)
 def _in_row(indices, lo, hi, key):  # pragma: no cover - numba
     """Is ``key`` in the sorted ``indices[lo:hi]``?"""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        v = indices[mid]
-        if v < key:
-            lo = mid + 1
-        elif v > key:
-            hi = mid
-        else:
-            return True
-    return False
+    return find_sorted(indices, lo, hi, key) >= 0
 
 
 # reassociation lets the dot product and the updates vectorise (3-4x faster); no nnan/ninf assumptions

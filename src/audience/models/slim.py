@@ -38,6 +38,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from audience.models import ScoredRecommender, check_interactions
+from audience.models._sorted import find_sorted
 from audience.models.ease import popular_items, restrict_columns
 
 __all__ = ["SLIM", "gram_sparse"]
@@ -54,21 +55,6 @@ def gram_sparse(Xk: sp.csr_matrix) -> sp.csr_matrix:
 
 
 @nb.njit(cache=True, nogil=True)
-def _find(indices, lo, hi, key):  # pragma: no cover - numba
-    """Position of ``key`` in the sorted ``indices[lo:hi]``, or -1."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        v = indices[mid]
-        if v < key:
-            lo = mid + 1
-        elif v > key:
-            hi = mid
-        else:
-            return mid
-    return -1
-
-
-@nb.njit(cache=True, nogil=True)
 def _gram_row(indptr, indices, data, k, act, slot, s, out):  # pragma: no cover - numba
     """``out[r] += G[k, act[r]]`` for the ``s`` active clips: walk row k of G, or binary-search each
     active clip in it, whichever is cheaper."""
@@ -76,7 +62,7 @@ def _gram_row(indptr, indices, data, k, act, slot, s, out):  # pragma: no cover 
     hi = indptr[k + 1]
     if s * 16 < hi - lo:
         for r in range(s):
-            pos = _find(indices, lo, hi, act[r])
+            pos = find_sorted(indices, lo, hi, act[r])
             if pos >= 0:
                 out[r] += data[pos]
     else:
@@ -148,7 +134,7 @@ def _slim_cd_kernel(
                             hi = indptr[k + 1]
                             if s * 16 < hi - lo:
                                 for r in range(s):
-                                    pos = _find(indices, lo, hi, act[r])
+                                    pos = find_sorted(indices, lo, hi, act[r])
                                     if pos >= 0:
                                         c[r] -= data[pos] * d
                             else:
