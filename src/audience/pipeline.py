@@ -4,6 +4,7 @@ so any stage can be rerun alone (the numbered scripts do exactly that).
     profiles    split + id maps + one streamed pass over the fit weeks  -> fit_data.npz, targets.parquet
     candidates  every source and baseline, top-`candidate_depth` users per target clip -> candidates/*.parquet
     blend       reciprocal-rank fusion of the configured sources -> candidates/blend.parquet
+    rank        XGBoost reranker trained on holdout weeks, applied to the pool -> candidates/reranked.parquet
     assign      cap-aware assignment of every method -> lists/<method>.npy (+ uncapped top lists)
     evaluate    NDCG@100 of every method against the truth week (+ the synthetic oracle) -> results.md/json
     submission  the final method's lists -> submissions/submission.parquet (validated)
@@ -27,7 +28,7 @@ from threadpoolctl import threadpool_limits
 from audience.assign import assign_with_cap
 from audience.candidates import ClipQueries, make_source
 from audience.candidates.ann import recall_against_exact
-from audience.candidates.base import TopK
+from audience.candidates.base import TopK, rank_within_clip
 from audience.candidates.popular import PopularSource
 from audience.config import DEFAULT_SUBMISSION, STAGES, RunConfig
 from audience.data.catalog import Catalog, load_catalog
@@ -245,21 +246,21 @@ def _holdout_key(cfg: RunConfig, split: Split) -> dict:
     )
 
 
-def _holdout_dir(cfg: RunConfig, split: Split) -> Path:
+def _holdout_dir(cfg: RunConfig, key: dict) -> Path:
     """Holdout runs are shared by content: submit mode's second holdout run is validate mode's first."""
-    digest = hashlib.sha1(json.dumps(_holdout_key(cfg, split), sort_keys=True).encode()).hexdigest()[:10]
-    return cfg.artifacts.parent / f"{cfg.dataset_name}-holdout" / f"fit{len(split.fit_weeks):02d}-{digest}"
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    return cfg.artifacts.parent / f"{cfg.dataset_name}-holdout" / f"fit{len(key['fit_weeks']):02d}-{digest}"
 
 
 def _training_frame(run: Run, holdout: int) -> pl.DataFrame:
     """Features and labels of the pipeline shifted back `holdout` weeks: fitted on the weeks before the
     label week, labelled by that week's positives."""
     cfg = run.cfg
-    split = make_split(run.layout, cfg.mode, None, cfg.holdout + holdout)
+    key = _holdout_key(cfg, make_split(run.layout, cfg.mode, None, cfg.holdout + holdout))
     train_cfg = replace(
         cfg,
         holdout=cfg.holdout + holdout,
-        run_dir=_holdout_dir(cfg, split),
+        run_dir=_holdout_dir(cfg, key),
         targets=None,
         baselines=(),
         rerank=False,
@@ -268,10 +269,10 @@ def _training_frame(run: Run, holdout: int) -> pl.DataFrame:
     )
     train_run = Run(train_cfg)
     stamp = train_run.path("holdout.json")
-    if not (stamp.is_file() and read_json(stamp) == _holdout_key(train_cfg, split)):
+    if not (stamp.is_file() and read_json(stamp) == key):
         for stage in ("profiles", "candidates"):
             run_stage(train_cfg, stage, train_run)
-        write_json(_holdout_key(train_cfg, split), stamp)
+        write_json(key, stamp)
     targets = train_run.targets()["item_id"].to_numpy()
     truth = truth_positives(train_run.split().truth_week, cfg.positive_flags, targets)
     clip_of = pl.DataFrame({"item_id": pl.Series(targets, dtype=pl.UInt32)}).with_row_index("clip")
@@ -297,10 +298,7 @@ def stage_rank(run: Run) -> None:
     scored = frame.select("clip", "user").with_columns(
         pl.Series("score", model.predict(frame), dtype=pl.Float32)
     )
-    ranked = scored.sort(["clip", "score", "user"], descending=[False, True, False]).with_columns(
-        pl.col("score").cum_count().over("clip").cast(pl.Int32).alias("rank"),
-        pl.lit("reranked").alias("source"),
-    )
+    ranked = rank_within_clip(scored).with_columns(pl.lit("reranked").alias("source"))
     write_parquet(ranked, run.path("candidates", "reranked.parquet"))
 
 
@@ -314,29 +312,22 @@ def _fallback_order(fit: FitData, catalog: Catalog) -> np.ndarray:
 def _assign(run: Run, method: str, frame: pl.DataFrame, n_clips: int, fallback: np.ndarray) -> dict:
     cfg = run.cfg
     clip, user, score = (frame[c].to_numpy() for c in ("clip", "user", "score"))
-    result = assign_with_cap(
-        clip,
-        user,
-        score,
-        n_clips,
-        run.catalog.n_users,
-        cfg.list_size,
-        cfg.user_cap,
-        fallback_order=fallback,
-        strategy=cfg.assignment,
-    )
-    # the same assignment with the cap lifted, so cap_cost measures the cap alone
-    uncapped = assign_with_cap(
-        clip,
-        user,
-        score,
-        n_clips,
-        run.catalog.n_users,
-        cfg.list_size,
-        max(n_clips, 1),
-        fallback_order=fallback,
-        strategy=cfg.assignment,
-    ).users
+
+    def assign(user_cap: int):
+        return assign_with_cap(
+            clip,
+            user,
+            score,
+            n_clips,
+            run.catalog.n_users,
+            cfg.list_size,
+            user_cap,
+            fallback_order=fallback,
+            strategy=cfg.assignment,
+        )
+
+    result = assign(cfg.user_cap)
+    uncapped = assign(max(n_clips, 1)).users  # the cap lifted, so cap_cost measures the cap alone
     for name, lists in (("capped", result.users), ("uncapped", uncapped)):
         with atomic_path(run.path("lists", f"{file_key(method)}.{name}.npy")) as tmp, open(tmp, "wb") as fh:
             np.save(fh, lists.astype(np.int32))

@@ -11,21 +11,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from audience.candidates.base import ClipQueries, TopK, sparse_top_k
+from audience.candidates.base import ClipQueries, TopK, sparse_top_k, sparse_values_at
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
-
-
-def align_to_pattern(pattern: sparse.csr_matrix, values: sparse.csr_matrix) -> np.ndarray:
-    """`values`' entries laid out on `pattern`'s sparsity (both canonical CSR, values' pattern a subset)."""
-    n_cols = pattern.shape[1]
-    rows_p = np.repeat(np.arange(pattern.shape[0], dtype=np.int64), np.diff(pattern.indptr))
-    rows_v = np.repeat(np.arange(values.shape[0], dtype=np.int64), np.diff(values.indptr))
-    keys_p = rows_p * n_cols + pattern.indices
-    keys_v = rows_v * n_cols + values.indices
-    out = np.zeros(pattern.nnz, dtype=np.float64)
-    out[np.searchsorted(keys_p, keys_v)] = values.data
-    return out
 
 
 class AuthorFansSource:
@@ -42,7 +30,8 @@ class AuthorFansSource:
         views.sort_indices()
         positives.sort_indices()
         rate = positives.sum() / max(views.sum(), 1e-12)
-        pos = align_to_pattern(views, positives)
+        rows = np.repeat(np.arange(views.shape[0]), np.diff(views.indptr))  # positives on views' pattern
+        pos = sparse_values_at(positives, rows, views.indices).astype(np.float64)
         m = self.prior_strength
         score = views.copy().astype(np.float32)
         score.data = (views.data * (pos + m * rate) / (views.data + m)).astype(np.float32)

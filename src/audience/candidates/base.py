@@ -130,3 +130,29 @@ def sparse_top_k(scores: sparse.spmatrix, k: int) -> TopK:
     out.users[kept_rows, kept_pos] = matrix.indices[order][keep]
     out.scores[kept_rows, kept_pos] = matrix.data[order][keep]
     return out
+
+
+def sparse_values_at(matrix: sparse.spmatrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """matrix[rows[i], cols[i]] for every pair (0 where absent), in the matrix's dtype. Vectorized: one
+    binary search of the pairs' keys among the matrix's sorted (row, column) keys."""
+    matrix = sparse.csr_matrix(matrix)
+    matrix.sort_indices()
+    n_cols = matrix.shape[1]
+    out = np.zeros(np.asarray(rows).shape[0], dtype=matrix.dtype)
+    if matrix.nnz == 0:
+        return out
+    row_of = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+    keys = row_of * n_cols + matrix.indices
+    wanted = np.asarray(rows, dtype=np.int64) * n_cols + cols
+    pos = np.minimum(np.searchsorted(keys, wanted), keys.size - 1)
+    hit = keys[pos] == wanted
+    out[hit] = matrix.data[pos[hit]]
+    return out
+
+
+def rank_within_clip(frame: pl.DataFrame) -> pl.DataFrame:
+    """Sort (clip, user, score) rows by clip, then score descending (user ascending on ties), and number
+    them 1, 2, ... within each clip in a `rank` column."""
+    return frame.sort(["clip", "score", "user"], descending=[False, True, False]).with_columns(
+        pl.col("score").cum_count().over("clip").cast(pl.Int32).alias("rank")
+    )

@@ -203,9 +203,8 @@ def build_fit_data(
         user_positives += np.bincount(batch.user, weights=positive, minlength=n_users).astype(np.int64)
         item_views += np.bincount(batch.item, minlength=n_items)
         item_positives += np.bincount(batch.item, weights=positive, minlength=n_items).astype(np.int64)
-        recency = np.float32(_recent_views(ctx)[0]) if len(batch) else np.float32(1.0)
         author = catalog.item_author[batch.item]
-        views = np.full(len(batch), recency, dtype=np.float32)
+        views = _recent_views(ctx)  # every view of this week, recency-weighted
         history["user_author_views"] += sparse.csr_matrix(
             (views, (batch.user, author)), shape=(n_users, n_authors)
         )

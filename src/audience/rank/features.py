@@ -14,9 +14,8 @@ from collections.abc import Mapping
 
 import numpy as np
 import polars as pl
-from scipy import sparse
 
-from audience.candidates.base import ClipQueries
+from audience.candidates.base import ClipQueries, sparse_values_at
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
 
@@ -35,20 +34,6 @@ def candidate_pool(frames: Mapping[str, pl.DataFrame], depth: int) -> pl.DataFra
     for part in parts[1:]:
         pool = pool.join(part, on=["clip", "user"], how="full", coalesce=True)
     return pool.sort("clip", "user")
-
-
-def _pair_lookup(matrix: sparse.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """matrix[rows[i], cols[i]] for every pair, vectorized (binary search in each row's sorted indices)."""
-    matrix = matrix.tocsr()
-    matrix.sort_indices()
-    n_cols = matrix.shape[1]
-    row_of = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
-    keys = row_of * n_cols + matrix.indices
-    wanted = rows.astype(np.int64) * n_cols + cols
-    pos = np.minimum(np.searchsorted(keys, wanted), max(keys.size - 1, 0))
-    found = keys.size > 0
-    hit = (keys[pos] == wanted) if found else np.zeros(wanted.shape[0], dtype=bool)
-    return np.where(hit, matrix.data[pos] if found else 0.0, 0.0).astype(np.float32)
 
 
 def _blocked_cosine(clip_vectors: np.ndarray, user_vectors: np.ndarray, clip: np.ndarray, user: np.ndarray):
@@ -92,7 +77,7 @@ def pair_features(pool: pl.DataFrame, fit: FitData, catalog: Catalog, queries: C
     )
     cols["author_clips"] = np.where(known_author, author_clips[safe_author], nan)
     for name in ("user_author_views", "user_author_positives"):
-        value = _pair_lookup(fit.histories[name], user, safe_author)
+        value = sparse_values_at(fit.histories[name], user, safe_author).astype(np.float32)
         cols[name] = np.where(known_author, value, nan)
     cols["user_author_rate"] = cols["user_author_positives"] / np.maximum(cols["user_author_views"], 1e-3)
     unit = np.linalg.norm(queries.embedding, axis=1, keepdims=True)

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 
 import polars as pl
 
+from audience.candidates.base import rank_within_clip
+
 
 def rrf_blend(
     frames: Mapping[str, pl.DataFrame],
@@ -23,13 +25,7 @@ def rrf_blend(
         )
         for name, frame in frames.items()
     ]
-    blended = (
-        pl.concat(parts)
-        .group_by("clip", "user")
-        .agg(pl.col("score").sum())
-        .sort(["clip", "score", "user"], descending=[False, True, False])
-        .with_columns(pl.col("score").cum_count().over("clip").cast(pl.Int32).alias("rank"))
-    )
+    blended = pl.concat(parts).group_by("clip", "user").agg(pl.col("score").sum()).pipe(rank_within_clip)
     if depth is not None:
         blended = blended.filter(pl.col("rank") <= depth)
     return blended.with_columns(pl.col("score").cast(pl.Float32), pl.lit("blend").alias("source"))
