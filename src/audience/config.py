@@ -135,15 +135,23 @@ class RunConfig:
             raise ValueError(
                 f"positive_flags {list(self.positive_flags)}: each must be one of {FLAG_COLUMNS}"
             )
-        methods = (*self.sources, *self.baselines, "blend", *(("reranked",) if self.rerank else ()))
-        if self.final_method not in methods:
-            raise ValueError(f"final_method {self.final_method!r} must be one of the run's methods {methods}")
+        if self.final_method not in self.methods:
+            raise ValueError(
+                f"final_method {self.final_method!r} must be one of the run's methods {self.methods}"
+            )
         if self.assignment not in ("slots", "global"):
             raise ValueError(f"assignment must be 'slots' or 'global', got {self.assignment!r}")
         if self.candidate_depth < self.list_size:
             raise ValueError(
                 f"candidate_depth ({self.candidate_depth}) must be >= list_size ({self.list_size})"
             )
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """Every method a run scores: baselines, sources, the blend and (when on) the reranker."""
+        return tuple(
+            dict.fromkeys((*self.baselines, *self.sources, "blend", *(("reranked",) if self.rerank else ())))
+        )
 
     @property
     def dataset_name(self) -> str:

@@ -210,12 +210,6 @@ def stage_blend(run: Run) -> None:
     write_parquet(blended, run.path("candidates", "blend.parquet"))
 
 
-def _methods(cfg: RunConfig) -> list[str]:
-    return list(
-        dict.fromkeys((*cfg.baselines, *cfg.sources, "blend", *(("reranked",) if cfg.rerank else ())))
-    )
-
-
 def _pool_features(run: Run) -> pl.DataFrame:
     cfg = run.cfg
     pool = candidate_pool({name: run.candidates(name) for name in cfg.sources}, cfg.reranker.pool_depth)
@@ -344,7 +338,7 @@ def stage_assign(run: Run) -> None:
     targets = run.targets()
     n_clips = targets.height
     fallback = _fallback_order(run.fit_data(), run.catalog)
-    report = {m: _assign(run, m, run.candidates(m), n_clips, fallback) for m in _methods(cfg)}
+    report = {m: _assign(run, m, run.candidates(m), n_clips, fallback) for m in cfg.methods}
     split = run.split()
     oracle = oracle_candidates(
         run.layout, split.truth_week_number, targets["item_id"].to_numpy(), run.catalog.users
