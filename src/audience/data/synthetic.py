@@ -376,24 +376,29 @@ def _calibrate_offsets(affinity: np.ndarray, fan: np.ndarray, cfg: SyntheticConf
     return offsets
 
 
-def _week_exposure(world: World, cfg: SyntheticConfig, week: int):
-    """Exposure weight of every clip in `week` (zero when not live) and samplers for the three channels."""
+def _week_weight(world: World, cfg: SyntheticConfig, week: int) -> np.ndarray:
+    """Exposure weight of every clip in `week`: quality, fading with age; zero when not live."""
     age = week - world.item_release
     live = (age >= 0) & (age < cfg.item_lifetime_weeks)
-    weight = np.where(live, world.item_quality * cfg.freshness_decay ** np.clip(age, 0, None), 0.0)
-    live_idx = np.flatnonzero(live)
+    return np.where(live, world.item_quality * cfg.freshness_decay ** np.clip(age, 0, None), 0.0)
+
+
+def _week_samplers(world: World, cfg: SyntheticConfig, week: int):
+    """The live clips of `week` and samplers over them for the three exposure channels."""
+    weight = _week_weight(world, cfg, week)
+    live_idx = np.flatnonzero(weight > 0)
     w = weight[live_idx]
     samplers = (
         GroupedSampler(np.zeros(len(live_idx), dtype=np.int64), w, 1),
         GroupedSampler(world.item_topic[live_idx], w, cfg.n_topics),
         GroupedSampler(world.item_author[live_idx], w, cfg.n_authors),
     )
-    return weight, live_idx, samplers
+    return live_idx, samplers
 
 
 def _simulate_week(world: World, cfg: SyntheticConfig, week: int, rng: np.random.Generator):
     """Sample this week's (user, item, channel) views before de-duplication."""
-    _, live_idx, (by_pop, by_topic, by_author) = _week_exposure(world, cfg, week)
+    live_idx, (by_pop, by_topic, by_author) = _week_samplers(world, cfg, week)
     U = cfg.n_users
     active = (rng.random(U) < world.user_active_prob) & (world.user_join_week <= week)
     n_views = np.where(active, rng.poisson(world.user_activity * rng.lognormal(0, 0.15)), 0)
@@ -483,7 +488,7 @@ class WeekOracle:
 
     def __init__(self, world: World, cfg: SyntheticConfig, week: int, offsets: dict[str, float]):
         self.world, self.cfg, self.offsets = world, cfg, offsets
-        weight, _, _ = _week_exposure(world, cfg, week)
+        weight = _week_weight(world, cfg, week)
         self.weight = weight
         self.live_total = max(weight.sum(), 1e-12)
         self.topic_total = np.bincount(world.item_topic, weights=weight, minlength=cfg.n_topics)
