@@ -17,6 +17,7 @@ from scipy import sparse
 
 from audience.candidates.ann import HnswIndex
 from audience.candidates.base import ClipQueries, TopK, top_k_rows
+from audience.candidates.coengagement import nearest_clip_weights
 from audience.candidates.embedding import unit_rows
 from audience.config import HnswConfig
 from audience.data.catalog import Catalog
@@ -112,12 +113,13 @@ class NeighbourBridgeSource:
         model.fit(X)
         scored = model.scored_items
         usable = scored[catalog.has_embedding[scored]]
-        self.position = np.full(catalog.n_items, -1, dtype=np.int64)
-        self.position[scored] = np.arange(scored.size)
+        self.scored = scored
         self.B = model.item_item  # dense (EASE) or sparse (SLIM), indexed by position in `scored`
-        self.X = X[:, scored].tocsr()
-        self.users = np.flatnonzero(np.diff(self.X.indptr) > 0).astype(np.int32)
+        X = X[:, scored].tocsr()
+        self.users = np.flatnonzero(np.diff(X.indptr) > 0).astype(np.int32)
+        self.X = X[self.users]  # users with history x scored clips
         self.dim = catalog.embedding.shape[1]
+        self.n_items = catalog.n_items
         self.neighbours = HnswIndex.from_config("cosine", self.hnsw, self.n_threads, self.seed)
         self.neighbours.build(unit_rows(catalog.embedding[usable]), usable.astype(np.int32))
         return self
@@ -125,21 +127,15 @@ class NeighbourBridgeSource:
     def recommend(self, clips: ClipQueries, k: int) -> TopK:
         out = TopK.empty(len(clips), k)
         rows = np.flatnonzero(clips.has_embedding)
-        n_scored = self.X.shape[1]
+        n_items = self.n_items
         for start in range(0, rows.size, self.batch):  # batches of clips: one sparse x dense product each
             part = rows[start : start + self.batch]
-            near = self.neighbours.query(unit_rows(clips.embedding[part, : self.dim]), self.n_neighbours)
-            valid = near.users >= 0
-            weights = sparse.csr_matrix(
-                (
-                    np.maximum(near.scores[valid], 0.0),
-                    (self.position[near.users[valid]], np.nonzero(valid)[0]),
-                ),
-                shape=(n_scored, part.size),
-            )
+            weights = nearest_clip_weights(
+                self.neighbours, clips.embedding[part, : self.dim], self.n_neighbours, 1.0, n_items
+            )[:, self.scored].T  # (n_scored, batch); the indexed clips are all scored clips
             virtual = self.B @ weights  # (n_scored, batch): each new clip as a weighted mix of old columns
             virtual = virtual.toarray() if sparse.issparse(virtual) else np.asarray(virtual)
-            scores = np.asarray(self.X[self.users] @ virtual).T  # (batch, users with history)
+            scores = np.asarray(self.X @ virtual).T  # (batch, users with history)
             top = top_k_rows(scores.astype(np.float32), k, self.users)
             out.users[part], out.scores[part] = top.users, top.scores
         return out

@@ -19,6 +19,16 @@ from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
 
 
+def nearest_clip_weights(index: HnswIndex, queries: np.ndarray, n: int, power: float, n_items: int):
+    """(n_queries x n_items) CSR: each query's `n` nearest indexed clips, weighted max(cos, 0)^power."""
+    near = index.query(unit_rows(queries), n)
+    valid = near.users >= 0
+    weight = np.maximum(near.scores[valid], 0.0) ** power
+    return sparse.csr_matrix(
+        (weight, (np.nonzero(valid)[0], near.users[valid])), shape=(len(queries), n_items)
+    )
+
+
 class CoEngagementSource:
     name = "coengagement"
 
@@ -54,11 +64,8 @@ class CoEngagementSource:
         n_items = self.item_users.shape[0]
         for start in range(0, rows.size, self.batch):  # batches of clips, each one sparse product + top-k
             part = rows[start : start + self.batch]
-            near = self.index.query(unit_rows(clips.embedding[part, : self.dim]), self.n_neighbours)
-            valid = near.users >= 0
-            weight = np.maximum(near.scores, 0.0) ** self.power
-            neighbours = sparse.csr_matrix(
-                (weight[valid], (np.nonzero(valid)[0], near.users[valid])), shape=(part.size, n_items)
+            neighbours = nearest_clip_weights(
+                self.index, clips.embedding[part, : self.dim], self.n_neighbours, self.power, n_items
             )
             top = sparse_top_k(neighbours @ self.item_users, k)
             out.users[part], out.scores[part] = top.users, top.scores
