@@ -50,12 +50,15 @@ format: $(STAMP)
 	$(PY) -m ruff format src tests scripts benchmarks
 	$(PY) -m ruff check --fix src tests scripts benchmarks
 
-# Measured figures: metric/assignment timing at challenge scale, then the pipeline end to end per preset
-# (`make bench BENCH_PRESETS="small medium"`; medium generates ~100M interactions first).
-BENCH_PRESETS ?= small
+# The benchmark suite: every clip -> users generator and user -> clips CF model at each preset, their peers
+# (implicit, voyager, scikit-learn, np.linalg.inv, the notebook loop) and the metric timing, in one report:
+# benchmarks/results.md + benchmarks/results/*.png. A preset's data is generated first when missing (medium:
+# ~100M interactions, ~25 min). Quick run: `make bench BENCH_PRESETS=small`. BENCH_TIMEOUT caps each generator
+# or model process (seconds); one that runs out is reported as such.
+BENCH_PRESETS ?= tiny small medium
+BENCH_TIMEOUT ?= 600
 bench: $(STAMP)
-	$(PY) benchmarks/bench_ndcg.py | tee benchmarks/results/bench_ndcg.txt
-	for p in $(BENCH_PRESETS); do $(PY) benchmarks/end_to_end.py --preset $$p || exit 1; done
+	$(PY) benchmarks/report.py --presets "$(BENCH_PRESETS)" --timeout $(BENCH_TIMEOUT)
 
 clean:
 	rm -rf artifacts $(VENV) .pytest_cache

@@ -5,7 +5,31 @@ from __future__ import annotations
 import os
 import platform
 from datetime import UTC, datetime
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
+
+PACKAGES = (
+    "polars",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "hnswlib",
+    "xgboost",
+    "numba",
+    "implicit",
+    "voyager",
+    "matplotlib",
+)
+
+
+def versions() -> dict[str, str]:
+    """Installed version of every library the benchmarks measure or compare against."""
+    found = {}
+    for package in PACKAGES:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
 
 
 def machine() -> dict:
@@ -16,14 +40,13 @@ def machine() -> dict:
             cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    packages = ("numpy", "polars", "scipy", "hnswlib", "xgboost", "numba", "scikit-learn")
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "cpu": cpu,
         "cores": os.cpu_count(),
         "memory_gib": round(mem_gib, 1),
         "python": platform.python_version(),
-        "versions": {p: version(p) for p in packages},
+        "versions": versions(),
     }
 
 

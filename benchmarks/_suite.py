@@ -1,0 +1,98 @@
+"""Shared plumbing of the benchmark suite: run a piece in a child process under a time limit (wall time and
+peak memory measured), write a file atomically, make sure a preset's synthetic data exists."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+PRESET_ORDER = ("tiny", "small", "medium", "large")
+
+
+def data_dir(preset: str) -> Path:
+    return ROOT / "data" / f"synthetic-{preset}"
+
+
+def ensure_data(preset: str) -> tuple[Path, float | None]:
+    """The preset's dataset, generated with the library's generator when its stamp is missing; returns the
+    folder and the generation seconds (None when it already existed)."""
+    data = data_dir(preset)
+    if (data / "_synthetic_truth" / "full" / "generator.json").is_file():
+        return data, None
+    cmd = [sys.executable, "-m", "audience", "synth", "--preset", preset, "--data-dir", str(data)]
+    child = run_child([*cmd, "--overwrite", "--quiet"], timeout=None)
+    if child["status"] != "ok":
+        raise SystemExit(f"generating {data} failed: {child}")
+    return data, child["wall_s"]
+
+
+def load_average() -> float | None:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run_child(cmd: list[str], timeout: float | None, log: Path | None = None) -> dict:
+    """Run `cmd` from the repo root in its own process group. Returns {status: ok | timeout | failed (rc N),
+    wall_s, peak_rss_gib, load_before, load_after}; on timeout the child's group is killed (by its id)."""
+    start = time.perf_counter()
+    load_before = load_average()
+    out = open(log, "w") if log is not None else None
+    try:
+        proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+        status = None
+        while True:
+            pid, raw, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                rc = os.waitstatus_to_exitcode(raw)
+                proc.returncode = rc
+                status = "ok" if rc == 0 else f"failed (rc {rc})"
+                break
+            if timeout is not None and time.perf_counter() - start > timeout:
+                os.killpg(proc.pid, signal.SIGKILL)
+                _, raw, usage = os.wait4(proc.pid, 0)
+                status = "timeout"
+                break
+            time.sleep(0.2)
+    finally:
+        if out is not None:
+            out.close()
+    return {
+        "status": status,
+        "wall_s": round(time.perf_counter() - start, 2),
+        "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2),
+        "load_before": load_before,
+        "load_after": load_average(),
+    }
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary sibling, then rename it over `path` (readers never see half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, figures: dict) -> None:
+    write_atomic(path, json.dumps(figures, indent=2, default=_plain) + "\n")
+
+
+def _plain(value):
+    """numpy scalars and paths as plain JSON values."""
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

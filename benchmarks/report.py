@@ -1,0 +1,733 @@
+"""The benchmark suite in one run: every clip -> users generator and every user -> clips CF model at each
+preset, the peers beside them, one report (benchmarks/results.md) and its plots (benchmarks/results/*.png).
+
+    python benchmarks/report.py --presets "tiny small medium" [--timeout 600]   # what `make bench` runs
+    python benchmarks/report.py --presets "tiny small medium" --collect-only    # re-render from the json
+
+Per preset (its synthetic data is generated first when missing), each benchmark runs as its own process:
+
+* bench_generators.py --preset P: every clip -> users generator (fit, stored size, latency, throughput,
+  NDCG@100, recall@300), each generator in a child process limited to --timeout seconds;
+* bench_ann.py --preset P: hnswlib vs voyager vs exact search on that run's positive profiles;
+* bench_cf_models.py --preset P: EASE (Cholesky and np.linalg.inv), SLIM (numba and scikit-learn), BPR
+  (three samplers) and implicit's BPR and ALS, each model in a child process limited to --timeout seconds;
+
+then once: bench_profiles.py --preset tiny --no-table --loop-vs-vectorized (the notebook's loop against the
+profiles stage) and bench_ndcg.py (metric and assignment at challenge scale). Each writes its own md/json
+under benchmarks/results/; this script reads those json files and writes results.md atomically. Every
+figure in it comes from the json files of the presets named, and a benchmark that failed or ran out of
+time is reported as such (no figure is carried over from another run)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine, machine_line
+from _suite import PRESET_ORDER, RESULTS, ROOT, ensure_data, read_json, run_child, write_atomic, write_json
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+BENCH = ROOT / "benchmarks"
+REPORT = BENCH / "results.md"
+SUITE_JSON = RESULTS / "suite.json"
+PNG_TRAINING = "training_time.png"
+PNG_ANN = "ann_recall_qps.png"
+PNG_NDCG = "ndcg_by_source.png"
+ANN_EF = 256  # the pipeline's query ef (HnswConfig.ef): where the ANN peers are compared
+
+
+# --- formatting (pure) -----------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A figure with `digits` significant digits, thousands separators for large ones; '' when missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if value == 0:
+        return "0"
+    if abs(value) >= 10 ** (digits - 1):
+        return f"{value:,.0f}"
+    if abs(value) < 1e-4:
+        return f"{value:.1e}"
+    decimals = digits - 1 - math.floor(math.log10(abs(value)))
+    return f"{value:.{decimals}f}"
+
+
+def fmt_duration(seconds: float) -> str:
+    """'42 s', '3 min 05 s', '1 h 02 min'."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """numerator / denominator, None when either is missing or the denominator is not positive."""
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "" if value is None else f"{fmt(value, 3)}x"
+
+
+def table(header: list[str], rows: list[list[str]], align: str | None = None) -> list[str]:
+    """A markdown table; `align` is one letter per column, 'l' or 'r' (default: first left, rest right)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    rule = "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|"
+    out = ["| " + " | ".join(header) + " |", rule]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return out
+
+
+def order_presets(presets: list[str]) -> list[str]:
+    """Presets from smallest to largest (unknown names last, in the order given)."""
+    known = [p for p in PRESET_ORDER if p in presets]
+    return known + [p for p in presets if p not in PRESET_ORDER]
+
+
+def growth_rows(
+    by_preset: dict[str, dict[str, dict]], presets: list[str], key: str, status_key: str = "status"
+) -> list[list[str]]:
+    """One row per name (first-seen order): its `key` at each preset ('timeout', 'failed' when it did not
+    finish, '' when absent) and the growth factor from the first to the last preset where both exist."""
+    names: list[str] = []
+    for p in presets:
+        names += [n for n in by_preset.get(p, {}) if n not in names]
+    rows = []
+    for name in names:
+        cells, values = [], []
+        for p in presets:
+            row = by_preset.get(p, {}).get(name)
+            if row is None:
+                cells.append("")
+                values.append(None)
+            elif row.get(status_key, "ok") != "ok":
+                cells.append(f"{row[status_key]} ({fmt_duration(row['child']['wall_s'])})")
+                values.append(None)
+            else:
+                cells.append(fmt(row[key]))
+                values.append(row[key])
+        done = [v for v in values if v is not None]
+        growth = ratio(done[-1], done[0]) if len(done) >= 2 else None
+        rows.append([name, *cells, fmt_ratio(growth)])
+    return rows
+
+
+def peer_row(what: str, preset: str, ours: str, peer: str, value: float | None, reads: str) -> list[str]:
+    return [what, preset, ours, peer, fmt_ratio(value), reads]
+
+
+def cf_peer_rows(preset: str, rows: dict[str, dict]) -> list[list[str]]:
+    """Peer comparisons of one preset's CF benchmark (rows keyed by part; missing sides are skipped)."""
+    out = []
+    chol, inv = rows.get("ease_cholesky"), rows.get("ease_inv")
+    if chol and inv:
+        out.append(
+            peer_row(
+                f"EASE solve, {chol['kept_clips']:,} clips: np.linalg.inv / our Cholesky",
+                preset,
+                f"{fmt(chol['solve_s'])} s",
+                f"{fmt(inv['solve_s'])} s",
+                ratio(inv["solve_s"], chol["solve_s"]),
+                f"whole fit {fmt_ratio(ratio(inv['fit_s'], chol['fit_s']))}; max abs B difference "
+                f"{inv.get('max_abs_diff_vs_cholesky', float('nan')):.1e}",
+            )
+        )
+    nbt, skt = rows.get("slim_numba_top"), rows.get("slim_sklearn_top")
+    if nbt and skt:
+        out.append(
+            peer_row(
+                "SLIM fit, same clips, tol 1e-6: scikit-learn / our numba",
+                preset,
+                f"{fmt(nbt['fit_s'])} s",
+                f"{fmt(skt['fit_s'])} s",
+                ratio(skt["fit_s"], nbt["fit_s"]),
+                f"max abs W difference {skt.get('max_abs_diff_vs_numba', float('nan')):.1e}",
+            )
+        )
+    ours, imp, als = rows.get("bpr_popularity"), rows.get("implicit_bpr"), rows.get("implicit_als")
+    if ours and imp:
+        out.append(
+            peer_row(
+                "BPR samples/s: ours / implicit (popularity negatives)",
+                preset,
+                f"{fmt(ours['samples_per_s'] / 1e6)} M/s",
+                f"{fmt(imp['samples_per_s'] / 1e6)} M/s",
+                ratio(ours["samples_per_s"], imp["samples_per_s"]),
+                f"fit {fmt(ours['fit_s'])} s vs {fmt(imp['fit_s'])} s; recall@50 {fmt(ours['recall@50'])} vs "
+                f"{fmt(imp['recall@50'])}",
+            )
+        )
+    if ours and als:
+        out.append(
+            peer_row(
+                "fit time: implicit ALS / our BPR (popularity)",
+                preset,
+                f"{fmt(ours['fit_s'])} s",
+                f"{fmt(als['fit_s'])} s",
+                ratio(als["fit_s"], ours["fit_s"]),
+                f"recall@50 {fmt(ours['recall@50'])} (BPR) vs {fmt(als['recall@50'])} (ALS); ALS / BPR "
+                f"recall@50 {fmt_ratio(ratio(als['recall@50'], ours['recall@50']))}",
+            )
+        )
+    return out
+
+
+def ann_at(rows: list[dict], index: str, ef: int | None) -> dict | None:
+    found = [r for r in rows if r["index"] == index and (ef is None or r["ef"] == ef)]
+    return found[0] if found else None
+
+
+def ann_peer_rows(preset: str, figures: dict, ef: int = ANN_EF) -> list[list[str]]:
+    rows = figures["rows"]
+    exact, hnsw, voy = ann_at(rows, "exact", None), ann_at(rows, "hnswlib", ef), ann_at(rows, "voyager", ef)
+    out = []
+    if hnsw and voy:
+        out.append(
+            peer_row(
+                f"ANN queries/s at ef={ef}: hnswlib (ours) / voyager",
+                preset,
+                f"{fmt(hnsw['qps'])}/s (recall {hnsw['recall']:.4f})",
+                f"{fmt(voy['qps'])}/s (recall {voy['recall']:.4f})",
+                ratio(hnsw["qps"], voy["qps"]),
+                f"build {fmt(hnsw['build_s'])} s vs {fmt(voy['build_s'])} s; one at a time "
+                f"{fmt_ratio(ratio(hnsw['single_qps'], voy['single_qps']))}",
+            )
+        )
+    if hnsw and exact:
+        out.append(
+            peer_row(
+                f"ANN queries/s at ef={ef}: hnswlib / exact (numpy matmul)",
+                preset,
+                f"{fmt(hnsw['qps'])}/s",
+                f"{fmt(exact['qps'])}/s",
+                ratio(hnsw["qps"], exact["qps"]),
+                f"recall@{figures['k']} {hnsw['recall']:.4f}; {figures['users']:,} users",
+            )
+        )
+    return out
+
+
+def loop_peer_row(loop: dict) -> list[str]:
+    return peer_row(
+        "user profiles: notebook per-user loop / our streamed stage",
+        "tiny",
+        f"{fmt(loop['vectorized_s'])} s (5 kinds)",
+        f"{fmt(loop['loop_s'])} s (1 kind)",
+        ratio(loop["loop_s"], loop["vectorized_s"]),
+        f"best of {loop.get('repeat', 1)}; max abs difference {loop['max_abs_diff']:.1e}",
+    )
+
+
+# --- running the pieces ----------------------------------------------------------------------------------
+
+
+def run_suite(presets: list[str], timeout: float) -> dict:
+    """Every benchmark of every preset, each in its own process; returns what ran, how long, how it ended."""
+    py = sys.executable
+    logs = ROOT / "artifacts" / "bench-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    suite: dict = {
+        "presets": {},
+        "once": {},
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+    start_all = time.perf_counter()
+    for preset in presets:
+        start = time.perf_counter()
+        _, generated_s = ensure_data(preset)
+        pieces = {
+            "generators": [
+                py,
+                str(BENCH / "bench_generators.py"),
+                "--preset",
+                preset,
+                "--timeout",
+                str(timeout),
+            ],
+            "ann": [py, str(BENCH / "bench_ann.py"), "--preset", preset],
+            "cf_models": [
+                py,
+                str(BENCH / "bench_cf_models.py"),
+                "--preset",
+                preset,
+                "--timeout",
+                str(timeout),
+            ],
+        }
+        ran = {}
+        for name, cmd in pieces.items():
+            print(f"== {preset}: {name}", flush=True)
+            ran[name] = run_child(cmd, None, logs / f"{preset}-{name}.log")
+            print(json.dumps(ran[name]), flush=True)
+        suite["presets"][preset] = {
+            "generated_s": generated_s,
+            "pieces": ran,
+            "wall_s": round(time.perf_counter() - start, 1),
+        }
+    for name, cmd in {
+        "profiles_loop": [
+            py,
+            str(BENCH / "bench_profiles.py"),
+            "--preset",
+            "tiny",
+            "--no-table",
+            "--loop-vs-vectorized",
+        ],
+        "ndcg": [py, str(BENCH / "bench_ndcg.py")],
+    }.items():
+        print(f"== {name}", flush=True)
+        suite["once"][name] = run_child(cmd, None, logs / f"{name}.log")
+        print(json.dumps(suite["once"][name]), flush=True)
+    ndcg_log = logs / "ndcg.log"
+    if suite["once"]["ndcg"]["status"] == "ok":
+        write_atomic(RESULTS / "bench_ndcg.txt", ndcg_log.read_text())
+    suite["wall_s"] = round(time.perf_counter() - start_all, 1)
+    suite["timeout_s"] = timeout
+    suite["machine"] = machine()
+    return suite
+
+
+# --- collecting and writing ------------------------------------------------------------------------------
+
+
+def load_figures(presets: list[str]) -> dict:
+    """The per-benchmark json of each preset (None where a benchmark wrote none)."""
+
+    def maybe(path: Path) -> dict | None:
+        return read_json(path) if path.is_file() else None
+
+    return {
+        "generators": {p: maybe(RESULTS / f"generators_{p}.json") for p in presets},
+        "cf": {p: maybe(RESULTS / f"cf_models_{p}.json") for p in presets},
+        "ann": {p: maybe(RESULTS / f"ann_{p}.json") for p in presets},
+        "loop": (maybe(RESULTS / "profiles_tiny.json") or {}).get("loop"),
+        "ndcg": (RESULTS / "bench_ndcg.txt").read_text().strip()
+        if (RESULTS / "bench_ndcg.txt").is_file()
+        else "",
+    }
+
+
+def _by_name(figures: dict, key: str) -> dict[str, dict]:
+    return {r[key]: r for r in figures["rows"]} if figures else {}
+
+
+def plot_training(figs: dict, presets: list[str], path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    panels = (
+        ("generators", "generator", "fit_interactions", "clip -> users generators (fit)"),
+        ("cf", "part", "train_rows", "user -> clips CF models (fit)"),
+    )
+    for ax, (kind, key, size_key, title) in zip(axes, panels, strict=True):
+        lines: dict[str, list[tuple[float, float]]] = {}
+        for p in presets:
+            f = figs[kind].get(p)
+            if not f:
+                continue
+            size = f["split"]["fit_interactions"] if kind == "generators" else f["info"]["train_rows"]
+            for row in f["rows"]:
+                if row["status"] == "ok" and row["fit_s"] > 0:
+                    lines.setdefault(row[key], []).append((size, row["fit_s"]))
+        cmap = plt.get_cmap("tab20")
+        for i, (name, points) in enumerate(lines.items()):
+            style = "-" if i < 10 else "--"
+            ax.plot(
+                *zip(*points, strict=True),
+                marker="o",
+                linestyle=style,
+                color=cmap(i % 20),
+                label=name,
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"{size_key.replace('_', ' ')} (tiny, small, medium)")
+        ax.set_ylabel("fit seconds")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_ann(figs: dict, presets: list[str], path: Path) -> None:
+    done = [p for p in presets if figs["ann"].get(p)]
+    fig, axes = plt.subplots(1, max(len(done), 1), figsize=(5 * max(len(done), 1), 4), squeeze=False)
+    for ax, p in zip(axes[0], done, strict=False):
+        f = figs["ann"][p]
+        for label in ("hnswlib", "voyager"):
+            pts = [r for r in f["rows"] if r["index"] == label]
+            ax.plot([r["recall"] for r in pts], [r["qps"] for r in pts], marker="o", label=label)
+        exact = ann_at(f["rows"], "exact", None)
+        ax.axhline(exact["qps"], color="gray", linestyle="--", label="exact")
+        ax.set_yscale("log")
+        ax.set_xlabel("recall@100 vs exact")
+        ax.set_ylabel("queries / s (batch, 1 thread)")
+        ax.set_title(f"{p}: {f['users']:,} users")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_ndcg(figs: dict, presets: list[str], path: Path) -> None:
+    done = [p for p in presets if figs["generators"].get(p)]
+    names: list[str] = []
+    for p in done:
+        names += [r["generator"] for r in figs["generators"][p]["rows"] if r["generator"] not in names]
+    fig, ax = plt.subplots(figsize=(12, 5))
+    width = 0.8 / max(len(done), 1)
+    for i, p in enumerate(done):
+        rows = _by_name(figs["generators"][p], "generator")
+        values = [rows[n].get("ndcg@100") or 0.0 if n in rows else 0.0 for n in names]
+        ax.bar([j + i * width for j in range(len(names))], values, width, label=p)
+    ax.set_xticks([j + width * (len(done) - 1) / 2 for j in range(len(names))])
+    ax.set_xticklabels(names, rotation=45, ha="right")
+    ax.set_ylabel("NDCG@100 after the cap")
+    ax.set_title("Each clip -> users generator alone (validate mode); bars at 0 = not measured")
+    ax.legend(title="preset")
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def render(figs: dict, suite: dict | None, presets: list[str]) -> str:
+    m = machine()
+    lines = ["# Benchmark report", ""]
+    if suite:
+        per = ", ".join(
+            f"{p} {fmt_duration(suite['presets'][p]['wall_s'])}" for p in presets if p in suite["presets"]
+        )
+        gen = [
+            f"{p} data generated in {fmt_duration(v['generated_s'])}"
+            for p, v in suite["presets"].items()
+            if v.get("generated_s")
+        ]
+        loads = [
+            c[k]
+            for v in suite["presets"].values()
+            for c in v["pieces"].values()
+            for k in ("load_before", "load_after")
+            if c.get(k) is not None
+        ]
+        lines += [
+            f'**`make bench BENCH_PRESETS="{" ".join(presets)}"` took {fmt_duration(suite["wall_s"])}** on '
+            f"this machine (started {suite['started']}): {per}; the once-only pieces (profiles loop, metric "
+            "timing) the rest."
+            + (f" Including {'; '.join(gen)}." if gen else " Every preset's data existed already."),
+            "",
+            f"Load average (1 min) at the start/end of each benchmark ranged {min(loads):.2f} to "
+            f"{max(loads):.2f} on 2 cores: above 1 means another job shared the machine, so wall times are "
+            "pessimistic there "
+            "(ratios within one benchmark were measured in the same conditions)."
+            if loads
+            else "",
+            "",
+        ]
+    else:
+        lines += [
+            "Re-rendered from the benchmarks' json (`--collect-only`): no run duration is shown, and each "
+            "benchmark's own md/json says when it ran.",
+            "",
+        ]
+    lines += [
+        f"Machine: {machine_line()}. Date: {m['date']}.",
+        "",
+        *table(["library", "version"], [[k, v] for k, v in m["versions"].items()], "ll"),
+        "",
+        ("Every figure below was measured in this run" if suite else "Figures from the benchmarks' json")
+        + " (`benchmarks/results/*.json` hold the raw values). Single-query figures are one request at a "
+        "time; batch figures are one call over every query.",
+        "",
+    ]
+    # data sizes
+    size_rows = []
+    for p in presets:
+        g, c = figs["generators"].get(p), figs["cf"].get(p)
+        size_rows.append(
+            [
+                p,
+                f"{g['split']['n_users']:,}" if g else "",
+                f"{g['split']['n_items']:,}" if g else "",
+                f"{g['split']['fit_interactions']:,}" if g else "",
+                f"{g['split']['n_targets']:,}" if g else "",
+                f"{c['info']['users']:,} x {c['info']['items']:,}, {c['info']['nnz']:,} nnz" if c else "",
+                f"{c['info']['eval_users']:,}" if c else "",
+            ]
+        )
+    lines += [
+        "## Data (synthetic presets, validate mode)",
+        "",
+        *table(
+            [
+                "preset",
+                "users",
+                "clips",
+                "fit interactions",
+                "new clips (targets)",
+                "CF positives matrix",
+                "CF eval users",
+            ],
+            size_rows,
+        ),
+        "",
+    ]
+    # training time growth
+    gen_by = {p: _by_name(figs["generators"][p], "generator") for p in presets if figs["generators"].get(p)}
+    cf_by = {p: _by_name(figs["cf"][p], "part") for p in presets if figs["cf"].get(p)}
+    done_g = [p for p in presets if p in gen_by]
+    done_c = [p for p in presets if p in cf_by]
+    lines += [
+        "## Training time against data size",
+        "",
+        f"![training time vs data size](results/{PNG_TRAINING})",
+        "",
+        "Fit seconds of each clip -> users generator (on the profiles stage's aggregates; `gmm:*` include "
+        "fitting their mixture); growth = last preset / first preset.",
+        "",
+        *table(
+            ["generator", *[f"fit s {p}" for p in done_g], "growth"], growth_rows(gen_by, done_g, "fit_s")
+        ),
+        "",
+    ]
+    for p in done_g:
+        prof = figs["generators"][p]["profiles_stage"]
+        lines.append(
+            f"- profiles stage (shared by every generator) on {p}: {fmt(prof['wall_s'])} s wall, peak RSS "
+            f"{fmt(prof['peak_rss_gib'])} GiB"
+        )
+    lines += [
+        "",
+        "Fit seconds of each user -> clips CF model (1 thread; names as in the json, the tables below give "
+        "each its full label):",
+        "",
+        *table(["model", *[f"fit s {p}" for p in done_c], "growth"], growth_rows(cf_by, done_c, "fit_s")),
+        "",
+    ]
+    # clip -> users per preset
+    lines += ["## Clip -> users generators", "", f"![NDCG@100 by source](results/{PNG_NDCG})", ""]
+    for p in done_g:
+        f = figs["generators"][p]
+        rows = []
+        for r in f["rows"]:
+            if r["status"] != "ok":
+                rows.append(
+                    [r["generator"], f"{r['status']} after {fmt_duration(r['child']['wall_s'])}"] + [""] * 6
+                )
+                continue
+            rows.append(
+                [
+                    r["generator"],
+                    fmt(r["fit_s"]),
+                    fmt(r["stored_mb"]),
+                    fmt(r["latency_ms"]),
+                    fmt(r["single_qps"]),
+                    fmt(r["batch_qps"]),
+                    f"{r['ndcg@100']:.4f}" if r.get("ndcg@100") is not None else "",
+                    f"{r['recall@300']:.4f}" if r.get("recall@300") is not None else "",
+                ]
+            )
+        extra = []
+        if f.get("oracle_ndcg@100") is not None:
+            extra.append(f"oracle NDCG@100 {f['oracle_ndcg@100']:.4f}")
+        if f.get("union_recall@300") is not None:
+            extra.append(f"union of the pools recall@300 {f['union_recall@300']:.4f}")
+        lines += [
+            f"### {p}: {f['split']['n_targets']:,} new clips, {f['split']['users_with_history']:,} users "
+            f"with history, depth {f['candidate_depth']}",
+            "",
+            *table(
+                [
+                    "generator",
+                    "fit s",
+                    "stored MB",
+                    "latency ms (1 clip)",
+                    "clips/s (1 at a time)",
+                    "clips/s (batch)",
+                    "NDCG@100",
+                    "recall@300",
+                ],
+                rows,
+            ),
+            "",
+            ("; ".join(extra) + ". " if extra else "")
+            + f"Full table: `benchmarks/results/generators_{p}.md`.",
+            "",
+        ]
+    # CF per preset
+    lines += ["## User -> clips CF models", ""]
+    for p in done_c:
+        f = figs["cf"][p]
+        rows = []
+        for r in f["rows"]:
+            if r["status"] != "ok":
+                rows.append(
+                    [r["part"], f"{r['status']} after {fmt_duration(r['child']['wall_s'])}"] + [""] * 7
+                )
+                continue
+            rows.append(
+                [
+                    r["model"],
+                    fmt(r["fit_s"]),
+                    fmt(r["params_mb"]),
+                    fmt(r["latency_ms"]),
+                    fmt(r["single_qps"]),
+                    fmt(r["users_per_s"]),
+                    f"{fmt(r['samples_per_s'] / 1e6)} M" if "samples_per_s" in r else "",
+                    f"{r['recall@10']:.4f}",
+                    f"{r['recall@50']:.4f}",
+                ]
+            )
+        info = f["info"]
+        lines += [
+            f"### {p}: {info['users']:,} users x {info['items']:,} clips, {info['nnz']:,} positives, "
+            f"{info['eval_users']:,} evaluation users",
+            "",
+            *table(
+                [
+                    "model",
+                    "fit s",
+                    "params MB",
+                    "latency ms (1 user)",
+                    "users/s (1 at a time)",
+                    "users/s (batch)",
+                    "samples/s",
+                    "recall@10",
+                    "recall@50",
+                ],
+                rows,
+            ),
+            "",
+            f"Novelty, diversity and caveats: `benchmarks/results/cf_models_{p}.md`.",
+            "",
+        ]
+    # peers
+    peers = []
+    for p in presets:
+        if figs["cf"].get(p):
+            peers += cf_peer_rows(p, {r["part"]: r for r in figs["cf"][p]["rows"] if r["status"] == "ok"})
+        if figs["ann"].get(p):
+            peers += ann_peer_rows(p, figs["ann"][p])
+    if figs.get("loop"):
+        peers.append(loop_peer_row(figs["loop"]))
+    lines += [
+        "## Peers, measured in the same run",
+        "",
+        "Ratio = the two figures divided as the first column says (> 1: the first named is slower for times, "
+        "faster for rates).",
+        "",
+        *table(["comparison", "preset", "ours", "peer", "ratio", "also"], peers, "llrrrl"),
+        "",
+    ]
+    # ANN detail
+    done_a = [p for p in presets if figs["ann"].get(p)]
+    lines += ["## ANN: recall against throughput", "", f"![recall vs queries/s](results/{PNG_ANN})", ""]
+    for p in done_a:
+        f = figs["ann"][p]
+        rows = [
+            [
+                r["index"],
+                "" if r["ef"] is None else str(r["ef"]),
+                f"{r['recall']:.4f}",
+                fmt(r["qps"]),
+                fmt(r["single_qps"]),
+                fmt(r["build_s"]),
+            ]
+            for r in f["rows"]
+        ]
+        lines += [
+            f"### {p}: {f['users']:,} positive profiles x {f['queries']:,} clip queries, k={f['k']}, "
+            f"M={f['m']}, ef_construction={f['ef_construction']}, {f['threads']} thread",
+            "",
+            *table(
+                ["index", "ef", "recall@100", "queries/s (batch)", "queries/s (1 at a time)", "build s"], rows
+            ),
+            "",
+        ]
+    # notes
+    notes = []
+    for p in presets:
+        for kind, key in (("generators", "generator"), ("cf", "part")):
+            f = figs[kind].get(p)
+            for r in (f or {}).get("rows", []):
+                if r["status"] != "ok":
+                    notes.append(
+                        f"{p}: `{r[key]}` {r['status']} after {fmt_duration(r['child']['wall_s'])} "
+                        f"(limit {fmt_duration(f['timeout_s'])} per process): not measured, no figure shown."
+                    )
+        if figs["generators"].get(p) is None:
+            notes.append(f"{p}: bench_generators.py wrote no results (see artifacts/bench-logs/).")
+        if figs["cf"].get(p) is None:
+            notes.append(f"{p}: bench_cf_models.py wrote no results (see artifacts/bench-logs/).")
+    notes.append(
+        "`ease_bridge` keeps the 10,000 most popular clips (`NeighbourBridgeSource.max_items`): a 30k-clip "
+        "dense Gram/LAPACK solve segfaulted earlier (7 GB float64), so the cap stays. Its solve is cubic in "
+        "the kept clips (at most 10,000 at every size); the Gram matrix and the scoring grow with users."
+    )
+    lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    if figs.get("ndcg"):
+        lines += [
+            "## Metric and assignment at challenge scale (`bench_ndcg.py`)",
+            "",
+            "```",
+            figs["ndcg"],
+            "```",
+            "",
+        ]
+    lines += [
+        "## Reproduce",
+        "",
+        "```",
+        f'make bench BENCH_PRESETS="{" ".join(presets)}"        # everything above, this file and the PNGs',
+        "python benchmarks/bench_generators.py --preset P      # one preset's clip -> users table",
+        "python benchmarks/bench_ann.py --preset P             # after bench_generators.py (its run folder)",
+        "python benchmarks/bench_cf_models.py --preset P       # one preset's CF models and their peers",
+        "python benchmarks/bench_profiles.py --preset tiny --no-table --loop-vs-vectorized",
+        "python benchmarks/bench_ndcg.py",
+        f'python benchmarks/report.py --presets "{" ".join(presets)}" --collect-only  # re-render',
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--presets", default="tiny small medium", help="space- or comma-separated")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per generator / model process")
+    parser.add_argument("--collect-only", action="store_true", help="only re-render from the existing json")
+    parser.add_argument("--out", type=Path, default=REPORT)
+    args = parser.parse_args()
+    presets = order_presets([p for p in args.presets.replace(",", " ").split() if p])
+    if args.collect_only:
+        suite = read_json(SUITE_JSON) if SUITE_JSON.is_file() else None
+        if suite is not None and sorted(suite["presets"]) != sorted(presets):
+            suite = None  # durations of another selection: not shown
+    else:
+        suite = run_suite(presets, args.timeout)
+        write_json(SUITE_JSON, suite)
+    figs = load_figures(presets)
+    plot_training(figs, presets, RESULTS / PNG_TRAINING)
+    plot_ann(figs, presets, RESULTS / PNG_ANN)
+    plot_ndcg(figs, presets, RESULTS / PNG_NDCG)
+    write_atomic(args.out, render(figs, suite, presets))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

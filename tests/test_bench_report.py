@@ -1,0 +1,247 @@
+"""The benchmark suite's pure parts: number formatting, ratios, tables, the peer rows, the report rendering,
+the child-process runner's time limit, and the CF benchmark's data preparation on tiny data."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import _suite
+import bench_cf_models
+import report
+
+
+def test_fmt_significant_digits_and_missing():
+    assert report.fmt(None) == ""
+    assert report.fmt(float("nan")) == ""
+    assert report.fmt(0) == "0"
+    assert report.fmt(1234567.8) == "1,234,568"
+    assert report.fmt(123.4) == "123"
+    assert report.fmt(12.34) == "12.3"
+    assert report.fmt(0.0123456) == "0.0123"
+    assert report.fmt(3.8e-05) == "3.8e-05"
+
+
+def test_fmt_duration():
+    assert report.fmt_duration(42.4) == "42 s"
+    assert report.fmt_duration(185) == "3 min 05 s"
+    assert report.fmt_duration(3725) == "1 h 02 min"
+
+
+def test_ratio_guards_missing_and_zero():
+    assert report.ratio(6.0, 2.0) == 3.0
+    assert report.ratio(None, 2.0) is None
+    assert report.ratio(1.0, None) is None
+    assert report.ratio(1.0, 0.0) is None
+    assert report.fmt_ratio(2.6612) == "2.66x"
+    assert report.fmt_ratio(None) == ""
+
+
+def test_table_alignment_row():
+    lines = report.table(["a", "b", "c"], [["x", "1", "2"]])
+    assert lines == ["| a | b | c |", "|---|---:|---:|", "| x | 1 | 2 |"]
+    assert report.table(["a", "b"], [], "ll")[1] == "|---|---|"
+
+
+def test_order_presets_smallest_first():
+    assert report.order_presets(["medium", "tiny", "custom", "small"]) == [
+        "tiny",
+        "small",
+        "medium",
+        "custom",
+    ]
+
+
+def _child(wall=1.0):
+    return {"status": "ok", "wall_s": wall, "peak_rss_gib": 0.1}
+
+
+def test_growth_rows_reports_timeouts_and_growth():
+    by = {
+        "tiny": {"a": {"status": "ok", "fit_s": 0.5, "child": _child()}, "b": {"status": "ok", "fit_s": 1.0}},
+        "small": {"a": {"status": "ok", "fit_s": 2.0, "child": _child()}},
+        "medium": {
+            "a": {"status": "ok", "fit_s": 10.0, "child": _child()},
+            "b": {"status": "timeout", "child": _child(601.0)},
+        },
+    }
+    rows = report.growth_rows(by, ["tiny", "small", "medium"], "fit_s")
+    assert rows[0] == ["a", "0.500", "2.00", "10.0", "20.0x"]
+    assert rows[1] == ["b", "1.00", "", "timeout (10 min 01 s)", ""]  # one finished size: no growth
+
+
+def _cf_rows():
+    return {
+        "ease_cholesky": {"kept_clips": 1000, "solve_s": 1.0, "fit_s": 1.5},
+        "ease_inv": {"solve_s": 3.0, "fit_s": 3.5, "max_abs_diff_vs_cholesky": 0.0},
+        "slim_numba_top": {"fit_s": 0.5},
+        "slim_sklearn_top": {"fit_s": 10.0, "max_abs_diff_vs_numba": 1e-6},
+        "bpr_popularity": {"samples_per_s": 4e6, "fit_s": 2.0, "recall@50": 0.05},
+        "implicit_bpr": {"samples_per_s": 2e6, "fit_s": 4.0, "recall@50": 0.04},
+        "implicit_als": {"fit_s": 1.0, "recall@50": 0.06},
+    }
+
+
+def test_cf_peer_rows_ratios():
+    rows = report.cf_peer_rows("small", _cf_rows())
+    assert [r[4] for r in rows] == ["3.00x", "20.0x", "2.00x", "0.500x"]
+    assert all(r[1] == "small" for r in rows)
+    partial = {k: v for k, v in _cf_rows().items() if k != "ease_inv"}  # a timed-out side: no EASE row
+    assert len(report.cf_peer_rows("small", partial)) == 3
+
+
+def test_ann_peer_rows_at_the_pipeline_ef():
+    figures = {
+        "k": 100,
+        "users": 500,
+        "rows": [
+            {"index": "exact", "ef": None, "recall": 1.0, "qps": 1000.0, "single_qps": 500.0, "build_s": 0.0},
+            {
+                "index": "hnswlib",
+                "ef": 256,
+                "recall": 0.99,
+                "qps": 4000.0,
+                "single_qps": 3000.0,
+                "build_s": 1.0,
+            },
+            {
+                "index": "voyager",
+                "ef": 256,
+                "recall": 0.99,
+                "qps": 2000.0,
+                "single_qps": 1000.0,
+                "build_s": 2.0,
+            },
+            {"index": "voyager", "ef": 512, "recall": 1.0, "qps": 900.0, "single_qps": 800.0, "build_s": 2.0},
+        ],
+    }
+    rows = report.ann_peer_rows("tiny", figures, ef=256)
+    assert [r[4] for r in rows] == ["2.00x", "4.00x"]
+    assert "one at a time 3.00x" in rows[0][5]
+
+
+def test_loop_peer_row():
+    row = report.loop_peer_row({"vectorized_s": 0.1, "loop_s": 0.35, "max_abs_diff": 1e-7, "repeat": 3})
+    assert row[4] == "3.50x" and "best of 3" in row[5]
+
+
+def _figures():
+    child = _child(2.0)
+    gen = {
+        "preset": "tiny",
+        "timeout_s": 600,
+        "candidate_depth": 300,
+        "split": {
+            "n_users": 100,
+            "n_items": 200,
+            "fit_interactions": 5000,
+            "n_targets": 20,
+            "users_with_history": 90,
+        },
+        "profiles_stage": {"wall_s": 1.0, "peak_rss_gib": 0.2},
+        "oracle_ndcg@100": 0.3,
+        "union_recall@300": 0.9,
+        "rows": [
+            {
+                "generator": "popular",
+                "status": "ok",
+                "child": child,
+                "fit_s": 0.001,
+                "stored_mb": 0.01,
+                "latency_ms": 0.1,
+                "single_qps": 1000.0,
+                "batch_qps": 9000.0,
+                "ndcg@100": 0.05,
+                "recall@300": 0.4,
+            },
+            {"generator": "ease_bridge", "status": "timeout", "child": _child(600.5)},
+        ],
+    }
+    cf_row = {
+        "part": "bpr_popularity",
+        "status": "ok",
+        "child": child,
+        "model": "BPR popularity",
+        "fit_s": 0.1,
+        "params_mb": 0.5,
+        "latency_ms": 0.2,
+        "single_qps": 3000.0,
+        "users_per_s": 20000.0,
+        "samples_per_s": 3e6,
+        "recall@10": 0.07,
+        "recall@50": 0.17,
+    }
+    cf = {
+        "timeout_s": 600,
+        "info": {"users": 90, "items": 150, "nnz": 800, "eval_users": 30, "train_rows": 5000},
+        "rows": [cf_row],
+    }
+    return {"generators": {"tiny": gen}, "cf": {"tiny": cf}, "ann": {"tiny": None}, "loop": None, "ndcg": ""}
+
+
+def test_render_shows_measured_rows_and_names_the_timeout():
+    text = report.render(_figures(), None, ["tiny"])
+    assert "| popular | 0.00100 | 0.0100 | 0.100 | 1,000 | 9,000 | 0.0500 | 0.4000 |" in text
+    assert "| ease_bridge | timeout after 10 min 00 s |" in text
+    assert "tiny: `ease_bridge` timeout after 10 min 00 s (limit 10 min 00 s per process)" in text
+    assert "| BPR popularity | 0.100 |" in text
+    assert "--collect-only" in text  # no suite: said to be a re-render, no duration claimed
+
+
+def test_render_states_the_suite_duration():
+    suite = {
+        "wall_s": 125.0,
+        "started": "2026-01-01 00:00:00 UTC",
+        "presets": {"tiny": {"wall_s": 100.0, "generated_s": 0.5, "pieces": {"g": {"load_before": 0.5}}}},
+    }
+    text = report.render(_figures(), suite, ["tiny"])
+    assert 'BENCH_PRESETS="tiny"` took 2 min 05 s**' in text
+    assert "tiny 1 min 40 s" in text
+
+
+def test_run_child_kills_on_timeout_and_reports_failures(tmp_path):
+    slow = _suite.run_child([sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.5)
+    assert slow["status"] == "timeout" and slow["wall_s"] < 10
+    failed = _suite.run_child([sys.executable, "-c", "raise SystemExit(3)"], timeout=None)
+    assert failed["status"] == "failed (rc 3)"
+    ok = _suite.run_child([sys.executable, "-c", "print('hi')"], timeout=10, log=tmp_path / "log.txt")
+    assert ok["status"] == "ok" and (tmp_path / "log.txt").read_text().strip() == "hi"
+
+
+def test_write_atomic_replaces_whole_file(tmp_path):
+    path = tmp_path / "sub" / "out.md"
+    _suite.write_atomic(path, "one")
+    _suite.write_atomic(path, "two")
+    assert path.read_text() == "two"
+    assert [p.name for p in path.parent.iterdir()] == ["out.md"]  # no temporary left behind
+
+
+def test_cf_recall_counts_hits_over_relevant():
+    truth = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 0, 0, 1]], dtype=np.float32))
+    ids = np.array([[0, 2, 3], [3, 1, 0]], dtype=np.int32)
+    assert bench_cf_models.recall(ids, np.array([0, 1]), truth, 1) == pytest.approx((0.5 + 1.0) / 2)
+    assert bench_cf_models.recall(ids, np.array([0, 1]), truth, 3) == pytest.approx((0.5 + 1.0) / 2)
+
+
+def test_cf_build_and_cache_on_tiny(tiny_dir, tmp_path):
+    built = bench_cf_models.build(tiny_dir, "positives")
+    X, truth, info = built["X"], built["truth"], built["info"]
+    assert X.shape == truth.shape == (info["users"], info["items"])
+    assert info["nnz"] == X.nnz > 0 and info["eval_users"] == int((np.diff(truth.indptr) > 0).sum()) > 0
+    assert set(np.unique(X.data)) == {1.0}
+    bench_cf_models.save_cache(tmp_path, built)
+    again = bench_cf_models.load_cache(tmp_path)
+    assert (again["X"] != X).nnz == 0 and again["info"] == info
+    row = bench_cf_models.run_part("popular", again, tmp_path, threads=1)
+    assert 0.0 <= row["recall@10"] <= row["recall@50"] <= 1.0 and row["single_qps"] > 0
+
+
+def test_cf_comparisons_name_parts_that_did_not_finish():
+    rows = [{"part": "ease_inv", "status": "timeout", "child": _child(601.0)}]
+    assert bench_cf_models.comparisons(rows) == ["ease_inv: timeout after 601 s, not measured"]
