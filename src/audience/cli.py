@@ -26,9 +26,15 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--threads", type=int, dest="n_threads")
     parser.add_argument("--sources", help="comma-separated candidate sources, e.g. popular,hnsw:all")
-    parser.add_argument("--final-method", help="method whose lists become the submission (default blend)")
+    parser.add_argument("--final-method", help="method whose lists become the submission (default reranked)")
     parser.add_argument("--embedding-dim", type=int, help="keep the first N embedding dimensions")
     parser.add_argument("--candidate-depth", type=int)
+    parser.add_argument(
+        "--learned-blend",
+        action="store_true",
+        default=None,
+        help="also train MixiGen and tune the fixed quota on the holdout weeks (methods mixigen, quota)",
+    )
     parser.add_argument("--quiet", action="store_true", default=None)
 
 
@@ -46,6 +52,7 @@ def config_from_args(args: argparse.Namespace):
         "final_method",
         "embedding_dim",
         "candidate_depth",
+        "learned_blend",
         "quiet",
     )
     return load_config(args.config, **{k: getattr(args, k) for k in keys})

@@ -10,6 +10,7 @@ from typing import Any
 
 from audience.data.schema import DEFAULT_POSITIVE_FLAGS, FLAG_COLUMNS
 from audience.profiles.gmm import GmmConfig
+from audience.rank.mixigen import MixiGenConfig
 
 MODES = ("validate", "submit")
 DEFAULT_SUBMISSION = "submissions/submission.parquet"
@@ -114,6 +115,11 @@ class RunConfig:
     user_cap: int = 100
     assignment: str = "slots"  # cap-aware assignment strategy: "slots" (draft by rank) or "global"
     final_method: str = "reranked"
+    # learn the value of each source's positions on the holdout weeks and merge the sources by it
+    # ("mixigen"), beside the same holdout weeks' best fixed quota per source ("quota"). Off by default:
+    # neither beat the reranker nor fed it a better pool, and MixiGen did not beat the quota (README, Ranking)
+    learned_blend: bool = False
+    mixigen: MixiGenConfig = field(default_factory=MixiGenConfig)
     rerank: bool = True  # train the XGBoost reranker on the holdout split and rank the pool with it
     reranker: RerankerConfig = field(default_factory=RerankerConfig)
     holdout: int = 0  # > 0: shift the split back this many weeks (how the ranker's training data is made)
@@ -149,9 +155,9 @@ class RunConfig:
     @property
     def methods(self) -> tuple[str, ...]:
         """Every method a run scores: baselines, sources, the blend and (when on) the reranker."""
-        return tuple(
-            dict.fromkeys((*self.baselines, *self.sources, "blend", *(("reranked",) if self.rerank else ())))
-        )
+        learned = ("quota", "mixigen") if self.learned_blend else ()
+        reranked = ("reranked",) if self.rerank else ()
+        return tuple(dict.fromkeys((*self.baselines, *self.sources, "blend", *learned, *reranked)))
 
     @property
     def dataset_name(self) -> str:
@@ -174,12 +180,13 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
         return None if value in (None, "") else Path(value)
     if name in ("positive_flags", "sources", "baselines"):
         return tuple(value.split(",")) if isinstance(value, str) else tuple(value)
-    if name in ("hnsw", "profiles", "reranker", "gmm") and isinstance(value, dict):
+    if name in ("hnsw", "profiles", "reranker", "gmm", "mixigen") and isinstance(value, dict):
         known = {f.name for f in fields(current)}
         if set(value) - known:
             raise ValueError(f"unknown [{name}] key(s) {sorted(set(value) - known)}; known: {sorted(known)}")
-        if "kinds" in value:
-            value = {**value, "kinds": tuple(value["kinds"])}
+        for key in ("kinds", "quota_multipliers"):
+            if key in value:
+                value = {**value, key: tuple(value[key])}
         return replace(current, **value)
     return value
 

@@ -3,7 +3,8 @@ so any stage can be rerun alone (the numbered scripts do exactly that).
 
     profiles    split + id maps + one streamed pass over the fit weeks  -> fit_data.npz, targets.parquet
     candidates  every source and baseline, top-`candidate_depth` users per target clip -> candidates/*.parquet
-    blend       reciprocal-rank fusion of the configured sources -> candidates/blend.parquet
+    blend       reciprocal-rank fusion of the configured sources -> candidates/blend.parquet; MixiGen
+                (learned position value, k-way merge) and the tuned fixed quota -> mixigen/, quota
     rank        XGBoost reranker trained on holdout weeks, applied to the pool -> candidates/reranked.parquet
     assign      cap-aware assignment of every method -> lists/<method>.npy (+ uncapped top lists)
     evaluate    NDCG@100 of every method against the truth week (+ the synthetic oracle) -> results.md/json
@@ -13,6 +14,7 @@ so any stage can be rerun alone (the numbered scripts do exactly that).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import time
@@ -40,7 +42,17 @@ from audience.io import atomic_path, read_json, write_json, write_parquet
 from audience.metrics import ndcg_per_clip, positives, recall_at_depth
 from audience.profiles.fit_data import FitData, build_fit_data
 from audience.profiles.gmm import fit_gmm
+from audience.rank import features as rank_features
 from audience.rank.features import add_labels, candidate_pool, feature_columns, pair_features
+from audience.rank.mixigen import (
+    MixiGen,
+    kway_merge,
+    long_candidates,
+    position_trend,
+    quota_merge,
+    tune_quota,
+    value_by_position,
+)
 from audience.rank.reranker import Reranker
 from audience.rank.simple_blend import rrf_blend
 from audience.split import Split, default_targets, make_split, read_targets_file
@@ -49,6 +61,8 @@ from audience.submission import to_frame, write_submission
 log = logging.getLogger(__name__)
 ORACLE = "oracle"
 POOL_DEPTHS = (100, 300, 1000)  # candidate-pool depths whose recall of the truth week is reported
+# cached labelled pools are keyed by the feature code, so editing rank/features.py never reads stale ones
+FEATURE_CODE = hashlib.sha1(inspect.getsource(rank_features).encode()).hexdigest()[:8]
 
 
 def file_key(method: str) -> str:
@@ -204,16 +218,58 @@ def stage_candidates(run: Run) -> None:
 
 
 def stage_blend(run: Run) -> None:
+    """Reciprocal-rank fusion ('blend'); with `learned_blend`, also the holdout-tuned fixed quota ('quota')
+    and the MixiGen k-way merge by learned position value ('mixigen')."""
     cfg = run.cfg
     frames = {name: run.candidates(name) for name in cfg.sources}
     blended = rrf_blend(frames, k=cfg.blend_rrf_k, depth=cfg.candidate_depth)
     write_parquet(blended, run.path("candidates", "blend.parquet"))
+    if not cfg.learned_blend:
+        return
+    folder = run.path("mixigen")
+    train = long_candidates(_training_frames(run), cfg.sources)
+    model = MixiGen(cfg.mixigen, cfg.sources, cfg.n_threads, cfg.seed).fit(train)
+    model.save(folder)
+    table = value_by_position(train, model.value(train), cfg.sources)
+    write_parquet(table, folder / "value_by_position.parquet")
+    shares, holdout_ndcg = tune_quota(
+        train, len(cfg.sources), cfg.list_size, cfg.mixigen.quota_multipliers, cfg.mixigen.quota_rounds
+    )
+    applied = long_candidates(_pool_features(run), cfg.sources)
+    merged = {
+        "mixigen": kway_merge(applied, model.value(applied), cfg.candidate_depth),
+        "quota": quota_merge(applied, shares, cfg.candidate_depth),
+    }
+    contributions = {}
+    for method, frame in merged.items():
+        top = frame.filter(pl.col("rank") <= cfg.list_size)
+        counts = top.group_by("source").len().sort("source")
+        contributions[method] = {
+            cfg.sources[int(s)]: round(n / max(len(run.queries()), 1), 2) for s, n in counts.iter_rows()
+        }
+        out = frame.select("clip", "user", "score", "rank").with_columns(pl.lit(method).alias("source"))
+        write_parquet(out, run.path("candidates", f"{method}.parquet"))
+    write_json(
+        {
+            "position_trend_spearman": position_trend(table),
+            "quota_shares": {cfg.sources[s]: round(v, 4) for s, v in shares.items()},
+            "quota_holdout_pool_ndcg": round(holdout_ndcg, 5),
+            f"mean_users_per_clip_by_source_top{cfg.list_size}": contributions,
+        },
+        folder / "merge.json",
+    )
 
 
 def _pool_features(run: Run) -> pl.DataFrame:
     cfg = run.cfg
     pool = candidate_pool({name: run.candidates(name) for name in cfg.sources}, cfg.reranker.pool_depth)
     return pair_features(pool, run.fit_data(), run.catalog, run.queries())
+
+
+def _training_frames(run: Run) -> pl.DataFrame:
+    """The labelled pools of the `train_weeks` holdout splits, stacked (clip ids kept apart per week)."""
+    weeks = range(1, run.cfg.reranker.train_weeks + 1)
+    return pl.concat([_training_frame(run, h) for h in weeks], how="diagonal_relaxed")
 
 
 def _holdout_key(cfg: RunConfig, split: Split) -> dict:
@@ -258,24 +314,31 @@ def _training_frame(run: Run, holdout: int) -> pl.DataFrame:
         targets=None,
         baselines=(),
         rerank=False,
+        learned_blend=False,
         final_method=cfg.sources[0],
         quiet=True,
     )
     train_run = Run(train_cfg)
     stamp = train_run.path("holdout.json")
+    cached = train_run.path(f"labelled_pool_depth{cfg.reranker.pool_depth}_{FEATURE_CODE}.parquet")
     if not (stamp.is_file() and read_json(stamp) == key):
+        cached.unlink(missing_ok=True)
         for stage in ("profiles", "candidates"):
             run_stage(train_cfg, stage, train_run)
         write_json(key, stamp)
+    if not cached.is_file():  # written by the first of blend / rank to need it, read by the other
+        write_parquet(_labelled_pool(train_run), cached)
+    return pl.read_parquet(cached).with_columns(pl.col("clip") + holdout * 10_000_000)
+
+
+def _labelled_pool(train_run: Run) -> pl.DataFrame:
+    cfg = train_run.cfg
     targets = train_run.targets()["item_id"].to_numpy()
     truth = truth_positives(train_run.split().truth_week, cfg.positive_flags, targets)
     clip_of = pl.DataFrame({"item_id": pl.Series(targets, dtype=pl.UInt32)}).with_row_index("clip")
     truth = truth.join(clip_of, on="item_id")
     truth = truth.with_columns(pl.Series("user", train_run.catalog.users.lookup(truth["user_id"].to_numpy())))
-    labelled = add_labels(
-        _pool_features(train_run), truth.filter(pl.col("user") >= 0).cast({"clip": pl.Int32})
-    )
-    return labelled.with_columns(pl.col("clip") + holdout * 10_000_000)  # distinct clip groups per week
+    return add_labels(_pool_features(train_run), truth.filter(pl.col("user") >= 0).cast({"clip": pl.Int32}))
 
 
 def stage_rank(run: Run) -> None:
@@ -283,9 +346,7 @@ def stage_rank(run: Run) -> None:
     cfg = run.cfg
     if not cfg.rerank:
         return
-    train_frame = pl.concat(
-        [_training_frame(run, h) for h in range(1, cfg.reranker.train_weeks + 1)], how="diagonal_relaxed"
-    )
+    train_frame = _training_frames(run)
     model = Reranker(cfg.reranker, cfg.n_threads, cfg.seed).fit(train_frame, feature_columns(train_frame))
     model.save(run.path("ranker"))
     frame = _pool_features(run)

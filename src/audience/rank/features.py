@@ -3,7 +3,9 @@
 Per source: its score and rank (NaN when the source did not propose the pair). Per user: activity,
 engagement rate, demographics, how many target clips propose them (cap pressure). Per clip: duration, its
 author's size and engagement rate, whether it has an embedding. Per pair: cosine between the clip and each
-profile kind, and the user's recency-weighted views / positives with the clip's author.
+embedding profile kind, the user's affinity to the clip's GMM clusters (their soft-cluster profile dotted
+with the clip's posterior, when a gmm: source built one), and the user's recency-weighted views / positives
+with the clip's author.
 
 Everything is a numpy gather over the pool (no loop over pairs); cosines are computed in blocks of pairs so
 memory stays at about block x dim x 8 bytes."""
@@ -36,7 +38,7 @@ def candidate_pool(frames: Mapping[str, pl.DataFrame], depth: int) -> pl.DataFra
     return pool.sort("clip", "user")
 
 
-def _blocked_cosine(clip_vectors: np.ndarray, user_vectors: np.ndarray, clip: np.ndarray, user: np.ndarray):
+def _blocked_dot(clip_vectors: np.ndarray, user_vectors: np.ndarray, clip: np.ndarray, user: np.ndarray):
     out = np.empty(clip.shape[0], dtype=np.float32)
     for start in range(0, clip.shape[0], COSINE_BLOCK):  # blocks of pairs, each one vectorized product
         end = start + COSINE_BLOCK
@@ -82,8 +84,17 @@ def pair_features(pool: pl.DataFrame, fit: FitData, catalog: Catalog, queries: C
     cols["user_author_rate"] = cols["user_author_positives"] / np.maximum(cols["user_author_views"], 1e-3)
     unit = np.linalg.norm(queries.embedding, axis=1, keepdims=True)
     clip_vectors = np.where(unit > 0, queries.embedding / np.maximum(unit, 1e-12), 0.0).astype(np.float32)
+    posteriors = None
+    if fit.gmm is not None:
+        posteriors = fit.gmm.predict_proba(queries.embedding) * queries.has_embedding[:, None]
     for kind, profile in fit.profiles.items():
-        cosine = _blocked_cosine(clip_vectors, profile[:, : clip_vectors.shape[1]], clip, user)
+        if kind.startswith("gmm_"):  # soft-cluster profile: the user's affinity to the clip's clusters
+            if posteriors is None:
+                continue
+            affinity = _blocked_dot(posteriors.astype(np.float32), profile, clip, user)
+            cols[f"cluster_affinity__{kind}"] = np.where(queries.has_embedding[clip], affinity, nan)
+            continue
+        cosine = _blocked_dot(clip_vectors, profile[:, : clip_vectors.shape[1]], clip, user)
         cols[f"cos__{kind}"] = np.where(queries.has_embedding[clip], cosine, nan)
     extra = pl.DataFrame({name: np.asarray(v, dtype=np.float32) for name, v in cols.items()})
     return pl.concat([pool, extra], how="horizontal")

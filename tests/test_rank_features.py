@@ -1,0 +1,42 @@
+"""Reranker pair features against direct per-pair computations on a tiny run with a GMM source."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import polars as pl
+
+from audience.pipeline import run_all
+from audience.profiles.gmm import GmmConfig
+from audience.rank.features import candidate_pool, pair_features
+
+
+def test_gmm_profiles_give_cluster_affinity_and_embeddings_give_cosines(tiny_dir, tmp_path):
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(tiny_dir, tmp_path / "run", rerank=False, final_method="author_fans", baselines=())
+    cfg = replace(
+        cfg,
+        sources=("author_fans", "gmm:positive"),
+        gmm=GmmConfig(n_components=8, covariance_type="diag", dim=16, max_iter=20),
+    )
+    run = run_all(cfg, ("profiles", "candidates"))
+    fit, queries = run.fit_data(), run.queries()
+    pool = candidate_pool({s: run.candidates(s) for s in cfg.sources}, 50)
+    frame = pair_features(pool, fit, run.catalog, queries)
+    assert "cluster_affinity__gmm_positive" in frame.columns and "cos__positive" in frame.columns
+    assert not any(c.startswith("cos__gmm") for c in frame.columns)
+    rows = frame.sample(50, seed=0)
+    posterior = fit.gmm.predict_proba(queries.embedding)
+    for row in rows.iter_rows(named=True):
+        clip, user = row["clip"], row["user"]
+        if not queries.has_embedding[clip]:
+            assert np.isnan(row["cluster_affinity__gmm_positive"])
+            continue
+        expected = float(posterior[clip] @ fit.profiles["gmm_positive"][user])
+        assert np.isclose(row["cluster_affinity__gmm_positive"], expected, rtol=1e-4, atol=1e-6)
+        unit = queries.embedding[clip] / np.linalg.norm(queries.embedding[clip])
+        cosine = float(unit @ fit.profiles["positive"][user][: unit.shape[0]])
+        assert np.isclose(row["cos__positive"], cosine, rtol=1e-4, atol=1e-6)
+    assert frame.select(pl.col("cluster_affinity__gmm_positive").is_not_nan().sum()).item() > 0
