@@ -39,16 +39,16 @@ demo: $(STAMP) $(DATA_STAMP)
 	echo; echo "wrote submissions/submission.parquet; demo pipeline took $$(( $$(date +%s) - start )) s"
 
 test: $(STAMP)
-	$(PY) -m ruff check src tests scripts benchmarks
+	$(PY) -m ruff check src tests scripts benchmarks reports
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests scripts benchmarks
-	$(PY) -m ruff format --check src tests scripts benchmarks
+	$(PY) -m ruff check src tests scripts benchmarks reports
+	$(PY) -m ruff format --check src tests scripts benchmarks reports
 
 format: $(STAMP)
-	$(PY) -m ruff format src tests scripts benchmarks
-	$(PY) -m ruff check --fix src tests scripts benchmarks
+	$(PY) -m ruff format src tests scripts benchmarks reports
+	$(PY) -m ruff check --fix src tests scripts benchmarks reports
 
 # The benchmark suite: every clip -> users generator and user -> clips CF model at each preset, their peers
 # (implicit, voyager, scikit-learn, np.linalg.inv, the notebook loop) and the metric timing, in one report:
