@@ -85,7 +85,7 @@ def markdown(rows: list[dict], results: dict, run_dir: Path) -> str:
         meta = json.loads(meta_path.read_text())
         lines += ["", "## Reranker feature importance (share of total gain, top 15)", ""]
         lines += ["| feature | share |", "|---|---|"]
-        for name, share in list(meta["importance"].items())[:15]:
+        for name, share in _top(meta["importance"], 15):
             lines.append(f"| {name} | {share:.3f} |")
         report = meta["report"]
         lines += [
@@ -129,12 +129,17 @@ def plots(rows: list[dict], run_dir: Path, out: Path, dataset: str) -> list[Path
         written.append(_save(fig, out / f"{dataset}_value_by_position.png"))
     meta_path = run_dir / "ranker" / "meta.json"
     if meta_path.is_file():
-        importance = list(json.loads(meta_path.read_text())["importance"].items())[:20][::-1]
+        importance = _top(json.loads(meta_path.read_text())["importance"], 20)[::-1]
         fig, ax = plt.subplots(figsize=(8, 0.3 * len(importance) + 1.2))
         ax.barh([k for k, _ in importance], [v for _, v in importance], color="tab:orange")
         ax.set(xlabel="share of total gain", title=f"reranker feature importance, {dataset}")
         written.append(_save(fig, out / f"{dataset}_importance.png"))
     return written
+
+
+def _top(importance: dict[str, float], n: int) -> list[tuple[str, float]]:
+    """The n largest shares (meta.json stores the mapping with sorted keys, not by share)."""
+    return sorted(importance.items(), key=lambda kv: -kv[1])[:n]
 
 
 def _save(fig, path: Path) -> Path:
