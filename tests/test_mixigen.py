@@ -9,6 +9,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+from conftest import tiny_config
 
 from audience.metrics import ndcg_per_clip
 from audience.rank.mixigen import (
@@ -174,7 +175,6 @@ def test_mixigen_learns_which_positions_are_worth_more(objective):
 
 def test_learned_blend_in_the_pipeline(tiny_dir, tmp_path):
     from audience.pipeline import run_all
-    from tests.conftest import tiny_config
 
     cfg = tiny_config(tiny_dir, tmp_path / "run", learned_blend=True, rerank=False, final_method="mixigen")
     run = run_all(cfg, ("profiles", "candidates", "blend", "assign", "evaluate"))
@@ -189,3 +189,15 @@ def test_learned_blend_in_the_pipeline(tiny_dir, tmp_path):
         frame = run.candidates(method)
         assert frame.group_by("clip").agg(pl.col("user").n_unique() == pl.len())["user"].all()
         assert frame["rank"].max() <= cfg.candidate_depth
+
+
+def test_mixigen_saved_and_loaded_gives_the_same_values(tmp_path):
+    sources = ("good", "noise")
+    train = long_candidates(synthetic_pool(0, n_clips=60), sources)
+    model = MixiGen(MixiGenConfig(n_estimators=10, min_child_weight=5.0), sources, seed=1).fit(train)
+    model.save(tmp_path / "mixigen")
+    loaded = MixiGen.load(tmp_path / "mixigen")
+    assert loaded.sources == list(sources) and loaded.report == model.report
+    np.testing.assert_array_equal(loaded.value(train), model.value(train))
+    meta = json.loads((tmp_path / "mixigen" / "meta.json").read_text())
+    assert sum(meta["importance"].values()) == pytest.approx(1.0)

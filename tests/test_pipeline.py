@@ -224,3 +224,16 @@ def test_holdout_runs_are_shared_and_reused(tiny_run):
     assert sorted(len(w) for w in fit_weeks) == [
         len(read_json(tiny_run.path("split.json"))["fit_weeks"]) - h for h in (2, 1)
     ]
+
+
+def test_saved_reranker_reproduces_the_reranked_scores(tiny_run):
+    from audience.pipeline import _pool_features
+    from audience.rank.reranker import Reranker
+
+    model = Reranker.load(tiny_run.path("ranker"))
+    frame = _pool_features(tiny_run)
+    scored = frame.select("clip", "user").with_columns(pl.Series("again", model.predict(frame)))
+    joined = tiny_run.candidates("reranked").join(scored, on=["clip", "user"])
+    assert joined.height == frame.height
+    np.testing.assert_allclose(joined["score"].to_numpy(), joined["again"].to_numpy(), rtol=1e-6)
+    assert set(read_json(tiny_run.path("ranker", "meta.json"))["importance"]) <= set(model.features)

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import polars as pl
+from conftest import tiny_config
 
 from audience.pipeline import run_all
 from audience.profiles.gmm import GmmConfig
@@ -13,7 +14,6 @@ from audience.rank.features import candidate_pool, pair_features
 
 
 def test_gmm_profiles_give_cluster_affinity_and_embeddings_give_cosines(tiny_dir, tmp_path):
-    from tests.conftest import tiny_config
 
     cfg = tiny_config(tiny_dir, tmp_path / "run", rerank=False, final_method="author_fans", baselines=())
     cfg = replace(

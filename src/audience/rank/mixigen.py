@@ -18,7 +18,6 @@ memory ~ rows x 14 x 4 bytes plus XGBoost's quantised copy. Merges are one polar
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import polars as pl
 import xgboost as xgb
 from scipy.stats import spearmanr
 
-from audience.io import atomic_path, write_json
+from audience.rank._booster import gain_shares, load_booster, save_booster
 
 # clip and user features of the reranker's pool (rank/features.py) that MixiGen may see: no pair features,
 # those are the reranker's job
@@ -167,27 +166,20 @@ class MixiGen:
 
     def importance(self) -> dict[str, float]:
         assert self.booster is not None
-        gain = self.booster.get_score(importance_type="total_gain")
-        total = sum(gain.values()) or 1.0
-        return dict(sorted(((k, v / total) for k, v in gain.items()), key=lambda kv: -kv[1]))
+        return gain_shares(self.booster)
 
     def save(self, folder: Path) -> None:
         assert self.booster is not None
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(folder / "model.json") as tmp:
-            self.booster.save_model(str(tmp.with_suffix(".json")))
-            tmp.with_suffix(".json").rename(tmp)
-        meta = {"sources": self.sources, "config": asdict(self.cfg), "report": self.report}
-        write_json({**meta, "importance": self.importance()}, folder / "meta.json")
+        save_booster(
+            self.booster, folder, {"sources": self.sources, "config": asdict(self.cfg), "report": self.report}
+        )
 
     @classmethod
     def load(cls, folder: Path, n_threads: int = 1) -> MixiGen:
-        meta = json.loads((folder / "meta.json").read_text())
+        booster, meta = load_booster(folder)
         config = {**meta["config"], "quota_multipliers": tuple(meta["config"]["quota_multipliers"])}
         obj = cls(MixiGenConfig(**config), meta["sources"], n_threads)
-        obj.booster = xgb.Booster()
-        obj.booster.load_model(str(folder / "model.json"))
-        obj.report = meta["report"]
+        obj.booster, obj.report = booster, meta["report"]
         return obj
 
 

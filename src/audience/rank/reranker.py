@@ -8,7 +8,6 @@ Limits: memory ~ pool rows x features x 4 bytes (plus XGBoost's quantised copy);
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import polars as pl
 import xgboost as xgb
 
 from audience.config import RerankerConfig
-from audience.io import atomic_path, write_json
+from audience.rank._booster import gain_shares, load_booster, save_booster
 
 
 class Reranker:
@@ -98,31 +97,16 @@ class Reranker:
 
     def importance(self) -> dict[str, float]:
         assert self.booster is not None
-        gain = self.booster.get_score(importance_type="total_gain")
-        total = sum(gain.values()) or 1.0
-        return dict(sorted(((k, v / total) for k, v in gain.items()), key=lambda kv: -kv[1]))
+        return gain_shares(self.booster)
 
     def save(self, folder: Path) -> None:
         assert self.booster is not None
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(folder / "model.json") as tmp:
-            self.booster.save_model(str(tmp.with_suffix(".json")))
-            tmp.with_suffix(".json").rename(tmp)
-        write_json(
-            {
-                "features": self.features,
-                "config": asdict(self.cfg),
-                "report": self.report,
-                "importance": self.importance(),
-            },
-            folder / "meta.json",
-        )
+        meta = {"features": self.features, "config": asdict(self.cfg), "report": self.report}
+        save_booster(self.booster, folder, meta)
 
     @classmethod
     def load(cls, folder: Path, n_threads: int = 1) -> Reranker:
-        meta = json.loads((folder / "meta.json").read_text())
+        booster, meta = load_booster(folder)
         obj = cls(RerankerConfig(**meta["config"]), n_threads)
-        obj.booster = xgb.Booster()
-        obj.booster.load_model(str(folder / "model.json"))
-        obj.features, obj.report = meta["features"], meta["report"]
+        obj.booster, obj.features, obj.report = booster, meta["features"], meta["report"]
         return obj
