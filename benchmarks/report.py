@@ -433,8 +433,8 @@ def render(figs: dict, suite: dict | None, presets: list[str]) -> str:
             "",
             f"Load average (1 min) at the start/end of each benchmark ranged {min(loads):.2f} to "
             f"{max(loads):.2f} on 2 cores: above 1 means another job shared the machine, so wall times are "
-            "pessimistic there "
-            "(ratios within one benchmark were measured in the same conditions)."
+            "pessimistic, and a figure can move between presets by more than the data explains (each "
+            "process's load is in the json). Peer ratios compare processes run one after the other."
             if loads
             else "",
             "",
@@ -674,6 +674,11 @@ def render(figs: dict, suite: dict | None, presets: list[str]) -> str:
             notes.append(f"{p}: bench_generators.py wrote no results (see artifacts/bench-logs/).")
         if figs["cf"].get(p) is None:
             notes.append(f"{p}: bench_cf_models.py wrote no results (see artifacts/bench-logs/).")
+    if suite and not notes:
+        notes.append(
+            f"Every generator and model process finished within its {fmt_duration(suite['timeout_s'])} "
+            "limit: none was capped or skipped."
+        )
     notes.append(
         "`ease_bridge` keeps the 10,000 most popular clips (`NeighbourBridgeSource.max_items`): a 30k-clip "
         "dense Gram/LAPACK solve segfaulted earlier (7 GB float64), so the cap stays. Its solve is cubic in "
