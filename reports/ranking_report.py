@@ -21,6 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import polars as pl
 
+from audience.io import atomic_path
+
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = (
     ("blend", "RRF blend of the sources"),
@@ -143,12 +145,10 @@ def _top(importance: dict[str, float], n: int) -> list[tuple[str, float]]:
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 
@@ -163,9 +163,8 @@ def main() -> None:
     dataset = results["dataset"]
     text = markdown(rows, results, args.run_dir)
     path = args.out / f"ranking_{dataset}.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
     written = plots(rows, args.run_dir, args.out / "figures", dataset)
     print(text)
     print("wrote", path, *written, sep="\n  ")

@@ -241,12 +241,11 @@ def stage_blend(run: Run) -> None:
         "quota": quota_merge(applied, shares, cfg.candidate_depth),
     }
     contributions = {}
+    n_clips = max(run.targets().height, 1)
     for method, frame in merged.items():
         top = frame.filter(pl.col("rank") <= cfg.list_size)
         counts = top.group_by("source").len().sort("source")
-        contributions[method] = {
-            cfg.sources[int(s)]: round(n / max(len(run.queries()), 1), 2) for s, n in counts.iter_rows()
-        }
+        contributions[method] = {cfg.sources[int(s)]: round(n / n_clips, 2) for s, n in counts.iter_rows()}
         out = frame.select("clip", "user", "score", "rank").with_columns(pl.lit(method).alias("source"))
         write_parquet(out, run.path("candidates", f"{method}.parquet"))
     write_json(

@@ -10,6 +10,24 @@ import xgboost as xgb
 from audience.io import atomic_path, write_json
 
 
+def train_early_stopped(
+    params: dict, dtrain: xgb.DMatrix, dvalid: xgb.DMatrix, n_rounds: int, patience: int
+) -> tuple[xgb.Booster, float]:
+    """Boost up to `n_rounds`, stopping after `patience` rounds without gain on `dvalid`; returns the
+    booster and its validation score (params["eval_metric"]) at the best iteration."""
+    evals: dict = {}
+    booster = xgb.train(
+        params,
+        dtrain,
+        num_boost_round=n_rounds,
+        evals=[(dvalid, "valid")],
+        early_stopping_rounds=patience,
+        evals_result=evals,
+        verbose_eval=False,
+    )
+    return booster, float(evals["valid"][params["eval_metric"]][booster.best_iteration])
+
+
 def gain_shares(booster: xgb.Booster) -> dict[str, float]:
     """Each feature's share of the total split gain, largest first."""
     gain = booster.get_score(importance_type="total_gain")

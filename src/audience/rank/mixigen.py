@@ -27,7 +27,8 @@ import polars as pl
 import xgboost as xgb
 from scipy.stats import spearmanr
 
-from audience.rank._booster import gain_shares, load_booster, save_booster
+from audience.metrics import discount_table
+from audience.rank._booster import gain_shares, load_booster, save_booster, train_early_stopped
 
 # clip and user features of the reranker's pool (rank/features.py) that MixiGen may see: no pair features,
 # those are the reranker's job
@@ -138,22 +139,19 @@ class MixiGen:
             "seed": self.seed,
             "eval_metric": self._metric,
         }
-        evals: dict = {}
-        self.booster = xgb.train(
+        self.booster, best_score = train_early_stopped(
             params,
             self._matrix(train, True),
-            num_boost_round=self.cfg.n_estimators,
-            evals=[(self._matrix(valid, True), "valid")],
-            early_stopping_rounds=self.cfg.early_stopping_rounds,
-            evals_result=evals,
-            verbose_eval=False,
+            self._matrix(valid, True),
+            self.cfg.n_estimators,
+            self.cfg.early_stopping_rounds,
         )
         self.report = {
             "train_rows": train.height,
             "valid_rows": valid.height,
             "positives": int(frame["label"].sum()),
             "best_iteration": int(self.booster.best_iteration),
-            f"valid_{self._metric}": float(evals["valid"][self._metric][self.booster.best_iteration]),
+            f"valid_{self._metric}": best_score,
         }
         return self
 
@@ -230,7 +228,7 @@ def pool_ndcg(merged: pl.DataFrame, labels: pl.DataFrame, k: int) -> float:
     per_clip_pos = positives.group_by("clip").len("n_pos")
     hits = merged.filter(pl.col("rank") <= k).join(positives, on=["clip", "user"])
     dcg = hits.group_by("clip").agg((1.0 / (pl.col("rank") + 1).cast(pl.Float64).log(2)).sum().alias("dcg"))
-    ideal = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))])
+    _, ideal = discount_table(k)
     table = per_clip_pos.join(dcg, on="clip", how="left").with_columns(pl.col("dcg").fill_null(0.0))
     idcg = ideal[np.minimum(table["n_pos"].to_numpy(), k)]
     return float(np.mean(table["dcg"].to_numpy() / idcg)) if table.height else 0.0

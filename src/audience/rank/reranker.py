@@ -16,7 +16,7 @@ import polars as pl
 import xgboost as xgb
 
 from audience.config import RerankerConfig
-from audience.rank._booster import gain_shares, load_booster, save_booster
+from audience.rank._booster import gain_shares, load_booster, save_booster, train_early_stopped
 
 
 class Reranker:
@@ -70,15 +70,8 @@ class Reranker:
         train, valid = frame.filter(~is_valid), frame.filter(is_valid)
         self.features = list(features)
         dtrain, dvalid = self._matrix(train, self.features, True), self._matrix(valid, self.features, True)
-        evals_result: dict = {}
-        self.booster = xgb.train(
-            self._params(),
-            dtrain,
-            num_boost_round=self.cfg.n_estimators,
-            evals=[(dvalid, "valid")],
-            early_stopping_rounds=self.cfg.early_stopping_rounds,
-            evals_result=evals_result,
-            verbose_eval=False,
+        self.booster, best_score = train_early_stopped(
+            self._params(), dtrain, dvalid, self.cfg.n_estimators, self.cfg.early_stopping_rounds
         )
         self.report = {
             "train_rows": train.height,
@@ -86,7 +79,7 @@ class Reranker:
             "train_clips": len(clips),
             "positives": int(frame["label"].sum()),
             "best_iteration": int(self.booster.best_iteration),
-            "valid_ndcg@100": float(evals_result["valid"]["ndcg@100"][self.booster.best_iteration]),
+            "valid_ndcg@100": best_score,
         }
         return self
 
