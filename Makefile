@@ -54,11 +54,14 @@ format: $(STAMP)
 # (implicit, voyager, scikit-learn, np.linalg.inv, the notebook loop) and the metric timing, in one report:
 # benchmarks/results.md + benchmarks/results/*.png. A preset's data is generated first when missing (medium:
 # ~100M interactions, ~25 min). Quick run: `make bench BENCH_PRESETS=small`. BENCH_TIMEOUT caps each generator
-# or model process (seconds); one that runs out is reported as such.
+# or model process (seconds); one that runs out is reported as such. BENCH_RANKER_TIMEOUT caps each preset's
+# ranker pipeline (MixiGen, quota, reranker with their holdout runs; medium ~30 min).
 BENCH_PRESETS ?= tiny small medium
 BENCH_TIMEOUT ?= 600
+BENCH_RANKER_TIMEOUT ?= 3600
 bench: $(STAMP)
-	$(PY) benchmarks/report.py --presets "$(BENCH_PRESETS)" --timeout $(BENCH_TIMEOUT)
+	$(PY) benchmarks/report.py --presets "$(BENCH_PRESETS)" --timeout $(BENCH_TIMEOUT) \
+	  --ranker-timeout $(BENCH_RANKER_TIMEOUT)
 
 clean:
 	rm -rf artifacts $(VENV) .pytest_cache

@@ -11,6 +11,8 @@ Per preset (its synthetic data is generated first when missing), each benchmark 
 * bench_ann.py --preset P: hnswlib vs voyager vs exact search on that run's positive profiles;
 * bench_cf_models.py --preset P: EASE (Cholesky and np.linalg.inv), SLIM (numba and scikit-learn), BPR
   (three samplers) and implicit's BPR and ALS, each model in a child process limited to --timeout seconds;
+* bench_rankers.py --preset P: the validate pipeline with the learned blend (MixiGen, the tuned quota, the
+  XGBoost reranker, their holdout runs built from scratch), limited to --ranker-timeout seconds;
 
 then once: bench_profiles.py --preset tiny --no-table --loop-vs-vectorized (the notebook's loop against the
 profiles stage) and bench_ndcg.py (metric and assignment at challenge scale). Each writes its own md/json
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -235,7 +238,7 @@ def loop_peer_row(loop: dict) -> list[str]:
 # --- running the pieces ----------------------------------------------------------------------------------
 
 
-def run_suite(presets: list[str], timeout: float) -> dict:
+def run_suite(presets: list[str], timeout: float, ranker_timeout: float) -> dict:
     """Every benchmark of every preset, each in its own process; returns what ran, how long, how it ended."""
     py = sys.executable
     logs = ROOT / "artifacts" / "bench-logs"
@@ -267,7 +270,17 @@ def run_suite(presets: list[str], timeout: float) -> dict:
                 "--timeout",
                 str(timeout),
             ],
+            "rankers": [
+                py,
+                str(BENCH / "bench_rankers.py"),
+                "--preset",
+                preset,
+                "--timeout",
+                str(ranker_timeout),
+            ],
         }
+        for kind in ("generators", "ann", "cf_models", "rankers"):  # a piece that fails leaves no old figures
+            (RESULTS / f"{kind}_{preset}.json").unlink(missing_ok=True)
         ran = {}
         for name, cmd in pieces.items():
             print(f"== {preset}: {name}", flush=True)
@@ -278,6 +291,8 @@ def run_suite(presets: list[str], timeout: float) -> dict:
             "pieces": ran,
             "wall_s": round(time.perf_counter() - start, 1),
         }
+    for stale in ("profiles_tiny.json", "bench_ndcg.txt"):
+        (RESULTS / stale).unlink(missing_ok=True)
     for name, cmd in {
         "profiles_loop": [
             py,
@@ -297,8 +312,26 @@ def run_suite(presets: list[str], timeout: float) -> dict:
         write_atomic(RESULTS / "bench_ndcg.txt", ndcg_log.read_text())
     suite["wall_s"] = round(time.perf_counter() - start_all, 1)
     suite["timeout_s"] = timeout
+    suite["ranker_timeout_s"] = ranker_timeout
     suite["machine"] = machine()
+    suite["commit"] = git_commit()
     return suite
+
+
+def git_commit() -> str | None:
+    """The checked-out commit (with '+changes' when the tree differs from it), None outside a git clone."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
 # --- collecting and writing ------------------------------------------------------------------------------
@@ -314,6 +347,7 @@ def load_figures(presets: list[str]) -> dict:
         "generators": {p: maybe(RESULTS / f"generators_{p}.json") for p in presets},
         "cf": {p: maybe(RESULTS / f"cf_models_{p}.json") for p in presets},
         "ann": {p: maybe(RESULTS / f"ann_{p}.json") for p in presets},
+        "rankers": {p: maybe(RESULTS / f"rankers_{p}.json") for p in presets},
         "loop": (maybe(RESULTS / "profiles_tiny.json") or {}).get("loop"),
         "ndcg": (RESULTS / "bench_ndcg.txt").read_text().strip()
         if (RESULTS / "bench_ndcg.txt").is_file()
@@ -325,42 +359,111 @@ def _by_name(figures: dict, key: str) -> dict[str, dict]:
     return {r[key]: r for r in figures["rows"]} if figures else {}
 
 
+def training_points(figs: dict, presets: list[str]) -> list[tuple[str, str, dict[str, list]]]:
+    """Per panel (title, x label, {name: [(size, fit seconds), ...]}): generators against fit interactions,
+    CF models against training rows, rankers against their own training rows (sampled pool rows)."""
+    generators: dict[str, list] = {}
+    cf: dict[str, list] = {}
+    rankers: dict[str, list] = {}
+    for p in presets:
+        g, c, r = figs["generators"].get(p), figs["cf"].get(p), figs["rankers"].get(p)
+        for row in (g or {}).get("rows", []):
+            if row["status"] == "ok" and row["fit_s"] > 0:
+                generators.setdefault(row["generator"], []).append(
+                    (g["split"]["fit_interactions"], row["fit_s"])
+                )
+        for row in (c or {}).get("rows", []):
+            if row["status"] == "ok" and row["fit_s"] > 0:
+                cf.setdefault(row["part"], []).append((c["info"]["train_rows"], row["fit_s"]))
+        for name, model in (r or {}).get("models", {}).items():
+            if model.get("fit_s"):
+                rankers.setdefault(name, []).append((model["train_rows"], model["fit_s"]))
+    return [
+        ("clip -> users generators (fit)", "fit interactions", generators),
+        ("user -> clips CF models (fit)", "train rows", cf),
+        ("rankers (XGBoost boosting)", "ranker training rows (after negative sampling)", rankers),
+    ]
+
+
 def plot_training(figs: dict, presets: list[str], path: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
-    panels = (
-        ("generators", "generator", "fit_interactions", "clip -> users generators (fit)"),
-        ("cf", "part", "train_rows", "user -> clips CF models (fit)"),
-    )
-    for ax, (kind, key, size_key, title) in zip(axes, panels, strict=True):
-        lines: dict[str, list[tuple[float, float]]] = {}
-        for p in presets:
-            f = figs[kind].get(p)
-            if not f:
-                continue
-            size = f["split"]["fit_interactions"] if kind == "generators" else f["info"]["train_rows"]
-            for row in f["rows"]:
-                if row["status"] == "ok" and row["fit_s"] > 0:
-                    lines.setdefault(row[key], []).append((size, row["fit_s"]))
-        cmap = plt.get_cmap("tab20")
+    panels = training_points(figs, presets)
+    fig, axes = plt.subplots(1, len(panels), figsize=(19, 5.5))
+    cmap = plt.get_cmap("tab20")
+    for ax, (title, xlabel, lines) in zip(axes, panels, strict=True):
         for i, (name, points) in enumerate(lines.items()):
             style = "-" if i < 10 else "--"
-            ax.plot(
-                *zip(*points, strict=True),
-                marker="o",
-                linestyle=style,
-                color=cmap(i % 20),
-                label=name,
-            )
+            ax.plot(*zip(*points, strict=True), marker="o", linestyle=style, color=cmap(i % 20), label=name)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel(f"{size_key.replace('_', ' ')} (tiny, small, medium)")
+        ax.set_xlabel(f"{xlabel} (tiny, small, medium)")
         ax.set_ylabel("fit seconds")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+        if lines:
+            ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def ranker_rows(rankers: dict[str, dict | None], presets: list[str]) -> list[list[str]]:
+    """One row per (preset, booster): fit, size, scoring speed and the NDCG@100 of its list; one row for a
+    preset whose pipeline did not finish."""
+    rows = []
+    for p in presets:
+        f = rankers.get(p)
+        if not f:
+            continue
+        if f["pipeline"]["status"] != "ok":
+            rows.append(
+                [p, f"pipeline {f['pipeline']['status']} after {fmt_duration(f['pipeline']['wall_s'])}"]
+            )
+            rows[-1] += [""] * 8
+            continue
+        for name, method in (("mixigen", "mixigen"), ("reranker", "reranked")):
+            model = f["models"][name]
+            speed = f.get("scoring", {}).get(name, {})
+            result = f["results"].get(method, {})
+            rows.append(
+                [
+                    p,
+                    name,
+                    fmt(model.get("fit_s")),
+                    f"{model['train_rows']:,}",
+                    fmt(model["stored_mb"]),
+                    fmt(speed.get("latency_ms")),
+                    fmt(speed.get("single_clips_per_s")),
+                    fmt(speed.get("batch_clips_per_s")),
+                    f"{result['ndcg_capped']:.4f}" if result else "",
+                    f"{result['recall@100']:.4f}" if result.get("recall@100") is not None else "",
+                ]
+            )
+    return rows
+
+
+def ranker_stage_rows(rankers: dict[str, dict | None], presets: list[str]) -> list[list[str]]:
+    """One row per finished preset: pipeline and stage seconds, peak memory, NDCG@100 of every list."""
+    rows = []
+    for p in presets:
+        f = rankers.get(p)
+        if not f or f["pipeline"]["status"] != "ok":
+            continue
+        stages, results = f["stages_s"], f["results"]
+        rows.append(
+            [
+                p,
+                fmt(f["pipeline"]["wall_s"]),
+                fmt(stages.get("blend")),
+                fmt(f["quota"].get("tune_s")),
+                fmt(stages.get("rank")),
+                fmt(f["pipeline"]["peak_rss_gib"]),
+                *[
+                    f"{results[m]['ndcg_capped']:.4f}" if m in results else ""
+                    for m in ("blend", "quota", "mixigen", "reranked", "oracle")
+                ],
+            ]
+        )
+    return rows
 
 
 def plot_ann(figs: dict, presets: list[str], path: Path) -> None:
@@ -427,7 +530,8 @@ def render(figs: dict, suite: dict | None, presets: list[str]) -> str:
         ]
         lines += [
             f'**`make bench BENCH_PRESETS="{" ".join(presets)}"` took {fmt_duration(suite["wall_s"])}** on '
-            f"this machine (started {suite['started']}): {per}; the once-only pieces (profiles loop, metric "
+            f"this machine (started {suite['started']}, commit {suite.get('commit') or 'unknown'}): {per}; "
+            "the once-only pieces (profiles loop, metric "
             "timing) the rest."
             + (f" Including {'; '.join(gen)}." if gen else " Every preset's data existed already."),
             "",
@@ -616,6 +720,58 @@ def render(figs: dict, suite: dict | None, presets: list[str]) -> str:
             f"Novelty, diversity and caveats: `benchmarks/results/cf_models_{p}.md`.",
             "",
         ]
+    # rankers
+    done_r = [p for p in presets if figs["rankers"].get(p)]
+    if done_r:
+        fit_by = {p: figs["rankers"][p].get("models", {}) for p in done_r}
+        lines += [
+            "## Rankers: MixiGen and the XGBoost reranker",
+            "",
+            "Each preset's validate pipeline with `--learned-blend`, holdout runs built from scratch "
+            "(`bench_rankers.py`). Fit s = DMatrix + boosting of the booster alone; the blend stage also "
+            "builds both holdout runs and their labelled pools and tunes the fixed quota; the rank stage "
+            "trains the reranker and scores the run's pool. Latency = one clip's whole pool scored in one "
+            "call.",
+            "",
+            *table(
+                ["ranker", *[f"fit s {p}" for p in done_r], "growth"], growth_rows(fit_by, done_r, "fit_s")
+            ),
+            "",
+            *table(
+                [
+                    "preset",
+                    "ranker",
+                    "fit s",
+                    "train rows",
+                    "stored MB",
+                    "latency ms (1 clip)",
+                    "clips/s (1 at a time)",
+                    "clips/s (batch)",
+                    "NDCG@100",
+                    "recall@100",
+                ],
+                ranker_rows(figs["rankers"], done_r),
+                "ll" + "r" * 8,
+            ),
+            "",
+            *table(
+                [
+                    "preset",
+                    "pipeline s",
+                    "blend stage s",
+                    "quota search s",
+                    "rank stage s",
+                    "peak RSS GiB",
+                    "RRF blend",
+                    "quota",
+                    "MixiGen",
+                    "reranked",
+                    "oracle",
+                ],
+                ranker_stage_rows(figs["rankers"], done_r),
+            ),
+            "",
+        ]
     # peers
     peers = []
     for p in presets:
@@ -674,6 +830,8 @@ def render(figs: dict, suite: dict | None, presets: list[str]) -> str:
             notes.append(f"{p}: bench_generators.py wrote no results (see artifacts/bench-logs/).")
         if figs["cf"].get(p) is None:
             notes.append(f"{p}: bench_cf_models.py wrote no results (see artifacts/bench-logs/).")
+        if figs["rankers"].get(p) is None:
+            notes.append(f"{p}: bench_rankers.py wrote no results (see artifacts/bench-logs/).")
     if suite and not notes:
         notes.append(
             f"Every generator and model process finished within its {fmt_duration(suite['timeout_s'])} "
@@ -702,6 +860,7 @@ def render(figs: dict, suite: dict | None, presets: list[str]) -> str:
         "python benchmarks/bench_generators.py --preset P      # one preset's clip -> users table",
         "python benchmarks/bench_ann.py --preset P             # after bench_generators.py (its run folder)",
         "python benchmarks/bench_cf_models.py --preset P       # one preset's CF models and their peers",
+        "python benchmarks/bench_rankers.py --preset P         # MixiGen, quota and reranker on one preset",
         "python benchmarks/bench_profiles.py --preset tiny --no-table --loop-vs-vectorized",
         "python benchmarks/bench_ndcg.py",
         f'python benchmarks/report.py --presets "{" ".join(presets)}" --collect-only  # re-render',
@@ -715,6 +874,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--presets", default="tiny small medium", help="space- or comma-separated")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per generator / model process")
+    parser.add_argument(
+        "--ranker-timeout", type=float, default=3600.0, help="seconds for each preset's ranker pipeline"
+    )
     parser.add_argument("--collect-only", action="store_true", help="only re-render from the existing json")
     parser.add_argument("--out", type=Path, default=REPORT)
     args = parser.parse_args()
@@ -724,7 +886,7 @@ def main() -> None:
         if suite is not None and sorted(suite["presets"]) != sorted(presets):
             suite = None  # durations of another selection: not shown
     else:
-        suite = run_suite(presets, args.timeout)
+        suite = run_suite(presets, args.timeout, args.ranker_timeout)
         write_json(SUITE_JSON, suite)
     figs = load_figures(presets)
     plot_training(figs, presets, RESULTS / PNG_TRAINING)

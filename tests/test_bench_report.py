@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import _suite
 import bench_cf_models
+import bench_rankers
 import report
 
 
@@ -182,7 +183,64 @@ def _figures():
         "info": {"users": 90, "items": 150, "nnz": 800, "eval_users": 30, "train_rows": 5000},
         "rows": [cf_row],
     }
-    return {"generators": {"tiny": gen}, "cf": {"tiny": cf}, "ann": {"tiny": None}, "loop": None, "ndcg": ""}
+    return {
+        "generators": {"tiny": gen},
+        "cf": {"tiny": cf},
+        "ann": {"tiny": None},
+        "rankers": {"tiny": _rankers_figures()},
+        "loop": None,
+        "ndcg": "",
+    }
+
+
+def _rankers_figures():
+    model = {"fit_s": 0.5, "train_rows": 1000, "stored_mb": 0.1, "best_iteration": 9}
+    speed = {"latency_ms": 2.0, "single_clips_per_s": 400.0, "batch_clips_per_s": 5000.0}
+    return {
+        "pipeline": {"status": "ok", "wall_s": 11.0, "peak_rss_gib": 0.6},
+        "stages_s": {"blend": 7.0, "rank": 1.0},
+        "quota": {"tune_s": 3.0, "shares": {"author_fans": 0.9}},
+        "models": {"mixigen": {**model, "fit_s": 0.7}, "reranker": model},
+        "scoring": {"mixigen": speed, "reranker": speed},
+        "results": {
+            "blend": {"ndcg_capped": 0.2},
+            "quota": {"ndcg_capped": 0.28},
+            "mixigen": {"ndcg_capped": 0.27, "recall@100": 0.48},
+            "reranked": {"ndcg_capped": 0.3, "recall@100": 0.53},
+            "oracle": {"ndcg_capped": 0.38},
+        },
+    }
+
+
+def test_ranker_rows_per_booster_and_failed_pipeline():
+    failed = {"pipeline": {"status": "timeout", "wall_s": 3600.0}}
+    rows = report.ranker_rows({"tiny": _rankers_figures(), "small": failed}, ["tiny", "small"])
+    assert rows[0] == [
+        "tiny",
+        "mixigen",
+        "0.700",
+        "1,000",
+        "0.100",
+        "2.00",
+        "400",
+        "5,000",
+        "0.2700",
+        "0.4800",
+    ]
+    assert rows[1][1] == "reranker" and rows[1][8] == "0.3000"
+    assert rows[2][:2] == ["small", "pipeline timeout after 1 h 00 min"] and len(rows[2]) == len(rows[0])
+    stages = report.ranker_stage_rows({"tiny": _rankers_figures(), "small": failed}, ["tiny", "small"])
+    assert stages == [
+        ["tiny", "11.0", "7.00", "3.00", "1.00", "0.600", "0.2000", "0.2800", "0.2700", "0.3000", "0.3800"]
+    ]
+
+
+def test_training_points_put_rankers_against_their_training_rows():
+    panels = report.training_points(_figures(), ["tiny"])
+    titles = [title for title, _, _ in panels]
+    assert titles[2].startswith("rankers")
+    assert panels[2][2] == {"mixigen": [(1000, 0.7)], "reranker": [(1000, 0.5)]}
+    assert panels[0][2] == {"popular": [(5000, 0.001)]}  # the timed-out generator has no point
 
 
 def test_render_shows_measured_rows_and_names_the_timeout():
@@ -191,6 +249,7 @@ def test_render_shows_measured_rows_and_names_the_timeout():
     assert "| ease_bridge | timeout after 10 min 00 s |" in text
     assert "tiny: `ease_bridge` timeout after 10 min 00 s (limit 10 min 00 s per process)" in text
     assert "| BPR popularity | 0.100 |" in text
+    assert "| tiny | reranker | 0.500 | 1,000 |" in text and "## Rankers" in text
     assert "--collect-only" in text  # no suite: said to be a re-render, no duration claimed
 
 
@@ -245,3 +304,10 @@ def test_cf_build_and_cache_on_tiny(tiny_dir, tmp_path):
 def test_cf_comparisons_name_parts_that_did_not_finish():
     rows = [{"part": "ease_inv", "status": "timeout", "child": _child(601.0)}]
     assert bench_cf_models.comparisons(rows) == ["ease_inv: timeout after 601 s, not measured"]
+
+
+def test_clip_slices_one_clip_each_spread_over_the_targets():
+    clips = np.array([0, 0, 1, 2, 2, 2, 5, 7, 7])
+    slices = bench_rankers.clip_slices(clips, 3)
+    assert [clips[s].tolist() for s in slices] == [[0, 0], [2, 2, 2], [7, 7]]
+    assert len(bench_rankers.clip_slices(clips, 50)) == 5  # never more calls than clips

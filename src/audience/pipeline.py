@@ -232,9 +232,11 @@ def stage_blend(run: Run) -> None:
     model.save(folder)
     table = value_by_position(train, model.value(train), cfg.sources)
     write_parquet(table, folder / "value_by_position.parquet")
+    tune_start = time.perf_counter()
     shares, holdout_ndcg = tune_quota(
         train, len(cfg.sources), cfg.list_size, cfg.mixigen.quota_multipliers, cfg.mixigen.quota_rounds
     )
+    tune_s = time.perf_counter() - tune_start
     applied = long_candidates(_pool_features(run), cfg.sources)
     merged = {
         "mixigen": kway_merge(applied, model.value(applied), cfg.candidate_depth),
@@ -253,6 +255,7 @@ def stage_blend(run: Run) -> None:
             "position_trend_spearman": position_trend(table),
             "quota_shares": {cfg.sources[s]: round(v, 4) for s, v in shares.items()},
             "quota_holdout_pool_ndcg": round(holdout_ndcg, 5),
+            "quota_tune_s": round(tune_s, 2),
             f"mean_users_per_clip_by_source_top{cfg.list_size}": contributions,
         },
         folder / "merge.json",

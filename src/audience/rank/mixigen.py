@@ -18,6 +18,7 @@ memory ~ rows x 14 x 4 bytes plus XGBoost's quantised copy. Merges are one polar
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -139,6 +140,7 @@ class MixiGen:
             "seed": self.seed,
             "eval_metric": self._metric,
         }
+        start = time.perf_counter()
         self.booster, best_score = train_early_stopped(
             params,
             self._matrix(train, True),
@@ -152,6 +154,7 @@ class MixiGen:
             "positives": int(frame["label"].sum()),
             "best_iteration": int(self.booster.best_iteration),
             f"valid_{self._metric}": best_score,
+            "fit_s": round(time.perf_counter() - start, 2),  # matrices + boosting, after sampling
         }
         return self
 

@@ -8,6 +8,7 @@ Limits: memory ~ pool rows x features x 4 bytes (plus XGBoost's quantised copy);
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -69,6 +70,7 @@ class Reranker:
         is_valid = frame["clip"].is_in(pl.Series(valid_clips).implode())
         train, valid = frame.filter(~is_valid), frame.filter(is_valid)
         self.features = list(features)
+        start = time.perf_counter()
         dtrain, dvalid = self._matrix(train, self.features, True), self._matrix(valid, self.features, True)
         self.booster, best_score = train_early_stopped(
             self._params(), dtrain, dvalid, self.cfg.n_estimators, self.cfg.early_stopping_rounds
@@ -80,6 +82,7 @@ class Reranker:
             "positives": int(frame["label"].sum()),
             "best_iteration": int(self.booster.best_iteration),
             "valid_ndcg@100": best_score,
+            "fit_s": round(time.perf_counter() - start, 2),  # matrices + boosting, after sampling
         }
         return self
 
