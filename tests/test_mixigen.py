@@ -18,6 +18,7 @@ from audience.rank.mixigen import (
     kway_merge,
     long_candidates,
     pool_ndcg,
+    pool_recall,
     position_trend,
     quota_merge,
     tune_quota,
@@ -125,6 +126,22 @@ def test_pool_ndcg_matches_the_challenge_metric_when_the_pool_holds_every_positi
     assert pool_ndcg(merged, labels, 10) == pytest.approx(reference, abs=1e-9)
 
 
+def test_pool_recall_against_a_slow_count():
+    frame = random_long(8)
+    rng = np.random.default_rng(8)
+    pairs = frame.select("clip", "user").unique().sort("clip", "user")
+    labels = pairs.with_columns(pl.Series("label", (rng.random(pairs.height) < 0.2).astype(np.int8)))
+    merged = quota_merge(frame, {0: 1.0, 2: 3.0}, budget=12)
+    positives: dict[int, set] = {}
+    for r in labels.filter(pl.col("label") > 0).iter_rows(named=True):
+        positives.setdefault(r["clip"], set()).add(r["user"])
+    shares = []
+    for clip, users in positives.items():
+        top = set(merged.filter((pl.col("clip") == clip) & (pl.col("rank") <= 7))["user"].to_list())
+        shares.append(len(top & users) / len(users))
+    assert pool_recall(merged, labels, 7) == pytest.approx(float(np.mean(shares)), abs=1e-12)
+
+
 def synthetic_pool(seed: int, n_clips=300, depth=40) -> pl.DataFrame:
     """Two sources: source 'good' has positives concentrated at its head, 'noise' has few anywhere."""
     rng = np.random.default_rng(seed)
@@ -171,6 +188,9 @@ def test_mixigen_learns_which_positions_are_worth_more(objective):
     assert head > tail
     shares, _ = tune_quota(train, 2, 10, (0.25, 4.0), 2)
     assert shares[0] > shares[1]
+    shares, best = tune_quota(train, 2, 10, (0.25, 4.0), 2, objective="recall")
+    assert shares[0] > shares[1]
+    assert best == pytest.approx(pool_recall(quota_merge(train, shares, 10), train, 10))
 
 
 def test_learned_blend_in_the_pipeline(tiny_dir, tmp_path):

@@ -40,3 +40,25 @@ def test_gmm_profiles_give_cluster_affinity_and_embeddings_give_cosines(tiny_dir
         cosine = float(unit @ fit.profiles["positive"][user][: unit.shape[0]])
         assert np.isclose(row["cos__positive"], cosine, rtol=1e-4, atol=1e-6)
     assert frame.select(pl.col("cluster_affinity__gmm_positive").is_not_nan().sum()).item() > 0
+    check_author_and_activity_features(frame, fit, queries)
+
+
+def check_author_and_activity_features(frame: pl.DataFrame, fit, queries) -> None:
+    """The author-share and activity columns against dense per-user sums and a count over the targets."""
+    views = fit.histories["user_author_views"].toarray()
+    positives = fit.histories["user_author_positives"].toarray()
+    for row in frame.sample(50, seed=1).iter_rows(named=True):
+        clip, user = row["clip"], row["user"]
+        author = queries.author[clip]
+        assert np.isclose(row["user_recent_views"], views[user].sum(), rtol=1e-5)
+        assert np.isclose(
+            row["user_recent_share"], views[user].sum() / max(fit.user_views[user], 1), rtol=1e-5
+        )
+        if author < 0:
+            assert np.isnan(row["author_target_clips"]) and np.isnan(row["user_author_views_share"])
+            continue
+        assert row["author_target_clips"] == int((queries.author == author).sum())
+        share = views[user, author] / max(views[user].sum(), 1e-3)
+        assert np.isclose(row["user_author_views_share"], share, rtol=1e-5, atol=1e-7)
+        share = positives[user, author] / max(positives[user].sum(), 1e-3)
+        assert np.isclose(row["user_author_positives_share"], share, rtol=1e-5, atol=1e-7)

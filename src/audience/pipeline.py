@@ -233,8 +233,15 @@ def stage_blend(run: Run) -> None:
     table = value_by_position(train, model.value(train), cfg.sources)
     write_parquet(table, folder / "value_by_position.parquet")
     tune_start = time.perf_counter()
-    shares, holdout_ndcg = tune_quota(
-        train, len(cfg.sources), cfg.list_size, cfg.mixigen.quota_multipliers, cfg.mixigen.quota_rounds
+    objective = cfg.mixigen.quota_objective
+    quota_budget = cfg.list_size if objective == "ndcg" else cfg.candidate_depth
+    shares, holdout_score = tune_quota(
+        train,
+        len(cfg.sources),
+        quota_budget,
+        cfg.mixigen.quota_multipliers,
+        cfg.mixigen.quota_rounds,
+        objective,
     )
     tune_s = time.perf_counter() - tune_start
     applied = long_candidates(_pool_features(run), cfg.sources)
@@ -254,7 +261,7 @@ def stage_blend(run: Run) -> None:
         {
             "position_trend_spearman": position_trend(table),
             "quota_shares": {cfg.sources[s]: round(v, 4) for s, v in shares.items()},
-            "quota_holdout_pool_ndcg": round(holdout_ndcg, 5),
+            f"quota_holdout_pool_{objective}@{quota_budget}": round(holdout_score, 5),
             "quota_tune_s": round(tune_s, 2),
             f"mean_users_per_clip_by_source_top{cfg.list_size}": contributions,
         },

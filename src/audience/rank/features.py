@@ -1,11 +1,13 @@
 """Features of (clip, user) candidate pairs for the reranker, all from the fit weeks (never the label week).
 
-Per source: its score and rank (NaN when the source did not propose the pair). Per user: activity,
-engagement rate, demographics, how many target clips propose them (cap pressure). Per clip: duration, its
-author's size and engagement rate, whether it has an embedding. Per pair: cosine between the clip and each
-embedding profile kind, the user's affinity to the clip's GMM clusters (their soft-cluster profile dotted
-with the clip's posterior, when a gmm: source built one), and the user's recency-weighted views / positives
-with the clip's author.
+Per source: its score and rank (NaN when the source did not propose the pair). Per user: activity (all
+fit weeks and recency-weighted, and their ratio: is the user fading or growing), engagement rate,
+demographics, how many target clips propose them (cap pressure). Per clip: duration, its author's size and
+engagement rate, how many of the target clips share its author, whether it has an embedding. Per pair:
+cosine between the clip and each embedding profile kind, the user's affinity to the clip's GMM clusters
+(their soft-cluster profile dotted with the clip's posterior, when a gmm: source built one), and the user's
+recency-weighted views / positives with the clip's author, also as a share of all their recent views /
+positives.
 
 Everything is a numpy gather over the pool (no loop over pairs); cosines are computed in blocks of pairs so
 memory stays at about block x dim x 8 bytes."""
@@ -78,10 +80,20 @@ def pair_features(pool: pl.DataFrame, fit: FitData, catalog: Catalog, queries: C
         known_author, (author_pos / np.maximum(author_views, 1.0))[safe_author], nan
     )
     cols["author_clips"] = np.where(known_author, author_clips[safe_author], nan)
+    clip_author = queries.author[queries.author >= 0]
+    cols["author_target_clips"] = np.where(
+        known_author, np.bincount(clip_author, minlength=n_authors).astype(np.float32)[safe_author], nan
+    )
+    recent_total = {}  # recency-weighted views / positives of each user, over every author
     for name in ("user_author_views", "user_author_positives"):
-        value = sparse_values_at(fit.histories[name], user, safe_author).astype(np.float32)
+        history = fit.histories[name]
+        value = sparse_values_at(history, user, safe_author).astype(np.float32)
         cols[name] = np.where(known_author, value, nan)
+        recent_total[name] = np.asarray(history.sum(axis=1)).ravel().astype(np.float32)
+        cols[f"{name}_share"] = cols[name] / np.maximum(recent_total[name][user], 1e-3)
     cols["user_author_rate"] = cols["user_author_positives"] / np.maximum(cols["user_author_views"], 1e-3)
+    cols["user_recent_views"] = recent_total["user_author_views"][user]
+    cols["user_recent_share"] = cols["user_recent_views"] / np.maximum(views[user], 1.0)  # activity trend
     unit = np.linalg.norm(queries.embedding, axis=1, keepdims=True)
     clip_vectors = np.where(unit > 0, queries.embedding / np.maximum(unit, 1e-12), 0.0).astype(np.float32)
     posteriors = None
