@@ -247,6 +247,7 @@ def run_suite(presets: list[str], timeout: float, ranker_timeout: float) -> dict
         "presets": {},
         "once": {},
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "commit": git_commit(),  # before the run: the suite rewrites tracked files under benchmarks/results
     }
     start_all = time.perf_counter()
     for preset in presets:
@@ -314,7 +315,6 @@ def run_suite(presets: list[str], timeout: float, ranker_timeout: float) -> dict
     suite["timeout_s"] = timeout
     suite["ranker_timeout_s"] = ranker_timeout
     suite["machine"] = machine()
-    suite["commit"] = git_commit()
     return suite
 
 
