@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -224,6 +225,23 @@ def test_holdout_runs_are_shared_and_reused(tiny_run):
     assert sorted(len(w) for w in fit_weeks) == [
         len(read_json(tiny_run.path("split.json"))["fit_weeks"]) - h for h in (2, 1)
     ]
+
+
+def test_rewritten_data_rebuilds_the_holdout_runs(tiny_dir, tmp_path):
+    """Data regenerated under the same paths must not be served stale holdout runs."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dir, data)
+    cfg = tiny_config(data, tmp_path / "run")
+    run_all(cfg, ("profiles", "candidates", "blend", "rank"))
+    holdout = sorted((cfg.artifacts.parent / f"{cfg.dataset_name}-holdout").iterdir())
+    stamps = {p: (p / "fit_data.npz").stat().st_mtime_ns for p in holdout}
+    split = read_json(Path(cfg.artifacts) / "split.json")
+    first_week = Path(split["fit_weeks"][0])
+    first_week = first_week if first_week.is_absolute() else Path.cwd() / first_week
+    os.utime(first_week, ns=(first_week.stat().st_atime_ns, first_week.stat().st_mtime_ns + 10**9))
+    run_stage(cfg, "rank")
+    assert sorted((cfg.artifacts.parent / f"{cfg.dataset_name}-holdout").iterdir()) == holdout
+    assert all((p / "fit_data.npz").stat().st_mtime_ns != stamps[p] for p in holdout)
 
 
 def test_saved_reranker_reproduces_the_reranked_scores(tiny_run):

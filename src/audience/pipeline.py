@@ -299,15 +299,25 @@ def _holdout_key(cfg: RunConfig, split: Split) -> dict:
                 "fit_weeks": [str(p) for p in split.fit_weeks],
                 "truth_week": str(split.truth_week),
                 **{k: getattr(cfg, k) for k in shaping},
+                # regenerated or re-downloaded data under the same paths must not reuse old holdout runs
+                "data_stamps": [_file_stamp(p) for p in (*split.fit_weeks, split.truth_week)],
             },
             default=lambda o: o.__dict__,
         )
     )
 
 
+def _file_stamp(path: Path) -> list[int]:
+    """[size, mtime in ns] of a data file: changes whenever the file is rewritten."""
+    stat = Path(path).stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def _holdout_dir(cfg: RunConfig, key: dict) -> Path:
-    """Holdout runs are shared by content: submit mode's second holdout run is validate mode's first."""
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    """Holdout runs are shared by content: submit mode's second holdout run is validate mode's first. The
+    folder name ignores the data stamps (rewritten data rebuilds the run in place, via holdout.json)."""
+    named = {k: v for k, v in key.items() if k != "data_stamps"}
+    digest = hashlib.sha1(json.dumps(named, sort_keys=True).encode()).hexdigest()[:10]
     return cfg.artifacts.parent / f"{cfg.dataset_name}-holdout" / f"fit{len(key['fit_weeks']):02d}-{digest}"
 
 
