@@ -83,6 +83,14 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def publish(stem: Path, figures: dict, text: str) -> None:
+    """A benchmark's results: stem.json (the raw figures) and stem.md (`text`), both atomically; prints the
+    markdown."""
+    write_json(stem.with_suffix(".json"), figures)
+    write_atomic(stem.with_suffix(".md"), text)
+    print(text)
+
+
 def write_json(path: Path, figures: dict) -> None:
     write_atomic(path, json.dumps(figures, indent=2, default=_plain) + "\n")
 

@@ -43,7 +43,16 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine
-from _suite import RESULTS, ROOT, data_dir, ensure_data, read_json, run_child, write_atomic, write_json
+from _suite import (
+    RESULTS,
+    ROOT,
+    data_dir,
+    ensure_data,
+    publish,
+    read_json,
+    run_child,
+    write_json,
+)
 
 from audience.data.layout import DatasetLayout
 from audience.data.schema import load_embeddings
@@ -534,10 +543,7 @@ def main() -> None:
     figures = bench_preset(args.preset, args.matrix, args.threads, parts, args.timeout)
     suffix = "" if args.matrix == "positives" else f"_{args.matrix}"
     out = RESULTS / f"cf_models_{args.preset}{suffix}"
-    write_json(out.with_suffix(".json"), figures)
-    text = markdown(figures)
-    write_atomic(out.with_suffix(".md"), text)
-    print(text)
+    publish(out, figures, markdown(figures))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine, machine_line
-from _suite import RESULTS, ROOT, data_dir, ensure_data, read_json, run_child, write_atomic, write_json
+from _suite import (
+    RESULTS,
+    ROOT,
+    data_dir,
+    ensure_data,
+    publish,
+    read_json,
+    run_child,
+    write_json,
+)
 
 from audience.candidates import make_source
 from audience.config import RunConfig, load_config
@@ -228,10 +237,7 @@ def main() -> None:
     else:
         figures = bench_preset(args.preset, generators, args.timeout)
         out = RESULTS / f"generators_{args.preset}"
-        write_json(out.with_suffix(".json"), figures)
-        text = markdown(figures)
-        write_atomic(out.with_suffix(".md"), text)
-        print(text)
+        publish(out, figures, markdown(figures))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine, machine_line
 from _runs import open_run
-from _suite import RESULTS, ROOT, data_dir, ensure_data, read_json, run_child, write_atomic, write_json
+from _suite import (
+    RESULTS,
+    ROOT,
+    data_dir,
+    ensure_data,
+    publish,
+    read_json,
+    run_child,
+    write_json,
+)
 
 from audience.pipeline import STAGES, _pool_features
 from audience.rank.mixigen import MixiGen, long_candidates
@@ -191,10 +200,7 @@ def main() -> None:
         print(f"generating synthetic-{args.preset} first", flush=True)
     figures = bench_preset(args.preset, args.timeout)
     out = RESULTS / f"rankers_{args.preset}"
-    write_json(out.with_suffix(".json"), figures)
-    text = markdown(figures)
-    write_atomic(out.with_suffix(".md"), text)
-    print(text)
+    publish(out, figures, markdown(figures))
 
 
 if __name__ == "__main__":

@@ -75,6 +75,11 @@ def fmt_duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
+def unfinished(status: str, wall_s: float) -> str:
+    """How a benchmark process ended when it did not finish: 'timeout after 10 min 00 s'."""
+    return f"{status} after {fmt_duration(wall_s)}"
+
+
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
     """numerator / denominator, None when either is missing or the denominator is not positive."""
     if numerator is None or denominator is None or denominator <= 0:
@@ -415,10 +420,8 @@ def ranker_rows(rankers: dict[str, dict | None], presets: list[str]) -> list[lis
         if not f:
             continue
         if f["pipeline"]["status"] != "ok":
-            rows.append(
-                [p, f"pipeline {f['pipeline']['status']} after {fmt_duration(f['pipeline']['wall_s'])}"]
-            )
-            rows[-1] += [""] * 8
+            pipeline = f["pipeline"]
+            rows.append([p, f"pipeline {unfinished(pipeline['status'], pipeline['wall_s'])}"] + [""] * 8)
             continue
         for name, method in (("mixigen", "mixigen"), ("reranker", "reranked")):
             model = f["models"][name]
@@ -630,9 +633,7 @@ def render(figs: dict, suite: dict | None, presets: list[str]) -> str:
         rows = []
         for r in f["rows"]:
             if r["status"] != "ok":
-                rows.append(
-                    [r["generator"], f"{r['status']} after {fmt_duration(r['child']['wall_s'])}"] + [""] * 6
-                )
+                rows.append([r["generator"], unfinished(r["status"], r["child"]["wall_s"])] + [""] * 6)
                 continue
             rows.append(
                 [
@@ -680,9 +681,7 @@ def render(figs: dict, suite: dict | None, presets: list[str]) -> str:
         rows = []
         for r in f["rows"]:
             if r["status"] != "ok":
-                rows.append(
-                    [r["part"], f"{r['status']} after {fmt_duration(r['child']['wall_s'])}"] + [""] * 7
-                )
+                rows.append([r["part"], unfinished(r["status"], r["child"]["wall_s"])] + [""] * 7)
                 continue
             rows.append(
                 [
@@ -823,7 +822,7 @@ def render(figs: dict, suite: dict | None, presets: list[str]) -> str:
             for r in (f or {}).get("rows", []):
                 if r["status"] != "ok":
                     notes.append(
-                        f"{p}: `{r[key]}` {r['status']} after {fmt_duration(r['child']['wall_s'])} "
+                        f"{p}: `{r[key]}` {unfinished(r['status'], r['child']['wall_s'])} "
                         f"(limit {fmt_duration(f['timeout_s'])} per process): not measured, no figure shown."
                     )
         if figs["generators"].get(p) is None:

@@ -75,10 +75,9 @@ class MixiGenConfig:
     quota_objective: str = "ndcg"
 
     def __post_init__(self) -> None:
-        if self.quota_objective not in ("ndcg", "recall"):
-            raise ValueError(
-                f"mixigen.quota_objective must be 'ndcg' or 'recall', got {self.quota_objective!r}"
-            )
+        if self.quota_objective not in QUOTA_OBJECTIVES:  # defined below; read when a config is made
+            known = sorted(QUOTA_OBJECTIVES)
+            raise ValueError(f"mixigen.quota_objective must be one of {known}, got {self.quota_objective!r}")
 
 
 def long_candidates(pool: pl.DataFrame, sources: Sequence[str]) -> pl.DataFrame:
