@@ -327,3 +327,56 @@ def test_slots_matches_reference_on_random_cases():
         assert got.n_from_candidates == sum(len(r) for r in ref)
         checked += 1
     assert checked > 50
+
+
+def test_replacement_scores_match_a_slow_loop():
+    from audience.assign import replacement_scores
+
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        n_clips, k = int(rng.integers(1, 8)), int(rng.integers(1, 6))
+        n = int(rng.integers(0, 60))
+        clip = rng.integers(0, n_clips, n)
+        score = rng.normal(size=n)
+        got = replacement_scores(clip, score, n_clips, k)
+        for c in range(n_clips):
+            mine = sorted(score[clip == c], reverse=True)
+            expected = 0.0 if not mine else mine[min(len(mine), k + 1) - 1]
+            assert got[c] == pytest.approx(expected)
+
+
+def test_margin_gives_a_scarce_user_to_the_clip_that_loses_most_without_it():
+    """User 0 (cap 1) scores 0.9 in clip 0, whose next candidate scores 0.85, and 0.8 in clip 1, whose next
+    scores 0.1: global gives it to clip 0 (sum 0.9 + 0.1); margin to clip 1 (sum 0.85 + 0.8)."""
+    clip = np.array([0, 0, 1, 1])
+    user = np.array([0, 1, 0, 2])
+    score = np.array([0.9, 0.85, 0.8, 0.1])
+    fallback = np.arange(3, dtype=np.int32)
+    glob = assign_with_cap(clip, user, score, 2, 3, 1, 1, fallback, strategy="global").users
+    margin = assign_with_cap(clip, user, score, 2, 3, 1, 1, fallback, strategy="margin").users
+    np.testing.assert_array_equal(glob[:, 0], [0, 2])
+    np.testing.assert_array_equal(margin[:, 0], [1, 0])
+
+
+def test_margin_is_global_on_scores_less_each_clips_replacement():
+    from audience.assign import replacement_scores
+
+    rng = np.random.default_rng(21)
+    for _ in range(200):
+        clip, user, score, n_clips, n_users, list_size, user_cap, fallback = _random_instance(rng)
+        score = score + rng.random(score.size) * 1e-3  # distinct scores: no tie-order difference
+        shifted = score - replacement_scores(clip, score, n_clips, list_size)[clip]
+        try:
+            ref = assign_with_cap(clip, user, shifted, n_clips, n_users, list_size, user_cap, fallback)
+        except ValueError:
+            continue
+        got = assign_with_cap(clip, user, score, n_clips, n_users, list_size, user_cap, fallback, "margin")
+        np.testing.assert_array_equal(got.users, ref.users)
+        _check_invariants(got, n_clips, n_users, list_size, user_cap)
+        for c in range(n_clips):  # each list's candidate users come first, by descending (best) score
+            best: dict[int, float] = {}
+            for cc, u, s in zip(clip, user, score, strict=True):
+                if cc == c:
+                    best[int(u)] = max(best.get(int(u), -np.inf), float(s))
+            in_list = [best[int(u)] for u in got.users[c] if int(u) in best]
+            assert in_list == sorted(in_list, reverse=True)

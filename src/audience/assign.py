@@ -16,6 +16,11 @@ Algorithm (`assign_with_cap`)
    * ``global`` (this function's default): one pass in global score order, accepting a pair when its
      clip still has fewer than `list_size` users and its user fewer than `user_cap` clips. Each user
      goes to the clips where it scores highest, whatever its rank there.
+   * ``margin``: ``global`` on each pair's margin over its clip's replacement: score minus the clip's
+     (`list_size` + 1)-th best candidate score (its lowest when it has fewer candidates). A user over
+     the cap goes to the clips that lose most without it, not to those where it merely scores highest:
+     a clip whose next candidate is nearly as good gives the user up first. Within a clip the margin
+     keeps the score order, so lists stay ranked by score.
 3. Clips that are still short are filled, in clip-index order, with the first users of `fallback_order`
    (e.g. most active first) that have capacity left and are not already in the clip. A "next user with
    capacity" pointer with path compression skips users that are full for good, so the fill costs
@@ -44,7 +49,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-STRATEGIES = ("slots", "global")
+STRATEGIES = ("slots", "global", "margin")
 __all__ = [
     "AssignmentResult",
     "assign_with_cap",
@@ -361,6 +366,20 @@ def _global_order(
     return clip[order], user[order], score[order]
 
 
+def replacement_scores(clip: np.ndarray, score: np.ndarray, n_clips: int, list_size: int) -> np.ndarray:
+    """(n_clips,) float64: each clip's (list_size + 1)-th best score, or its lowest score when it has at most
+    list_size triples (0 for a clip with none). One sort of the triples, no loop over clips."""
+    score = np.asarray(score, dtype=np.float64)
+    order = np.lexsort((-score, clip))
+    counts = np.bincount(clip, minlength=n_clips)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pick = starts + np.minimum(counts, list_size + 1) - 1
+    out = np.zeros(n_clips, dtype=np.float64)
+    has = counts > 0
+    out[has] = score[order[pick[has]]]
+    return out
+
+
 def assign_with_cap(
     clip: np.ndarray,
     user: np.ndarray,
@@ -410,9 +429,11 @@ def assign_with_cap(
 
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if strategy == "margin":
+        score = score - replacement_scores(clip, score, n_clips, list_size)[clip]
     ordered_clip, ordered_user, ordered_score = _global_order(clip, user, score, n_clips, n_users)
     users = np.full((n_clips, list_size), -1, dtype=np.int32)
-    if strategy == "global":
+    if strategy in ("global", "margin"):
         count, load, displaced = _greedy_kernel(
             ordered_clip, ordered_user, n_users, list_size, user_cap, users
         )

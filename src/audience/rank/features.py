@@ -2,15 +2,17 @@
 
 Per source: its score and rank (NaN when the source did not propose the pair). Per user: activity (all
 fit weeks and recency-weighted, and their ratio: is the user fading or growing), engagement rate,
-demographics, how many target clips propose them (cap pressure). Per clip: duration, its author's size and
-engagement rate, how many of the target clips share its author, whether it has an embedding. Per pair:
+demographics, how many distinct authors they watch, how many target clips propose them (cap pressure). Per
+clip: duration, its author's size, audience (distinct viewers and engaged users), recent share of views
+(growing or fading) and engagement rate, how many of the target clips share its author, whether it has an
+embedding. Per pair:
 cosine between the clip and each embedding profile kind, the user's affinity to the clip's GMM clusters
 (their soft-cluster profile dotted with the clip's posterior, when a gmm: source built one), and the user's
-recency-weighted views / positives with the clip's author, also as a share of all their recent views /
-positives.
+recency-weighted views / positives with the clip's author and with the authors most like it
+(rank/similar_authors.py), each also as a share of all their recent views / positives.
 
-Everything is a numpy gather over the pool (no loop over pairs); cosines are computed in blocks of pairs so
-memory stays at about block x dim x 8 bytes."""
+Everything is a numpy gather over the pool or a numba pass over it (no Python loop over pairs); cosines
+are computed in blocks of pairs so memory stays at about block x dim x 8 bytes."""
 
 from __future__ import annotations
 
@@ -18,10 +20,12 @@ from collections.abc import Mapping
 
 import numpy as np
 import polars as pl
+from scipy import sparse
 
 from audience.candidates.base import ClipQueries, sparse_values_at
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
+from audience.rank.similar_authors import author_neighbours, neighbour_affinity
 
 COSINE_BLOCK = 1 << 20
 
@@ -84,6 +88,22 @@ def pair_features(pool: pl.DataFrame, fit: FitData, catalog: Catalog, queries: C
     cols["author_target_clips"] = np.where(
         known_author, np.bincount(clip_author, minlength=n_authors).astype(np.float32)[safe_author], nan
     )
+    audience = sparse.csr_matrix(fit.histories["user_author_views"])
+    recent_author_views = np.asarray(audience.sum(axis=0)).ravel()
+    cols["author_recent_views"] = np.where(known_author, np.log1p(recent_author_views)[safe_author], nan)
+    cols["author_recent_share"] = np.where(  # is the author's audience growing or fading
+        known_author, (recent_author_views / np.maximum(author_views, 1.0))[safe_author], nan
+    )
+    engaged = sparse.csr_matrix(fit.histories["user_author_positives"])
+    for name, history in (("author_audience", audience), ("author_engaged_users", engaged)):
+        distinct_users = np.bincount(history.indices, minlength=n_authors)
+        cols[name] = np.where(known_author, np.log1p(distinct_users)[safe_author], nan)
+    cols["user_distinct_authors"] = np.diff(audience.indptr).astype(np.float32)[user]
+    target_authors = np.unique(author[known_author])
+    neighbours = author_neighbours(audience, target_authors)
+    row_of_author = np.full(n_authors, -1, dtype=np.int64)
+    row_of_author[target_authors] = np.arange(target_authors.size)
+    pair_row = np.where(known_author, row_of_author[safe_author], -1)
     recent_total = {}  # recency-weighted views / positives of each user, over every author
     for name in ("user_author_views", "user_author_positives"):
         history = fit.histories[name]
@@ -91,6 +111,9 @@ def pair_features(pool: pl.DataFrame, fit: FitData, catalog: Catalog, queries: C
         cols[name] = np.where(known_author, value, nan)
         recent_total[name] = np.asarray(history.sum(axis=1)).ravel().astype(np.float32)
         cols[f"{name}_share"] = cols[name] / np.maximum(recent_total[name][user], 1e-3)
+        similar = neighbour_affinity(history, neighbours, user, pair_row)
+        cols[f"similar_{name}"] = similar
+        cols[f"similar_{name}_share"] = similar / np.maximum(recent_total[name][user], 1e-3)
     cols["user_author_rate"] = cols["user_author_positives"] / np.maximum(cols["user_author_views"], 1e-3)
     cols["user_recent_views"] = recent_total["user_author_views"][user]
     cols["user_recent_share"] = cols["user_recent_views"] / np.maximum(views[user], 1.0)  # activity trend

@@ -3,7 +3,9 @@
 Trained on the holdout split (profiles and sources fitted on the weeks before the label week, labels from
 the label week), applied to the real run's pool with the same features. Negatives are downsampled (each
 kept with probability `negative_keep`, seeded); clips without a positive are dropped from training (they
-carry no ranking signal); a share of the training clips is held out for early stopping.
+carry no ranking signal); a share of the training clips is held out for early stopping. With `refit_scale`
+> 0 the model is then boosted again on every training clip for refit_scale x the early-stopped tree count
+(medium: +0.0003 NDCG@100 for ~60% more boosting time).
 Limits: memory ~ pool rows x features x 4 bytes (plus XGBoost's quantised copy); hist trees, `n_threads`."""
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Reranker:
         self.booster: xgb.Booster | None = None
         self.features: list[str] = []
         self.report: dict = {}
+        self.n_trees = 0  # trees used to predict: the early-stopped best, or the refit's
 
     def _params(self) -> dict:
         c = self.cfg
@@ -69,18 +72,27 @@ class Reranker:
         frame = frame.filter(pl.Series(keep) & pl.col("clip").is_in(pl.Series(clips).implode())).sort("clip")
         is_valid = frame["clip"].is_in(pl.Series(valid_clips).implode())
         train, valid = frame.filter(~is_valid), frame.filter(is_valid)
+        n_train, n_valid = train.height, valid.height
         self.features = list(features)
         start = time.perf_counter()
         dtrain, dvalid = self._matrix(train, self.features, True), self._matrix(valid, self.features, True)
         self.booster, best_score = train_early_stopped(
             self._params(), dtrain, dvalid, self.cfg.n_estimators, self.cfg.early_stopping_rounds
         )
+        best_iteration = int(self.booster.best_iteration)
+        self.n_trees = best_iteration + 1
+        if self.cfg.refit_scale > 0:  # the stopping clips carry signal too: boost again on every clip
+            self.n_trees = max(1, round(self.n_trees * self.cfg.refit_scale))
+            del dtrain, dvalid, train, valid
+            self.booster = xgb.train(self._params(), self._matrix(frame, self.features, True), self.n_trees)
         self.report = {
-            "train_rows": train.height,
-            "valid_rows": valid.height,
+            "train_rows": n_train,
+            "valid_rows": n_valid,
             "train_clips": len(clips),
             "positives": int(frame["label"].sum()),
-            "best_iteration": int(self.booster.best_iteration),
+            "best_iteration": best_iteration,
+            "n_trees": self.n_trees,
+            "refit_on_all_clips": self.cfg.refit_scale > 0,
             "valid_ndcg@100": best_score,
             "fit_s": round(time.perf_counter() - start, 2),  # matrices + boosting, after sampling
         }
@@ -89,7 +101,7 @@ class Reranker:
     def predict(self, frame: pl.DataFrame) -> np.ndarray:
         assert self.booster is not None, "fit first"
         matrix = self._matrix(frame, self.features, False)
-        return self.booster.predict(matrix, iteration_range=(0, self.booster.best_iteration + 1))
+        return self.booster.predict(matrix, iteration_range=(0, self.n_trees))
 
     def importance(self) -> dict[str, float]:
         assert self.booster is not None
@@ -105,4 +117,5 @@ class Reranker:
         booster, meta = load_booster(folder)
         obj = cls(RerankerConfig(**meta["config"]), n_threads)
         obj.booster, obj.features, obj.report = booster, meta["features"], meta["report"]
+        obj.n_trees = meta["report"].get("n_trees", booster.num_boosted_rounds())
         return obj
