@@ -11,6 +11,7 @@ from conftest import tiny_config
 from audience.pipeline import run_all
 from audience.profiles.gmm import GmmConfig
 from audience.rank.features import candidate_pool, pair_features
+from audience.rank.similar_authors import author_neighbours
 
 
 def test_gmm_profiles_give_cluster_affinity_and_embeddings_give_cosines(tiny_dir, tmp_path):
@@ -41,6 +42,7 @@ def test_gmm_profiles_give_cluster_affinity_and_embeddings_give_cosines(tiny_dir
         assert np.isclose(row["cos__positive"], cosine, rtol=1e-4, atol=1e-6)
     assert frame.select(pl.col("cluster_affinity__gmm_positive").is_not_nan().sum()).item() > 0
     check_author_and_activity_features(frame, fit, queries)
+    check_audience_and_similar_author_features(frame, fit, queries)
 
 
 def check_author_and_activity_features(frame: pl.DataFrame, fit, queries) -> None:
@@ -62,3 +64,28 @@ def check_author_and_activity_features(frame: pl.DataFrame, fit, queries) -> Non
         assert np.isclose(row["user_author_views_share"], share, rtol=1e-5, atol=1e-7)
         share = positives[user, author] / max(positives[user].sum(), 1e-3)
         assert np.isclose(row["user_author_positives_share"], share, rtol=1e-5, atol=1e-7)
+
+
+def check_audience_and_similar_author_features(frame: pl.DataFrame, fit, queries) -> None:
+    """Author audience counts and the similar-author sums against dense matrices."""
+    views = fit.histories["user_author_views"].toarray()
+    positives = fit.histories["user_author_positives"].toarray()
+    clip_authors = queries.author[frame["clip"].to_numpy()]
+    targets = np.unique(clip_authors[clip_authors >= 0])
+    neighbours = author_neighbours(fit.histories["user_author_views"], targets).toarray()
+    assert frame.select(pl.col("similar_user_author_views").fill_nan(0).gt(0).sum()).item() > 0
+    for row in frame.sample(50, seed=2).iter_rows(named=True):
+        user, author = row["user"], queries.author[row["clip"]]
+        assert row["user_distinct_authors"] == np.count_nonzero(views[user])
+        if author < 0:
+            assert np.isnan(row["author_audience"]) and np.isnan(row["similar_user_author_views"])
+            continue
+        assert np.isclose(row["author_audience"], np.log1p(np.count_nonzero(views[:, author])))
+        assert np.isclose(row["author_engaged_users"], np.log1p(np.count_nonzero(positives[:, author])))
+        similar = neighbours[np.searchsorted(targets, author)]
+        assert similar[author] == 0.0
+        for name, dense in (
+            ("similar_user_author_views", views),
+            ("similar_user_author_positives", positives),
+        ):
+            assert np.isclose(row[name], float(dense[user] @ similar), rtol=1e-4, atol=1e-5)
