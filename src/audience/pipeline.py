@@ -43,7 +43,7 @@ from audience.metrics import ndcg_per_clip, positives, recall_at_depth
 from audience.profiles.fit_data import FitData, build_fit_data
 from audience.profiles.gmm import fit_gmm
 from audience.rank import features as rank_features
-from audience.rank.features import add_labels, candidate_pool, feature_columns, pair_features
+from audience.rank.features import add_labels, candidate_pool, pair_features
 from audience.rank.mixigen import (
     MixiGen,
     kway_merge,
@@ -365,8 +365,8 @@ def stage_rank(run: Run) -> None:
     cfg = run.cfg
     if not cfg.rerank:
         return
-    train_frame = _training_frames(run)
-    model = Reranker(cfg.reranker, cfg.n_threads, cfg.seed).fit(train_frame, feature_columns(train_frame))
+    # no reference kept here: fit drops the unsampled frame once it has sampled it (GBs on medium)
+    model = Reranker(cfg.reranker, cfg.n_threads, cfg.seed).fit(_training_frames(run))
     model.save(run.path("ranker"))
     frame = _pool_features(run)
     scored = frame.select("clip", "user").with_columns(

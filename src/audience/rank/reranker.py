@@ -20,6 +20,7 @@ import xgboost as xgb
 
 from audience.config import RerankerConfig
 from audience.rank._booster import gain_shares, load_booster, save_booster, train_early_stopped
+from audience.rank.features import feature_columns
 
 
 class Reranker:
@@ -57,8 +58,9 @@ class Reranker:
             missing=np.nan,
         )
 
-    def fit(self, frame: pl.DataFrame, features: list[str]) -> Reranker:
-        """`frame`: clip, user, label and the feature columns."""
+    def fit(self, frame: pl.DataFrame, features: list[str] | None = None) -> Reranker:
+        """`frame`: clip, user, label and the feature columns (`features`; default every other column)."""
+        features = feature_columns(frame) if features is None else features
         rng = np.random.default_rng(self.seed)
         with_positive = (
             frame.group_by("clip").agg(pl.col("label").max().alias("has")).filter(pl.col("has") > 0)
