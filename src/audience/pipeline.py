@@ -43,6 +43,7 @@ from audience.metrics import ndcg_per_clip, positives, recall_at_depth
 from audience.profiles.fit_data import FitData, build_fit_data
 from audience.profiles.gmm import fit_gmm
 from audience.rank import features as rank_features
+from audience.rank import similar_authors
 from audience.rank.features import add_labels, candidate_pool, pair_features
 from audience.rank.mixigen import (
     MixiGen,
@@ -61,8 +62,10 @@ from audience.submission import to_frame, write_submission
 log = logging.getLogger(__name__)
 ORACLE = "oracle"
 POOL_DEPTHS = (100, 300, 1000)  # candidate-pool depths whose recall of the truth week is reported
-# cached labelled pools are keyed by the feature code, so editing rank/features.py never reads stale ones
-FEATURE_CODE = hashlib.sha1(inspect.getsource(rank_features).encode()).hexdigest()[:8]
+# cached labelled pools are keyed by the feature code, so editing the feature modules never reads stale ones
+FEATURE_CODE = hashlib.sha1(
+    "".join(inspect.getsource(m) for m in (rank_features, similar_authors)).encode()
+).hexdigest()[:8]
 
 
 def file_key(method: str) -> str:
