@@ -118,7 +118,7 @@ class RunConfig:
     list_size: int = 100
     user_cap: int = 100
     # cap-aware assignment strategy (assign.py): "slots", "global" or "margin". On the reranker's scores
-    # margin beat slots on small (0.1630 vs 0.1616) and medium (0.1105 vs 0.1103); the oracle uses slots
+    # margin beat slots on small (0.1630 vs 0.1616) and medium offline (0.1105 vs 0.1103); oracle: slots
     assignment: str = "margin"
     final_method: str = "reranked"
     # learn the value of each source's positions on the holdout weeks and merge the sources by it
