@@ -111,22 +111,26 @@ def top_k_rows(scores: np.ndarray, k: int, ids: np.ndarray | None = None) -> Top
     return out
 
 
-def sparse_top_k(scores: sparse.spmatrix, k: int) -> TopK:
-    """Row-wise top-k of the explicit entries of a sparse score matrix (rows = queries, columns = users).
-
-    One lexsort of the nonzeros (row, score desc, column asc), then each entry's position within its row;
-    no loop over rows. Cost O(nnz log nnz)."""
-    matrix = sparse.csr_matrix(scores)
+def ranked_entries(matrix: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order, rows, position) of a CSR matrix's stored entries (duplicates summed first): `order` sorts
+    them by row, value descending, column ascending; rows[order] is each sorted entry's row and `position`
+    its 0-based rank within that row. One lexsort, no loop over rows; O(nnz log nnz)."""
     matrix.sum_duplicates()
-    n = matrix.shape[0]
-    out = TopK.empty(n, k)
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    order = np.lexsort((matrix.indices, -matrix.data, rows))
+    return order, rows[order], np.arange(matrix.nnz) - matrix.indptr[rows[order]]
+
+
+def sparse_top_k(scores: sparse.spmatrix, k: int) -> TopK:
+    """Row-wise top-k of the explicit entries of a sparse score matrix (rows = queries, columns = users),
+    ranked by `ranked_entries`. Cost O(nnz log nnz)."""
+    matrix = sparse.csr_matrix(scores)
+    out = TopK.empty(matrix.shape[0], k)
     if matrix.nnz == 0 or k == 0:
         return out
-    rows = np.repeat(np.arange(n), np.diff(matrix.indptr))
-    order = np.lexsort((matrix.indices, -matrix.data, rows))
-    position = np.arange(matrix.nnz) - matrix.indptr[rows[order]]
+    order, rows, position = ranked_entries(matrix)
     keep = position < k
-    kept_rows, kept_pos = rows[order][keep], position[keep]
+    kept_rows, kept_pos = rows[keep], position[keep]
     out.users[kept_rows, kept_pos] = matrix.indices[order][keep]
     out.scores[kept_rows, kept_pos] = matrix.data[order][keep]
     return out

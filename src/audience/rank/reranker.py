@@ -119,5 +119,6 @@ class Reranker:
         booster, meta = load_booster(folder)
         obj = cls(RerankerConfig(**meta["config"]), n_threads)
         obj.booster, obj.features, obj.report = booster, meta["features"], meta["report"]
-        obj.n_trees = meta["report"].get("n_trees", booster.num_boosted_rounds())
+        # models saved before the refit option predicted with the early-stopped trees
+        obj.n_trees = meta["report"].get("n_trees", meta["report"]["best_iteration"] + 1)
         return obj
