@@ -1,6 +1,7 @@
 import numpy as np
 import polars as pl
 import pytest
+import xgboost as xgb
 
 from audience.config import RerankerConfig
 from audience.rank.reranker import Reranker
@@ -27,15 +28,48 @@ def test_refit_boosts_again_on_every_clip_for_scaled_rounds(scale, tmp_path):
     frame = _frame()
     cfg = RerankerConfig(n_estimators=60, early_stopping_rounds=10, negative_keep=1.0, refit_scale=scale)
     model = Reranker(cfg, n_threads=1, seed=3).fit(frame, ["signal", "noise"])
-    best = model.report["best_iteration"]
-    expected = best + 1 if scale == 0 else round((best + 1) * scale)
+    best_trees = model.report["best_iteration"] + 1
+    expected = [best_trees] if scale == 0 else [best_trees, round(best_trees * scale)]
     assert model.n_trees == model.report["n_trees"] == expected
     assert model.report["refit_on_all_clips"] is (scale > 0)
-    if scale > 0:  # the refit booster holds exactly the scaled tree count, all of them used
-        assert model.booster.num_boosted_rounds() == expected
+    # the early-stopped booster keeps its extra rounds (used up to the best); the refit holds exactly its own
+    assert model.boosters[0].num_boosted_rounds() >= best_trees
+    if scale > 0:
+        assert model.boosters[1].num_boosted_rounds() == expected[1]
     scores = model.predict(frame)
     assert np.corrcoef(scores, frame["signal"].to_numpy())[0, 1] > 0.5
     model.save(tmp_path / "ranker")
     loaded = Reranker.load(tmp_path / "ranker")
     assert loaded.n_trees == expected
     np.testing.assert_allclose(loaded.predict(frame), scores, rtol=1e-6)
+
+
+def test_bag_averages_one_model_per_seed(tmp_path):
+    frame = _frame(n_clips=80)
+    cfg = RerankerConfig(n_estimators=40, early_stopping_rounds=8, refit_scale=1.25, bag_seeds=3)
+    model = Reranker(cfg, n_threads=1, seed=5).fit(frame, ["signal", "noise"])
+    seeds = model.report["seeds"]
+    assert [s["seed"] for s in seeds] == [5, 6, 7]
+    assert len(model.boosters) == len(model.n_trees) == 6  # early-stopped + refit per seed
+    assert model.n_trees[1::2] == [round((s["best_iteration"] + 1) * 1.25) for s in seeds]
+    # each seed holds out its own stopping clips
+    assert len({s["valid_rows"] for s in seeds} | {s["train_rows"] for s in seeds}) > 2
+    matrix = xgb.DMatrix(frame.select("signal", "noise").to_numpy(), feature_names=["signal", "noise"])
+    pairs = zip(model.boosters, model.n_trees, strict=True)
+    each = [b.predict(matrix, iteration_range=(0, n)) for b, n in pairs]
+    assert not np.allclose(each[0], each[2])  # the seeds differ
+    scores = model.predict(frame)
+    np.testing.assert_allclose(scores, np.mean(each, axis=0), rtol=1e-5)
+    single = Reranker(RerankerConfig(n_estimators=40, early_stopping_rounds=8, refit_scale=1.25), 1, 5)
+    single.fit(frame, ["signal", "noise"])
+    assert single.report["seeds"][0] == seeds[0]  # the first seed draws what a single model draws
+    model.save(tmp_path / "ranker")
+    loaded = Reranker.load(tmp_path / "ranker")
+    assert loaded.n_trees == model.n_trees
+    np.testing.assert_allclose(loaded.predict(frame), scores, rtol=1e-6)
+    assert abs(sum(loaded.importance().values()) - 1) < 1e-9
+
+
+def test_bag_seeds_must_be_positive():
+    with pytest.raises(ValueError, match="bag_seeds"):
+        RerankerConfig(bag_seeds=0)

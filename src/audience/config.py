@@ -87,6 +87,14 @@ class RerankerConfig:
     # > 0: after early stopping, boost again on all training clips (the stopping share included) for
     # refit_scale x the best tree count; 0 keeps the early-stopped model (the default: demo time)
     refit_scale: float = 0.0
+    # seeds bagged: each draws its own stopping clips and XGBoost row/column samples; every booster's
+    # prediction is averaged (with refit_scale > 0 each seed adds its early-stopped and its refit booster).
+    # Costs bag_seeds x the boosting time; 1 (the default) trains one model
+    bag_seeds: int = 1
+
+    def __post_init__(self) -> None:
+        if self.bag_seeds < 1:
+            raise ValueError(f"reranker.bag_seeds must be >= 1, got {self.bag_seeds}")
 
 
 @dataclass(frozen=True)

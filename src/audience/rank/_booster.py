@@ -28,23 +28,47 @@ def train_early_stopped(
     return booster, float(evals["valid"][params["eval_metric"]][booster.best_iteration])
 
 
-def gain_shares(booster: xgb.Booster) -> dict[str, float]:
-    """Each feature's share of the total split gain, largest first."""
-    gain = booster.get_score(importance_type="total_gain")
-    total = sum(gain.values()) or 1.0
-    return dict(sorted(((k, v / total) for k, v in gain.items()), key=lambda kv: -kv[1]))
+def gain_shares(*boosters: xgb.Booster) -> dict[str, float]:
+    """Each feature's share of the total split gain (averaged over the boosters), largest first."""
+    mean: dict[str, float] = {}
+    for booster in boosters:
+        gain = booster.get_score(importance_type="total_gain")
+        total = sum(gain.values()) or 1.0
+        for name, value in gain.items():
+            mean[name] = mean.get(name, 0.0) + value / total / len(boosters)
+    return dict(sorted(mean.items(), key=lambda kv: -kv[1]))
+
+
+def _model_file(index: int) -> str:
+    return "model.json" if index == 0 else f"model_{index}.json"
+
+
+def save_boosters(boosters: list[xgb.Booster], folder: Path, meta: dict) -> None:
+    """folder/model.json, model_1.json, ... (each atomically) and folder/meta.json = meta + the number of
+    boosters + their mean gain shares."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, booster in enumerate(boosters):
+        with atomic_path(folder / _model_file(index)) as tmp:
+            booster.save_model(str(tmp.with_suffix(".json")))  # xgboost picks the format from the suffix
+            tmp.with_suffix(".json").rename(tmp)
+    meta = {**meta, "n_boosters": len(boosters), "importance": gain_shares(*boosters)}
+    write_json(meta, folder / "meta.json")
+
+
+def load_boosters(folder: Path) -> tuple[list[xgb.Booster], dict]:
+    meta = json.loads((folder / "meta.json").read_text())
+    boosters = []
+    for index in range(meta.get("n_boosters", 1)):
+        booster = xgb.Booster()
+        booster.load_model(str(folder / _model_file(index)))
+        boosters.append(booster)
+    return boosters, meta
 
 
 def save_booster(booster: xgb.Booster, folder: Path, meta: dict) -> None:
-    """folder/model.json (atomically) and folder/meta.json = meta + the gain shares."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / "model.json") as tmp:
-        booster.save_model(str(tmp.with_suffix(".json")))  # xgboost picks the format from the suffix
-        tmp.with_suffix(".json").rename(tmp)
-    write_json({**meta, "importance": gain_shares(booster)}, folder / "meta.json")
+    save_boosters([booster], folder, meta)
 
 
 def load_booster(folder: Path) -> tuple[xgb.Booster, dict]:
-    booster = xgb.Booster()
-    booster.load_model(str(folder / "model.json"))
-    return booster, json.loads((folder / "meta.json").read_text())
+    boosters, meta = load_boosters(folder)
+    return boosters[0], meta
