@@ -90,11 +90,13 @@ def markdown(rows: list[dict], results: dict, run_dir: Path) -> str:
         for name, share in _top(meta["importance"], 15):
             lines.append(f"| {name} | {share:.3f} |")
         report = meta["report"]
+        seeds = report.get("seeds", [report])
         lines += [
             "",
             f"Trained on {report['train_rows']:,} rows ({report['train_clips']:,} clips with a "
-            f"positive), best iteration {report['best_iteration']}, held-out NDCG@100 "
-            f"{report['valid_ndcg@100']:.4f}.",
+            f"positive); per seed, best iteration / held-out NDCG@100: "
+            + ", ".join(f"{s['best_iteration']} / {s['valid_ndcg@100']:.4f}" for s in seeds)
+            + f"; {meta.get('n_boosters', 1)} booster(s) averaged.",
         ]
     return "\n".join(lines) + "\n"
 
