@@ -26,7 +26,9 @@ def _frame(seed: int = 0, n_clips: int = 60, per_clip: int = 40) -> pl.DataFrame
 @pytest.mark.parametrize("scale", [0.0, 1.5])
 def test_refit_boosts_again_on_every_clip_for_scaled_rounds(scale, tmp_path):
     frame = _frame()
-    cfg = RerankerConfig(n_estimators=60, early_stopping_rounds=10, negative_keep=1.0, refit_scale=scale)
+    cfg = RerankerConfig(
+        n_estimators=60, early_stopping_rounds=10, negative_keep=1.0, refit_scale=scale, bag_seeds=1
+    )
     model = Reranker(cfg, n_threads=1, seed=3).fit(frame, ["signal", "noise"])
     best_trees = model.report["best_iteration"] + 1
     expected = [best_trees] if scale == 0 else [best_trees, round(best_trees * scale)]
@@ -60,7 +62,8 @@ def test_bag_averages_one_model_per_seed(tmp_path):
     assert not np.allclose(each[0], each[2])  # the seeds differ
     scores = model.predict(frame)
     np.testing.assert_allclose(scores, np.mean(each, axis=0), rtol=1e-5)
-    single = Reranker(RerankerConfig(n_estimators=40, early_stopping_rounds=8, refit_scale=1.25), 1, 5)
+    single_cfg = RerankerConfig(n_estimators=40, early_stopping_rounds=8, refit_scale=1.25, bag_seeds=1)
+    single = Reranker(single_cfg, 1, 5)
     single.fit(frame, ["signal", "noise"])
     assert single.report["seeds"][0] == seeds[0]  # the first seed draws what a single model draws
     model.save(tmp_path / "ranker")

@@ -89,8 +89,8 @@ class RerankerConfig:
     refit_scale: float = 0.0
     # seeds bagged: each draws its own stopping clips and XGBoost row/column samples; every booster's
     # prediction is averaged (with refit_scale > 0 each seed adds its early-stopped and its refit booster).
-    # Costs bag_seeds x the boosting time; 1 (the default) trains one model
-    bag_seeds: int = 1
+    # Costs bag_seeds x the boosting time. 2 on small: NDCG@100 0.1630 -> 0.1640 for ~20 s more rank stage
+    bag_seeds: int = 2
 
     def __post_init__(self) -> None:
         if self.bag_seeds < 1:
