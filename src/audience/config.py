@@ -84,8 +84,8 @@ class RerankerConfig:
     negative_keep: float = 0.5
     valid_share: float = 0.2
     early_stopping_rounds: int = 40
-    # > 0: after early stopping, boost again on all training clips (the stopping share included) for
-    # refit_scale x the best tree count; 0 keeps the early-stopped model (the default: demo time)
+    # > 0: after early stopping, boost a second booster on all training clips (the stopping share included)
+    # for refit_scale x the best tree count and average the two; 0 keeps the early-stopped one (demo time)
     refit_scale: float = 0.0
     # seeds bagged: each draws its own stopping clips and XGBoost row/column samples; every booster's
     # prediction is averaged (with refit_scale > 0 each seed adds its early-stopped and its refit booster).
