@@ -59,7 +59,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from audience.data.synthetic import PRESETS
+    from audience.data.synthetic import PRESETS, SHAPES
 
     parser = argparse.ArgumentParser(prog="audience", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -74,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--data-dir", type=Path, help="default data/synthetic-<preset>")
     synth.add_argument("--subsample", help="write under subsamples/<name>/ instead of interactions/")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--shape", choices=SHAPES, default="rolling", help="stocked: no new clips in train weeks"
+    )
+    synth.add_argument(
+        "--warm-targets",
+        type=int,
+        default=0,
+        help="targets/mixed_<split>.parquet: new + this many warm clips",
+    )
     synth.add_argument("--overwrite", action="store_true")
     synth.add_argument("--quiet", action="store_true")
     return parser
@@ -87,7 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from audience.data.synthetic import generate, preset
 
             out = args.data_dir or Path(f"data/synthetic-{args.preset}")
-            generate(out, preset(args.preset, seed=args.seed), args.subsample, not args.quiet, args.overwrite)
+            generate(
+                out,
+                preset(args.preset, seed=args.seed, shape=args.shape, warm_targets=args.warm_targets),
+                args.subsample,
+                not args.quiet,
+                args.overwrite,
+            )
             print(f"wrote synthetic '{args.preset}' dataset to {out}")
             return 0
         from audience.pipeline import run_all, run_stage

@@ -72,6 +72,14 @@ class RerankerConfig:
     # the rank stage in 80 s instead of 174 s on small for NDCG@100 0.1574 instead of 0.1599
     pool_depth: int = 150
     train_weeks: int = 2  # label weeks pooled for training (each costs one profiles + candidates run)
+    # which clips of a label week are labelled (rank/protocol.py): "new" (unseen before it), "pseudo"
+    # (sampled clips whose fit-week interactions are hidden) or "both". "new" falls back to "pseudo" where no
+    # label week of the last `label_week_lookback` holds `min_new_clips` new clips
+    label_clips: str = "new"
+    min_new_clips: int = 50  # fewer new clips than this: too few clips with positives to learn from
+    label_week_lookback: int = 4
+    pseudo_clips: int = 1000  # pseudo-new clips per label week: at most this many,
+    pseudo_share: float = 0.1  # and at most this share of the week's clips (hiding more thins the fit data)
     # binary:logistic gives calibrated probabilities, which the cross-clip assignment compares; it also beat
     # rank:ndcg and rank:pairwise on tiny and small (see README, Ranking)
     objective: str = "binary:logistic"
@@ -95,6 +103,22 @@ class RerankerConfig:
     def __post_init__(self) -> None:
         if self.bag_seeds < 1:
             raise ValueError(f"reranker.bag_seeds must be >= 1, got {self.bag_seeds}")
+        if self.label_clips not in LABEL_CLIPS:
+            raise ValueError(f"reranker.label_clips must be one of {LABEL_CLIPS}, got {self.label_clips!r}")
+
+
+LABEL_CLIPS = ("new", "pseudo", "both")
+
+
+@dataclass(frozen=True)
+class HoldoutTargets:
+    """Which clips of a holdout run's truth week are its targets (set by the rank stage, never by hand):
+    its new clips (`new`), `pseudo` pseudo-new clips (sampled among its clips seen before, their fit-week
+    interactions hidden) and `warm` warm clips (sampled among its clips seen before, history kept)."""
+
+    new: bool = True
+    pseudo: int = 0
+    warm: int = 0
 
 
 @dataclass(frozen=True)
@@ -137,6 +161,9 @@ class RunConfig:
     rerank: bool = True  # train the XGBoost reranker on the holdout split and rank the pool with it
     reranker: RerankerConfig = field(default_factory=RerankerConfig)
     holdout: int = 0  # > 0: shift the split back this many weeks (how the ranker's training data is made)
+    holdout_targets: HoldoutTargets = HoldoutTargets()  # holdout runs only
+    # a warm target's fit-week audience is left out of its list: (user, clip) pairs do not repeat in VK-LSVD
+    exclude_seen: bool = True
     hnsw: HnswConfig = HnswConfig()
     profiles: ProfileSettings = field(default_factory=ProfileSettings)
     # soft-cluster profiles are built when a 'gmm:<kind>' source is configured; diag covariance beat full on

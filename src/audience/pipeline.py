@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 from threadpoolctl import threadpool_limits
 
+from audience import warm
 from audience.assign import assign_with_cap
 from audience.candidates import ClipQueries, make_source
 from audience.candidates.ann import recall_against_exact
@@ -36,7 +37,7 @@ from audience.config import DEFAULT_SUBMISSION, STAGES, RunConfig
 from audience.data.catalog import Catalog, load_catalog
 from audience.data.layout import DatasetLayout
 from audience.data.schema import INTERACTIONS_SCHEMA, check_schema
-from audience.errors import DataError
+from audience.errors import DataError, TooLittleData
 from audience.evaluation.oracle import oracle_candidates
 from audience.io import atomic_path, read_json, write_json, write_parquet
 from audience.metrics import ndcg_per_clip, positives, recall_at_depth
@@ -54,17 +55,26 @@ from audience.rank.mixigen import (
     tune_quota,
     value_by_position,
 )
+from audience.rank.protocol import (
+    LabelWeek,
+    TrainingPlan,
+    best_source_on_pools,
+    holdout_samples,
+    run_target_ids,
+    training_plans,
+)
 from audience.rank.reranker import Reranker
 from audience.rank.simple_blend import rrf_blend
-from audience.split import Split, default_targets, make_split, read_targets_file
+from audience.split import Split, make_split
 from audience.submission import to_frame, write_submission
+from audience.warm import ExcludeSeen, group_ndcg, history_features, read_target_history, write_target_history
 
 log = logging.getLogger(__name__)
 ORACLE = "oracle"
 POOL_DEPTHS = (100, 300, 1000)  # candidate-pool depths whose recall of the truth week is reported
 # cached labelled pools are keyed by the feature code, so editing the feature modules never reads stale ones
 FEATURE_CODE = hashlib.sha1(
-    "".join(inspect.getsource(m) for m in (rank_features, similar_authors)).encode()
+    "".join(inspect.getsource(m) for m in (rank_features, similar_authors, warm)).encode()
 ).hexdigest()[:8]
 
 
@@ -134,6 +144,7 @@ def stage_profiles(run: Run) -> None:
     if any(name.startswith("gmm:") for name in (*cfg.sources, *cfg.baselines)):
         gmm = fit_gmm(catalog.embedding[catalog.has_embedding], cfg.gmm)
         posteriors = gmm.predict_proba(catalog.embedding) * catalog.has_embedding[:, None]
+    pseudo_new, warm_sample = holdout_samples(split, cfg)  # both empty unless a holdout run asks for them
     fit = build_fit_data(
         split.fit_weeks,
         catalog,
@@ -141,12 +152,11 @@ def stage_profiles(run: Run) -> None:
         cfg.profiles,
         progress=not cfg.quiet,
         posteriors=posteriors,
+        hidden_items=np.isin(catalog.items.ids, pseudo_new) if pseudo_new.size else None,
     )
     fit.gmm = gmm
-    if cfg.targets is not None and cfg.holdout == 0:
-        target_ids = read_targets_file(cfg.targets)
-    else:
-        target_ids = default_targets(split, catalog.items.ids[fit.item_views > 0])
+    seen_ids = catalog.items.ids[fit.item_views > 0]
+    target_ids = run_target_ids(cfg, split, seen_ids, pseudo_new, warm_sample)
     queries = ClipQueries.from_catalog(catalog, target_ids)
     if len(queries) * cfg.list_size > catalog.n_users * cfg.user_cap:
         raise DataError(
@@ -167,9 +177,13 @@ def stage_profiles(run: Run) -> None:
                 "item_id": pl.Series(queries.item_ids, dtype=pl.UInt32),
                 "has_metadata": queries.has_metadata,
                 "has_embedding": queries.has_embedding,
+                "warm": np.isin(queries.item_ids, seen_ids),  # has interactions in the fit weeks
             }
         ),
         run.path("targets.parquet"),
+    )
+    write_target_history(
+        run.path("target_history.parquet"), split.fit_weeks, queries.item_ids, seen_ids, cfg.positive_flags
     )
     write_json(
         {
@@ -184,6 +198,8 @@ def stage_profiles(run: Run) -> None:
             "fit_interactions": int(fit.user_views.sum()),
             "targets_without_metadata": int((~queries.has_metadata).sum()),
             "targets_without_embedding": int((~queries.has_embedding).sum()),
+            "warm_targets": int(np.isin(queries.item_ids, seen_ids).sum()),
+            "pseudo_new_targets": int(pseudo_new.size),
         },
         run.path("split.json"),
     )
@@ -194,8 +210,9 @@ def stage_candidates(run: Run) -> None:
     fit, queries = run.fit_data(), run.queries()
     report: dict[str, dict] = {}
     results = {}
+    history = read_target_history(run.path("target_history.parquet")) if cfg.exclude_seen else None
     for name in dict.fromkeys((*cfg.sources, *cfg.baselines)):
-        source = make_source(name, cfg)
+        source = make_source(name, cfg) if history is None else ExcludeSeen(make_source(name, cfg), history)
         start = time.perf_counter()
         source.fit(fit, run.catalog)
         fitted = time.perf_counter()
@@ -230,8 +247,14 @@ def stage_blend(run: Run) -> None:
     if not cfg.learned_blend:
         return
     folder = run.path("mixigen")
-    train = long_candidates(_training_frames(run), cfg.sources)
-    model = MixiGen(cfg.mixigen, cfg.sources, cfg.n_threads, cfg.seed).fit(train)
+    mixigen = MixiGen(cfg.mixigen, cfg.sources, cfg.n_threads, cfg.seed)
+    model, record, built = _train_with_fallbacks(
+        run, lambda frame: mixigen.fit(long_candidates(frame, cfg.sources)), "mixigen"
+    )
+    if model is None:  # opt-in stage: stop with what was tried (the default chain never comes here)
+        raise TooLittleData(f"mixigen: no training protocol could train: {record['tried']}")
+    write_json(record, folder / "training.json")
+    train = long_candidates(_training_frames(run, built), cfg.sources)  # cached pools: a re-read
     model.save(folder)
     table = value_by_position(train, model.value(train), cfg.sources)
     write_parquet(table, folder / "value_by_position.parquet")
@@ -275,13 +298,54 @@ def stage_blend(run: Run) -> None:
 def _pool_features(run: Run) -> pl.DataFrame:
     cfg = run.cfg
     pool = candidate_pool({name: run.candidates(name) for name in cfg.sources}, cfg.reranker.pool_depth)
-    return pair_features(pool, run.fit_data(), run.catalog, run.queries())
+    features = pair_features(pool, run.fit_data(), run.catalog, run.queries())
+    return history_features(features, run.targets()["item_id"].to_numpy(), _target_history(run))
 
 
-def _training_frames(run: Run) -> pl.DataFrame:
-    """The labelled pools of the `train_weeks` holdout splits, stacked (clip ids kept apart per week)."""
-    weeks = range(1, run.cfg.reranker.train_weeks + 1)
-    return pl.concat([_training_frame(run, h) for h in weeks], how="diagonal_relaxed")
+def _target_history(run: Run) -> pl.DataFrame:
+    return read_target_history(run.path("target_history.parquet"))
+
+
+def _training_frames(run: Run, plan: TrainingPlan) -> pl.DataFrame:
+    """The labelled pools of the plan's label weeks, stacked (clip ids kept apart per week)."""
+    return pl.concat([_training_frame(run, week) for week in plan.weeks], how="diagonal_relaxed")
+
+
+def _train_with_fallbacks(run: Run, fit: Callable[[pl.DataFrame], object], what: str):
+    """Fit a model (`fit`: labelled pools -> model) on the first protocol of the chain that can train
+    (rank/protocol.py). Returns (model or None, record, last plan whose pools were built or None); says
+    once, as a warning, what it fell back from and why. Bad input (a plain DataError) still stops the run."""
+    cfg = run.cfg
+    plans = training_plans(run.split().fit_weeks, cfg.reranker, _n_warm_targets(run))
+    record: dict = {"model": what, "tried": [], "used": None}
+    built = None
+    for plan in plans:
+        if not plan.weeks:
+            record["tried"].append({**plan.to_dict(), "error": plan.note})
+            continue
+        try:
+            frames = [_training_frames(run, plan)]
+            built = plan
+            model = fit(frames.pop())  # no reference kept: fit drops the unsampled frame once sampled
+        except TooLittleData as exc:
+            record["tried"].append({**plan.to_dict(), "error": str(exc)})
+            continue
+        record["used"] = plan.to_dict()
+        if record["tried"]:
+            failed = "; ".join(f"'{t['protocol']}': {t['error']}" for t in record["tried"])
+            weeks = ", ".join(w.week for w in plan.weeks)
+            log.warning("%s: %s; trained on protocol '%s' (%s) instead", what, failed, plan.protocol, weeks)
+        return model, record, built
+    if not plans:
+        record["tried"].append(
+            {"protocol": None, "error": "one fit week: no label week has a week before it"}
+        )
+    return None, record, built
+
+
+def _n_warm_targets(run: Run) -> int:
+    targets = run.targets()
+    return int(targets["warm"].sum()) if "warm" in targets.columns else 0
 
 
 def _holdout_key(cfg: RunConfig, split: Split) -> dict:
@@ -295,6 +359,8 @@ def _holdout_key(cfg: RunConfig, split: Split) -> dict:
         "profiles",
         "gmm",
         "seed",
+        "holdout_targets",
+        "exclude_seen",
     )
     return json.loads(
         json.dumps(
@@ -324,14 +390,17 @@ def _holdout_dir(cfg: RunConfig, key: dict) -> Path:
     return cfg.artifacts.parent / f"{cfg.dataset_name}-holdout" / f"fit{len(key['fit_weeks']):02d}-{digest}"
 
 
-def _training_frame(run: Run, holdout: int) -> pl.DataFrame:
-    """Features and labels of the pipeline shifted back `holdout` weeks: fitted on the weeks before the
-    label week, labelled by that week's positives."""
+def _training_frame(run: Run, week: LabelWeek) -> pl.DataFrame:
+    """Features and labels of the pipeline shifted back `week.holdout` weeks: fitted on the weeks before the
+    label week, labelled by that week's positives for the clips `week.targets` asks for."""
     cfg = run.cfg
-    key = _holdout_key(cfg, make_split(run.layout, cfg.mode, None, cfg.holdout + holdout))
+    holdout = week.holdout
+    split = make_split(run.layout, cfg.mode, None, cfg.holdout + holdout)
+    key = _holdout_key(replace(cfg, holdout_targets=week.targets), split)
     train_cfg = replace(
         cfg,
         holdout=cfg.holdout + holdout,
+        holdout_targets=week.targets,
         run_dir=_holdout_dir(cfg, key),
         targets=None,
         baselines=(),
@@ -368,14 +437,29 @@ def stage_rank(run: Run) -> None:
     cfg = run.cfg
     if not cfg.rerank:
         return
-    # no reference kept here: fit drops the unsampled frame once it has sampled it (GBs on medium)
-    model = Reranker(cfg.reranker, cfg.n_threads, cfg.seed).fit(_training_frames(run))
-    model.save(run.path("ranker"))
-    frame = _pool_features(run)
-    scored = frame.select("clip", "user").with_columns(
-        pl.Series("score", model.predict(frame), dtype=pl.Float32)
+    model, record, built = _train_with_fallbacks(
+        run, Reranker(cfg.reranker, cfg.n_threads, cfg.seed).fit, "reranker"
     )
-    ranked = rank_within_clip(scored).with_columns(pl.lit("reranked").alias("source"))
+    if model is None:  # the last resort: the source that ranks best on the holdout pools built so far
+        pools = _training_frames(run, built) if built is not None else None
+        best, scores = best_source_on_pools(pools, cfg.sources, cfg.list_size)
+        record["fallback_source"] = {"source": best, f"holdout_pool_ndcg@{cfg.list_size}": scores}
+        log.warning(
+            "reranker: cannot train (%s); 'reranked' is the best single source on the holdout weeks, %r "
+            "(recorded in %s)",
+            "; ".join(str(t["error"]) for t in record["tried"]),
+            best,
+            run.path("training.json"),
+        )
+        ranked = run.candidates(best).with_columns(pl.lit("reranked").alias("source"))
+    else:
+        model.save(run.path("ranker"))
+        frame = _pool_features(run)
+        scored = frame.select("clip", "user").with_columns(
+            pl.Series("score", model.predict(frame), dtype=pl.Float32)
+        )
+        ranked = rank_within_clip(scored).with_columns(pl.lit("reranked").alias("source"))
+    write_json(record, run.path("training.json"))
     write_parquet(ranked, run.path("candidates", "reranked.parquet"))
 
 
@@ -491,6 +575,7 @@ def stage_evaluate(run: Run) -> dict:
                 lists = np.load(run.path("lists", f"{file_key(method)}.{name}.npy"))
                 per_clip = ndcg_per_clip(lists_frame(item_ids, lists, user_ids), truth, cfg.list_size)
                 row[f"ndcg_{name}"] = float(per_clip["ndcg"].mean()) if per_clip.height else float("nan")
+                row.update(group_ndcg(per_clip, targets, name) if name == "capped" else {})
             row["cap_cost"] = row["ndcg_uncapped"] - row["ndcg_capped"]
             if method != ORACLE:
                 row.update(pool_recall(run.candidates(method)))

@@ -1,6 +1,7 @@
 """Build generators by name: 'popular', 'random', 'author_fans', 'coengagement', '<backend>:<profile>'
 ('hnsw:all', 'exact:positive'), 'gmm:<all|positive>' (soft-cluster profiles), 'bpr_bridge', 'ease_bridge',
-'slim_bridge' (collaborative models bridged to new clips)."""
+'slim_bridge' (collaborative models bridged to new clips), 'own_audience' (warm targets: users like the
+clip's own engaged users)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from audience.candidates.cf_bridges import BprBridgeSource, NeighbourBridgeSourc
 from audience.candidates.coengagement import CoEngagementSource
 from audience.candidates.embedding import EmbeddingSource
 from audience.candidates.gmm_clusters import GmmSource
+from audience.candidates.own_audience import OwnAudienceSource
 from audience.candidates.popular import PopularSource
 from audience.candidates.random_users import RandomSource
 from audience.config import RunConfig
@@ -28,6 +30,8 @@ def make_source(name: str, cfg: RunConfig) -> CandidateSource:
         return NeighbourBridgeSource(
             name.split("_")[0], hnsw=cfg.hnsw, n_threads=cfg.n_threads, seed=cfg.seed
         )
+    if name == "own_audience":
+        return OwnAudienceSource()
     if name == "coengagement":
         return CoEngagementSource(hnsw=cfg.hnsw, n_threads=cfg.n_threads, seed=cfg.seed)
     backend, _, profile = name.partition(":")
@@ -37,5 +41,6 @@ def make_source(name: str, cfg: RunConfig) -> CandidateSource:
         return EmbeddingSource(profile, backend, cfg.hnsw, cfg.n_threads, cfg.seed)
     raise ValueError(
         f"unknown candidate source {name!r}; use popular, random, author_fans, coengagement, "
-        "hnsw:<profile>, exact:<profile>, gmm:<all|positive>, bpr_bridge, ease_bridge or slim_bridge"
+        "hnsw:<profile>, exact:<profile>, gmm:<all|positive>, bpr_bridge, ease_bridge, slim_bridge or "
+        "own_audience"
     )

@@ -49,6 +49,7 @@ REAL_RATES: dict[str, float] = {
 FLAG_SLOPE = {"like": 1.0, "open_comments": 0.8, "share": 1.2, "click_on_author": 0.8, "bookmark": 1.0}
 FLAG_FAN_BONUS = {"like": 0.0, "open_comments": 0.0, "share": 0.0, "click_on_author": 1.5, "bookmark": 0.3}
 N_PLACES, N_PLATFORMS, N_AGENTS, N_GEO = 24, 11, 29, 80
+SHAPES = ("rolling", "stocked")
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,20 @@ class SyntheticConfig:
     affinity_noise: float = 1.0
     oracle_depth: int = 300
     oracle: bool = True  # write the hidden oracle lists (costs ~ new clips x users per truth week)
+    # "rolling": clips are released every week and live `item_lifetime_weeks`; "stocked": one catalogue live
+    # in every week (no new clip in any train week after the first), new clips only in validation and test
+    # (a share `stocked_new_share` of all clips, exposure x `new_clip_boost`, fading like rolling clips)
+    shape: str = "rolling"
+    stocked_new_share: float = 0.1
+    new_clip_boost: float = 4.0
+    # > 0: also write targets/mixed_<split>.parquet per truth week: its new clips plus up to this many
+    # warm clips (seen in that week's fit weeks), the shape of a target list whose clips have an audience
+    warm_targets: int = 0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.shape not in SHAPES:
+            raise ValueError(f"synthetic shape must be one of {SHAPES}, got {self.shape!r}")
 
     @property
     def n_weeks(self) -> int:
@@ -225,6 +239,9 @@ def build_world(cfg: SyntheticConfig) -> World:
     ).astype(np.float32)
     item_quality = rng.lognormal(0.0, 0.9, size=I) * author_popularity[item_author] ** 0.5
     item_release = rng.integers(1 - cfg.item_lifetime_weeks, cfg.n_weeks, size=I)  # some live at week 0
+    if cfg.shape == "stocked":  # live from week 0, except the new ones of the validation and test weeks
+        is_new = rng.random(I) < cfg.stocked_new_share
+        item_release = np.where(is_new, cfg.n_train_weeks + rng.integers(0, 2, size=I), 0)
     item_duration = np.clip(rng.lognormal(np.log(25.0), 0.75, size=I), 3, 255).astype(np.uint8)
 
     projection = rng.normal(size=(L, cfg.embedding_dim)) / np.sqrt(L)
@@ -379,8 +396,12 @@ def _calibrate_offsets(affinity: np.ndarray, fan: np.ndarray, cfg: SyntheticConf
 def _week_weight(world: World, cfg: SyntheticConfig, week: int) -> np.ndarray:
     """Exposure weight of every clip in `week`: quality, fading with age; zero when not live."""
     age = week - world.item_release
+    fading = cfg.freshness_decay ** np.clip(age, 0, None)
+    if cfg.shape == "stocked":  # the catalogue never fades; new clips fade from a boosted start
+        new = world.item_release >= cfg.n_train_weeks
+        return np.where(age >= 0, world.item_quality * np.where(new, cfg.new_clip_boost * fading, 1.0), 0.0)
     live = (age >= 0) & (age < cfg.item_lifetime_weeks)
-    return np.where(live, world.item_quality * cfg.freshness_decay ** np.clip(age, 0, None), 0.0)
+    return np.where(live, world.item_quality * fading, 0.0)
 
 
 def _week_samplers(world: World, cfg: SyntheticConfig, week: int):
@@ -582,7 +603,9 @@ def generate(
         # weeks' keys are disjoint (each week drops pairs seen before), so a sort is their sorted union
         recent_keys = np.sort(np.concatenate(recent)) if recent else np.zeros(0, dtype=np.int64)
         users, items, channel, keys = _dedupe(users, items, channel, cfg.n_items, recent_keys, rng)
-        recent = [*recent, keys][-(cfg.item_lifetime_weeks - 1) :] if cfg.item_lifetime_weeks > 1 else []
+        # a pair may repeat only after its clip died: stocked clips never die, so keep every week's keys
+        window = cfg.n_weeks if cfg.shape == "stocked" else cfg.item_lifetime_weeks - 1
+        recent = [*recent, keys][-window:] if window > 0 else []
         if offsets is None:
             fan = _is_fan(world, users, world.item_author[items], cfg.n_authors).astype(np.float64)
             sample = rng.choice(users.shape[0], size=min(200_000, users.shape[0]), replace=False)
@@ -635,6 +658,10 @@ def generate(
             np.savez(fh, item_id=world.item_ids, embedding=world.item_embedding)
     rates = {flag: count / max(stats["rows"], 1) for flag, count in stats["flag_counts"].items()}
     summary = {"config": asdict(cfg), "rows": stats["rows"], "rates": rates, "flag_offsets": offsets}
+    if cfg.warm_targets > 0:
+        from audience.data.targets import write_mixed_targets
+
+        write_mixed_targets(layout, cfg.warm_targets, cfg.seed)
     layout.truth_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(layout.truth_dir / "generator.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))

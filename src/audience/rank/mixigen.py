@@ -29,6 +29,7 @@ import polars as pl
 import xgboost as xgb
 from scipy.stats import spearmanr
 
+from audience.errors import TooLittleData
 from audience.metrics import discount_table
 from audience.rank._booster import gain_shares, load_booster, save_booster, train_early_stopped
 
@@ -137,7 +138,7 @@ class MixiGen:
         rng = np.random.default_rng(self.seed)
         clips = np.unique(frame["clip"].to_numpy())
         if clips.shape[0] < 2 or int(frame["label"].sum()) == 0:
-            raise ValueError("mixigen: needs at least 2 training clips and one positive candidate")
+            raise TooLittleData("mixigen: needs at least 2 training clips and one positive candidate")
         valid_clips = rng.choice(clips, size=max(1, int(len(clips) * self.cfg.valid_share)), replace=False)
         keep = (frame["label"].to_numpy() > 0) | (rng.random(frame.height) < self.cfg.negative_keep)
         frame = frame.filter(pl.Series(keep))  # sorted by clip (long_candidates): contiguous ranking groups

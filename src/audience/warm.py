@@ -1,0 +1,143 @@
+"""Warm targets: target clips that already have interactions in the fit weeks.
+
+In VK-LSVD no (user, clip) pair repeats, so a user who already saw a warm target cannot be a new positive
+for it: `ExcludeSeen` wraps any generator and drops the clip's earlier audience from its lists. The
+clip's history (`target_history.parquet`, written by the profiles stage: one row per fit-week interaction
+with a warm target) also gives the reranker four features (`history_features`): views, positives,
+positive rate and age in weeks (weeks since its first fit-week interaction). `group_ndcg` splits a
+method's NDCG into the cold and the warm targets.
+Limits: the history pass reads the user_id/item_id/flag columns of every fit week filtered to the warm
+targets (polars pushes the filter into the scan); the exclusion asks the wrapped source for up to twice
+`k` users, so a clip whose audience fills more than that can come back short (assignment fills it)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from audience.candidates.base import CandidateSource, ClipQueries, TopK
+from audience.data.catalog import Catalog
+from audience.data.schema import INTERACTIONS_SCHEMA, check_schema
+from audience.io import write_parquet
+from audience.profiles.fit_data import FitData
+
+HISTORY_SCHEMA = {"item_id": pl.UInt32, "user_id": pl.UInt32, "positive": pl.Boolean, "weeks_ago": pl.Int32}
+HISTORY_FEATURES = ("clip_past_views", "clip_past_positives", "clip_past_positive_rate", "clip_age_weeks")
+
+
+def target_history(
+    fit_weeks: Sequence[Path], warm_ids: np.ndarray, positive_flags: Sequence[str]
+) -> pl.DataFrame:
+    """Every fit-week interaction with the `warm_ids` clips: item_id, user_id, positive, weeks_ago (0 for
+    the last fit week)."""
+    if len(warm_ids) == 0:
+        return pl.DataFrame(schema=HISTORY_SCHEMA)
+    wanted = pl.Series(np.asarray(warm_ids, dtype=np.uint32), dtype=pl.UInt32).implode()
+    parts = []
+    for k, path in enumerate(fit_weeks):
+        check_schema(path, INTERACTIONS_SCHEMA, ("user_id", "item_id", *positive_flags))
+        parts.append(
+            pl.scan_parquet(path)
+            .filter(pl.col("item_id").is_in(wanted))
+            .select(
+                "item_id",
+                "user_id",
+                pl.any_horizontal(*positive_flags).alias("positive"),
+                pl.lit(len(fit_weeks) - 1 - k, pl.Int32).alias("weeks_ago"),
+            )
+        )
+    return pl.concat(parts).collect().cast(HISTORY_SCHEMA)
+
+
+def write_target_history(
+    path: Path,
+    fit_weeks: Sequence[Path],
+    target_ids: np.ndarray,
+    seen_ids: np.ndarray,
+    positive_flags: Sequence[str],
+) -> None:
+    """The history of the targets seen in the fit weeks (an empty file for an all-cold target list)."""
+    write_parquet(target_history(fit_weeks, np.intersect1d(target_ids, seen_ids), positive_flags), path)
+
+
+def read_target_history(path: Path) -> pl.DataFrame:
+    return pl.read_parquet(path) if Path(path).is_file() else pl.DataFrame(schema=HISTORY_SCHEMA)
+
+
+def seen_pairs(
+    history: pl.DataFrame, item_ids: np.ndarray, catalog: Catalog
+) -> tuple[np.ndarray, np.ndarray]:
+    """(row in `item_ids`, user index) of every user who interacted with a target in the fit weeks."""
+    rows = pl.DataFrame({"item_id": pl.Series(item_ids, dtype=pl.UInt32)}).with_row_index("row")
+    pairs = history.select("item_id", "user_id").unique().join(rows, on="item_id")
+    users = catalog.users.lookup(pairs["user_id"].to_numpy())
+    known = users >= 0
+    return pairs["row"].to_numpy()[known].astype(np.int64), users[known].astype(np.int64)
+
+
+class ExcludeSeen:
+    """A generator whose lists leave out each clip's fit-week audience (the wrapped source's order kept)."""
+
+    def __init__(self, inner: CandidateSource, history: pl.DataFrame):
+        self.inner, self.history = inner, history
+        self.name = inner.name
+        self.catalog: Catalog | None = None
+
+    def fit(self, data: FitData, catalog: Catalog) -> ExcludeSeen:
+        self.inner.fit(data, catalog)
+        self.catalog = catalog
+        return self
+
+    def recommend(self, clips: ClipQueries, k: int) -> TopK:
+        assert self.catalog is not None, "fit first"
+        row, user = seen_pairs(self.history, clips.item_ids, self.catalog)
+        if row.size == 0:
+            return self.inner.recommend(clips, k)
+        extra = int(min(np.bincount(row).max(), k))
+        top = self.inner.recommend(clips, k + extra)
+        n_users = np.int64(self.catalog.n_users)
+        seen_keys = np.unique(row * n_users + user)
+        keys = np.arange(len(clips), dtype=np.int64)[:, None] * n_users + top.users
+        drop = np.isin(keys, seen_keys) | (top.users < 0)
+        order = np.argsort(drop, axis=1, kind="stable")[:, :k]  # kept users first, in the source's order
+        users = np.take_along_axis(np.where(drop, -1, top.users), order, axis=1)
+        scores = np.take_along_axis(np.where(drop, -np.inf, top.scores), order, axis=1)
+        return TopK(users.astype(np.int32), scores.astype(np.float32))
+
+
+def history_features(pool: pl.DataFrame, item_ids: np.ndarray, history: pl.DataFrame) -> pl.DataFrame:
+    """The pool with the clip-history columns: views, positives and positive rate in the fit weeks, age in
+    weeks since its first fit-week interaction (NaN for a clip without history: cold or pseudo-new)."""
+    per_clip = history.group_by("item_id").agg(
+        pl.len().cast(pl.Float32).alias("clip_past_views"),
+        pl.col("positive").sum().cast(pl.Float32).alias("clip_past_positives"),
+        (pl.col("weeks_ago").max() + 1).cast(pl.Float32).alias("clip_age_weeks"),
+    )
+    clips = (
+        pl.DataFrame({"item_id": pl.Series(item_ids, dtype=pl.UInt32)})
+        .with_row_index("clip")
+        .join(per_clip, on="item_id", how="left")
+        .with_columns(
+            pl.col("clip_past_views").fill_null(0.0),
+            pl.col("clip_past_positives").fill_null(0.0),
+            (pl.col("clip_past_positives") / pl.col("clip_past_views")).alias("clip_past_positive_rate"),
+        )
+        .select(pl.col("clip").cast(pool.schema["clip"]), *HISTORY_FEATURES)
+        .with_columns(pl.col(HISTORY_FEATURES).cast(pl.Float32).fill_nan(None).fill_null(np.nan))
+    )
+    return pool.join(clips, on="clip", how="left")
+
+
+def group_ndcg(per_clip: pl.DataFrame, targets: pl.DataFrame, suffix: str) -> dict[str, float]:
+    """Mean NDCG of the cold and the warm targets (per_clip: item_id, ndcg); empty without warm targets."""
+    if "warm" not in targets.columns or not targets["warm"].any():
+        return {}
+    joined = per_clip.join(targets.select(pl.col("item_id").cast(pl.UInt32), "warm"), on="item_id")
+    out = {}
+    for group, flag in (("cold", False), ("warm", True)):
+        values = joined.filter(pl.col("warm") == flag)["ndcg"]
+        out[f"ndcg_{suffix}_{group}"] = float(values.mean()) if values.len() else float("nan")
+    return out
