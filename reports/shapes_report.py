@@ -45,8 +45,8 @@ def variants(rolling: Path, stocked: Path, work: Path, n_warm: int) -> list[tupl
         run_dir = work / f"{shape}-{name}"
         return shape, name, replace(base, data_dir=data, run_dir=run_dir, **{"sources": sources, **over})
 
-    def protocol(label_clips: str) -> dict:
-        return {"reranker": replace(base.reranker, label_clips=label_clips)}
+    def protocol(label_clips: str, pick: str = "youngest") -> dict:
+        return {"reranker": replace(base.reranker, label_clips=label_clips, pseudo_pick=pick)}
 
     warm_sources = (*sources, OWN)
     return [
@@ -56,8 +56,9 @@ def variants(rolling: Path, stocked: Path, work: Path, n_warm: int) -> list[tupl
         cfg("stocked", "new->pseudo", stocked, **protocol("new")),
         cfg("warm", "exclude+own", rolling, targets=mixed, sources=warm_sources),
         cfg("warm", "exclude", rolling, targets=mixed),
-        cfg("warm", "own", rolling, targets=mixed, sources=warm_sources, exclude_seen=False),
         cfg("warm", "neither", rolling, targets=mixed, exclude_seen=False),
+        cfg("rolling", "pseudo-uniform", rolling, **protocol("pseudo", "uniform")),
+        cfg("stocked", "new->pseudo-uniform", stocked, **protocol("new", "uniform")),
     ]
 
 

@@ -63,6 +63,12 @@ def test_training_plans_fall_back_from_new_to_pseudo(tiny_dir, tiny_stocked_dir)
     pseudo = stocked[1].weeks
     assert [w.holdout for w in pseudo] == [1, 2]
     assert all(not w.targets.new and w.targets.pseudo == round(0.1 * w.clips) for w in pseudo)
+    submit = make_split(
+        DatasetLayout(tiny_stocked_dir), "submit"
+    ).fit_weeks  # the validation week has new clips
+    assert [(w.week, w.targets.new) for w in training_plans(submit, cfg)[0].weeks] == [
+        (submit[-1].name, True)
+    ]
     both = training_plans(DatasetLayout(tiny_dir).train_weeks(), replace(cfg, label_clips="both"))
     assert both[0].protocol == "both" and all(w.targets.new and w.targets.pseudo for w in both[0].weeks)
     assert training_plans(DatasetLayout(tiny_dir).train_weeks()[:1], cfg) == []  # one fit week: nothing

@@ -80,6 +80,9 @@ class RerankerConfig:
     label_week_lookback: int = 4
     pseudo_clips: int = 1000  # pseudo-new clips per label week: at most this many,
     pseudo_share: float = 0.1  # and at most this share of the week's clips (hiding more thins the fit data)
+    # which clips become pseudo-new: "youngest" (latest first fit-week appearance first, ties drawn at
+    # random: the clips most like new ones) or "uniform" (a uniform draw among the week's clips seen before)
+    pseudo_pick: str = "youngest"
     # binary:logistic gives calibrated probabilities, which the cross-clip assignment compares; it also beat
     # rank:ndcg and rank:pairwise on tiny and small (see README, Ranking)
     objective: str = "binary:logistic"
@@ -105,9 +108,12 @@ class RerankerConfig:
             raise ValueError(f"reranker.bag_seeds must be >= 1, got {self.bag_seeds}")
         if self.label_clips not in LABEL_CLIPS:
             raise ValueError(f"reranker.label_clips must be one of {LABEL_CLIPS}, got {self.label_clips!r}")
+        if self.pseudo_pick not in PSEUDO_PICKS:
+            raise ValueError(f"reranker.pseudo_pick must be one of {PSEUDO_PICKS}, got {self.pseudo_pick!r}")
 
 
 LABEL_CLIPS = ("new", "pseudo", "both")
+PSEUDO_PICKS = ("youngest", "uniform")
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,7 @@ class HoldoutTargets:
     new: bool = True
     pseudo: int = 0
     warm: int = 0
+    pseudo_pick: str = "youngest"  # RerankerConfig.pseudo_pick
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,10 @@ def training_plans(fit_weeks: Sequence[Path], cfg: RerankerConfig, n_warm: int =
 
     def week(h, path, new, clips, with_new: bool, with_pseudo: bool) -> LabelWeek:
         targets = HoldoutTargets(
-            new=with_new, pseudo=pseudo_count(clips) if with_pseudo else 0, warm=min(n_warm, cfg.pseudo_clips)
+            new=with_new,
+            pseudo=pseudo_count(clips) if with_pseudo else 0,
+            warm=min(n_warm, cfg.pseudo_clips),
+            pseudo_pick=cfg.pseudo_pick,
         )
         return LabelWeek(h, path.name, new, clips, targets)
 
@@ -110,20 +113,35 @@ def training_plans(fit_weeks: Sequence[Path], cfg: RerankerConfig, n_warm: int =
 
 def holdout_samples(split: Split, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
     """(pseudo-new clip ids, warm clip ids) a holdout run samples among its truth week's clips seen in its
-    fit weeks (seeded by seed and holdout; disjoint). Both empty for a run that is not a holdout run."""
+    fit weeks (seeded by seed and holdout; disjoint). Pseudo-new clips are the youngest of them (latest
+    first appearance, ties in random order) or a uniform draw (`pseudo_pick`); warm clips a uniform draw of
+    the rest. Both empty for a run that is not a holdout run."""
     wanted = cfg.holdout_targets
     empty = np.zeros(0, dtype=np.uint32)
     if cfg.holdout <= 0 or (wanted.pseudo <= 0 and wanted.warm <= 0) or split.truth_week is None:
         return empty, empty
-    fit_items = pl.concat(
-        [pl.scan_parquet(p).select(pl.col("item_id").unique()) for p in split.fit_weeks]
-    ).unique()
+    first = (
+        pl.concat(
+            [
+                pl.scan_parquet(p).select(pl.col("item_id").unique(), pl.lit(k).alias("week"))
+                for k, p in enumerate(split.fit_weeks)
+            ]
+        )
+        .group_by("item_id")
+        .agg(pl.col("week").min().alias("first"))
+    )
     week = pl.scan_parquet(split.truth_week).select(pl.col("item_id").unique())
-    pool = np.sort(week.join(fit_items, on="item_id").collect()["item_id"].to_numpy())
+    pool = week.join(first, on="item_id").collect().sort("item_id")
     rng = np.random.default_rng([cfg.seed, cfg.holdout, 16])
-    drawn = rng.permutation(pool)
+    shuffled = pool.with_columns(pl.Series("draw", rng.permutation(pool.height)))
+    if wanted.pseudo_pick == "youngest":
+        shuffled = shuffled.sort(["first", "draw"], descending=[True, False])
+    else:
+        shuffled = shuffled.sort("draw")
+    drawn = shuffled["item_id"].to_numpy()
     pseudo = np.sort(drawn[: wanted.pseudo])
-    warm = np.sort(drawn[wanted.pseudo : wanted.pseudo + wanted.warm])
+    rest = drawn[wanted.pseudo :]
+    warm = np.sort(rng.permutation(rest)[: wanted.warm])
     return pseudo.astype(np.uint32), warm.astype(np.uint32)
 
 
