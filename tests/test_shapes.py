@@ -165,6 +165,12 @@ def test_warm_targets_never_get_their_earlier_audience(warm_run):
     for path in warm_run.path("candidates").glob("*.parquet"):
         frame = pl.read_parquet(path).select(pl.col("clip").cast(pl.Int32), pl.col("user").cast(pl.Int64))
         assert frame.join(seen.cast({"user": pl.Int64}), on=["clip", "user"]).height == 0, path.name
+    for path in warm_run.path("lists").glob("*.capped.npy"):  # the assignment's fill never hands them back
+        lists = np.load(path)
+        frame = pl.DataFrame(
+            {"clip": np.repeat(np.arange(lists.shape[0]), lists.shape[1]), "user": lists.ravel()}
+        ).cast({"clip": pl.Int32, "user": pl.Int64})
+        assert frame.join(seen.cast({"user": pl.Int64}), on=["clip", "user"]).height == 0, path.name
     training = read_json(warm_run.path("training.json"))
     assert all(w["targets"]["warm"] == 60 for w in training["used"]["weeks"])
 

@@ -67,7 +67,15 @@ from audience.rank.reranker import Reranker
 from audience.rank.simple_blend import rrf_blend
 from audience.split import Split, make_split
 from audience.submission import to_frame, write_submission
-from audience.warm import ExcludeSeen, group_ndcg, history_features, read_target_history, write_target_history
+from audience.warm import (
+    ExcludeSeen,
+    fill_unseen,
+    group_ndcg,
+    history_features,
+    read_target_history,
+    seen_pairs,
+    write_target_history,
+)
 
 log = logging.getLogger(__name__)
 ORACLE = "oracle"
@@ -474,6 +482,13 @@ def _assign(
     run: Run, method: str, frame: pl.DataFrame, n_clips: int, fallback: np.ndarray, strategy: str
 ) -> dict:
     cfg = run.cfg
+    if cfg.exclude_seen:  # a short warm list is filled with fallback users who have not seen the clip
+        frame = fill_unseen(
+            frame,
+            *seen_pairs(_target_history(run), run.targets()["item_id"].to_numpy(), run.catalog),
+            fallback,
+            cfg.list_size,
+        )
     clip, user, score = (frame[c].to_numpy() for c in ("clip", "user", "score"))
 
     def assign(user_cap: int):

@@ -141,3 +141,30 @@ def group_ndcg(per_clip: pl.DataFrame, targets: pl.DataFrame, suffix: str) -> di
         values = joined.filter(pl.col("warm") == flag)["ndcg"]
         out[f"ndcg_{suffix}_{group}"] = float(values.mean()) if values.len() else float("nan")
     return out
+
+
+def fill_unseen(
+    frame: pl.DataFrame, clips: np.ndarray, users: np.ndarray, fallback: np.ndarray, list_size: int
+) -> pl.DataFrame:
+    """`frame` (clip, user, score) plus, for every clip with seen users (`clips`, `users`: the seen pairs),
+    the first users of `fallback` it has not seen, enough for a full list, scored below every candidate: the
+    assignment's shortfall fill (one global order) would otherwise hand a warm clip its own audience."""
+    if clips.size == 0:
+        return frame
+    warm, n_seen = np.unique(clips, return_counts=True)
+    depth = int(min(list_size + n_seen.max(), fallback.size))
+    n_users = np.int64(max(int(fallback.max()), int(users.max())) + 1)
+    seen_keys = np.unique(clips.astype(np.int64) * n_users + users)
+    grid_users = np.broadcast_to(fallback[:depth], (warm.size, depth))
+    keys = warm.astype(np.int64)[:, None] * n_users + grid_users
+    keep = ~np.isin(keys, seen_keys)
+    lowest = float(frame["score"].min()) if frame.height else 0.0
+    position = np.broadcast_to(np.arange(depth), (warm.size, depth))
+    fill = pl.DataFrame(
+        {
+            "clip": np.broadcast_to(warm[:, None], (warm.size, depth))[keep],
+            "user": grid_users[keep],
+            "score": (lowest - 1.0 - position[keep] / depth).astype(np.float32),
+        }
+    ).cast({"clip": frame.schema["clip"], "user": frame.schema["user"], "score": frame.schema["score"]})
+    return pl.concat([frame.select("clip", "user", "score"), fill])
