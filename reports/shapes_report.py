@@ -45,20 +45,22 @@ def variants(rolling: Path, stocked: Path, work: Path, n_warm: int) -> list[tupl
         run_dir = work / f"{shape}-{name}"
         return shape, name, replace(base, data_dir=data, run_dir=run_dir, **{"sources": sources, **over})
 
-    def protocol(label_clips: str, pick: str = "youngest") -> dict:
-        return {"reranker": replace(base.reranker, label_clips=label_clips, pseudo_pick=pick)}
+    def protocol(label_clips: str, pick: str = "viewed", share: float = 0.1) -> dict:
+        changed = replace(base.reranker, label_clips=label_clips, pseudo_pick=pick, pseudo_share=share)
+        return {"reranker": changed}
 
     warm_sources = (*sources, OWN)
     return [
         cfg("rolling", "new", rolling, **protocol("new")),
         cfg("rolling", "pseudo", rolling, **protocol("pseudo")),
         cfg("rolling", "both", rolling, **protocol("both")),
-        cfg("stocked", "new->pseudo", stocked, **protocol("new")),
+        cfg("stocked", "both", stocked, **protocol("both")),
         cfg("warm", "exclude+own", rolling, targets=mixed, sources=warm_sources),
         cfg("warm", "exclude", rolling, targets=mixed),
         cfg("warm", "neither", rolling, targets=mixed, exclude_seen=False),
-        cfg("rolling", "pseudo-uniform", rolling, **protocol("pseudo", "uniform")),
-        cfg("stocked", "new->pseudo-uniform", stocked, **protocol("new", "uniform")),
+        cfg("stocked", "both-uniform", stocked, **protocol("both", "uniform")),
+        cfg("stocked", "both-youngest", stocked, **protocol("both", "youngest")),
+        cfg("rolling", "both-youngest", rolling, **protocol("both", "youngest")),
     ]
 
 

@@ -75,14 +75,14 @@ class RerankerConfig:
     # which clips of a label week are labelled (rank/protocol.py): "new" (unseen before it), "pseudo"
     # (sampled clips whose fit-week interactions are hidden) or "both". "new" falls back to "pseudo" where no
     # label week of the last `label_week_lookback` holds `min_new_clips` new clips
-    label_clips: str = "new"
+    label_clips: str = "both"
     min_new_clips: int = 50  # fewer new clips than this: too few clips with positives to learn from
     label_week_lookback: int = 4
     pseudo_clips: int = 1000  # pseudo-new clips per label week: at most this many,
     pseudo_share: float = 0.1  # and at most this share of the week's clips (hiding more thins the fit data)
     # which clips become pseudo-new: "youngest" (latest first fit-week appearance first, ties drawn at
     # random: the clips most like new ones) or "uniform" (a uniform draw among the week's clips seen before)
-    pseudo_pick: str = "youngest"
+    pseudo_pick: str = "viewed"
     # binary:logistic gives calibrated probabilities, which the cross-clip assignment compares; it also beat
     # rank:ndcg and rank:pairwise on tiny and small (see README, Ranking)
     objective: str = "binary:logistic"
@@ -113,7 +113,7 @@ class RerankerConfig:
 
 
 LABEL_CLIPS = ("new", "pseudo", "both")
-PSEUDO_PICKS = ("youngest", "uniform")
+PSEUDO_PICKS = ("youngest", "uniform", "viewed")
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ class HoldoutTargets:
     new: bool = True
     pseudo: int = 0
     warm: int = 0
-    pseudo_pick: str = "youngest"  # RerankerConfig.pseudo_pick
+    pseudo_pick: str = "viewed"  # RerankerConfig.pseudo_pick
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,7 @@ from audience.warm import (
     history_features,
     read_target_history,
     seen_pairs,
+    without_hidden_audience,
     write_target_history,
 )
 
@@ -339,6 +340,8 @@ def _train_with_fallbacks(run: Run, fit: Callable[[pl.DataFrame], object], what:
             record["tried"].append({**plan.to_dict(), "error": str(exc)})
             continue
         record["used"] = plan.to_dict()
+        if plan.note:  # trained, but not as configured (e.g. no new clips): say so once
+            log.warning("%s: %s", what, plan.note)
         if record["tried"]:
             failed = "; ".join(f"'{t['protocol']}': {t['error']}" for t in record["tried"])
             weeks = ", ".join(w.week for w in plan.weeks)
@@ -437,7 +440,10 @@ def _labelled_pool(train_run: Run) -> pl.DataFrame:
     clip_of = pl.DataFrame({"item_id": pl.Series(targets, dtype=pl.UInt32)}).with_row_index("clip")
     truth = truth.join(clip_of, on="item_id")
     truth = truth.with_columns(pl.Series("user", train_run.catalog.users.lookup(truth["user_id"].to_numpy())))
-    return add_labels(_pool_features(train_run), truth.filter(pl.col("user") >= 0).cast({"clip": pl.Int32}))
+    pool = without_hidden_audience(
+        _pool_features(train_run), targets, train_run.split(), cfg, train_run.catalog
+    )
+    return add_labels(pool, truth.filter(pl.col("user") >= 0).cast({"clip": pl.Int32}))
 
 
 def stage_rank(run: Run) -> None:

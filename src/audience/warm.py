@@ -168,3 +168,22 @@ def fill_unseen(
         }
     ).cast({"clip": frame.schema["clip"], "user": frame.schema["user"], "score": frame.schema["score"]})
     return pl.concat([frame.select("clip", "user", "score"), fill])
+
+
+def without_hidden_audience(
+    pool: pl.DataFrame, item_ids: np.ndarray, split, cfg, catalog: Catalog
+) -> pl.DataFrame:
+    """A holdout run's pool (clip rows follow `item_ids`) without the (pseudo-new clip, user) pairs whose
+    interaction was hidden from its fit weeks: pairs do not repeat, so those users cannot be positives of
+    the label week, and keeping them as negatives teaches the reranker that users like a clip's audience do
+    not engage with it. Real new clips have no such users. Costs one fit-week scan filtered to the clips."""
+    from audience.rank.protocol import holdout_samples  # the rank package imports this module
+
+    pseudo, _ = holdout_samples(split, cfg)
+    if pseudo.size == 0:
+        return pool
+    row, user = seen_pairs(target_history(split.fit_weeks, pseudo, cfg.positive_flags), item_ids, catalog)
+    hidden = pl.DataFrame({"clip": row, "user": user}).cast(
+        {"clip": pool.schema["clip"], "user": pool.schema["user"]}
+    )
+    return pool.join(hidden, on=["clip", "user"], how="anti")

@@ -99,15 +99,17 @@ def training_plans(fit_weeks: Sequence[Path], cfg: RerankerConfig, n_warm: int =
     if cfg.label_clips == "pseudo":
         return [pseudo]
     qualifying = [w for w in weeks if w[2] >= cfg.min_new_clips][: cfg.train_weeks]
+    note = (
+        f"no label week among the last {len(weeks)} holds {cfg.min_new_clips} new clips "
+        f"(new clips: {', '.join(f'{p.name} {n}' for _, p, n, _ in weeks)})"
+    )
     if cfg.label_clips == "both":
         both = [week(*w, with_new=w[2] >= cfg.min_new_clips, with_pseudo=True) for w in recent]
-        return [TrainingPlan("both", both), pseudo]
+        plan = TrainingPlan("both", both, "" if qualifying else f"{note}: pseudo-new clips only")
+        return [plan, pseudo]
     plans = [TrainingPlan("new", [week(*w, with_new=True, with_pseudo=False) for w in qualifying])]
     if not qualifying:
-        plans[0].note = (
-            f"no label week among the last {len(weeks)} holds {cfg.min_new_clips} new clips "
-            f"(new clips: {', '.join(f'{p.name} {n}' for _, p, n, _ in weeks)})"
-        )
+        plans[0].note = note
     return [*plans, pseudo]
 
 
@@ -130,12 +132,16 @@ def holdout_samples(split: Split, cfg: RunConfig) -> tuple[np.ndarray, np.ndarra
         .group_by("item_id")
         .agg(pl.col("week").min().alias("first"))
     )
-    week = pl.scan_parquet(split.truth_week).select(pl.col("item_id").unique())
+    week = pl.scan_parquet(split.truth_week).group_by("item_id").agg(pl.len().alias("views"))
     pool = week.join(first, on="item_id").collect().sort("item_id")
     rng = np.random.default_rng([cfg.seed, cfg.holdout, 16])
     shuffled = pool.with_columns(pl.Series("draw", rng.permutation(pool.height)))
     if wanted.pseudo_pick == "youngest":
         shuffled = shuffled.sort(["first", "draw"], descending=[True, False])
+    elif wanted.pseudo_pick == "viewed":  # a draw without replacement, weights = label-week views (Gumbel)
+        gumbel = -np.log(-np.log(rng.random(pool.height)))
+        key = np.log(pool["views"].to_numpy().astype(np.float64)) + gumbel
+        shuffled = shuffled.with_columns(pl.Series("key", key)).sort("key", descending=True)
     else:
         shuffled = shuffled.sort("draw")
     drawn = shuffled["item_id"].to_numpy()
