@@ -24,7 +24,7 @@ from audience.data.weeks import week_item_ids
 from audience.io import read_json
 from audience.pipeline import run_all
 from audience.profiles.fit_data import build_fit_data
-from audience.rank.protocol import holdout_samples, training_plans
+from audience.rank.protocol import best_source_on_pools, holdout_samples, training_plans
 from audience.split import make_split
 from audience.submission import read_submission, validate_submission
 from audience.warm import ExcludeSeen, group_ndcg, history_features
@@ -138,7 +138,7 @@ def test_last_fallback_is_the_best_single_source(tiny_dir, tmp_path, caplog):
     assert [t["protocol"] for t in training["tried"]] == ["both", "pseudo"] and training["used"] is None
     best = training["fallback_source"]["source"]
     scores = training["fallback_source"]["holdout_pool_ndcg@100"]
-    assert best in cfg.sources and scores[best] == max(scores.values())
+    assert best == (max(scores, key=scores.get) if scores else cfg.sources[0])  # no positive: the first
     fallback = run.candidates("reranked").drop("source")
     assert fallback.equals(run.candidates(best).drop("source"))
     assert len([r for r in caplog.records if "best single source" in r.getMessage()]) == 1
@@ -240,3 +240,19 @@ def test_own_audience_matches_a_dense_reference(tiny_run):
         np.testing.assert_allclose(top.scores[row][: got.size], scores[got], rtol=1e-4)
         assert top.scores[row][0] == pytest.approx(scores.max(), rel=1e-4)
     assert sparse.issparse(fit.histories["item_user_positives"])
+
+
+def test_best_source_on_pools_ranks_sources_by_pool_ndcg():
+    pools = pl.DataFrame(
+        {
+            "clip": [0, 0, 0, 1, 1],
+            "user": [1, 2, 3, 1, 4],
+            "label": [0, 1, 0, 1, 0],
+            "rank__a": [1, 2, 3, 2, 1],
+            "rank__b": [2, 1, None, 1, None],
+        }
+    )
+    best, scores = best_source_on_pools(pools, ["a", "b"], 100)
+    assert best == "b" and scores["b"] == pytest.approx(1.0) and scores["a"] < 1.0
+    assert best_source_on_pools(None, ["a", "b"], 100) == ("a", {})
+    assert best_source_on_pools(pools.with_columns(pl.lit(0).alias("label")), ["b", "a"], 100) == ("b", {})
