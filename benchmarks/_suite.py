@@ -42,7 +42,7 @@ def load_average() -> float | None:
 
 def run_child(cmd: list[str], timeout: float | None, log: Path | None = None) -> dict:
     """Run `cmd` from the repo root in its own process group. Returns {status: ok | timeout | failed (rc N),
-    wall_s, peak_rss_gib, load_before, load_after}; on timeout the child's group is killed (by its id)."""
+    wall_s, peak_rss_gib, cpu_s, load_before, load_after}; on timeout the child's group is killed."""
     start = time.perf_counter()
     load_before = load_average()
     out = open(log, "w") if log is not None else None
@@ -69,6 +69,7 @@ def run_child(cmd: list[str], timeout: float | None, log: Path | None = None) ->
         "status": status,
         "wall_s": round(time.perf_counter() - start, 2),
         "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),  # robust to other load, unlike wall_s
         "load_before": load_before,
         "load_after": load_average(),
     }

@@ -16,10 +16,9 @@ from _machine import machine_line
 from _runs import open_run
 
 from audience.assign import STRATEGIES, assign_with_cap
-from audience.evaluation.oracle import oracle_candidates
 from audience.io import read_json
 from audience.metrics import ndcg_per_clip
-from audience.pipeline import _fallback_order, file_key, lists_frame, truth_positives
+from audience.pipeline import _fallback_order, file_key, lists_frame, oracle_frame, truth_positives
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,9 +33,10 @@ def main() -> None:
     truth = truth_positives(run.split().truth_week, cfg.positive_flags, item_ids)
     methods = [m for m in read_json(run_dir / "lists" / "assignment.json") if m != "oracle"]
     frames = {m: pl.read_parquet(run.path("candidates", f"{file_key(m)}.parquet")) for m in methods}
-    oracle = oracle_candidates(run.layout, run.split().truth_week_number, item_ids, run.catalog.users)
+    user_ids = dict.fromkeys(frames, run.catalog.users.ids)
+    oracle = oracle_frame(run, item_ids)
     if oracle is not None:
-        frames["oracle"] = oracle
+        frames["oracle"], user_ids["oracle"] = oracle
     lines = [
         f"# Assignment strategies on `{run_dir.name}`",
         "",
@@ -55,16 +55,14 @@ def main() -> None:
                 user,
                 score,
                 n,
-                run.catalog.n_users,
+                len(user_ids[method]),
                 cfg.list_size,
                 cfg.user_cap,
                 fallback_order=fallback,
                 strategy=strategy,
             ).users
             seconds = time.perf_counter() - start
-            per_clip = ndcg_per_clip(
-                lists_frame(item_ids, users, run.catalog.users.ids), truth, cfg.list_size
-            )
+            per_clip = ndcg_per_clip(lists_frame(item_ids, users, user_ids[method]), truth, cfg.list_size)
             cells += [f"{float(per_clip['ndcg'].mean()):.4f}", f"{seconds:.2f}"]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     out = ROOT / "benchmarks" / "results" / f"assignment_{run_dir.name}.md"

@@ -54,8 +54,8 @@ from _suite import (
     write_json,
 )
 
+from audience.data.embeddings import load_embeddings
 from audience.data.layout import DatasetLayout
-from audience.data.schema import load_embeddings
 from audience.metrics import diversity_at_k, novelty_at_k
 from audience.models import BPR, EASE, SLIM, top_k_sorted
 from audience.profiles.gmm import GmmConfig, fit_gmm

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import machine, machine_line  # noqa: E402
 
-from audience.data.schema import load_embeddings  # noqa: E402
+from audience.data.embeddings import load_embeddings  # noqa: E402
 from audience.io import atomic_path, write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -11,9 +11,10 @@ import polars as pl
 import pytest
 
 from audience.data.catalog import load_catalog
+from audience.data.embeddings import load_embeddings
 from audience.data.ids import IdMap
 from audience.data.layout import DatasetLayout
-from audience.data.schema import INTERACTIONS_SCHEMA, check_schema, load_embeddings
+from audience.data.schema import INTERACTIONS_SCHEMA, check_schema
 from audience.data.weeks import iter_weeks, read_week
 from audience.errors import DataError
 from audience.split import read_targets_file

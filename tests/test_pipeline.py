@@ -14,8 +14,9 @@ import polars as pl
 import pytest
 from conftest import tiny_config
 
+from audience.data.embeddings import load_embeddings
 from audience.data.layout import DatasetLayout
-from audience.data.schema import FLAG_COLUMNS, load_embeddings
+from audience.data.schema import FLAG_COLUMNS
 from audience.data.synthetic import generate, preset
 from audience.io import read_json
 from audience.pipeline import run_all, run_stage
@@ -131,9 +132,13 @@ def test_submit_mode_with_targets_file_and_fallbacks(tiny_dir, tmp_path):
     assert hnsw.filter(pl.col("clip").is_in([clip_of[no_embedding], clip_of[no_metadata]])).height == 0
 
 
-def test_users_without_history_are_never_candidates(tiny_run):
+def test_users_without_history_are_neither_indexed_nor_candidates(tiny_run):
+    """The metadata's late joiners (no train history) stay out of the run's index: no list needs them."""
     fit = tiny_run.fit_data()
-    assert (fit.user_views == 0).any(), "tiny data has late joiners without train history"
+    index = read_json(tiny_run.path("split.json"))["index"]
+    assert index["metadata_users"] > index["users_with_history"], "tiny data has late joiners"
+    assert index["users_added"] == 0 and (fit.user_views > 0).all()
+    assert fit.user_views.shape[0] == index["users_with_history"] == tiny_run.catalog.n_users
     for path in tiny_run.path("candidates").glob("*.parquet"):
         users = pl.read_parquet(path)["user"].to_numpy()
         assert (fit.user_views[users] > 0).all(), path.name
@@ -255,3 +260,10 @@ def test_saved_reranker_reproduces_the_reranked_scores(tiny_run):
     assert joined.height == frame.height
     np.testing.assert_allclose(joined["score"].to_numpy(), joined["again"].to_numpy(), rtol=1e-6)
     assert set(read_json(tiny_run.path("ranker", "meta.json"))["importance"]) <= set(model.features)
+
+
+def test_every_stage_records_wall_time_and_peak_memory(tiny_run):
+    timings = read_json(tiny_run.path("timings.json"))
+    memory = read_json(tiny_run.path("memory.json"))
+    assert set(memory) == set(timings) >= {"profiles", "candidates", "rank", "evaluate"}
+    assert all(0.05 < gib < 24 for gib in memory.values()), memory

@@ -84,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="targets/mixed_<split>.parquet: new + this many warm clips",
     )
     synth.add_argument("--overwrite", action="store_true")
+    synth.add_argument(
+        "--global-metadata",
+        action="store_true",
+        help="pad the metadata to the real dataset's global sizes (10,000,000 users, 19,627,601 clips)",
+    )
+    synth.add_argument("--metadata-users", type=int, help="pad users_metadata to this many rows")
+    synth.add_argument(
+        "--metadata-items", type=int, help="pad items_metadata and the embeddings to this many"
+    )
     synth.add_argument("--quiet", action="store_true")
     return parser
 
@@ -93,10 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "synth":
+            from audience.data.metadata_padding import REAL_ITEMS, REAL_USERS, pad_metadata
             from audience.data.synthetic import generate, preset
 
             out = args.data_dir or Path(f"data/synthetic-{args.preset}")
-            generate(
+            layout = generate(
                 out,
                 preset(args.preset, seed=args.seed, shape=args.shape, warm_targets=args.warm_targets),
                 args.subsample,
@@ -104,6 +114,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.overwrite,
             )
             print(f"wrote synthetic '{args.preset}' dataset to {out}")
+            if args.global_metadata or args.metadata_users or args.metadata_items:
+                default_users, default_items = (REAL_USERS, REAL_ITEMS) if args.global_metadata else (0, 0)
+                cfg = preset(args.preset)
+                padded = pad_metadata(
+                    layout,
+                    max(args.metadata_users or default_users, cfg.n_users),
+                    max(args.metadata_items or default_items, cfg.n_items),
+                    args.seed,
+                    not args.quiet,
+                )
+                print(
+                    f"padded its metadata to {padded['users']['padded_to']:,} users, "
+                    f"{padded['items']['padded_to']:,} clips"
+                )
             return 0
         from audience.pipeline import run_all, run_stage
 

@@ -34,9 +34,11 @@ from audience.candidates.ann import recall_against_exact
 from audience.candidates.base import TopK, rank_within_clip
 from audience.candidates.popular import PopularSource
 from audience.config import DEFAULT_SUBMISSION, STAGES, RunConfig
-from audience.data.catalog import Catalog, load_catalog
+from audience.data.catalog import Catalog, RunNeeds, load_catalog
+from audience.data.ids import IdMap, unique_sorted
 from audience.data.layout import DatasetLayout
 from audience.data.schema import INTERACTIONS_SCHEMA, check_schema
+from audience.data.weeks import distinct_ids
 from audience.errors import DataError, TooLittleData
 from audience.evaluation.oracle import oracle_candidates
 from audience.io import atomic_path, read_json, write_json, write_parquet
@@ -65,6 +67,7 @@ from audience.rank.protocol import (
 )
 from audience.rank.reranker import Reranker
 from audience.rank.simple_blend import rrf_blend
+from audience.resources import peak_rss_gib, reset_peak_rss
 from audience.split import Split, make_split
 from audience.submission import to_frame, write_submission
 from audience.warm import (
@@ -105,8 +108,9 @@ class Run:
 
     @property
     def catalog(self) -> Catalog:
+        """The run's users and clips, as the profiles stage indexed them (catalog.npz)."""
         if self._catalog is None:
-            self._catalog = load_catalog(self.layout, self.cfg.embedding_dim)
+            self._catalog = Catalog.load(self.require("catalog.npz", "profiles"))
         return self._catalog
 
     def split(self) -> Split:
@@ -139,21 +143,58 @@ class Run:
         write_json(timings, path)
 
 
+_stage_depth = 0  # stages run inside a stage (the rank stage's holdout runs) do not reset the peak
+
+
 @contextmanager
 def _timed(run: Run, stage: str):
+    """Record the stage wall time (timings.json); an outermost stage also its peak RSS, GiB (memory.json)."""
+    global _stage_depth
+    outermost = _stage_depth == 0
+    if outermost:
+        reset_peak_rss()
+    _stage_depth += 1
     start = time.perf_counter()
-    yield
+    try:
+        yield
+    finally:
+        _stage_depth -= 1
     run.record_timing(stage, time.perf_counter() - start)
+    if outermost:
+        path = run.path("memory.json")
+        memory = read_json(path) if path.exists() else {}
+        memory[stage] = round(peak_rss_gib(), 3)
+        write_json(memory, path)
+
+
+def _index_catalog(
+    run: Run, split: Split, pseudo_new: np.ndarray, warm_sample: np.ndarray
+) -> tuple[Catalog, np.ndarray]:
+    """The run's catalog (only the users and clips it needs) and its target clip ids; saves the catalog.
+    `pseudo_new`, `warm_sample`: a holdout run's sampled clips (rank/protocol.holdout_samples)."""
+    cfg = run.cfg
+    fit_users, fit_items = distinct_ids(split.fit_weeks, progress=not cfg.quiet)
+    # pseudo-new clips count as unseen: their fit-week rows are hidden from the profile pass
+    target_ids = run_target_ids(cfg, split, np.setdiff1d(fit_items, pseudo_new), pseudo_new, warm_sample)
+    # enough users to fill every list under the cap, plus one list's worth so the lists stay distinct
+    min_users = -(-len(target_ids) * cfg.list_size // cfg.user_cap) + cfg.list_size
+    needs = RunNeeds(fit_users, unique_sorted(np.concatenate([fit_items, target_ids])), min_users)
+    catalog = load_catalog(run.layout, cfg.embedding_dim, needs)
+    catalog.save(run.path("catalog.npz"))
+    run._catalog = catalog
+    return catalog, target_ids
 
 
 def stage_profiles(run: Run) -> None:
-    cfg, catalog = run.cfg, run.catalog
+    cfg = run.cfg
+    run.layout.check_metadata_present()
     split = run.split()
+    pseudo_new, warm_sample = holdout_samples(split, cfg)  # both empty unless a holdout run asks for them
+    catalog, target_ids = _index_catalog(run, split, pseudo_new, warm_sample)
     gmm, posteriors = None, None
     if any(name.startswith("gmm:") for name in (*cfg.sources, *cfg.baselines)):
         gmm = fit_gmm(catalog.embedding[catalog.has_embedding], cfg.gmm)
         posteriors = gmm.predict_proba(catalog.embedding) * catalog.has_embedding[:, None]
-    pseudo_new, warm_sample = holdout_samples(split, cfg)  # both empty unless a holdout run asks for them
     fit = build_fit_data(
         split.fit_weeks,
         catalog,
@@ -165,12 +206,12 @@ def stage_profiles(run: Run) -> None:
     )
     fit.gmm = gmm
     seen_ids = catalog.items.ids[fit.item_views > 0]
-    target_ids = run_target_ids(cfg, split, seen_ids, pseudo_new, warm_sample)
     queries = ClipQueries.from_catalog(catalog, target_ids)
     if len(queries) * cfg.list_size > catalog.n_users * cfg.user_cap:
+        n_meta = catalog.index_counts["metadata_users"]
         raise DataError(
             f"{split.targets_from}: {len(queries)} target clips need {len(queries) * cfg.list_size} slots, "
-            f"but {catalog.n_users} users x cap {cfg.user_cap} allow only {catalog.n_users * cfg.user_cap}"
+            f"but {n_meta} users x cap {cfg.user_cap} allow only {n_meta * cfg.user_cap}"
         )
     for what, mask in (("metadata", queries.has_metadata), ("an embedding", queries.has_embedding)):
         if (~mask).any():
@@ -203,6 +244,7 @@ def stage_profiles(run: Run) -> None:
             "n_targets": len(queries),
             "n_users": catalog.n_users,
             "n_items": catalog.n_items,
+            "index": catalog.index_counts,
             "users_with_history": int((fit.user_views > 0).sum()),
             "fit_interactions": int(fit.user_views.sum()),
             "targets_without_metadata": int((~queries.has_metadata).sum()),
@@ -480,13 +522,43 @@ def stage_rank(run: Run) -> None:
 def _fallback_order(fit: FitData, catalog: Catalog) -> np.ndarray:
     """Popular users first, then users without history: what fills a clip the candidates leave short."""
     popular = PopularSource().fit(fit, catalog).ranking()
-    rest = np.setdiff1d(np.arange(catalog.n_users, dtype=np.int32), popular)
+    without_history = np.ones(catalog.n_users, dtype=bool)
+    without_history[popular] = False
+    rest = np.flatnonzero(without_history)
     return np.concatenate([popular, rest]).astype(np.int32)
 
 
+def oracle_frame(run: Run, target_ids: np.ndarray) -> tuple[pl.DataFrame, np.ndarray] | None:
+    """The synthetic oracle's candidates on user indices, and the external ids those indices name: the
+    run's users, then the truth week's users the run never indexed (so the ceiling keeps every user)."""
+    oracle = oracle_candidates(run.layout, run.split().truth_week_number, target_ids)
+    if oracle is None:
+        return None
+    known = run.catalog.users.ids
+    ids = oracle["user_id"].to_numpy()
+    outside = unique_sorted(ids[run.catalog.users.lookup(ids) < 0])
+    user_ids = np.concatenate([known, outside]).astype(np.uint32)
+    users = IdMap(user_ids, "users of the run and of the oracle")
+    return oracle.with_columns(pl.Series("user", users.lookup(ids))).drop("user_id"), user_ids
+
+
+def list_user_ids(run: Run, method: str) -> np.ndarray:
+    """External ids of the user indices in `method`'s lists (the run's users, or the oracle's own)."""
+    path = run.path("lists", f"{file_key(method)}.user_ids.npy")
+    return np.load(path) if path.is_file() else run.catalog.users.ids
+
+
 def _assign(
-    run: Run, method: str, frame: pl.DataFrame, n_clips: int, fallback: np.ndarray, strategy: str
+    run: Run,
+    method: str,
+    frame: pl.DataFrame,
+    n_clips: int,
+    fallback: np.ndarray,
+    strategy: str,
+    user_ids: np.ndarray | None = None,
 ) -> dict:
+    """Assign `method`'s candidates with and without the cap and save both; `user_ids` (default the run's
+    users) are the external ids of the frame's user indices, saved beside the lists when they differ."""
     cfg = run.cfg
     if cfg.exclude_seen:  # a short warm list is filled with fallback users who have not seen the clip
         frame = fill_unseen(
@@ -496,6 +568,7 @@ def _assign(
             cfg.list_size,
         )
     clip, user, score = (frame[c].to_numpy() for c in ("clip", "user", "score"))
+    n_users = run.catalog.n_users if user_ids is None else len(user_ids)
 
     def assign(user_cap: int):
         return assign_with_cap(
@@ -503,7 +576,7 @@ def _assign(
             user,
             score,
             n_clips,
-            run.catalog.n_users,
+            n_users,
             cfg.list_size,
             user_cap,
             fallback_order=fallback,
@@ -512,9 +585,14 @@ def _assign(
 
     result = assign(cfg.user_cap)
     uncapped = assign(max(n_clips, 1)).users  # the cap lifted, so cap_cost measures the cap alone
-    for name, lists in (("capped", result.users), ("uncapped", uncapped)):
+    saved = {"capped": result.users, "uncapped": uncapped}
+    if user_ids is not None and len(user_ids) != run.catalog.n_users:
+        saved["user_ids"] = user_ids
+    else:
+        run.path("lists", f"{file_key(method)}.user_ids.npy").unlink(missing_ok=True)
+    for name, array in saved.items():
         with atomic_path(run.path("lists", f"{file_key(method)}.{name}.npy")) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, lists.astype(np.int32))
+            np.save(fh, array if name == "user_ids" else array.astype(np.int32))
     return {
         "from_candidates": int(result.n_from_candidates),
         "from_fallback": int(result.n_from_fallback),
@@ -529,14 +607,11 @@ def stage_assign(run: Run) -> None:
     n_clips = targets.height
     fallback = _fallback_order(run.fit_data(), run.catalog)
     report = {m: _assign(run, m, run.candidates(m), n_clips, fallback, cfg.assignment) for m in cfg.methods}
-    split = run.split()
-    oracle = oracle_candidates(
-        run.layout, split.truth_week_number, targets["item_id"].to_numpy(), run.catalog.users
-    )
+    oracle = oracle_frame(run, targets["item_id"].to_numpy())
     if oracle is not None:
         # the oracle's scores are all ties: it is always drafted by slots, so the ceiling the methods are
         # measured against does not move with the strategy under test
-        report[ORACLE] = _assign(run, ORACLE, oracle, n_clips, fallback, "slots")
+        report[ORACLE] = _assign(run, ORACLE, oracle[0], n_clips, fallback, "slots", oracle[1])
     write_json(report, run.path("lists", "assignment.json"))
 
 
@@ -594,7 +669,8 @@ def stage_evaluate(run: Run) -> dict:
             row: dict = {"method": method}
             for name in ("uncapped", "capped"):
                 lists = np.load(run.path("lists", f"{file_key(method)}.{name}.npy"))
-                per_clip = ndcg_per_clip(lists_frame(item_ids, lists, user_ids), truth, cfg.list_size)
+                method_users = list_user_ids(run, method)
+                per_clip = ndcg_per_clip(lists_frame(item_ids, lists, method_users), truth, cfg.list_size)
                 row[f"ndcg_{name}"] = float(per_clip["ndcg"].mean()) if per_clip.height else float("nan")
                 row.update(group_ndcg(per_clip, targets, name) if name == "capped" else {})
             row["cap_cost"] = row["ndcg_uncapped"] - row["ndcg_capped"]

@@ -11,6 +11,18 @@ from audience.errors import DataError
 _LOOKUP_LIMIT = 1 << 28  # use a direct lookup table while it costs at most 1 GiB
 
 
+def unique_sorted(values: np.ndarray) -> np.ndarray:
+    """Distinct values, ascending: np.unique by a sort. numpy 2.4's hash-based np.unique took 4.6 s on 2 M
+    distinct uint32 here, a sort 0.05 s; ids of real runs are tens of millions."""
+    ordered = np.sort(np.asarray(values), kind="stable")
+    if ordered.shape[0] < 2:
+        return ordered
+    keep = np.empty(ordered.shape[0], dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
 class IdMap:
     """Dense indices 0..n-1 for a set of distinct external ids (kept in the given order).
 
@@ -18,7 +30,7 @@ class IdMap:
 
     def __init__(self, ids: np.ndarray, what: str):
         ids = np.asarray(ids, dtype=np.uint32)
-        if np.unique(ids).shape[0] != ids.shape[0]:
+        if unique_sorted(ids).shape[0] != ids.shape[0]:
             raise DataError(f"{what}: duplicate ids (expected each id once)")
         self.ids = ids
         self.what = what

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from audience.errors import DataError
@@ -37,8 +36,6 @@ ITEMS_SCHEMA: dict[str, pl.DataType] = {
     "train_interactions_rank": pl.UInt32(),
 }
 
-EMBEDDING_KEYS = ("item_id", "embedding")
-
 
 def read_parquet_schema(path: Path) -> dict[str, pl.DataType]:
     """Schema of a parquet file, or a DataError naming the file when it is missing or unreadable."""
@@ -68,49 +65,3 @@ def check_schema(
                 f"{path}: column {column!r} has dtype {found[column]}, expected {expected[column]}"
             )
     return found
-
-
-def load_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Load `item_embeddings.npz` as (item_id uint32 (n,), embedding float16 (n, d)), checking keys, dtypes,
-    shapes, duplicate ids and non-finite values."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        with np.load(path) as npz:
-            missing = [key for key in EMBEDDING_KEYS if key not in npz.files]
-            if missing:
-                raise DataError(
-                    f"{path}: missing key(s) {missing} (expected {list(EMBEDDING_KEYS)}, found {npz.files})"
-                )
-            item_id = npz["item_id"]
-            embedding = npz["embedding"]
-    except DataError:
-        raise
-    except Exception as exc:
-        raise DataError(f"{path}: not a readable npz file ({type(exc).__name__}: {exc})") from exc
-    if item_id.ndim != 1 or not np.issubdtype(item_id.dtype, np.integer):
-        raise DataError(
-            f"{path}: key 'item_id' must be a 1-d integer array (found {item_id.dtype}, {item_id.shape})"
-        )
-    if item_id.size and (int(item_id.min()) < 0 or int(item_id.max()) > np.iinfo(np.uint32).max):
-        raise DataError(f"{path}: key 'item_id' has values outside UInt32 (expected clip ids 0..2^32-1)")
-    if embedding.ndim != 2 or embedding.shape[0] != item_id.shape[0]:
-        raise DataError(
-            f"{path}: key 'embedding' must be (n_items, dim) with n_items={item_id.shape[0]} "
-            f"(found {embedding.shape})"
-        )
-    if not np.issubdtype(embedding.dtype, np.floating):
-        raise DataError(
-            f"{path}: key 'embedding' must be floating point, expected float16 (found {embedding.dtype})"
-        )
-    bad_rows = ~np.isfinite(embedding).all(axis=1)
-    if bad_rows.any():
-        examples = item_id[bad_rows][:5].tolist()
-        raise DataError(
-            f"{path}: key 'embedding' has NaN/inf in {int(bad_rows.sum())} row(s), e.g. item_id {examples}; "
-            "expected finite values"
-        )
-    if np.unique(item_id).shape[0] != item_id.shape[0]:
-        raise DataError(f"{path}: key 'item_id' has duplicate ids (expected one embedding per clip)")
-    return item_id.astype(np.uint32, copy=False), embedding

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
+from tqdm.auto import tqdm
 
-from audience.data.ids import IdMap
+from audience.data.ids import IdMap, unique_sorted
 from audience.data.schema import INTERACTIONS_SCHEMA, check_schema
 from audience.errors import DataError
 
@@ -111,6 +112,23 @@ def iter_weeks(
         n_rows += week_rows
     if paths and n_rows == 0:
         raise DataError(f"{Path(paths[0]).parent}: every week file is empty (expected interactions)")
+
+
+def distinct_ids(paths: Sequence[Path], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (user_id, item_id) values over `paths` (sorted uint32), reading those two columns only:
+    what a run must index. Nulls are left to the streamed pass, which names them."""
+    users, items = [], []
+    for path in tqdm(paths, desc="index", unit="week", disable=not progress):
+        check_schema(path, INTERACTIONS_SCHEMA, ("user_id", "item_id"))
+        scan = pl.scan_parquet(path)
+        found = pl.collect_all([scan.select(pl.col(c).drop_nulls().unique()) for c in ("user_id", "item_id")])
+        users.append(found[0]["user_id"].to_numpy())
+        items.append(found[1]["item_id"].to_numpy())
+    empty = np.zeros(0, dtype=np.uint32)
+    return (
+        unique_sorted(np.concatenate([empty, *users])).astype(np.uint32),
+        unique_sorted(np.concatenate([empty, *items])).astype(np.uint32),
+    )
 
 
 def week_item_ids(path: Path) -> np.ndarray:

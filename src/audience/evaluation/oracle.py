@@ -8,14 +8,12 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from audience.data.ids import IdMap
 from audience.data.layout import DatasetLayout
 
 
-def oracle_candidates(
-    layout: DatasetLayout, week: int | None, target_ids: np.ndarray, users: IdMap
-) -> pl.DataFrame | None:
-    """Long frame (clip row, user index, score, rank) of the oracle for the target clips, or None."""
+def oracle_candidates(layout: DatasetLayout, week: int | None, target_ids: np.ndarray) -> pl.DataFrame | None:
+    """Long frame (clip row, user_id external, score, rank) of the oracle for the target clips, or None.
+    Users are external ids: the oracle may rank users the run never indexed (no history in its fit weeks)."""
     if week is None:
         return None
     path = layout.truth_dir / f"oracle_week_{week:02d}.parquet"
@@ -30,7 +28,4 @@ def oracle_candidates(
             pl.col("score").rank("ordinal", descending=True).over("clip").cast(pl.Int32).alias("rank")
         )
     )
-    user = users.lookup(frame["user_id"].to_numpy())
-    return frame.select(pl.col("clip").cast(pl.Int32), pl.Series("user", user), "score", "rank").filter(
-        pl.col("user") >= 0
-    )
+    return frame.select(pl.col("clip").cast(pl.Int32), "user_id", "score", "rank")

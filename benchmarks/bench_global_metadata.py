@@ -1,0 +1,136 @@
+"""A preset end to end with metadata of the real global size against the same preset as generated.
+
+    python benchmarks/bench_global_metadata.py [--preset small] [--users 10000000] [--items 19627601]
+
+The real metadata files are global (10 M users, 19.6 M clips, 2.5 GB of embeddings) whatever subsample a
+run uses. This copies the preset's data, pads the copy's metadata to the real sizes (timed), then runs
+every stage of both modes on both datasets, each stage in a fresh process as `make demo` does, and records
+wall time and peak RSS per stage and the results tables. Writes
+benchmarks/results/global_metadata_<preset>.{json,md}."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+
+from _machine import machine, machine_line
+from _suite import RESULTS, ROOT, ensure_data, publish, read_json, run_child
+
+from audience.config import STAGES
+from audience.data.metadata_padding import REAL_ITEMS, REAL_USERS
+
+MODES = ("validate", "submit")
+
+
+def pad_copy(source, target, users: int, items: int) -> dict:
+    """Copy `source` to `target` and pad its metadata in a child process, timed."""
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target)
+    code = (
+        "from audience.data.layout import DatasetLayout;"
+        "from audience.data.metadata_padding import pad_metadata;"
+        f"pad_metadata(DatasetLayout({str(target)!r}), {users}, {items}, progress=False)"
+    )
+    child = run_child([sys.executable, "-c", code], timeout=None)
+    if child["status"] != "ok":
+        raise SystemExit(f"padding {target} failed: {child}")
+    return child
+
+
+def run_mode(data, run_dir, mode: str) -> dict:
+    """Every stage of one mode, each in its own process; wall time and peak RSS per stage."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    stages = {}
+    for stage in STAGES:
+        cmd = [sys.executable, "-m", "audience", "stage", stage, "--data-dir", str(data), "--mode", mode]
+        cmd += ["--run-dir", str(run_dir), "--quiet", "--out", str(run_dir / "submission.parquet")]
+        child = run_child(cmd, timeout=None, log=run_dir.parent / f"{run_dir.name}-{stage}.log")
+        if child["status"] != "ok":
+            raise SystemExit(f"{data} {mode} {stage}: {child['status']}")
+        stages[stage] = {
+            k: child[k] for k in ("wall_s", "cpu_s", "peak_rss_gib", "load_before", "load_after")
+        }
+    results = read_json(run_dir / "results.json")
+    split = read_json(run_dir / "split.json")
+    return {"stages": stages, "index": split["index"], "methods": results["methods"]}
+
+
+def summary(figures: dict) -> str:
+    preset, pad, meta = figures["preset"], figures["padding"], figures["metadata"]
+    lines = [
+        f"# `{preset}` with global-size metadata against `{preset}` as generated",
+        "",
+        f"Machine: {machine_line()}. Each stage in a fresh process; peak RSS of that process.",
+        f"Padding the metadata to {meta['users']:,} users and {meta['items']:,} clips took "
+        f"{pad['wall_s']} s wall, {pad['cpu_s']} s CPU, peak {pad['peak_rss_gib']} GiB.",
+        "",
+        "| mode | stage | as generated: wall s | CPU s | GiB | global metadata: wall s | CPU s | GiB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for mode in MODES:
+        plain, padded = figures["plain"][mode]["stages"], figures["global"][mode]["stages"]
+        for stage in STAGES:
+            a, b = plain[stage], padded[stage]
+            lines.append(
+                f"| {mode} | {stage} | {a['wall_s']} | {a['cpu_s']} | {a['peak_rss_gib']} "
+                f"| {b['wall_s']} | {b['cpu_s']} | {b['peak_rss_gib']} |"
+            )
+    lines += [
+        "",
+        "| mode | wall s as generated / global / extra | CPU s as generated / global / extra "
+        "| peak GiB as generated / global | same results table |",
+        "|---|---|---|---|---|",
+    ]
+    for mode, row in figures["comparison"].items():
+        lines.append(
+            f"| {mode} | {row['plain_s']} / {row['global_s']} / {row['extra_s']} "
+            f"| {row['plain_cpu_s']} / {row['global_cpu_s']} / {row['extra_cpu_s']} "
+            f"| {row['plain_peak_gib']} / {row['global_peak_gib']} "
+            f"| {'yes' if row['identical_results'] else 'NO'} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--users", type=int, default=REAL_USERS)
+    parser.add_argument("--items", type=int, default=REAL_ITEMS)
+    args = parser.parse_args()
+    plain, _ = ensure_data(args.preset)
+    padded = ROOT / "data" / f"synthetic-{args.preset}-global"
+    figures: dict = {
+        "machine": machine(),
+        "preset": args.preset,
+        "metadata": {"users": args.users, "items": args.items},
+        "padding": pad_copy(plain, padded, args.users, args.items),
+    }
+    for name, data in (("plain", plain), ("global", padded)):
+        # holdout runs rebuilt per dataset; submit reuses validate's, as in `make demo`
+        shutil.rmtree(ROOT / "artifacts" / f"{data.name}-holdout", ignore_errors=True)
+        figures[name] = {
+            mode: run_mode(data, ROOT / "artifacts" / f"bench-{data.name}-{mode}", mode) for mode in MODES
+        }
+    figures["comparison"] = {}
+    for mode in MODES:
+        a, b = figures["plain"][mode], figures["global"][mode]
+        plain_s, global_s = (sum(s["wall_s"] for s in r["stages"].values()) for r in (a, b))
+        plain_cpu, global_cpu = (sum(s["cpu_s"] for s in r["stages"].values()) for r in (a, b))
+        figures["comparison"][mode] = {
+            "plain_s": round(plain_s, 1),
+            "global_s": round(global_s, 1),
+            "extra_s": round(global_s - plain_s, 1),
+            "plain_cpu_s": round(plain_cpu, 1),
+            "global_cpu_s": round(global_cpu, 1),
+            "extra_cpu_s": round(global_cpu - plain_cpu, 1),
+            "plain_peak_gib": max(s["peak_rss_gib"] for s in a["stages"].values()),
+            "global_peak_gib": max(s["peak_rss_gib"] for s in b["stages"].values()),
+            "identical_results": a["methods"] == b["methods"],
+        }
+    publish(RESULTS / f"global_metadata_{args.preset}", figures, summary(figures))
+
+
+if __name__ == "__main__":
+    main()
