@@ -54,13 +54,11 @@ def variants(rolling: Path, stocked: Path, work: Path, n_warm: int) -> list[tupl
         cfg("rolling", "new", rolling, **protocol("new")),
         cfg("rolling", "pseudo", rolling, **protocol("pseudo")),
         cfg("rolling", "both", rolling, **protocol("both")),
-        cfg("stocked", "both", stocked, **protocol("both")),
+        cfg("stocked", "new->pseudo", stocked, **protocol("new")),
         cfg("warm", "exclude+own", rolling, targets=mixed, sources=warm_sources),
         cfg("warm", "exclude", rolling, targets=mixed),
         cfg("warm", "neither", rolling, targets=mixed, exclude_seen=False),
-        cfg("stocked", "both-uniform", stocked, **protocol("both", "uniform")),
-        cfg("stocked", "both-youngest", stocked, **protocol("both", "youngest")),
-        cfg("rolling", "both-youngest", rolling, **protocol("both", "youngest")),
+        cfg("stocked", "new->pseudo-uniform", stocked, **protocol("new", "uniform")),
     ]
 
 

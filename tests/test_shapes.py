@@ -53,11 +53,7 @@ def test_stocked_shape_has_new_clips_only_in_validation_and_test(tiny_stocked_di
 
 
 def test_training_plans_fall_back_from_new_to_pseudo(tiny_dir, tiny_stocked_dir):
-    assert [p.protocol for p in training_plans(DatasetLayout(tiny_dir).train_weeks(), RerankerConfig())] == [
-        "both",
-        "pseudo",
-    ]
-    cfg = RerankerConfig(label_clips="new")
+    cfg = RerankerConfig()
     rolling = training_plans(DatasetLayout(tiny_dir).train_weeks(), cfg)
     assert [p.protocol for p in rolling] == ["new", "pseudo"]
     assert [w.holdout for w in rolling[0].weeks] == [1, 2]
@@ -114,7 +110,8 @@ def test_pseudo_new_clips_are_hidden_as_if_the_rows_were_not_there(tiny_dir, tmp
 
 def test_stocked_default_run_trains_on_pseudo_new_clips_and_says_so(tiny_stocked_run):
     training = read_json(tiny_stocked_run.path("training.json"))
-    assert training["used"]["protocol"] == "both" and "50 new clips" in training["used"]["note"]
+    assert training["tried"][0]["protocol"] == "new" and "50 new clips" in training["tried"][0]["error"]
+    assert training["used"]["protocol"] == "pseudo"
     assert all(not w["targets"]["new"] and w["targets"]["pseudo"] > 0 for w in training["used"]["weeks"])
     split = read_json(tiny_stocked_run.path("split.json"))
     assert split["warm_targets"] == 0 and split["n_targets"] > 0
@@ -135,7 +132,7 @@ def test_last_fallback_is_the_best_single_source(tiny_dir, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="audience.pipeline"):
         run = run_all(replace(cfg, reranker=reranker))
     training = read_json(run.path("training.json"))
-    assert [t["protocol"] for t in training["tried"]] == ["both", "pseudo"] and training["used"] is None
+    assert [t["protocol"] for t in training["tried"]] == ["new", "pseudo"] and training["used"] is None
     best = training["fallback_source"]["source"]
     scores = training["fallback_source"]["holdout_pool_ndcg@100"]
     assert best == (max(scores, key=scores.get) if scores else cfg.sources[0])  # no positive: the first
