@@ -83,8 +83,8 @@ class RerankerConfig:
     pseudo_share: float = 0.1  # and at most this share of the week's clips (hiding more thins the fit data)
     # which clips become pseudo-new: "viewed" (drawn with weights = label-week views, like new clips that the
     # feed pushes), "youngest" (latest first appearance first) or "uniform". Pseudo-only on small: viewed
-    # 0.1533, youngest 0.1478, uniform 0.1413; on the stocked shape youngest picks the obscure clips (tiny:
-    # 0.2149 vs viewed 0.2419, uniform 0.2334)
+    # 0.1533, youngest 0.1478, uniform 0.1413; stocked small: viewed 0.1095, uniform 0.1011; on the stocked
+    # shape youngest picks the obscure clips (tiny: 0.2149 vs viewed 0.2419, uniform 0.2334)
     pseudo_pick: str = "viewed"
     # binary:logistic gives calibrated probabilities, which the cross-clip assignment compares; it also beat
     # rank:ndcg and rank:pairwise on tiny and small (see README, Ranking)
