@@ -54,11 +54,13 @@ from _suite import (
     write_json,
 )
 
+from audience.arrays import top_k
+from audience.config import GmmConfig
 from audience.data.layout import DatasetLayout
 from audience.data.schema import load_embeddings
 from audience.metrics import diversity_at_k, novelty_at_k
-from audience.models import BPR, EASE, SLIM, top_k_sorted
-from audience.profiles.gmm import GmmConfig, fit_gmm
+from audience.models import BPR, EASE, SLIM
+from audience.profiles.gmm import fit_gmm
 
 FLAGS = ("like", "share", "bookmark", "click_on_author", "open_comments")
 SEED = 20250101
@@ -236,7 +238,7 @@ class Popular:
             scores = np.broadcast_to(self.counts, (len(rows), self.counts.size)).copy()
             Xr = X[rows]
             scores[np.repeat(np.arange(len(rows)), np.diff(Xr.indptr)), Xr.indices] = -np.inf
-            ids, top = top_k_sorted(scores, k)
+            ids, top = top_k(scores, k)
             out[0].append(ids)
             out[1].append(top)
         return np.concatenate(out[0]), np.concatenate(out[1])

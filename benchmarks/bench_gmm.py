@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.reference_json:
             write_json(rec, args.reference_json)
         return 0
-    from audience.profiles.gmm import GmmConfig
+    from audience.config import GmmConfig
 
     if args.reuse_reference:
         ref = json.loads(args.reuse_reference.read_text())

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from audience.models import EASE, top_k_sorted
+from audience.models import EASE
 
 # B from the Cholesky route (float64 solve, float32 storage) vs np.linalg.inv in float64: the float32 cast
 # alone is ~1e-8 relative; allow 1e-6 absolute on entries of order 0.01-1.
@@ -101,16 +101,6 @@ def test_filter_seen_and_whitelist():
         seen = set(X[r].indices)
         expected = {c for c in white[:5] if c not in seen}
         assert set(ids_w[r][ids_w[r] >= 0]) == expected
-
-
-def test_topk_helper_ties_and_padding():
-    scores = np.array([[1.0, 3.0, 3.0, -np.inf], [0.0, 0.0, 0.0, 0.0]], dtype=np.float32)
-    ids, top = top_k_sorted(scores, 6, np.array([10, 20, 30, 40]))
-    np.testing.assert_array_equal(ids[0], [20, 30, 10, -1, -1, -1])
-    np.testing.assert_array_equal(ids[1], [10, 20, 30, 40, -1, -1])
-    assert np.isneginf(top[0, 3:]).all()
-    ids2, _ = top_k_sorted(scores, 2, np.array([10, 20, 30, 40]))
-    np.testing.assert_array_equal(ids2, [[20, 30], [10, 20]])
 
 
 def test_errors():

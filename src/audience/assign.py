@@ -49,7 +49,8 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-STRATEGIES = ("slots", "global", "margin")
+from audience.config import STRATEGIES
+
 __all__ = [
     "AssignmentResult",
     "assign_with_cap",

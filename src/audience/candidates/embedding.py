@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from audience.arrays import TopK
 from audience.candidates.ann import HnswIndex, exact_search
-from audience.candidates.base import ClipQueries, TopK
+from audience.candidates.base import ClipQueries
 from audience.config import HnswConfig
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
@@ -67,5 +68,5 @@ class EmbeddingSource:
             found = self.index.query(queries, k)
         else:
             found = exact_search(self.vectors, self.ids, queries, k)
-        out.users[rows], out.scores[rows] = found.users, found.scores
+        out.ids[rows], out.scores[rows] = found.ids, found.scores
         return out

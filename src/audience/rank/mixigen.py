@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ import polars as pl
 import xgboost as xgb
 from scipy.stats import spearmanr
 
+from audience.config import MixiGenConfig
 from audience.metrics import discount_table
 from audience.rank._booster import gain_shares, load_booster, save_booster, train_early_stopped
 
@@ -49,35 +50,6 @@ CONTEXT_FEATURES = (
 # stronger source already proposed is what the merge needs (on small they lifted NDCG@100 0.1392 -> 0.1409)
 CROSS_FEATURES = ("n_sources", "best_position")
 FEATURES = ("source", "position", "log_position", "score", "score_to_top", *CONTEXT_FEATURES, *CROSS_FEATURES)
-
-
-@dataclass(frozen=True)
-class MixiGenConfig:
-    """Boosting settings for the position-value model and the merge budgets."""
-
-    # grouped by clip; on small rank:ndcg beat binary:logistic for the k-way merge (0.1409 vs 0.1384)
-    objective: str = "rank:ndcg"
-    n_estimators: int = 200
-    learning_rate: float = 0.1
-    max_depth: int = 6
-    min_child_weight: float = 50.0
-    negative_keep: float = 0.3  # negatives are plentiful; thinning them uniformly keeps every clip's order
-    valid_share: float = 0.2
-    early_stopping_rounds: int = 30
-    # rank objectives: pairs are built within each clip's top `rank_truncation` predictions (XGBoost's
-    # lambdarank_num_pair_per_sample with the topk method; None keeps XGBoost's default). 100, the list size,
-    # beat the default and 300 on small: NDCG@100 0.1410 vs 0.1403 / 0.1403, recall@100 0.272 vs 0.267 / 0.266
-    rank_truncation: int | None = 100
-    quota_multipliers: tuple[float, ...] = (0.25, 0.5, 2.0, 4.0)  # tried per source in the quota search
-    quota_rounds: int = 2
-    # what the quota search maximises on the holdout pools: "ndcg" (NDCG@list_size of the merged list) or
-    # "recall" (recall@candidate_depth: the merge as a pool for a reranker)
-    quota_objective: str = "ndcg"
-
-    def __post_init__(self) -> None:
-        if self.quota_objective not in QUOTA_OBJECTIVES:  # defined below; read when a config is made
-            known = sorted(QUOTA_OBJECTIVES)
-            raise ValueError(f"mixigen.quota_objective must be one of {known}, got {self.quota_objective!r}")
 
 
 def long_candidates(pool: pl.DataFrame, sources: Sequence[str]) -> pl.DataFrame:

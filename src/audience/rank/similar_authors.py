@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit
 from scipy import sparse
 
-from audience.candidates.base import ranked_entries, sparse_top_k
+from audience.arrays import ranked_entries, sparse_top_k
 
 
 def top_per_row(matrix: sparse.csr_matrix, n: int) -> sparse.csr_matrix:
@@ -58,9 +58,9 @@ def author_neighbours(
         sim.data[sim.indices == own] = 0.0  # an author is not its own neighbour
         sim.eliminate_zeros()
         top = sparse_top_k(sim, k)
-        found = top.users >= 0
+        found = top.ids >= 0
         rows.append(np.nonzero(found)[0] + start)
-        cols.append(top.users[found].astype(np.int64))
+        cols.append(top.ids[found].astype(np.int64))
         values.append(top.scores[found].astype(np.float32))
     shape = (authors.size, user_author_views.shape[1])
     out = sparse.csr_matrix(
