@@ -43,6 +43,7 @@ from _suite import (
     write_json,
 )
 
+from audience import progress
 from audience.candidates import make_source
 from audience.config import RunConfig, load_config
 from audience.io import write_parquet
@@ -84,6 +85,7 @@ def bench_config(preset: str, sources: tuple[str, ...]) -> RunConfig:
 
 def measure_one(preset: str, name: str) -> dict:
     """Fit one generator on the run folder's profiles, time it, write its candidates (child process)."""
+    progress.configure(False)  # one line per single-clip call would flood the log and the timing
     cfg = bench_config(preset, GENERATORS)
     run = Run(cfg)
     fit, queries, catalog = run.fit_data(), run.queries(), run.catalog

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from audience import progress
 from audience.config import MODES, STAGES, load_config
 from audience.errors import DataError, SubmissionError
 
@@ -87,12 +88,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from audience.data.synthetic import generate, preset
 
             out = args.data_dir or Path(f"data/synthetic-{args.preset}")
+            progress.configure(not args.quiet)
             generate(out, preset(args.preset, seed=args.seed), args.subsample, not args.quiet, args.overwrite)
             print(f"wrote synthetic '{args.preset}' dataset to {out}")
             return 0
         from audience.pipeline import run_all, run_stage
 
         cfg = config_from_args(args)
+        progress.configure(not cfg.quiet)
         if args.command == "stage":
             run_stage(cfg, args.name)
         else:

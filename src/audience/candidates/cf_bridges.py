@@ -106,7 +106,7 @@ class NeighbourBridgeSource:
 
     def fit(self, data: FitData, catalog: Catalog) -> NeighbourBridgeSource:
         X = positives_matrix(data)
-        # EASE keeps its 10k most popular clips: dense B is 10k^2 x 4 bytes (381 MB), ~27 s to fit on small.
+        # EASE keeps its 10k most popular clips: dense B is 10k^2 x 4 bytes (381 MB).
         # At 30k clips the fit crashed (segfault inside the dense Gram/LAPACK path, 7 GB float64): not used.
         model = (
             EASE(max_items=self.max_items) if self.model_name == "ease" else SLIM(max_items=self.max_items)

@@ -31,8 +31,8 @@ import numpy as np
 import polars as pl
 from scipy import sparse
 from scipy.special import expit
-from tqdm.auto import tqdm
 
+from audience import progress as progress_report
 from audience.data.layout import DatasetLayout
 from audience.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, USERS_SCHEMA
 from audience.io import atomic_path, write_parquet
@@ -577,7 +577,7 @@ def generate(
     recent: list[np.ndarray] = []
     offsets: dict[str, float] | None = None
     stats = {"rows": 0, "flag_counts": dict.fromkeys(REAL_RATES, 0)}
-    for week in tqdm(range(cfg.n_weeks), desc=f"synthetic {cfg.name}", disable=not progress):
+    for week in progress_report.iterate(range(cfg.n_weeks), f"synthetic {cfg.name}", "weeks", progress):
         users, items, channel = _simulate_week(world, cfg, week, rng)
         # weeks' keys are disjoint (each week drops pairs seen before), so a sort is their sorted union
         recent_keys = np.sort(np.concatenate(recent)) if recent else np.zeros(0, dtype=np.int64)
