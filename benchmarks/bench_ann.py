@@ -28,9 +28,8 @@ from _suite import RESULTS, write_atomic, write_json
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from audience.arrays import TopK
+from audience.arrays import TopK, unit_rows
 from audience.candidates.ann import exact_search, recall_against_exact
-from audience.candidates.embedding import unit_rows
 from audience.markdown import table
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
 """Array helpers shared by every layer: the ids-and-scores result shape (`TopK`), row-wise top-k of dense
-and sparse score matrices, sparse look-ups, and ranking rows within a clip.
+and sparse score matrices, sparse look-ups, unit rows, and ranking rows within a clip.
 
 One tie rule everywhere: rows are ordered by score descending, then id ascending (the id after mapping
 through `ids`). It holds at the k-th position too: of equal scores at the cut, the smallest ids are kept.
@@ -122,6 +122,12 @@ def sparse_values_at(matrix: sparse.spmatrix, rows: np.ndarray, cols: np.ndarray
     hit = keys[pos] == wanted
     out[hit] = matrix.data[pos[hit]]
     return out
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (float32), so inner products are cosines; zero rows stay zero."""
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.where(norm > 0, x / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
 
 
 def rank_within_clip(frame: pl.DataFrame) -> pl.DataFrame:

@@ -15,11 +15,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from audience.arrays import TopK, top_k
+from audience.arrays import TopK, top_k, unit_rows
 from audience.candidates.ann import HnswIndex
 from audience.candidates.base import ClipQueries
 from audience.candidates.coengagement import nearest_clip_weights
-from audience.candidates.embedding import unit_rows
 from audience.config import HnswConfig
 from audience.data.catalog import Catalog
 from audience.models.bpr import BPR

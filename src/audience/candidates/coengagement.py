@@ -11,10 +11,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from audience.arrays import TopK, sparse_top_k
+from audience.arrays import TopK, sparse_top_k, unit_rows
 from audience.candidates.ann import HnswIndex
 from audience.candidates.base import ClipQueries
-from audience.candidates.embedding import unit_rows
 from audience.config import HnswConfig
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData

@@ -15,7 +15,8 @@ Every model has the same two calls:
 Item-item models (EASE, SLIM) score a user from their row of ``X``, so any ``X`` with the fitted number of
 columns works (a later week, a single user...); BPR scores from its fitted ``user_factors`` and uses ``X``
 only to know what each user has seen. Models that keep only part of the catalogue (``max_items``) never
-return the other clips. The shared machinery lives here (``ScoredRecommender``); the model classes are
+return the other clips. The shared machinery lives here (``ScoredRecommender``, ``popular_items``,
+``restrict_columns``); the model classes are
 imported lazily (``from audience.models import EASE``) so that their numba code compiles only when used.
 """
 
@@ -29,7 +30,15 @@ import scipy.sparse as sp
 
 from audience.arrays import TopK, top_k
 
-__all__ = ["BPR", "EASE", "SLIM", "ScoredRecommender", "check_interactions"]
+__all__ = [
+    "BPR",
+    "EASE",
+    "SLIM",
+    "ScoredRecommender",
+    "check_interactions",
+    "popular_items",
+    "restrict_columns",
+]
 
 _LAZY = {"EASE": "audience.models.ease", "SLIM": "audience.models.slim", "BPR": "audience.models.bpr"}
 
@@ -54,6 +63,29 @@ def check_interactions(X: Any, n_items: int | None = None) -> sp.csr_matrix:
     if n_items is not None and X.shape[1] != n_items:
         raise ValueError(f"X has {X.shape[1]} columns, the model was fitted on {n_items}")
     return X
+
+
+def popular_items(X: sp.csr_matrix, max_items: int | None) -> np.ndarray:
+    """Indices (ascending, int32) of the ``max_items`` clips with the most interactions (nonzeros; ties by
+    lower index); all clips with at least one interaction when ``max_items`` is None."""
+    counts = np.bincount(X.indices, minlength=X.shape[1])
+    active = np.flatnonzero(counts > 0)
+    if max_items is not None and active.size > max_items:
+        order = np.lexsort((active, -counts[active]))  # count desc, index asc
+        active = np.sort(active[order[:max_items]])
+    return active.astype(np.int32)
+
+
+def restrict_columns(X: sp.csr_matrix, items: np.ndarray, n_items: int) -> sp.csr_matrix:
+    """``X[:, items]`` for ascending ``items`` (CSR, sorted indices), without scipy's fancy-indexing copy."""
+    pos = np.full(n_items, -1, dtype=np.int64)
+    pos[items] = np.arange(items.size)
+    p = pos[X.indices]
+    keep = p >= 0
+    rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+    indptr = np.zeros(X.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows[keep], minlength=X.shape[0]), out=indptr[1:])
+    return sp.csr_matrix((X.data[keep], p[keep], indptr), shape=(X.shape[0], items.size))
 
 
 class ScoredRecommender:
