@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from audience.config import preset
 from audience.data.layout import DatasetLayout
 from audience.data.schema import (
     INTERACTIONS_SCHEMA,
@@ -17,7 +18,7 @@ from audience.data.schema import (
     check_schema,
     load_embeddings,
 )
-from audience.data.synthetic import REAL_RATES, GroupedSampler, build_world, generate, preset
+from audience.data.synthetic import REAL_RATES, GroupedSampler, build_world, generate
 from audience.io import read_json
 
 

@@ -60,7 +60,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from audience.data.synthetic import PRESETS
+    from audience.config import PRESETS
 
     parser = argparse.ArgumentParser(prog="audience", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "synth":
-            from audience.data.synthetic import generate, preset
+            from audience.config import preset
+            from audience.data.synthetic import generate
 
             out = args.data_dir or Path(f"data/synthetic-{args.preset}")
             progress.configure(not args.quiet)
