@@ -65,18 +65,18 @@ class TestGeneratorContract:
         for row in (0, 7, 123):
             single = source.recommend(queries.subset(slice(row, row + 1)), 20)
             if name == "random":  # draws depend on the batch by design; only the shape must agree
-                assert single.users.shape == (1, 20) and (single.users >= 0).all()
+                assert single.ids.shape == (1, 20) and (single.ids >= 0).all()
             else:
-                np.testing.assert_array_equal(single.users[0], batch.users[row])
+                np.testing.assert_array_equal(single.ids[0], batch.ids[row])
 
     def test_deterministic_and_k_beyond_users(self, name, world):
         catalog, _, queries = world
         a = self.fitted(name, world).recommend(queries, 30)
         b = self.fitted(name, world).recommend(queries, 30)
-        np.testing.assert_array_equal(a.users, b.users)
+        np.testing.assert_array_equal(a.ids, b.ids)
         big = self.fitted(name, world).recommend(queries.subset(slice(0, 3)), catalog.n_users + 10)
-        assert big.users.shape[1] == catalog.n_users + 10
-        assert np.all(big.users[:, -10:] == -1)
+        assert big.ids.shape[1] == catalog.n_users + 10
+        assert np.all(big.ids[:, -10:] == -1)
 
 
 def test_clips_without_embedding_get_nothing_from_content_sources(world):

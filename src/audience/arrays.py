@@ -26,7 +26,7 @@ class TopK(NamedTuple):
 
     @property
     def users(self) -> np.ndarray:
-        """`ids` under the name a generator's answer reads best with (user indices)."""
+        """`ids` under its former name, read by pipeline.stage_candidates only; goes when that reads `ids`."""
         return self.ids
 
     @classmethod
