@@ -27,10 +27,10 @@ import numpy as np
 import polars as pl
 from threadpoolctl import threadpool_limits
 
+from audience.arrays import TopK, rank_within_clip
 from audience.assign import assign_with_cap
 from audience.candidates import ClipQueries, make_source
 from audience.candidates.ann import recall_against_exact
-from audience.candidates.base import TopK, rank_within_clip
 from audience.candidates.popular import PopularSource
 from audience.config import DEFAULT_SUBMISSION, STAGES, RunConfig
 from audience.data.catalog import Catalog, RunNeeds, load_catalog
