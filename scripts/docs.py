@@ -258,14 +258,6 @@ def block_ann(root: Path) -> list[str]:
     ]
 
 
-def block_metric_speed(root: Path) -> list[str]:
-    """The metric and the assignment at challenge scale (benchmarks/bench_ndcg.py)."""
-    path = RESULTS / "bench_ndcg.txt"
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    out = [row for line in lines for row in prose(line.split(" | ")[0].split(" (")[0], bullet=True)]
-    return out + prose(f"machine: {lines[0].split(' | ')[1]} (`{path.relative_to(root)}`)", bullet=True)
-
-
 def block_global_metadata(root: Path) -> list[str]:
     """`small` with metadata of the real global size against `small` as generated
     (benchmarks/bench_global_metadata.py)."""
@@ -304,7 +296,6 @@ BLOCKS: dict[str, Callable[[Path], list[str]]] = {
     "generators": block_generators,
     "models": block_models,
     "ann": block_ann,
-    "metric-speed": block_metric_speed,
     "global-metadata": block_global_metadata,
 }
 
