@@ -250,9 +250,9 @@ def stage_candidates(run: Run) -> None:
         if backend == "hnsw" and f"exact:{profile}" in results:
             exact = results[f"exact:{profile}"]
             approx = results[name]
-            k = min(cfg.list_size, exact.users.shape[1])
+            k = min(cfg.list_size, exact.ids.shape[1])
             recall = recall_against_exact(
-                TopK(approx.users[:, :k], approx.scores[:, :k]), TopK(exact.users[:, :k], exact.scores[:, :k])
+                TopK(approx.ids[:, :k], approx.scores[:, :k]), TopK(exact.ids[:, :k], exact.scores[:, :k])
             )
             report[name][f"recall_at_{k}_vs_exact"] = round(recall, 5)
     write_json(report, run.path("candidates", "sources.json"))
