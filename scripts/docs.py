@@ -50,7 +50,8 @@ def share(value: float, whole: float) -> str:
 
 
 def block_demo(root: Path) -> list[str]:
-    """The validate run of `make demo` (synthetic small): every method's NDCG and pool recall."""
+    """The validate run of `make demo` (synthetic small): every method's NDCG and pool recall, from the record
+    `reports/record_run.py` writes of a run folder."""
     path = root / "reports" / "results" / "synthetic-small-validate.json"
     res = read_json(path)
     rows = sorted(res["methods"], key=lambda r: -r.get("ndcg_capped", -1.0))
