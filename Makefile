@@ -8,7 +8,7 @@ DATA := data/synthetic-$(PRESET)
 DATA_STAMP := $(DATA)/_synthetic_truth/full/generator.json
 ARGS ?=
 
-.PHONY: install data demo test lint format bench clean
+.PHONY: install data demo test lint format docs bench clean
 
 install: $(STAMP)
 
@@ -25,12 +25,15 @@ $(DATA_STAMP): | $(STAMP)
 	$(PY) scripts/01_synthetic_data.py --preset $(PRESET) --data-dir $(DATA) --overwrite
 
 # validate mode scores every method on the validation week; submit mode refits on train+validation and
-# writes submissions/submission.parquet for the test week's new clips.
+# writes submissions/submission.parquet for the test week's new clips. Every stage reports its progress
+# (a bar on a terminal, a line per step or per 10 s in a log); only 07_evaluate is quiet, because its
+# table is printed once at the end.
 demo: $(STAMP) $(DATA_STAMP)
 	@start=$$(date +%s); \
 	for mode in validate submit; do \
 	  for s in 02_build_profiles 03_generate_candidates 04_blend 05_rerank 06_assign 07_evaluate; do \
-	    echo "== $$mode: $$s"; $(PY) scripts/$$s.py --data-dir $(DATA) --mode $$mode --quiet $(ARGS) || exit 1; \
+	    quiet=$$( [ $$s = 07_evaluate ] && echo --quiet ); \
+	    echo "== $$mode: $$s"; $(PY) scripts/$$s.py --data-dir $(DATA) --mode $$mode $$quiet $(ARGS) || exit 1; \
 	  done; \
 	done; \
 	$(PY) scripts/08_make_submission.py --data-dir $(DATA) --mode submit --quiet $(ARGS) || exit 1; \
@@ -45,6 +48,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check src tests scripts benchmarks reports
 	$(PY) -m ruff format --check src tests scripts benchmarks reports
+
+# Rewrites the README's generated blocks (figures and tables) from the committed result files.
+docs: $(STAMP)
+	$(PY) scripts/docs.py
 
 format: $(STAMP)
 	$(PY) -m ruff format src tests scripts benchmarks reports

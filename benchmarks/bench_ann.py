@@ -28,9 +28,9 @@ from _suite import RESULTS, write_atomic, write_json
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from audience.arrays import TopK, unit_rows
 from audience.candidates.ann import exact_search, recall_against_exact
-from audience.candidates.base import TopK
-from audience.candidates.embedding import unit_rows
+from audience.markdown import table
 
 ROOT = Path(__file__).resolve().parents[1]
 EFS = (100, 128, 192, 256, 384, 512)  # hnswlib needs ef >= k
@@ -135,16 +135,20 @@ def markdown(figures: dict, title: str) -> str:
         "",
         f"Machine: {machine_line()}",
         "",
-        "| index | ef | recall@100 vs exact | queries/s (batch) | queries/s (1 at a time) | build s |",
-        "|---|---|---|---:|---:|---:|",
     ]
-    for r in figures["rows"]:
-        ef = "" if r["ef"] is None else r["ef"]
-        lines.append(
-            f"| {r['index']} | {ef} | {r['recall']:.4f} | {r['qps']:,.0f} | {r['single_qps']:,.0f} | "
-            f"{r['build_s']:.1f} |"
-        )
-    return "\n".join(lines) + "\n"
+    rows = [
+        [
+            r["index"],
+            "" if r["ef"] is None else str(r["ef"]),
+            f"{r['recall']:.4f}",
+            f"{r['qps']:,.0f}",
+            f"{r['single_qps']:,.0f}",
+            f"{r['build_s']:.1f}",
+        ]
+        for r in figures["rows"]
+    ]
+    header = ["index", "ef", "recall@100 vs exact", "queries/s (batch)", "queries/s (1 at a time)", "build s"]
+    return "\n".join([*lines, *table(header, rows, "lllrrr")]) + "\n"
 
 
 def plot(figures: dict, title: str, path: Path) -> None:

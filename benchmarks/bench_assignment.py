@@ -2,7 +2,7 @@
 
     python benchmarks/bench_assignment.py artifacts/synthetic-small-validate
 
-Re-assigns every method's candidates (and the oracle's) with each strategy in `audience.assign.STRATEGIES`
+Re-assigns every method's candidates (and the oracle's) with each strategy in `audience.config.STRATEGIES`
 and scores them against the truth week. Writes benchmarks/results/assignment_<run>.md."""
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import polars as pl
 from _machine import machine_line
 from _runs import open_run
 
-from audience.assign import STRATEGIES, assign_with_cap
+from audience.assign import assign_with_cap
+from audience.config import STRATEGIES
 from audience.io import read_json
+from audience.markdown import table
 from audience.metrics import ndcg_per_clip
 from audience.pipeline import _fallback_order, file_key, lists_frame, oracle_frame, truth_positives
 
@@ -42,9 +44,8 @@ def main() -> None:
         "",
         f"Machine: {machine_line()}",
         "",
-        "| method | " + " | ".join(f"{s} NDCG@100 | {s} s" for s in STRATEGIES) + " |",
-        "|---" * (1 + 2 * len(STRATEGIES)) + "|",
     ]
+    rows = []
     for method, frame in frames.items():
         clip, user, score = (frame[c].to_numpy() for c in ("clip", "user", "score"))
         cells = []
@@ -64,7 +65,9 @@ def main() -> None:
             seconds = time.perf_counter() - start
             per_clip = ndcg_per_clip(lists_frame(item_ids, users, user_ids[method]), truth, cfg.list_size)
             cells += [f"{float(per_clip['ndcg'].mean()):.4f}", f"{seconds:.2f}"]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        rows.append([method, *cells])
+    header = ["method", *(f"{s} {what}" for s in STRATEGIES for what in ("NDCG@100", "s"))]
+    lines += table(header, rows, "l" * len(header))
     out = ROOT / "benchmarks" / "results" / f"assignment_{run_dir.name}.md"
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

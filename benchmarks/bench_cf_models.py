@@ -54,11 +54,14 @@ from _suite import (
     write_json,
 )
 
+from audience.arrays import top_k
+from audience.config import GmmConfig
 from audience.data.embeddings import load_embeddings
 from audience.data.layout import DatasetLayout
+from audience.markdown import table
 from audience.metrics import diversity_at_k, novelty_at_k
-from audience.models import BPR, EASE, SLIM, top_k_sorted
-from audience.profiles.gmm import GmmConfig, fit_gmm
+from audience.models import BPR, EASE, SLIM
+from audience.profiles.gmm import fit_gmm
 
 FLAGS = ("like", "share", "bookmark", "click_on_author", "open_comments")
 SEED = 20250101
@@ -236,7 +239,7 @@ class Popular:
             scores = np.broadcast_to(self.counts, (len(rows), self.counts.size)).copy()
             Xr = X[rows]
             scores[np.repeat(np.arange(len(rows)), np.diff(Xr.indptr)), Xr.indices] = -np.inf
-            ids, top = top_k_sorted(scores, k)
+            ids, top = top_k(scores, k)
             out[0].append(ids)
             out[1].append(top)
         return np.concatenate(out[0]), np.concatenate(out[1])
@@ -492,26 +495,49 @@ def markdown(figures: dict) -> str:
         f"{info['val_pairs_on_known']:,} on known users and clips, {info['eval_users']:,} evaluation users",
         "- Parameters: " + "; ".join(f"{k} {v}" for k, v in figures["params"].items()),
         "",
-        "| model | fit s | params MB | latency ms (1 user, k=50) | users/s (1 at a time) | users/s (batch) "
-        "| samples/s | recall@10 | recall@50 | novelty@50 (bits) | distinct authors@50 "
-        "| distinct GMM clusters@50 | process wall s | peak RSS GiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    rows = []
     for r in figures["rows"]:
         child = r["child"]
+        process = [f"{child['wall_s']:.0f}", f"{child['peak_rss_gib']:.2f}"]
         if r["status"] != "ok":
-            lines.append(
-                f"| {r['part']} | {r['status']} after {child['wall_s']:.0f} s | | | | | | | | | | | "
-                f"{child['wall_s']:.0f} | {child['peak_rss_gib']:.2f} |"
-            )
+            rows.append([r["part"], f"{r['status']} after {child['wall_s']:.0f} s", *[""] * 10, *process])
             continue
         sps = f"{r['samples_per_s'] / 1e6:.2f} M" if "samples_per_s" in r else ""
-        lines.append(
-            f"| {r['model']} | {r['fit_s']:.2f} | {r['params_mb']:.1f} | {r['latency_ms']:.2f} | "
-            f"{r['single_qps']:,.0f} | {r['users_per_s']:,.0f} | {sps} | {r['recall@10']:.4f} | "
-            f"{r['recall@50']:.4f} | {r['novelty@50']:.2f} | {r['authors@50']:.3f} | "
-            f"{r['clusters@50']:.3f} | {child['wall_s']:.0f} | {child['peak_rss_gib']:.2f} |"
+        rows.append(
+            [
+                r["model"],
+                f"{r['fit_s']:.2f}",
+                f"{r['params_mb']:.1f}",
+                f"{r['latency_ms']:.2f}",
+                f"{r['single_qps']:,.0f}",
+                f"{r['users_per_s']:,.0f}",
+                sps,
+                f"{r['recall@10']:.4f}",
+                f"{r['recall@50']:.4f}",
+                f"{r['novelty@50']:.2f}",
+                f"{r['authors@50']:.3f}",
+                f"{r['clusters@50']:.3f}",
+                *process,
+            ]
         )
+    header = [
+        "model",
+        "fit s",
+        "params MB",
+        "latency ms (1 user, k=50)",
+        "users/s (1 at a time)",
+        "users/s (batch)",
+        "samples/s",
+        "recall@10",
+        "recall@50",
+        "novelty@50 (bits)",
+        "distinct authors@50",
+        "distinct GMM clusters@50",
+        "process wall s",
+        "peak RSS GiB",
+    ]
+    lines += table(header, rows)
     lines += ["", "## Comparisons", ""] + [f"- {n}" for n in comparisons(figures["rows"])]
     lines += ["", "## Caveats", ""] + [f"- {n}" for n in CAVEATS]
     return "\n".join(lines) + "\n"

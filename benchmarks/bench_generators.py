@@ -43,9 +43,11 @@ from _suite import (
     write_json,
 )
 
+from audience import progress
 from audience.candidates import make_source
 from audience.config import RunConfig, load_config
 from audience.io import write_parquet
+from audience.markdown import table
 from audience.pipeline import Run, file_key, run_all
 from audience.profiles.gmm import fit_gmm
 
@@ -84,6 +86,7 @@ def bench_config(preset: str, sources: tuple[str, ...]) -> RunConfig:
 
 def measure_one(preset: str, name: str) -> dict:
     """Fit one generator on the run folder's profiles, time it, write its candidates (child process)."""
+    progress.configure(False)  # one line per single-clip call would flood the log and the timing
     cfg = bench_config(preset, GENERATORS)
     run = Run(cfg)
     fit, queries, catalog = run.fit_data(), run.queries(), run.catalog
@@ -195,23 +198,40 @@ def markdown(figures: dict) -> str:
         f"{prof['peak_rss_gib']:.2f} GiB. Each generator ran in its own process, limit "
         f"{figures['timeout_s']:.0f} s.",
         "",
-        "| generator | fit s | stored MB | latency ms (1 clip) | clips/s (1 at a time) | clips/s (batch) "
-        "| NDCG@100 | recall@300 | process wall s | peak RSS GiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    rows = []
     for r in figures["rows"]:
         child = r["child"]
+        process = [f"{child['wall_s']:.0f}", f"{child['peak_rss_gib']:.2f}"]
         if r["status"] != "ok":
-            lines.append(
-                f"| {r['generator']} | {r['status']} after {child['wall_s']:.0f} s | | | | | | | "
-                f"{child['wall_s']:.0f} | {child['peak_rss_gib']:.2f} |"
-            )
+            rows.append([r["generator"], f"{r['status']} after {child['wall_s']:.0f} s", *[""] * 6, *process])
             continue
-        lines.append(
-            f"| {r['generator']} | {r['fit_s']:.2f} | {r['stored_mb']:.1f} | {r['latency_ms']:.2f} | "
-            f"{r['single_qps']:,.0f} | {r['batch_qps']:,.0f} | {_cell(r.get('ndcg@100'), '.4f')} | "
-            f"{_cell(r.get('recall@300'), '.4f')} | {child['wall_s']:.0f} | {child['peak_rss_gib']:.2f} |"
+        rows.append(
+            [
+                r["generator"],
+                f"{r['fit_s']:.2f}",
+                f"{r['stored_mb']:.1f}",
+                f"{r['latency_ms']:.2f}",
+                f"{r['single_qps']:,.0f}",
+                f"{r['batch_qps']:,.0f}",
+                _cell(r.get("ndcg@100"), ".4f"),
+                _cell(r.get("recall@300"), ".4f"),
+                *process,
+            ]
         )
+    header = [
+        "generator",
+        "fit s",
+        "stored MB",
+        "latency ms (1 clip)",
+        "clips/s (1 at a time)",
+        "clips/s (batch)",
+        "NDCG@100",
+        "recall@300",
+        "process wall s",
+        "peak RSS GiB",
+    ]
+    lines += table(header, rows)
     if figures.get("oracle_ndcg@100") is not None:
         lines += ["", f"Oracle NDCG@100 (true expected positives): {figures['oracle_ndcg@100']:.4f}."]
     if figures.get("union_recall@300") is not None:

@@ -14,11 +14,12 @@ import argparse
 import shutil
 import sys
 
-from _machine import machine, machine_line
+from _machine import machine
 from _suite import RESULTS, ROOT, ensure_data, publish, read_json, run_child
 
 from audience.config import STAGES
 from audience.data.metadata_padding import REAL_ITEMS, REAL_USERS
+from audience.markdown import table
 
 MODES = ("validate", "submit")
 
@@ -58,38 +59,39 @@ def run_mode(data, run_dir, mode: str) -> dict:
 
 
 def summary(figures: dict) -> str:
-    preset, pad, meta = figures["preset"], figures["padding"], figures["metadata"]
+    preset, pad, meta, m = figures["preset"], figures["padding"], figures["metadata"], figures["machine"]
     lines = [
         f"# `{preset}` with global-size metadata against `{preset}` as generated",
         "",
-        f"Machine: {machine_line()}. Each stage in a fresh process; peak RSS of that process.",
+        f"Machine: {m['date']}, {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB RAM,"
+        f" Python {m['python']}. Each stage in a fresh process; peak RSS of that process.",
         f"Padding the metadata to {meta['users']:,} users and {meta['items']:,} clips took "
         f"{pad['wall_s']} s wall, {pad['cpu_s']} s CPU, peak {pad['peak_rss_gib']} GiB.",
         "",
-        "| mode | stage | as generated: wall s | CPU s | GiB | global metadata: wall s | CPU s | GiB |",
-        "|---|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for mode in MODES:
         plain, padded = figures["plain"][mode]["stages"], figures["global"][mode]["stages"]
         for stage in STAGES:
             a, b = plain[stage], padded[stage]
-            lines.append(
-                f"| {mode} | {stage} | {a['wall_s']} | {a['cpu_s']} | {a['peak_rss_gib']} "
-                f"| {b['wall_s']} | {b['cpu_s']} | {b['peak_rss_gib']} |"
+            rows.append(
+                [mode, stage, *(str(r[k]) for r in (a, b) for k in ("wall_s", "cpu_s", "peak_rss_gib"))]
             )
-    lines += [
-        "",
-        "| mode | wall s as generated / global / extra | CPU s as generated / global / extra "
-        "| peak GiB as generated / global | same results table |",
-        "|---|---|---|---|---|",
+    figures_of = ("wall s", "CPU s", "GiB")
+    header = ["mode", "stage", *(f"{name}: {k}" for name in ("as generated", "global") for k in figures_of)]
+    lines += [*table(header, rows), ""]
+    rows = [
+        [
+            mode,
+            f"{row['plain_s']} / {row['global_s']} / {row['extra_s']}",
+            f"{row['plain_cpu_s']} / {row['global_cpu_s']} / {row['extra_cpu_s']}",
+            f"{row['plain_peak_gib']} / {row['global_peak_gib']}",
+            "yes" if row["identical_results"] else "NO",
+        ]
+        for mode, row in figures["comparison"].items()
     ]
-    for mode, row in figures["comparison"].items():
-        lines.append(
-            f"| {mode} | {row['plain_s']} / {row['global_s']} / {row['extra_s']} "
-            f"| {row['plain_cpu_s']} / {row['global_cpu_s']} / {row['extra_cpu_s']} "
-            f"| {row['plain_peak_gib']} / {row['global_peak_gib']} "
-            f"| {'yes' if row['identical_results'] else 'NO'} |"
-        )
+    header = ["mode", "wall s: generated / global / extra", "CPU s: same", "peak GiB", "same results table"]
+    lines += table(header, rows)
     return "\n".join(lines)
 
 

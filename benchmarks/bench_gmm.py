@@ -36,6 +36,7 @@ from _machine import machine, machine_line  # noqa: E402
 
 from audience.data.embeddings import load_embeddings  # noqa: E402
 from audience.io import atomic_path, write_json  # noqa: E402
+from audience.markdown import table  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PRESET_PATHS = {
@@ -169,13 +170,15 @@ def write_report(res: dict, path_md: Path) -> None:
         f"{ref['minutes_cap']} min of fit time: ran {ref['iterations']} EM iterations in {ref['fit_s']} s, "
         f"converged: {ref['converged']} (the notebook needed 641 iterations).",
         "",
-        "| EM iterations | fit time (s) | train lower bound | held-out LL |",
-        "|---:|---:|---:|---:|",
     ]
-    lines += [
-        f"| {t['iter']} | {t['fit_s']} | {t['train_lower_bound']:.4f} | {t['held_ll']:.4f} |"
-        for t in ref["trajectory"]
-    ]
+    lines += table(
+        ["EM iterations", "fit time (s)", "train lower bound", "held-out LL"],
+        [
+            [str(t["iter"]), str(t["fit_s"]), f"{t['train_lower_bound']:.4f}", f"{t['held_ll']:.4f}"]
+            for t in ref["trajectory"]
+        ],
+        "rrrr",
+    )
     best = max(ref["trajectory"], key=lambda t: t["held_ll"])
     lines += [
         "",
@@ -191,32 +194,58 @@ def write_report(res: dict, path_md: Path) -> None:
         "the reference); the target is |gap| <= 1 % or better than the reference. EM iterations: updates "
         "run after the init (the one whose parameters were kept, by validation LL).",
         "",
-        "| config | fit wall (s) | init (s) | EM iterations (best) | held-out LL | gap vs ref final "
-        "| gap vs ref best |",
-        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for f in res["fast"]:
-        lines.append(
-            f"| K={f['n_components']} {f['covariance_type']}, init={f['init']}, n_train={f['n_train']} | "
-            f"{f['fit_s']} | {f['init_s']} | {f['iterations']} ({f['best_iter']}) | {f['held_ll']:.4f} | "
-            f"{100 * f['gap_vs_ref_final']:+.2f} % | {100 * f['gap_vs_ref_best']:+.2f} % |"
-        )
+    fast_rows = [
+        [
+            f"K={f['n_components']} {f['covariance_type']}, init={f['init']}, n_train={f['n_train']}",
+            str(f["fit_s"]),
+            str(f["init_s"]),
+            f"{f['iterations']} ({f['best_iter']})",
+            f"{f['held_ll']:.4f}",
+            f"{100 * f['gap_vs_ref_final']:+.2f} %",
+            f"{100 * f['gap_vs_ref_best']:+.2f} %",
+        ]
+        for f in res["fast"]
+    ]
+    header = [
+        "config",
+        "fit wall (s)",
+        "init (s)",
+        "EM iterations (best)",
+        "held-out LL",
+        "gap vs ref final",
+        "gap vs ref best",
+    ]
+    lines += table(header, fast_rows)
     lines += [
         "",
         "## (c) Components x covariance type (fast fit)",
         "",
         "BIC on the whole training pool (lower is better); fit time is the wall time of `fit_gmm`.",
         "",
-        "| K | covariance | fit wall (s) | EM iterations (best) | held-out LL | BIC (train pool) "
-        "| parameters |",
-        "|---:|---|---:|---:|---:|---:|---:|",
     ]
-    for c in res["grid"]:
-        lines.append(
-            f"| {c['n_components']} | {c['covariance_type']} | {c['fit_s']} | "
-            f"{c['iterations']} ({c['best_iter']}) | "
-            f"{c['held_ll']:.4f} | {c['bic_train_pool']:.4e} | {c['n_parameters']} |"
-        )
+    grid_rows = [
+        [
+            str(c["n_components"]),
+            c["covariance_type"],
+            str(c["fit_s"]),
+            f"{c['iterations']} ({c['best_iter']})",
+            f"{c['held_ll']:.4f}",
+            f"{c['bic_train_pool']:.4e}",
+            str(c["n_parameters"]),
+        ]
+        for c in res["grid"]
+    ]
+    header = [
+        "K",
+        "covariance",
+        "fit wall (s)",
+        "EM iterations (best)",
+        "held-out LL",
+        "BIC (train pool)",
+        "parameters",
+    ]
+    lines += table(header, grid_rows, "rlrrrrr")
     lines += ["", *res.get("notes", [])]
     with atomic_path(path_md) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
@@ -254,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.reference_json:
             write_json(rec, args.reference_json)
         return 0
-    from audience.profiles.gmm import GmmConfig
+    from audience.config import GmmConfig
 
     if args.reuse_reference:
         ref = json.loads(args.reuse_reference.read_text())

@@ -20,7 +20,8 @@ from collections.abc import Callable
 import numpy as np
 import polars as pl
 
-from audience.assign import STRATEGIES, assign_with_cap
+from audience.assign import assign_with_cap
+from audience.config import STRATEGIES
 from audience.metrics import ndcg_per_clip
 
 SEED = 20250101

@@ -35,6 +35,7 @@ from audience.config import load_config
 from audience.data.catalog import load_catalog
 from audience.data.layout import DatasetLayout
 from audience.data.schema import DEFAULT_POSITIVE_FLAGS
+from audience.markdown import table
 from audience.pipeline import run_all
 from audience.profiles.fit_data import build_fit_data
 
@@ -138,6 +139,9 @@ def loop_vs_vectorized(repeat: int = 3) -> dict:
     }
 
 
+PROFILE_COLUMNS = ("ndcg_capped", "recall@100", "recall@300", "recall@1000")
+
+
 def write_report(name: str, figures: dict) -> None:
     lines = [f"# Profiles on `{name}`", "", f"Machine: {machine_line()}", ""]
     for dim, block in figures.get("profiles", {}).items():
@@ -145,26 +149,32 @@ def write_report(name: str, figures: dict) -> None:
             f"## {dim}: profiles stage {block['profiles_s']:.1f} s for {block['fit_interactions']:,} "
             f"interactions ({block['interactions_per_s'] / 1e6:.2f} M/s, every kind + counts + histories)",
             "",
-            "| source | NDCG@100 | recall@100 | recall@300 | recall@1000 |",
-            "|---|---|---|---|---|",
         ]
-        for method, row in block["rows"].items():
-            cells = [row.get(c) for c in ("ndcg_capped", "recall@100", "recall@300", "recall@1000")]
-            lines.append(f"| {method} | " + " | ".join("" if v is None else f"{v:.4f}" for v in cells) + " |")
-        lines.append("")
+        rows = [
+            [method, *("" if row.get(c) is None else f"{row[c]:.4f}" for c in PROFILE_COLUMNS)]
+            for method, row in block["rows"].items()
+        ]
+        lines += [
+            *table(["source", "NDCG@100", "recall@100", "recall@300", "recall@1000"], rows, "lllll"),
+            "",
+        ]
     if "gmm_grid" in figures:
         lines += [
             "## GMM source (gmm:positive) by mixture",
             "",
-            "| components | covariance | NDCG@100 | recall@1000 | wall s (fit + profiles + search) |",
-            "|---|---|---|---|---|",
         ]
-        for g in figures["gmm_grid"]:
-            lines.append(
-                f"| {g['components']} | {g['covariance']} | {g['ndcg']:.4f} | {g['recall@1000']:.4f} | "
-                f"{g['wall_s']:.0f} |"
-            )
-        lines.append("")
+        rows = [
+            [
+                str(g["components"]),
+                g["covariance"],
+                f"{g['ndcg']:.4f}",
+                f"{g['recall@1000']:.4f}",
+                f"{g['wall_s']:.0f}",
+            ]
+            for g in figures["gmm_grid"]
+        ]
+        header = ["components", "covariance", "NDCG@100", "recall@1000", "wall s (fit + profiles + search)"]
+        lines += [*table(header, rows, "lllll"), ""]
     if "loop" in figures:
         lp = figures["loop"]
         lines += [

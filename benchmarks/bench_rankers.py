@@ -40,6 +40,7 @@ from _suite import (
     write_json,
 )
 
+from audience.markdown import table
 from audience.pipeline import STAGES, _pool_features
 from audience.rank.mixigen import MixiGen, long_candidates
 from audience.rank.reranker import Reranker
@@ -156,20 +157,42 @@ def markdown(figures: dict) -> str:
         f"Pipeline (one process): {pipe['wall_s']:.0f} s wall, peak RSS {pipe['peak_rss_gib']:.2f} GiB. "
         "Stages: " + ", ".join(f"{k} {v:.0f} s" for k, v in stages.items()) + ".",
         "",
-        "| ranker | fit s | train rows | best iteration | stored MB | rows/clip | latency ms (1 clip) "
-        "| clips/s (1 at a time) | clips/s (batch) | rows/s (batch) | NDCG@100 | recall@100 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     scoring = figures.get("scoring", {})
+    rows = []
     for name, method in (("mixigen", "mixigen"), ("reranker", "reranked")):
         m, s, r = figures["models"][name], scoring.get(name, {}), figures["results"].get(method, {})
-        lines.append(
-            f"| {name} | {_cell(m.get('fit_s'), '.1f')} | {m['train_rows']:,} | {m['best_iteration']} | "
-            f"{m['stored_mb']:.2f} | {_cell(s.get('rows_per_clip'), ',.0f')} | "
-            f"{_cell(s.get('latency_ms'), '.2f')} | {_cell(s.get('single_clips_per_s'), ',.0f')} | "
-            f"{_cell(s.get('batch_clips_per_s'), ',.0f')} | {_cell(s.get('batch_rows_per_s'), ',.0f')} | "
-            f"{_cell(r.get('ndcg_capped'), '.4f')} | {_cell(r.get('recall@100'), '.4f')} |"
+        rows.append(
+            [
+                name,
+                _cell(m.get("fit_s"), ".1f"),
+                f"{m['train_rows']:,}",
+                str(m["best_iteration"]),
+                f"{m['stored_mb']:.2f}",
+                _cell(s.get("rows_per_clip"), ",.0f"),
+                _cell(s.get("latency_ms"), ".2f"),
+                _cell(s.get("single_clips_per_s"), ",.0f"),
+                _cell(s.get("batch_clips_per_s"), ",.0f"),
+                _cell(s.get("batch_rows_per_s"), ",.0f"),
+                _cell(r.get("ndcg_capped"), ".4f"),
+                _cell(r.get("recall@100"), ".4f"),
+            ]
         )
+    header = [
+        "ranker",
+        "fit s",
+        "train rows",
+        "best iteration",
+        "stored MB",
+        "rows/clip",
+        "latency ms (1 clip)",
+        "clips/s (1 at a time)",
+        "clips/s (batch)",
+        "rows/s (batch)",
+        "NDCG@100",
+        "recall@100",
+    ]
+    lines += table(header, rows)
     quota = figures["quota"]
     lines += [
         "",
@@ -181,9 +204,11 @@ def markdown(figures: dict) -> str:
         lines.append(
             f"Pool features of the run ({scoring['pool_rows']:,} rows): {scoring['pool_features_s']:.1f} s."
         )
-    lines += ["", "| method | NDCG@100 (capped) | recall@100 |", "|---|---:|---:|"]
-    for method, r in figures["results"].items():
-        lines.append(f"| {method} | {r['ndcg_capped']:.4f} | {_cell(r.get('recall@100'), '.4f')} |")
+    results = [
+        [method, f"{r['ndcg_capped']:.4f}", _cell(r.get("recall@100"), ".4f")]
+        for method, r in figures["results"].items()
+    ]
+    lines += ["", *table(["method", "NDCG@100 (capped)", "recall@100"], results)]
     return "\n".join(lines) + "\n"
 
 

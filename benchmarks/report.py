@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import re
 import subprocess
 import sys
 import time
@@ -36,11 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine, machine_line
 from _suite import PRESET_ORDER, RESULTS, ROOT, ensure_data, read_json, run_child, write_atomic, write_json
 
+from audience.markdown import fmt, fmt_duration, table
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 BENCH = ROOT / "benchmarks"
 REPORT = BENCH / "results.md"
+TEMPLATE = BENCH / "report_template.md"
+PROSE_NAME = re.compile(r"<!-- ([a-z-]+) -->")
 SUITE_JSON = RESULTS / "suite.json"
 PNG_TRAINING = "training_time.png"
 PNG_ANN = "ann_recall_qps.png"
@@ -49,30 +53,6 @@ ANN_EF = 256  # the pipeline's query ef (HnswConfig.ef): where the ANN peers are
 
 
 # --- formatting (pure) -----------------------------------------------------------------------------------
-
-
-def fmt(value: float | None, digits: int = 3) -> str:
-    """A figure with `digits` significant digits, thousands separators for large ones; '' when missing."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if value == 0:
-        return "0"
-    if abs(value) >= 10 ** (digits - 1):
-        return f"{value:,.0f}"
-    if abs(value) < 1e-4:
-        return f"{value:.1e}"
-    decimals = digits - 1 - math.floor(math.log10(abs(value)))
-    return f"{value:.{decimals}f}"
-
-
-def fmt_duration(seconds: float) -> str:
-    """'42 s', '3 min 05 s', '1 h 02 min'."""
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def unfinished(status: str, wall_s: float) -> str:
@@ -89,15 +69,6 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 def fmt_ratio(value: float | None) -> str:
     return "" if value is None else f"{fmt(value, 3)}x"
-
-
-def table(header: list[str], rows: list[list[str]], align: str | None = None) -> list[str]:
-    """A markdown table; `align` is one letter per column, 'l' or 'r' (default: first left, rest right)."""
-    align = align or "l" + "r" * (len(header) - 1)
-    rule = "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|"
-    out = ["| " + " | ".join(header) + " |", rule]
-    out += ["| " + " | ".join(row) + " |" for row in rows]
-    return out
 
 
 def order_presets(presets: list[str]) -> list[str]:
@@ -512,7 +483,22 @@ def plot_ndcg(figs: dict, presets: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def render(figs: dict, suite: dict | None, presets: list[str]) -> str:
+def load_prose(path: Path = TEMPLATE) -> dict[str, str]:
+    """The named prose blocks of the report template (`<!-- name -->` then the block's text)."""
+    blocks: dict[str, str] = {}
+    name = None
+    for line in path.read_text().splitlines():
+        found = PROSE_NAME.fullmatch(line)
+        if found:
+            name = found.group(1)
+            blocks[name] = ""
+        elif name is not None:
+            blocks[name] += line + "\n"
+    return {k: v.rstrip("\n") for k, v in blocks.items()}
+
+
+def section_header(figs: dict, suite: dict | None, presets: list[str], prose: dict[str, str]) -> list[str]:
+    """Title, how long the suite took and how loaded the machine was, the machine and library versions."""
     m = machine()
     lines = ["# Benchmark report", ""]
     if suite:
@@ -531,38 +517,32 @@ def render(figs: dict, suite: dict | None, presets: list[str]) -> str:
             for k in ("load_before", "load_after")
             if c.get(k) is not None
         ]
-        lines += [
-            f'**`make bench BENCH_PRESETS="{" ".join(presets)}"` took {fmt_duration(suite["wall_s"])}** on '
-            f"this machine (started {suite['started']}, commit {suite.get('commit') or 'unknown'}): {per}; "
-            "the once-only pieces (profiles loop, metric "
-            "timing) the rest."
-            + (f" Including {'; '.join(gen)}." if gen else " Every preset's data existed already."),
-            "",
-            f"Load average (1 min) at the start/end of each benchmark ranged {min(loads):.2f} to "
-            f"{max(loads):.2f} on 2 cores: above 1 means another job shared the machine, so wall times are "
-            "pessimistic, and a figure can move between presets by more than the data explains (each "
-            "process's load is in the json). Peer ratios compare processes run one after the other."
-            if loads
-            else "",
-            "",
-        ]
+        duration = prose["suite-duration"].format(
+            presets=" ".join(presets),
+            wall=fmt_duration(suite["wall_s"]),
+            started=suite["started"],
+            commit=suite.get("commit") or "unknown",
+            per_preset=per,
+            generated=f" Including {'; '.join(gen)}." if gen else " Every preset's data existed already.",
+        )
+        load = prose["suite-load"].format(low=f"{min(loads):.2f}", high=f"{max(loads):.2f}") if loads else ""
+        lines += [duration, "", load, ""]
     else:
-        lines += [
-            "Re-rendered from the benchmarks' json (`--collect-only`): no run duration is shown, and each "
-            "benchmark's own md/json says when it ran.",
-            "",
-        ]
-    lines += [
+        lines += [prose["collect-only"], ""]
+    source = "Every figure below was measured in this run" if suite else "Figures from the benchmarks' json"
+    return [
+        *lines,
         f"Machine: {machine_line()}. Date: {m['date']}.",
         "",
         *table(["library", "version"], [[k, v] for k, v in m["versions"].items()], "ll"),
         "",
-        ("Every figure below was measured in this run" if suite else "Figures from the benchmarks' json")
-        + " (`benchmarks/results/*.json` hold the raw values). Single-query figures are one request at a "
-        "time; batch figures are one call over every query.",
+        prose["figures-source"].format(source=source),
         "",
     ]
-    # data sizes
+
+
+def section_data(figs: dict, presets: list[str]) -> list[str]:
+    """The size of each preset's data and CF matrix."""
     size_rows = []
     for p in presets:
         g, c = figs["generators"].get(p), figs["cf"].get(p)
@@ -577,35 +557,30 @@ def render(figs: dict, suite: dict | None, presets: list[str]) -> str:
                 f"{c['info']['eval_users']:,}" if c else "",
             ]
         )
-    lines += [
-        "## Data (synthetic presets, validate mode)",
-        "",
-        *table(
-            [
-                "preset",
-                "users",
-                "clips",
-                "fit interactions",
-                "new clips (targets)",
-                "CF positives matrix",
-                "CF eval users",
-            ],
-            size_rows,
-        ),
-        "",
+    header = [
+        "preset",
+        "users",
+        "clips",
+        "fit interactions",
+        "new clips (targets)",
+        "CF positives matrix",
+        "CF eval users",
     ]
-    # training time growth
+    return ["## Data (synthetic presets, validate mode)", "", *table(header, size_rows), ""]
+
+
+def section_training(figs: dict, presets: list[str], prose: dict[str, str]) -> list[str]:
+    """Fit time of every generator and CF model against the preset size."""
     gen_by = {p: _by_name(figs["generators"][p], "generator") for p in presets if figs["generators"].get(p)}
     cf_by = {p: _by_name(figs["cf"][p], "part") for p in presets if figs["cf"].get(p)}
     done_g = [p for p in presets if p in gen_by]
     done_c = [p for p in presets if p in cf_by]
-    lines += [
+    lines = [
         "## Training time against data size",
         "",
         f"![training time vs data size](results/{PNG_TRAINING})",
         "",
-        "Fit seconds of each clip -> users generator (on the profiles stage's aggregates; `gmm:*` include "
-        "fitting their mixture); growth = last preset / first preset.",
+        prose["training-generators"],
         "",
         *table(
             ["generator", *[f"fit s {p}" for p in done_g], "growth"], growth_rows(gen_by, done_g, "fit_s")
@@ -618,17 +593,20 @@ def render(figs: dict, suite: dict | None, presets: list[str]) -> str:
             f"- profiles stage (shared by every generator) on {p}: {fmt(prof['wall_s'])} s wall, peak RSS "
             f"{fmt(prof['peak_rss_gib'])} GiB"
         )
-    lines += [
+    return [
+        *lines,
         "",
-        "Fit seconds of each user -> clips CF model (1 thread; names as in the json, the tables below give "
-        "each its full label):",
+        prose["training-cf"],
         "",
         *table(["model", *[f"fit s {p}" for p in done_c], "growth"], growth_rows(cf_by, done_c, "fit_s")),
         "",
     ]
-    # clip -> users per preset
-    lines += ["## Clip -> users generators", "", f"![NDCG@100 by source](results/{PNG_NDCG})", ""]
-    for p in done_g:
+
+
+def section_generators(figs: dict, presets: list[str]) -> list[str]:
+    """Every clip -> users generator per preset."""
+    lines = ["## Clip -> users generators", "", f"![NDCG@100 by source](results/{PNG_NDCG})", ""]
+    for p in (p for p in presets if figs["generators"].get(p)):
         f = figs["generators"][p]
         rows = []
         for r in f["rows"]:
@@ -652,31 +630,33 @@ def render(figs: dict, suite: dict | None, presets: list[str]) -> str:
             extra.append(f"oracle NDCG@100 {f['oracle_ndcg@100']:.4f}")
         if f.get("union_recall@300") is not None:
             extra.append(f"union of the pools recall@300 {f['union_recall@300']:.4f}")
+        header = [
+            "generator",
+            "fit s",
+            "stored MB",
+            "latency ms (1 clip)",
+            "clips/s (1 at a time)",
+            "clips/s (batch)",
+            "NDCG@100",
+            "recall@300",
+        ]
         lines += [
             f"### {p}: {f['split']['n_targets']:,} new clips, {f['split']['users_with_history']:,} users "
             f"with history, depth {f['candidate_depth']}",
             "",
-            *table(
-                [
-                    "generator",
-                    "fit s",
-                    "stored MB",
-                    "latency ms (1 clip)",
-                    "clips/s (1 at a time)",
-                    "clips/s (batch)",
-                    "NDCG@100",
-                    "recall@300",
-                ],
-                rows,
-            ),
+            *table(header, rows),
             "",
             ("; ".join(extra) + ". " if extra else "")
             + f"Full table: `benchmarks/results/generators_{p}.md`.",
             "",
         ]
-    # CF per preset
-    lines += ["## User -> clips CF models", ""]
-    for p in done_c:
+    return lines
+
+
+def section_cf(figs: dict, presets: list[str]) -> list[str]:
+    """Every user -> clips CF model per preset."""
+    lines = ["## User -> clips CF models", ""]
+    for p in (p for p in presets if figs["cf"].get(p)):
         f = figs["cf"][p]
         rows = []
         for r in f["rows"]:
@@ -697,81 +677,76 @@ def render(figs: dict, suite: dict | None, presets: list[str]) -> str:
                 ]
             )
         info = f["info"]
+        header = [
+            "model",
+            "fit s",
+            "params MB",
+            "latency ms (1 user)",
+            "users/s (1 at a time)",
+            "users/s (batch)",
+            "samples/s",
+            "recall@10",
+            "recall@50",
+        ]
         lines += [
             f"### {p}: {info['users']:,} users x {info['items']:,} clips, {info['nnz']:,} positives, "
             f"{info['eval_users']:,} evaluation users",
             "",
-            *table(
-                [
-                    "model",
-                    "fit s",
-                    "params MB",
-                    "latency ms (1 user)",
-                    "users/s (1 at a time)",
-                    "users/s (batch)",
-                    "samples/s",
-                    "recall@10",
-                    "recall@50",
-                ],
-                rows,
-            ),
+            *table(header, rows),
             "",
             f"Novelty, diversity and caveats: `benchmarks/results/cf_models_{p}.md`.",
             "",
         ]
-    # rankers
+    return lines
+
+
+def section_rankers(figs: dict, presets: list[str], prose: dict[str, str]) -> list[str]:
+    """MixiGen and the reranker per preset: fit, size, latency, quality, and their pipeline stages."""
     done_r = [p for p in presets if figs["rankers"].get(p)]
-    if done_r:
-        fit_by = {p: figs["rankers"][p].get("models", {}) for p in done_r}
-        lines += [
-            "## Rankers: MixiGen and the XGBoost reranker",
-            "",
-            "Each preset's validate pipeline with `--learned-blend`, holdout runs built from scratch "
-            "(`bench_rankers.py`). Fit s = DMatrix + boosting of the booster alone; the blend stage also "
-            "builds both holdout runs and their labelled pools and tunes the fixed quota; the rank stage "
-            "trains the reranker and scores the run's pool. Latency = one clip's whole pool scored in one "
-            "call.",
-            "",
-            *table(
-                ["ranker", *[f"fit s {p}" for p in done_r], "growth"], growth_rows(fit_by, done_r, "fit_s")
-            ),
-            "",
-            *table(
-                [
-                    "preset",
-                    "ranker",
-                    "fit s",
-                    "train rows",
-                    "stored MB",
-                    "latency ms (1 clip)",
-                    "clips/s (1 at a time)",
-                    "clips/s (batch)",
-                    "NDCG@100",
-                    "recall@100",
-                ],
-                ranker_rows(figs["rankers"], done_r),
-                "ll" + "r" * 8,
-            ),
-            "",
-            *table(
-                [
-                    "preset",
-                    "pipeline s",
-                    "blend stage s",
-                    "quota search s",
-                    "rank stage s",
-                    "peak RSS GiB",
-                    "RRF blend",
-                    "quota",
-                    "MixiGen",
-                    "reranked",
-                    "oracle",
-                ],
-                ranker_stage_rows(figs["rankers"], done_r),
-            ),
-            "",
-        ]
-    # peers
+    if not done_r:
+        return []
+    fit_by = {p: figs["rankers"][p].get("models", {}) for p in done_r}
+    models_header = [
+        "preset",
+        "ranker",
+        "fit s",
+        "train rows",
+        "stored MB",
+        "latency ms (1 clip)",
+        "clips/s (1 at a time)",
+        "clips/s (batch)",
+        "NDCG@100",
+        "recall@100",
+    ]
+    stages_header = [
+        "preset",
+        "pipeline s",
+        "blend stage s",
+        "quota search s",
+        "rank stage s",
+        "peak RSS GiB",
+        "RRF blend",
+        "quota",
+        "MixiGen",
+        "reranked",
+        "oracle",
+    ]
+    return [
+        "## Rankers: MixiGen and the XGBoost reranker",
+        "",
+        prose["rankers"],
+        "",
+        *table(["ranker", *[f"fit s {p}" for p in done_r], "growth"], growth_rows(fit_by, done_r, "fit_s")),
+        "",
+        *table(models_header, ranker_rows(figs["rankers"], done_r), "ll" + "r" * 8),
+        "",
+        *table(stages_header, ranker_stage_rows(figs["rankers"], done_r)),
+        "",
+    ]
+
+
+def section_peers(figs: dict, presets: list[str], prose: dict[str, str]) -> list[str]:
+    """Our implementations against their peers, measured in the same run."""
     peers = []
     for p in presets:
         if figs["cf"].get(p):
@@ -780,19 +755,20 @@ def render(figs: dict, suite: dict | None, presets: list[str]) -> str:
             peers += ann_peer_rows(p, figs["ann"][p])
     if figs.get("loop"):
         peers.append(loop_peer_row(figs["loop"]))
-    lines += [
+    return [
         "## Peers, measured in the same run",
         "",
-        "Ratio = the two figures divided as the first column says (> 1: the first named is slower for times, "
-        "faster for rates).",
+        prose["peers"],
         "",
         *table(["comparison", "preset", "ours", "peer", "ratio", "also"], peers, "llrrrl"),
         "",
     ]
-    # ANN detail
-    done_a = [p for p in presets if figs["ann"].get(p)]
-    lines += ["## ANN: recall against throughput", "", f"![recall vs queries/s](results/{PNG_ANN})", ""]
-    for p in done_a:
+
+
+def section_ann(figs: dict, presets: list[str]) -> list[str]:
+    """Recall against throughput of every ANN index per preset."""
+    lines = ["## ANN: recall against throughput", "", f"![recall vs queries/s](results/{PNG_ANN})", ""]
+    for p in (p for p in presets if figs["ann"].get(p)):
         f = figs["ann"][p]
         rows = [
             [
@@ -814,7 +790,11 @@ def render(figs: dict, suite: dict | None, presets: list[str]) -> str:
             ),
             "",
         ]
-    # notes
+    return lines
+
+
+def section_notes(figs: dict, suite: dict | None, presets: list[str], prose: dict[str, str]) -> list[str]:
+    """What did not finish or was not measured, and the standing caveats."""
     notes = []
     for p in presets:
         for kind, key in (("generators", "generator"), ("cf", "part")):
@@ -825,48 +805,54 @@ def render(figs: dict, suite: dict | None, presets: list[str]) -> str:
                         f"{p}: `{r[key]}` {unfinished(r['status'], r['child']['wall_s'])} "
                         f"(limit {fmt_duration(f['timeout_s'])} per process): not measured, no figure shown."
                     )
-        if figs["generators"].get(p) is None:
-            notes.append(f"{p}: bench_generators.py wrote no results (see artifacts/bench-logs/).")
-        if figs["cf"].get(p) is None:
-            notes.append(f"{p}: bench_cf_models.py wrote no results (see artifacts/bench-logs/).")
-        if figs["rankers"].get(p) is None:
-            notes.append(f"{p}: bench_rankers.py wrote no results (see artifacts/bench-logs/).")
+        for kind, script in (
+            ("generators", "bench_generators"),
+            ("cf", "bench_cf_models"),
+            ("rankers", "bench_rankers"),
+        ):
+            if figs[kind].get(p) is None:
+                notes.append(f"{p}: {script}.py wrote no results (see artifacts/bench-logs/).")
     if suite and not notes:
-        notes.append(
-            f"Every generator and model process finished within its {fmt_duration(suite['timeout_s'])} "
-            "limit: none was capped or skipped."
-        )
-    notes.append(
-        "`ease_bridge` keeps the 10,000 most popular clips (`NeighbourBridgeSource.max_items`): a 30k-clip "
-        "dense Gram/LAPACK solve segfaulted earlier (7 GB float64), so the cap stays. Its solve is cubic in "
-        "the kept clips (at most 10,000 at every size); the Gram matrix and the scoring grow with users."
-    )
-    lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
-    if figs.get("ndcg"):
-        lines += [
-            "## Metric and assignment at challenge scale (`bench_ndcg.py`)",
-            "",
-            "```",
-            figs["ndcg"],
-            "```",
-            "",
-        ]
-    lines += [
-        "## Reproduce",
+        notes.append(prose["note-all-finished"].format(limit=fmt_duration(suite["timeout_s"])))
+    notes.append(prose["note-ease"])
+    return ["## Notes", "", *[f"- {n}" for n in notes], ""]
+
+
+def section_metric(figs: dict) -> list[str]:
+    """The metric and assignment timings at challenge scale, verbatim."""
+    if not figs.get("ndcg"):
+        return []
+    return [
+        "## Metric and assignment at challenge scale (`bench_ndcg.py`)",
         "",
         "```",
-        f'make bench BENCH_PRESETS="{" ".join(presets)}"        # everything above, this file and the PNGs',
-        "python benchmarks/bench_generators.py --preset P      # one preset's clip -> users table",
-        "python benchmarks/bench_ann.py --preset P             # after bench_generators.py (its run folder)",
-        "python benchmarks/bench_cf_models.py --preset P       # one preset's CF models and their peers",
-        "python benchmarks/bench_rankers.py --preset P         # MixiGen, quota and reranker on one preset",
-        "python benchmarks/bench_profiles.py --preset tiny --no-table --loop-vs-vectorized",
-        "python benchmarks/bench_ndcg.py",
-        f'python benchmarks/report.py --presets "{" ".join(presets)}" --collect-only  # re-render',
+        figs["ndcg"],
         "```",
         "",
     ]
-    return "\n".join(lines)
+
+
+def section_reproduce(presets: list[str], prose: dict[str, str]) -> list[str]:
+    return ["## Reproduce", "", prose["reproduce"].format(presets=" ".join(presets)), ""]
+
+
+def render(figs: dict, suite: dict | None, presets: list[str]) -> str:
+    """benchmarks/results.md: one section function after another; their prose is report_template.md."""
+    prose = load_prose()
+    sections = [
+        section_header(figs, suite, presets, prose),
+        section_data(figs, presets),
+        section_training(figs, presets, prose),
+        section_generators(figs, presets),
+        section_cf(figs, presets),
+        section_rankers(figs, presets, prose),
+        section_peers(figs, presets, prose),
+        section_ann(figs, presets),
+        section_notes(figs, suite, presets, prose),
+        section_metric(figs),
+        section_reproduce(presets, prose),
+    ]
+    return "\n".join(line for section in sections for line in section)
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt
 import polars as pl
 
 from audience.io import atomic_path
+from audience.markdown import table
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = (
@@ -60,24 +61,42 @@ def markdown(rows: list[dict], results: dict, run_dir: Path) -> str:
         "",
         f"Run folder `{run_dir}`. NDCG@100 after the cap; cap cost = uncapped - capped.",
         "",
-        "| method | stage | NDCG@100 | share of oracle | cap cost | recall@100 | recall@300 | verdict |",
-        "|---|---|---|---|---|---|---|---|",
     ]
+    body = []
     for r in rows:
         share = f"{r['ndcg_capped'] / oracle:.0%}" if oracle else ""
         recall = [f"{r[k]:.4f}" if isinstance(r.get(k), float) else "" for k in ("recall@100", "recall@300")]
-        lines.append(
-            f"| {r['method']} | {r['stage']} | {r['ndcg_capped']:.4f} | {share} | {r['cap_cost']:.4f} | "
-            f"{recall[0]} | {recall[1]} | {r['verdict']} |"
+        body.append(
+            [
+                r["method"],
+                r["stage"],
+                f"{r['ndcg_capped']:.4f}",
+                share,
+                f"{r['cap_cost']:.4f}",
+                *recall,
+                r["verdict"],
+            ]
         )
+    header = [
+        "method",
+        "stage",
+        "NDCG@100",
+        "share of oracle",
+        "cap cost",
+        "recall@100",
+        "recall@300",
+        "verdict",
+    ]
+    lines += table(header, body, "l" * 8)
     merge_path = run_dir / "mixigen" / "merge.json"
     if merge_path.is_file():
         merge = json.loads(merge_path.read_text())
-        lines += ["", "## Merges", "", "| source | quota share | Spearman(position, positive rate) |"]
-        lines += ["|---|---|---|"]
-        for source, share in merge["quota_shares"].items():
-            trend = merge["position_trend_spearman"].get(source, float("nan"))
-            lines.append(f"| {source} | {share:.3f} | {trend:.2f} |")
+        shares = [
+            [source, f"{share:.3f}", f"{merge['position_trend_spearman'].get(source, float('nan')):.2f}"]
+            for source, share in merge["quota_shares"].items()
+        ]
+        lines += ["", "## Merges", ""]
+        lines += table(["source", "quota share", "Spearman(position, positive rate)"], shares, "lll")
         counts = next(v for k, v in merge.items() if k.startswith("mean_users_per_clip"))
         lines += ["", "Mean users per clip each source contributes to the top 100:", ""]
         for method, per_source in counts.items():
@@ -86,9 +105,7 @@ def markdown(rows: list[dict], results: dict, run_dir: Path) -> str:
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         lines += ["", "## Reranker feature importance (share of total gain, top 15)", ""]
-        lines += ["| feature | share |", "|---|---|"]
-        for name, share in _top(meta["importance"], 15):
-            lines.append(f"| {name} | {share:.3f} |")
+        lines += table(["feature", "share"], [[n, f"{s:.3f}"] for n, s in _top(meta["importance"], 15)], "ll")
         report = meta["report"]
         seeds = report.get("seeds", [report])
         lines += [

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from audience.config import RunConfig, load_config
-from audience.data.synthetic import generate, preset
+from audience.config import RunConfig, load_config, preset
+from audience.data.synthetic import generate
 
 
 @pytest.fixture(scope="session")

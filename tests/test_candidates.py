@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from audience.arrays import TopK
 from audience.candidates import ClipQueries, make_source
 from audience.candidates.ann import HnswIndex, exact_search, recall_against_exact
-from audience.candidates.base import TopK
 from audience.config import load_config
 from audience.data.catalog import load_catalog
 from audience.data.layout import DatasetLayout
@@ -47,14 +47,14 @@ class TestGeneratorContract:
     def test_shapes_order_and_distinct_users(self, name, world):
         catalog, fit, queries = world
         top = self.fitted(name, world).recommend(queries, 50)
-        assert top.users.shape == (len(queries), 50) and top.users.dtype == np.int32
-        valid = top.users >= 0
+        assert top.ids.shape == (len(queries), 50) and top.ids.dtype == np.int32
+        valid = top.ids >= 0
         assert valid.any()
-        assert np.all(top.users[valid] < catalog.n_users)
-        assert np.all(fit.user_views[top.users[valid]] > 0), "only users with history are proposed"
+        assert np.all(top.ids[valid] < catalog.n_users)
+        assert np.all(fit.user_views[top.ids[valid]] > 0), "only users with history are proposed"
         assert np.all(np.diff(np.where(valid, top.scores, -1e30), axis=1) <= 1e-6), "scores sorted desc"
         assert np.all(~np.isfinite(top.scores[~valid]))
-        for row in top.users:
+        for row in top.ids:
             kept = row[row >= 0]
             assert len(np.unique(kept)) == len(kept)
 
@@ -65,18 +65,18 @@ class TestGeneratorContract:
         for row in (0, 7, 123):
             single = source.recommend(queries.subset(slice(row, row + 1)), 20)
             if name == "random":  # draws depend on the batch by design; only the shape must agree
-                assert single.users.shape == (1, 20) and (single.users >= 0).all()
+                assert single.ids.shape == (1, 20) and (single.ids >= 0).all()
             else:
-                np.testing.assert_array_equal(single.users[0], batch.users[row])
+                np.testing.assert_array_equal(single.ids[0], batch.ids[row])
 
     def test_deterministic_and_k_beyond_users(self, name, world):
         catalog, _, queries = world
         a = self.fitted(name, world).recommend(queries, 30)
         b = self.fitted(name, world).recommend(queries, 30)
-        np.testing.assert_array_equal(a.users, b.users)
+        np.testing.assert_array_equal(a.ids, b.ids)
         big = self.fitted(name, world).recommend(queries.subset(slice(0, 3)), catalog.n_users + 10)
-        assert big.users.shape[1] == catalog.n_users + 10
-        assert np.all(big.users[:, -10:] == -1)
+        assert big.ids.shape[1] == catalog.n_users + 10
+        assert np.all(big.ids[:, -10:] == -1)
 
 
 def test_clips_without_embedding_get_nothing_from_content_sources(world):
@@ -84,7 +84,7 @@ def test_clips_without_embedding_get_nothing_from_content_sources(world):
     queries = shared.subset(np.arange(len(shared)))  # fancy indexing copies: the fixture stays intact
     queries.has_embedding[:5] = False
     top = make_source("hnsw:all", load_config()).fit(fit, catalog).recommend(queries, 10)
-    assert np.all(top.users[:5] == -1) and np.all(top.users[5:] >= 0)
+    assert np.all(top.ids[:5] == -1) and np.all(top.ids[5:] >= 0)
 
 
 def brute_force(vectors, ids, queries, k):
@@ -100,7 +100,7 @@ def test_exact_search_equals_full_sort():
     queries = rng.normal(size=(40, 16)).astype(np.float32)
     top = exact_search(vectors, ids, queries, 25, block_bytes=4 * 500 * 7)  # several blocks
     ref_ids, ref_sims = brute_force(vectors, ids, queries, 25)
-    np.testing.assert_array_equal(top.users, ref_ids)
+    np.testing.assert_array_equal(top.ids, ref_ids)
     np.testing.assert_allclose(top.scores, ref_sims, rtol=1e-5, atol=1e-5)
 
 
@@ -132,7 +132,7 @@ def test_recall_against_exact_counts_overlap():
 def test_sparse_top_k_equals_dense_sort():
     from scipy import sparse
 
-    from audience.candidates.base import sparse_top_k
+    from audience.arrays import sparse_top_k
 
     rng = np.random.default_rng(3)
     dense = np.where(rng.random((30, 50)) < 0.2, rng.integers(1, 6, (30, 50)).astype(np.float32), 0.0)
@@ -140,8 +140,8 @@ def test_sparse_top_k_equals_dense_sort():
     for row in range(30):
         nz = np.flatnonzero(dense[row])
         ref = nz[np.lexsort((nz, -dense[row, nz]))][:7]
-        assert top.users[row, : len(ref)].tolist() == ref.tolist()
-        assert np.all(top.users[row, len(ref) :] == -1)
+        assert top.ids[row, : len(ref)].tolist() == ref.tolist()
+        assert np.all(top.ids[row, len(ref) :] == -1)
 
 
 def test_author_fans_matches_formula_by_brute_force(world):
@@ -157,7 +157,7 @@ def test_author_fans_matches_formula_by_brute_force(world):
         column = expected[:, author]
         ranked = np.lexsort((np.arange(column.size), -column))[:10]
         ranked = ranked[np.isfinite(column[ranked])]
-        assert top.users[row, : len(ranked)].tolist() == ranked.tolist()
+        assert top.ids[row, : len(ranked)].tolist() == ranked.tolist()
 
 
 def test_coengagement_matches_brute_force(world):
@@ -173,11 +173,12 @@ def test_coengagement_matches_brute_force(world):
         nearest = np.argsort(-sims)[:50]
         scores = (np.maximum(sims[nearest], 0) ** 2) @ item_users[old[nearest]]
         ranked = np.lexsort((np.arange(scores.size), -scores))[:10]
-        assert len(set(top.users[row]) & set(ranked)) >= 9
+        assert len(set(top.ids[row]) & set(ranked)) >= 9
 
 
 def test_gmm_source_scores_clip_posteriors_against_mean_posteriors(tiny_dir):
-    from audience.profiles.gmm import GmmConfig, fit_gmm
+    from audience.config import GmmConfig
+    from audience.profiles.gmm import fit_gmm
 
     layout = DatasetLayout(tiny_dir)
     catalog = load_catalog(layout)
@@ -196,4 +197,4 @@ def test_gmm_source_scores_clip_posteriors_against_mean_posteriors(tiny_dir):
     exact = q @ profiles[has].T
     for row in range(5):
         best = has[np.argsort(-exact[row])[:20]]
-        assert len(set(best) & set(top.users[row])) >= 18
+        assert len(set(best) & set(top.ids[row])) >= 18

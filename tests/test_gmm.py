@@ -10,9 +10,9 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture
 from sklearn.mixture._gaussian_mixture import _estimate_gaussian_parameters
 
+from audience.config import GmmConfig
 from audience.profiles.gmm import (
     COVARIANCE_TYPES,
-    GmmConfig,
     GmmModel,
     SoftProfileAccumulator,
     _FitData,

@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 from conftest import tiny_config
 
+from audience.config import MixiGenConfig
 from audience.metrics import ndcg_per_clip
 from audience.rank.mixigen import (
     MixiGen,
-    MixiGenConfig,
     kway_merge,
     long_candidates,
     pool_ndcg,

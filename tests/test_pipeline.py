@@ -14,10 +14,11 @@ import polars as pl
 import pytest
 from conftest import tiny_config
 
+from audience.config import preset
 from audience.data.embeddings import load_embeddings
 from audience.data.layout import DatasetLayout
 from audience.data.schema import FLAG_COLUMNS
-from audience.data.synthetic import generate, preset
+from audience.data.synthetic import generate
 from audience.io import read_json
 from audience.pipeline import run_all, run_stage
 from audience.submission import read_submission, validate_submission

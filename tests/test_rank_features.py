@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 from conftest import tiny_config
 
+from audience.config import GmmConfig
 from audience.pipeline import run_all
-from audience.profiles.gmm import GmmConfig
 from audience.rank.features import candidate_pool, pair_features
 from audience.rank.similar_authors import author_neighbours
 

@@ -202,9 +202,9 @@ def test_exclude_seen_keeps_the_source_order_without_seen_users(tiny_run):
     queries = ClipQueries.from_catalog(catalog, item_ids)
     top = ExcludeSeen(PopularSource(), history).fit(fit, catalog).recommend(queries, 10)
     expected = [p for p in popular[:13] if p not in popular[[0, 2, 5]]][:10]
-    np.testing.assert_array_equal(top.users[0], expected)
-    np.testing.assert_array_equal(top.users[1], popular[:10])
-    np.testing.assert_array_equal(top.users[2], [p for p in popular[:11] if p != popular[1]][:10])
+    np.testing.assert_array_equal(top.ids[0], expected)
+    np.testing.assert_array_equal(top.ids[1], popular[:10])
+    np.testing.assert_array_equal(top.ids[2], [p for p in popular[:11] if p != popular[1]][:10])
     features = history_features(
         pl.DataFrame({"clip": np.array([0, 1, 2], dtype=np.int32)}), item_ids, history
     )
@@ -225,7 +225,7 @@ def test_own_audience_matches_a_dense_reference(tiny_run):
     cold = np.flatnonzero(fit.item_views == 0)[:2]
     source = OwnAudienceSource(n_neighbours=20).fit(fit, catalog)
     top = source.recommend(ClipQueries.from_catalog(catalog, catalog.items.ids[[*warm, *cold]]), 30)
-    assert (top.users[len(warm) :] == -1).all()  # cold clips: no audience of their own
+    assert (top.ids[len(warm) :] == -1).all()  # cold clips: no audience of their own
     norm = np.linalg.norm(positives, axis=1)
     for row, clip in enumerate(warm):
         cosine = positives @ positives[clip] / np.maximum(norm * norm[clip], 1e-12)
@@ -233,7 +233,7 @@ def test_own_audience_matches_a_dense_reference(tiny_run):
         near = np.argsort(-cosine, kind="stable")[:20]
         near = near[cosine[near] > 0]
         scores = cosine[near] @ positives[near]
-        got = top.users[row][top.users[row] >= 0]
+        got = top.ids[row][top.ids[row] >= 0]
         np.testing.assert_allclose(top.scores[row][: got.size], scores[got], rtol=1e-4)
         assert top.scores[row][0] == pytest.approx(scores.max(), rel=1e-4)
     assert sparse.issparse(fit.histories["item_user_positives"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from cf_data import block_matrix
 
 from audience.models import SLIM
 
@@ -12,17 +13,6 @@ from audience.models import SLIM
 # the same unique optimum (l1_ratio < 1 makes it strictly convex); weights are stored as float32.
 ATOL_W = 1e-4
 TIGHT = {"tol": 1e-10, "max_iter": 100_000}
-
-
-def block_matrix(n_users=600, n_items=120, n_groups=6, p_in=0.5, p_out=0.02, seed=0):
-    """Users and clips in groups (see test_ease); user 0 has all of group 0 but clip 0 (held out)."""
-    rng = np.random.default_rng(seed)
-    ug = rng.integers(0, n_groups, n_users)
-    ig = np.arange(n_items) % n_groups
-    dense = rng.random((n_users, n_items)) < np.where(ug[:, None] == ig[None, :], p_in, p_out)
-    dense[0] = ig == 0
-    dense[0, 0] = False
-    return sp.csr_matrix(dense.astype(np.float32)), 0
 
 
 @pytest.mark.parametrize(("alpha", "l1_ratio"), [(2e-3, 0.5), (0.02, 0.5), (0.01, 0.9)])
@@ -79,35 +69,6 @@ def test_max_items():
     assert counts[model.scored_items].min() >= np.delete(counts, model.scored_items).max()
     ids, _ = model.recommend(np.arange(300), X, 30)
     assert np.isin(ids[ids >= 0], model.scored_items).all()
-
-
-def test_held_out_item_comes_back():
-    X, held = block_matrix()
-    ids, scores = SLIM(alpha=2e-3, l1_ratio=0.5).fit(X).recommend(np.array([0]), X, 10)
-    assert held in ids[0]
-    assert np.all(np.diff(scores[0]) <= 0)
-
-
-def test_batch_equals_single_row_and_filters():
-    X, _ = block_matrix(seed=5)
-    model = SLIM(alpha=2e-3).fit(X)
-    rows = np.array([9, 0, 33, 9, 599])
-    ids, scores = model.recommend(rows, X, 12)
-    for r, row in enumerate(rows):
-        one_ids, one_scores = model.recommend(np.array([row]), X, 12)
-        np.testing.assert_array_equal(one_ids[0], ids[r])
-        np.testing.assert_allclose(one_scores[0], scores[r], rtol=1e-6)
-        assert not np.isin(ids[r], X[row].indices).any()
-    white = np.array([1, 2, 4, 8, 16, 32, 64])
-    ids_w, scores_w = model.recommend(rows, X, 10, whitelist=white)
-    assert np.isin(ids_w[ids_w >= 0], white).all()
-    assert (ids_w[:, 7:] == -1).all() and np.isneginf(scores_w[:, 7:]).all()
-    sub_ids, sub_scores = model.recommend(rows, X, 10, whitelist=white, filter_seen=False)
-    assert (sub_ids[:, :7] >= 0).all()  # all 7 whitelisted clips come back (score >= 0) when none is filtered
-    full_ids, full_scores = model.recommend(rows, X, 120, filter_seen=False)
-    for r in range(rows.size):  # scores under a whitelist equal the unrestricted ones
-        lookup = dict(zip(full_ids[r], full_scores[r], strict=True))
-        np.testing.assert_allclose(sub_scores[r, :7], [lookup[i] for i in sub_ids[r, :7]], rtol=1e-6)
 
 
 def test_bad_arguments():

@@ -6,8 +6,9 @@ Algorithm (`assign_with_cap`)
 1. Order every candidate triple (clip, user, score) by descending score; ties keep the input order (a stable
    order, so the result is deterministic for a given input). A (clip, user) pair listed several times keeps
    only its first triple in that order, i.e. its best score.
-2. Choose pairs under the cap (numba), by one of two strategies:
-   * ``slots`` (the pipeline's default): a draft by rank slot. For slot 1, every clip takes its best
+2. Choose pairs under the cap (numba), by one of three strategies (`config.STRATEGIES`; the pipeline's
+   default is `RunConfig.assignment`):
+   * ``slots``: a draft by rank slot. For slot 1, every clip takes its best
      candidate that still has room, the clips whose best such candidate scores highest choosing first;
      then slot 2, and so on.
      Why: NDCG pays most at the top ranks. When many clips want the same scarce users (popularity puts
@@ -29,7 +30,7 @@ Algorithm (`assign_with_cap`)
 
 Limits
 ------
-* ``slots`` costs O(list_size x n_clips log n_clips) on top of the sort. Both are heuristics: ``global``
+* ``slots`` costs O(list_size x n_clips log n_clips) on top of the sort. All three are heuristics: ``global``
   is the greedy heuristic for a b-matching (clip degree `list_size`, user degree `user_cap`): taking
   edges by global score is a 1/2-approximation of the maximum-weight b-matching, not the optimum. It beats
   greedy in clip order because a user's scarce slots go to the clips where the user scores highest.
@@ -49,7 +50,8 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-STRATEGIES = ("slots", "global", "margin")
+from audience.config import STRATEGIES
+
 __all__ = [
     "AssignmentResult",
     "assign_with_cap",

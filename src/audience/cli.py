@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from audience import progress
 from audience.config import MODES, STAGES, load_config
 from audience.errors import DataError, SubmissionError
 
@@ -59,7 +60,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from audience.data.synthetic import PRESETS, SHAPES
+    from audience.config import PRESETS, SHAPES
 
     parser = argparse.ArgumentParser(prog="audience", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,10 +103,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "synth":
+            from audience.config import preset
             from audience.data.metadata_padding import REAL_ITEMS, REAL_USERS, pad_metadata
-            from audience.data.synthetic import generate, preset
+            from audience.data.synthetic import generate
 
             out = args.data_dir or Path(f"data/synthetic-{args.preset}")
+            progress.configure(not args.quiet)
             layout = generate(
                 out,
                 preset(args.preset, seed=args.seed, shape=args.shape, warm_targets=args.warm_targets),
@@ -132,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from audience.pipeline import run_all, run_stage
 
         cfg = config_from_args(args)
+        progress.configure(not cfg.quiet)
         if args.command == "stage":
             run_stage(cfg, args.name)
         else:

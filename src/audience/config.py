@@ -1,4 +1,8 @@
-"""One typed configuration for a run: defaults in code, overrides from a TOML file, then from CLI flags."""
+"""Every configuration of the package in one place: a run's typed settings (`RunConfig` and its nested
+tables) with defaults in code, overridden by a TOML file, then by CLI flags.
+
+This module imports no implementation: implementation modules import their settings from here. Comments
+state what a setting does and its limits; how the defaults were chosen is in CHANGELOG.md."""
 
 from __future__ import annotations
 
@@ -8,14 +12,168 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from audience.assign import STRATEGIES
 from audience.data.schema import DEFAULT_POSITIVE_FLAGS, FLAG_COLUMNS
-from audience.profiles.gmm import GmmConfig
-from audience.rank.mixigen import MixiGenConfig
 
 MODES = ("validate", "submit")
 DEFAULT_SUBMISSION = "submissions/submission.parquet"
 STAGES = ("profiles", "candidates", "blend", "rank", "assign", "evaluate", "submission")
+STRATEGIES = ("slots", "global", "margin")  # cap-aware assignment strategies (assign.py)
+COVARIANCE_TYPES = ("spherical", "diag", "tied", "full")  # GMM covariance structures (profiles/gmm.py)
+INITS = ("kmeans", "k-means++", "random_from_data")  # GMM initialisations
+SHAPES = ("rolling", "stocked")  # synthetic data shapes (data/synthetic.py)
+QUOTA_OBJECTIVES = ("ndcg", "recall")  # what the fixed-quota search maximises (rank/mixigen.py)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Size and shape of a synthetic dataset. `PRESETS` below; every field can be overridden
+    (data/synthetic.py generates it)."""
+
+    name: str = "custom"
+    n_users: int = 2_000
+    n_items: int = 3_000
+    n_authors: int = 250
+    n_train_weeks: int = 6
+    views_per_user_week: float = 12.0
+    rate_multiplier: float = 1.0  # scales every per-view flag rate (real rates x this, capped at 0.5)
+    n_topics: int = 24
+    latent_dim: int = 16
+    embedding_dim: int = 64
+    embedding_noise: float = 0.55  # content noise: how much of the embedding is unrelated to taste
+    item_lifetime_weeks: int = 4
+    freshness_decay: float = 0.45  # a live clip's exposure weight shrinks by this factor each week
+    channel_probs: tuple[float, float, float] = (0.45, 0.35, 0.20)  # popularity, topic, favourite authors
+    activity_sigma: float = 1.1  # log-normal spread of user activity (heavy tail)
+    late_joiner_share: float = 0.08  # users whose first active week is uniform over all weeks
+    taste_weight: float = 1.6
+    fan_weight: float = 1.2
+    quality_weight: float = 0.4
+    propensity_sigma: float = 0.8
+    affinity_noise: float = 1.0
+    oracle_depth: int = 300
+    oracle: bool = True  # write the hidden oracle lists (costs ~ new clips x users per truth week)
+    # "rolling": clips are released every week and live `item_lifetime_weeks`; "stocked": one catalogue live
+    # in every week (no new clip in any train week after the first), new clips only in validation and test
+    # (a share `stocked_new_share` of all clips, exposure x `new_clip_boost`, fading like rolling clips)
+    shape: str = "rolling"
+    stocked_new_share: float = 0.1
+    new_clip_boost: float = 4.0
+    # > 0: also write targets/mixed_<split>.parquet per truth week: its new clips plus up to this many
+    # warm clips (seen in that week's fit weeks), the shape of a target list whose clips have an audience
+    warm_targets: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.shape not in SHAPES:
+            raise ValueError(f"synthetic shape must be one of {SHAPES}, got {self.shape!r}")
+
+    @property
+    def n_weeks(self) -> int:
+        return self.n_train_weeks + 2
+
+
+PRESETS: dict[str, SyntheticConfig] = {
+    "tiny": SyntheticConfig(
+        name="tiny",
+        n_users=1_500,
+        n_items=2_400,
+        n_authors=200,
+        n_train_weeks=6,
+        views_per_user_week=14.0,
+        rate_multiplier=4.0,
+    ),
+    "small": SyntheticConfig(
+        name="small",
+        n_users=20_000,
+        n_items=40_000,
+        n_authors=3_000,
+        n_train_weeks=25,
+        views_per_user_week=14.0,
+        rate_multiplier=2.0,
+    ),
+    "medium": SyntheticConfig(
+        name="medium",
+        n_users=100_000,
+        n_items=200_000,
+        n_authors=15_000,
+        n_train_weeks=25,
+        views_per_user_week=70.0,
+        rate_multiplier=1.0,
+    ),
+    "large": SyntheticConfig(
+        name="large",
+        n_users=300_000,
+        n_items=600_000,
+        n_authors=40_000,
+        n_train_weeks=25,
+        views_per_user_week=115.0,
+        rate_multiplier=1.0,
+        oracle=False,
+    ),
+}
+
+
+def preset(name: str, **overrides) -> SyntheticConfig:
+    """A named preset, optionally with fields overridden (e.g. seed=1)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown synthetic preset {name!r}; choose from {sorted(PRESETS)}")
+    return replace(PRESETS[name], **overrides)
+
+
+@dataclass(frozen=True)
+class GmmConfig:
+    """How to fit the mixture. `dim=None` keeps every dimension; `sample_size=None` fits on every clip;
+    `validation_size=0` stops on the training log-likelihood instead (sklearn-like)."""
+
+    n_components: int = 128
+    covariance_type: str = "full"
+    dim: int | None = 32
+    sample_size: int | None = 200_000
+    validation_size: int = 10_000
+    max_iter: int = 200
+    tol: float = 1e-3  # nats per clip gained by one EM iteration (validation LL) below which the fit stops
+    init: str = "k-means++"
+    init_iter: int = 10  # Lloyd iterations (on every training clip) of the "kmeans" init
+    init_sample: int | None = 30_000  # clips the k-means++ seeding looks at (it is O(n K log K d))
+    reg_covar: float = 1e-6
+    seed: int = 0
+    batch_size: int = 8192
+    time_budget_s: float | None = None  # stop EM (keeping the best parameters) after this much wall time
+
+    def __post_init__(self) -> None:
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(f"covariance_type={self.covariance_type!r}, expected one of {COVARIANCE_TYPES}")
+        if self.init not in INITS:
+            raise ValueError(f"init={self.init!r}, expected one of {INITS}")
+        if self.n_components < 1:
+            raise ValueError(f"n_components={self.n_components}, expected >= 1")
+
+
+@dataclass(frozen=True)
+class MixiGenConfig:
+    """Boosting settings for the position-value model and the merge budgets."""
+
+    objective: str = "rank:ndcg"
+    n_estimators: int = 200
+    learning_rate: float = 0.1
+    max_depth: int = 6
+    min_child_weight: float = 50.0
+    negative_keep: float = 0.3  # negatives are plentiful; thinning them uniformly keeps every clip's order
+    valid_share: float = 0.2
+    early_stopping_rounds: int = 30
+    # rank objectives: pairs are built within each clip's top `rank_truncation` predictions (XGBoost's
+    # lambdarank_num_pair_per_sample with the topk method; None keeps XGBoost's default)
+    rank_truncation: int | None = 100
+    quota_multipliers: tuple[float, ...] = (0.25, 0.5, 2.0, 4.0)  # tried per source in the quota search
+    quota_rounds: int = 2
+    # what the quota search maximises on the holdout pools: "ndcg" (NDCG@list_size of the merged list) or
+    # "recall" (recall@candidate_depth: the merge as a pool for a reranker)
+    quota_objective: str = "ndcg"
+
+    def __post_init__(self) -> None:
+        if self.quota_objective not in QUOTA_OBJECTIVES:
+            known = sorted(QUOTA_OBJECTIVES)
+            raise ValueError(f"mixigen.quota_objective must be one of {known}, got {self.quota_objective!r}")
 
 
 @dataclass(frozen=True)
@@ -23,7 +181,7 @@ class HnswConfig:
     """hnswlib parameters. `ef` is a query-time setting that hnswlib does not save with an index."""
 
     m: int = 16
-    ef_construction: int = 100  # small: 1.5 s build, recall@100 0.999 vs exact (200: 3.2 s, 0.9997)
+    ef_construction: int = 100  # build-time candidate list: higher builds slower, recalls more
     ef: int = 256
     # hnswlib inserts in a thread-dependent order: more than one build thread makes the graph (and so the
     # candidates) differ from run to run. Queries are parallel either way.
@@ -68,8 +226,7 @@ class ProfileSettings:
 class RerankerConfig:
     """XGBoost reranker (rank/reranker.py): pool depth per source, boosting and sampling settings."""
 
-    # per source: its top pool_depth candidates enter the pool. 150 (with negative_keep 0.5, eta 0.08) ran
-    # the rank stage in 80 s instead of 174 s on small for NDCG@100 0.1574 instead of 0.1599
+    # per source: its top pool_depth candidates enter the pool (rows, hence time and memory, grow with it)
     pool_depth: int = 150
     train_weeks: int = 2  # label weeks pooled for training (each costs one profiles + candidates run)
     # which clips of a label week are labelled (rank/protocol.py): "new" (unseen before it), "pseudo"
@@ -86,8 +243,7 @@ class RerankerConfig:
     # 0.1533, youngest 0.1478, uniform 0.1413; stocked small: viewed 0.1095, uniform 0.1011; on the stocked
     # shape youngest picks the obscure clips (tiny: 0.2149 vs viewed 0.2419, uniform 0.2334)
     pseudo_pick: str = "viewed"
-    # binary:logistic gives calibrated probabilities, which the cross-clip assignment compares; it also beat
-    # rank:ndcg and rank:pairwise on tiny and small (see README, Ranking)
+    # binary:logistic gives calibrated probabilities, which the cross-clip assignment compares
     objective: str = "binary:logistic"
     n_estimators: int = 400
     learning_rate: float = 0.08
@@ -103,7 +259,7 @@ class RerankerConfig:
     refit_scale: float = 0.0
     # seeds bagged: each draws its own stopping clips and XGBoost row/column samples; every booster's
     # prediction is averaged (with refit_scale > 0 each seed adds its early-stopped and its refit booster).
-    # Costs bag_seeds x the boosting time. 2 on small: NDCG@100 0.1630 -> 0.1640, rank stage 26 s -> 51 s
+    # Costs bag_seeds x the boosting time.
     bag_seeds: int = 2
 
     def __post_init__(self) -> None:
@@ -144,7 +300,6 @@ class RunConfig:
     positive_flags: tuple[str, ...] = DEFAULT_POSITIVE_FLAGS
     embedding_dim: int = 64
     # blended and reranked; weaker profile indexes (hnsw:all, hnsw:recency, hnsw:negative) are opt-in
-    # bpr_bridge raised the reranked pool's recall@300 on small from 0.298 to 0.321 for ~6 s a run
     sources: tuple[str, ...] = (
         "popular",
         "author_fans",
@@ -159,13 +314,13 @@ class RunConfig:
     blend_rrf_k: float = 60.0
     list_size: int = 100
     user_cap: int = 100
-    # cap-aware assignment strategy (assign.py): "slots", "global" or "margin". On the reranker's scores
-    # margin beat slots on small (0.1630 vs 0.1616) and medium offline (0.1105 vs 0.1103); oracle: slots
+    # cap-aware assignment strategy of every method (assign.py, one of STRATEGIES); the oracle always
+    # uses "slots" (its scores are all ties)
     assignment: str = "margin"
     final_method: str = "reranked"
     # learn the value of each source's positions on the holdout weeks and merge the sources by it
-    # ("mixigen"), beside the same holdout weeks' best fixed quota per source ("quota"). Off by default:
-    # neither beat the reranker nor fed it a better pool, and MixiGen did not beat the quota (README, Ranking)
+    # ("mixigen"), beside the same holdout weeks' best fixed quota per source ("quota"); costs the MixiGen
+    # fit and the quota search in the blend stage
     learned_blend: bool = False
     mixigen: MixiGenConfig = field(default_factory=MixiGenConfig)
     rerank: bool = True  # train the XGBoost reranker on the holdout split and rank the pool with it
@@ -176,8 +331,7 @@ class RunConfig:
     exclude_seen: bool = True
     hnsw: HnswConfig = HnswConfig()
     profiles: ProfileSettings = field(default_factory=ProfileSettings)
-    # soft-cluster profiles are built when a 'gmm:<kind>' source is configured; diag covariance beat full on
-    # held-out log-likelihood and BIC at every size tried (benchmarks/results/gmm.md)
+    # soft-cluster profiles are built when a 'gmm:<kind>' source is configured
     gmm: GmmConfig = field(default_factory=lambda: GmmConfig(covariance_type="diag"))
     quiet: bool = False
 

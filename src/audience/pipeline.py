@@ -28,10 +28,10 @@ import polars as pl
 from threadpoolctl import threadpool_limits
 
 from audience import warm
+from audience.arrays import TopK, rank_within_clip
 from audience.assign import assign_with_cap
 from audience.candidates import ClipQueries, make_source
 from audience.candidates.ann import recall_against_exact
-from audience.candidates.base import TopK, rank_within_clip
 from audience.candidates.popular import PopularSource
 from audience.config import DEFAULT_SUBMISSION, STAGES, RunConfig
 from audience.data.catalog import Catalog, RunNeeds, load_catalog
@@ -280,9 +280,9 @@ def stage_candidates(run: Run) -> None:
         if backend == "hnsw" and f"exact:{profile}" in results:
             exact = results[f"exact:{profile}"]
             approx = results[name]
-            k = min(cfg.list_size, exact.users.shape[1])
+            k = min(cfg.list_size, exact.ids.shape[1])
             recall = recall_against_exact(
-                TopK(approx.users[:, :k], approx.scores[:, :k]), TopK(exact.users[:, :k], exact.scores[:, :k])
+                TopK(approx.ids[:, :k], approx.scores[:, :k]), TopK(exact.ids[:, :k], exact.scores[:, :k])
             )
             report[name][f"recall_at_{k}_vs_exact"] = round(recall, 5)
     write_json(report, run.path("candidates", "sources.json"))

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from audience.candidates.base import CandidateSource, ClipQueries, TopK
+from audience.arrays import TopK
+from audience.candidates.base import CandidateSource, ClipQueries
 from audience.data.catalog import Catalog
 from audience.data.schema import INTERACTIONS_SCHEMA, check_schema
 from audience.io import write_parquet
@@ -100,10 +101,10 @@ class ExcludeSeen:
         top = self.inner.recommend(clips, k + extra)
         n_users = np.int64(self.catalog.n_users)
         seen_keys = np.unique(row * n_users + user)
-        keys = np.arange(len(clips), dtype=np.int64)[:, None] * n_users + top.users
-        drop = np.isin(keys, seen_keys) | (top.users < 0)
+        keys = np.arange(len(clips), dtype=np.int64)[:, None] * n_users + top.ids
+        drop = np.isin(keys, seen_keys) | (top.ids < 0)
         order = np.argsort(drop, axis=1, kind="stable")[:, :k]  # kept users first, in the source's order
-        users = np.take_along_axis(np.where(drop, -1, top.users), order, axis=1)
+        users = np.take_along_axis(np.where(drop, -1, top.ids), order, axis=1)
         scores = np.take_along_axis(np.where(drop, -np.inf, top.scores), order, axis=1)
         return TopK(users.astype(np.int32), scores.astype(np.float32))
 

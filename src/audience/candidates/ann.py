@@ -17,7 +17,7 @@ from pathlib import Path
 import hnswlib
 import numpy as np
 
-from audience.candidates.base import TopK, top_k_rows
+from audience.arrays import TopK, top_k
 from audience.config import HnswConfig
 
 
@@ -78,7 +78,7 @@ class HnswIndex:
             if self._vectors is None:
                 raise
             return exact_search(self._vectors, self._ids, queries, k)
-        out.users[:, :k_eff] = labels.astype(np.int32)
+        out.ids[:, :k_eff] = labels.astype(np.int32)
         out.scores[:, :k_eff] = 1.0 - distances  # cosine and ip distances are 1 - similarity
         return out
 
@@ -117,21 +117,21 @@ def exact_search(
     step = max(1, block_bytes // (4 * max(len(ids), 1)))
     for start in range(0, queries.shape[0], step):  # blocks of queries, each a single matmul
         block = queries[start : start + step].astype(np.float32) @ vectors.T
-        top = top_k_rows(block, k, ids.astype(np.int32))
-        out.users[start : start + step] = top.users
+        top = top_k(block, k, ids.astype(np.int32))
+        out.ids[start : start + step] = top.ids
         out.scores[start : start + step] = top.scores
     return out
 
 
 def recall_against_exact(approx: TopK, exact: TopK) -> float:
     """Share of the exact top-k found by the approximate search (micro-averaged over queries)."""
-    n, k = exact.users.shape
-    valid = exact.users >= 0
+    n, k = exact.ids.shape
+    valid = exact.ids >= 0
     if not valid.any():
         return float("nan")
     rows = np.repeat(np.arange(n, dtype=np.int64), k)
-    n_users = int(max(exact.users.max(), approx.users.max())) + 1
-    exact_keys = rows[valid.ravel()] * n_users + exact.users.ravel()[valid.ravel()]
-    av = approx.users.ravel() >= 0
-    approx_keys = rows[av] * n_users + approx.users.ravel()[av]
+    n_users = int(max(exact.ids.max(), approx.ids.max())) + 1
+    exact_keys = rows[valid.ravel()] * n_users + exact.ids.ravel()[valid.ravel()]
+    av = approx.ids.ravel() >= 0
+    approx_keys = rows[av] * n_users + approx.ids.ravel()[av]
     return float(np.isin(exact_keys, approx_keys).mean())

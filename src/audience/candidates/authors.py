@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from audience.candidates.base import ClipQueries, TopK, sparse_top_k, sparse_values_at
+from audience.arrays import TopK, sparse_top_k, sparse_values_at
+from audience.candidates.base import ClipQueries
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
 
@@ -45,5 +46,5 @@ class AuthorFansSource:
         for start in range(0, rows.size, self.batch):  # batches of clips, each one sparse gather + top-k
             part = rows[start : start + self.batch]
             top = sparse_top_k(self.author_users[clips.author[part]], k)
-            out.users[part], out.scores[part] = top.users, top.scores
+            out.ids[part], out.scores[part] = top.ids, top.scores
         return out

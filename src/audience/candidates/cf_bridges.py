@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
+from audience.arrays import TopK, top_k, unit_rows
 from audience.candidates.ann import HnswIndex
-from audience.candidates.base import ClipQueries, TopK, top_k_rows
+from audience.candidates.base import ClipQueries
 from audience.candidates.coengagement import nearest_clip_weights
-from audience.candidates.embedding import unit_rows
 from audience.config import HnswConfig
 from audience.data.catalog import Catalog
 from audience.models.bpr import BPR
@@ -81,7 +81,7 @@ class BprBridgeSource:
         rows = np.flatnonzero(clips.has_embedding)
         mapped = (self._features(clips.embedding[rows], clips.author[rows]) @ self.map).astype(np.float32)
         found = self.index.query(mapped, k)
-        out.users[rows], out.scores[rows] = found.users, found.scores
+        out.ids[rows], out.scores[rows] = found.ids, found.scores
         return out
 
 
@@ -105,7 +105,7 @@ class NeighbourBridgeSource:
 
     def fit(self, data: FitData, catalog: Catalog) -> NeighbourBridgeSource:
         X = positives_matrix(data)
-        # EASE keeps its 10k most popular clips: dense B is 10k^2 x 4 bytes (381 MB), ~27 s to fit on small.
+        # EASE keeps its 10k most popular clips: dense B is 10k^2 x 4 bytes (381 MB).
         # At 30k clips the fit crashed (segfault inside the dense Gram/LAPACK path, 7 GB float64): not used.
         model = (
             EASE(max_items=self.max_items) if self.model_name == "ease" else SLIM(max_items=self.max_items)
@@ -136,6 +136,6 @@ class NeighbourBridgeSource:
             virtual = self.B @ weights  # (n_scored, batch): each new clip as a weighted mix of old columns
             virtual = virtual.toarray() if sparse.issparse(virtual) else np.asarray(virtual)
             scores = np.asarray(self.X @ virtual).T  # (batch, users with history)
-            top = top_k_rows(scores.astype(np.float32), k, self.users)
-            out.users[part], out.scores[part] = top.users, top.scores
+            top = top_k(scores.astype(np.float32), k, self.users)
+            out.ids[part], out.scores[part] = top.ids, top.scores
         return out

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
+from audience.arrays import TopK, sparse_top_k, unit_rows
 from audience.candidates.ann import HnswIndex
-from audience.candidates.base import ClipQueries, TopK, sparse_top_k
-from audience.candidates.embedding import unit_rows
+from audience.candidates.base import ClipQueries
 from audience.config import HnswConfig
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
@@ -22,11 +22,9 @@ from audience.profiles.fit_data import FitData
 def nearest_clip_weights(index: HnswIndex, queries: np.ndarray, n: int, power: float, n_items: int):
     """(n_queries x n_items) CSR: each query's `n` nearest indexed clips, weighted max(cos, 0)^power."""
     near = index.query(unit_rows(queries), n)
-    valid = near.users >= 0
+    valid = near.ids >= 0
     weight = np.maximum(near.scores[valid], 0.0) ** power
-    return sparse.csr_matrix(
-        (weight, (np.nonzero(valid)[0], near.users[valid])), shape=(len(queries), n_items)
-    )
+    return sparse.csr_matrix((weight, (np.nonzero(valid)[0], near.ids[valid])), shape=(len(queries), n_items))
 
 
 class CoEngagementSource:
@@ -68,5 +66,5 @@ class CoEngagementSource:
                 self.index, clips.embedding[part, : self.dim], self.n_neighbours, self.power, n_items
             )
             top = sparse_top_k(neighbours @ self.item_users, k)
-            out.users[part], out.scores[part] = top.users, top.scores
+            out.ids[part], out.scores[part] = top.ids, top.scores
         return out

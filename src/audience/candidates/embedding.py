@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from audience.arrays import TopK, unit_rows
 from audience.candidates.ann import HnswIndex, exact_search
-from audience.candidates.base import ClipQueries, TopK
+from audience.candidates.base import ClipQueries
 from audience.config import HnswConfig
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.where(norm > 0, x / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
 
 
 class EmbeddingSource:
@@ -67,5 +63,5 @@ class EmbeddingSource:
             found = self.index.query(queries, k)
         else:
             found = exact_search(self.vectors, self.ids, queries, k)
-        out.users[rows], out.scores[rows] = found.users, found.scores
+        out.ids[rows], out.scores[rows] = found.ids, found.scores
         return out

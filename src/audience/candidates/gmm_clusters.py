@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from audience.arrays import unit_rows
 from audience.candidates.base import ClipQueries
-from audience.candidates.embedding import EmbeddingSource, unit_rows
+from audience.candidates.embedding import EmbeddingSource
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
 from audience.profiles.gmm import GmmModel

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from audience.candidates.base import ClipQueries, TopK, sparse_top_k
+from audience.arrays import TopK, sparse_top_k
+from audience.candidates.base import ClipQueries
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
 
@@ -48,11 +49,11 @@ class OwnAudienceSource:
             cosine[np.arange(own.size), own] = 0.0  # the clip itself is not its own neighbour
             cosine.eliminate_zeros()
             near = sparse_top_k(cosine, self.n_neighbours)
-            valid = near.users >= 0
+            valid = near.ids >= 0
             weights = sparse.csr_matrix(
-                (near.scores[valid], (np.nonzero(valid)[0], near.users[valid])),
+                (near.scores[valid], (np.nonzero(valid)[0], near.ids[valid])),
                 shape=(own.size, self.item_users.shape[0]),
             )
             top = sparse_top_k(weights @ self.item_users, k)
-            out.users[rows], out.scores[rows] = top.users, top.scores
+            out.ids[rows], out.scores[rows] = top.ids, top.scores
         return out

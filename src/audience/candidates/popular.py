@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from audience.candidates.base import ClipQueries, TopK, top_k_rows
+from audience.arrays import TopK, top_k
+from audience.candidates.base import ClipQueries
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
 
@@ -23,8 +24,8 @@ class PopularSource:
         views = data.user_views.astype(np.float64)
         score = data.user_positives + views / (views.max() + 1.0)
         score = np.where(views > 0, score, -np.inf)
-        top = top_k_rows(score[None, :], int(np.isfinite(score).sum()))
-        self.order, self.score = top.users[0], top.scores[0]
+        top = top_k(score[None, :], int(np.isfinite(score).sum()))
+        self.order, self.score = top.ids[0], top.scores[0]
         return self
 
     def ranking(self) -> np.ndarray:
@@ -36,6 +37,6 @@ class PopularSource:
         assert self.order is not None and self.score is not None, "fit first"
         out = TopK.empty(len(clips), k)
         k_eff = min(k, self.order.shape[0])
-        out.users[:, :k_eff] = self.order[:k_eff]
+        out.ids[:, :k_eff] = self.order[:k_eff]
         out.scores[:, :k_eff] = self.score[:k_eff]
         return out

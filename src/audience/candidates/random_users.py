@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from audience.candidates.base import ClipQueries, TopK
+from audience.arrays import TopK
+from audience.candidates.base import ClipQueries
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
 
@@ -33,7 +34,7 @@ class RandomSource:
             return out
         perm = rng.permutation(self.users)
         offsets = rng.integers(0, n_users, size=len(clips))
-        out.users[:, :k_eff] = perm[(offsets[:, None] + np.arange(k_eff)[None, :]) % n_users]
+        out.ids[:, :k_eff] = perm[(offsets[:, None] + np.arange(k_eff)[None, :]) % n_users]
         out.scores[:, :k_eff] = rng.random((len(clips), k_eff)).astype(np.float32)
         out.scores[:, :k_eff] = -np.sort(-out.scores[:, :k_eff], axis=1)
         return out

@@ -1,12 +1,18 @@
 """Build generators by name: 'popular', 'random', 'author_fans', 'coengagement', '<backend>:<profile>'
 ('hnsw:all', 'exact:positive'), 'gmm:<all|positive>' (soft-cluster profiles), 'bpr_bridge', 'ease_bridge',
 'slim_bridge' (collaborative models bridged to new clips), 'own_audience' (warm targets: users like the
-clip's own engaged users)."""
+clip's own engaged users). Each comes wrapped in `Reported`, which prints one progress line per answered
+batch (fit and query time)."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
+from audience import progress
+from audience.arrays import TopK
 from audience.candidates.authors import AuthorFansSource
-from audience.candidates.base import CandidateSource
+from audience.candidates.base import CandidateSource, ClipQueries
 from audience.candidates.cf_bridges import BprBridgeSource, NeighbourBridgeSource
 from audience.candidates.coengagement import CoEngagementSource
 from audience.candidates.embedding import EmbeddingSource
@@ -15,9 +21,45 @@ from audience.candidates.own_audience import OwnAudienceSource
 from audience.candidates.popular import PopularSource
 from audience.candidates.random_users import RandomSource
 from audience.config import RunConfig
+from audience.data.catalog import Catalog
+from audience.profiles.fit_data import FitData
+
+
+class Reported:
+    """A generator that reports its fit and query times as one progress line per `recommend` call; every
+    other attribute is the wrapped generator's. It changes no result."""
+
+    def __init__(self, source: CandidateSource):
+        self.source, self.name = source, source.name
+        self.fit_s = 0.0
+
+    def fit(self, data: FitData, catalog: Catalog) -> Reported:
+        start = time.perf_counter()
+        self.source.fit(data, catalog)
+        self.fit_s = time.perf_counter() - start
+        return self
+
+    def recommend(self, clips: ClipQueries, k: int) -> TopK:
+        start = time.perf_counter()
+        top = self.source.recommend(clips, k)
+        progress.note(
+            f"source {self.name}: fitted in {self.fit_s:.1f} s, top {k} of {len(clips):,} clips "
+            f"in {time.perf_counter() - start:.1f} s"
+        )
+        return top
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr == "source":  # not set yet (unpickling): no recursion
+            raise AttributeError(attr)
+        return getattr(self.source, attr)
 
 
 def make_source(name: str, cfg: RunConfig) -> CandidateSource:
+    """The generator `name`, configured from `cfg`, wrapped in `Reported`."""
+    return Reported(_build(name, cfg))
+
+
+def _build(name: str, cfg: RunConfig) -> CandidateSource:
     if name == "popular":
         return PopularSource()
     if name == "random":

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from tqdm.auto import tqdm
 
+from audience import progress as progress_report
 from audience.data.embeddings import load_embeddings
 from audience.data.ids import unique_sorted
 from audience.data.layout import DatasetLayout
@@ -129,7 +129,9 @@ def _write_embeddings(
         with archive.open("embedding.npy", "w", force_zip64=True) as member:
             np.lib.format.write_array_header_1_0(member, header)
             taken = 0
-            for start in tqdm(range(0, n, CHUNK_ROWS), desc="padding embeddings", disable=not progress):
+            for start in progress_report.iterate(
+                range(0, n, CHUNK_ROWS), "padding embeddings", "chunk", progress
+            ):
                 mask = is_own[start : start + CHUNK_ROWS]
                 chunk = rng.standard_normal((mask.shape[0], dim), dtype=np.float32)
                 chunk *= std

@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 from scipy import sparse
 from scipy.special import expit
-from tqdm.auto import tqdm
 
+from audience import progress as progress_report
+from audience.config import SyntheticConfig
 from audience.data.layout import DatasetLayout
 from audience.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, USERS_SCHEMA
 from audience.io import atomic_path, write_parquet
@@ -49,95 +50,6 @@ REAL_RATES: dict[str, float] = {
 FLAG_SLOPE = {"like": 1.0, "open_comments": 0.8, "share": 1.2, "click_on_author": 0.8, "bookmark": 1.0}
 FLAG_FAN_BONUS = {"like": 0.0, "open_comments": 0.0, "share": 0.0, "click_on_author": 1.5, "bookmark": 0.3}
 N_PLACES, N_PLATFORMS, N_AGENTS, N_GEO = 24, 11, 29, 80
-SHAPES = ("rolling", "stocked")
-
-
-@dataclass(frozen=True)
-class SyntheticConfig:
-    """Size and shape of a synthetic dataset. Presets below; every field can be overridden."""
-
-    name: str = "custom"
-    n_users: int = 2_000
-    n_items: int = 3_000
-    n_authors: int = 250
-    n_train_weeks: int = 6
-    views_per_user_week: float = 12.0
-    rate_multiplier: float = 1.0  # scales every per-view flag rate (real rates x this, capped at 0.5)
-    n_topics: int = 24
-    latent_dim: int = 16
-    embedding_dim: int = 64
-    embedding_noise: float = 0.55  # content noise: how much of the embedding is unrelated to taste
-    item_lifetime_weeks: int = 4
-    freshness_decay: float = 0.45  # a live clip's exposure weight shrinks by this factor each week
-    channel_probs: tuple[float, float, float] = (0.45, 0.35, 0.20)  # popularity, topic, favourite authors
-    activity_sigma: float = 1.1  # log-normal spread of user activity (heavy tail)
-    late_joiner_share: float = 0.08  # users whose first active week is uniform over all weeks
-    taste_weight: float = 1.6
-    fan_weight: float = 1.2
-    quality_weight: float = 0.4
-    propensity_sigma: float = 0.8
-    affinity_noise: float = 1.0
-    oracle_depth: int = 300
-    oracle: bool = True  # write the hidden oracle lists (costs ~ new clips x users per truth week)
-    # "rolling": clips are released every week and live `item_lifetime_weeks`; "stocked": one catalogue live
-    # in every week (no new clip in any train week after the first), new clips only in validation and test
-    # (a share `stocked_new_share` of all clips, exposure x `new_clip_boost`, fading like rolling clips)
-    shape: str = "rolling"
-    stocked_new_share: float = 0.1
-    new_clip_boost: float = 4.0
-    # > 0: also write targets/mixed_<split>.parquet per truth week: its new clips plus up to this many
-    # warm clips (seen in that week's fit weeks), the shape of a target list whose clips have an audience
-    warm_targets: int = 0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.shape not in SHAPES:
-            raise ValueError(f"synthetic shape must be one of {SHAPES}, got {self.shape!r}")
-
-    @property
-    def n_weeks(self) -> int:
-        return self.n_train_weeks + 2
-
-
-PRESETS: dict[str, SyntheticConfig] = {
-    "tiny": SyntheticConfig(
-        name="tiny",
-        n_users=1_500,
-        n_items=2_400,
-        n_authors=200,
-        n_train_weeks=6,
-        views_per_user_week=14.0,
-        rate_multiplier=4.0,
-    ),
-    "small": SyntheticConfig(
-        name="small",
-        n_users=20_000,
-        n_items=40_000,
-        n_authors=3_000,
-        n_train_weeks=25,
-        views_per_user_week=14.0,
-        rate_multiplier=2.0,
-    ),
-    "medium": SyntheticConfig(
-        name="medium",
-        n_users=100_000,
-        n_items=200_000,
-        n_authors=15_000,
-        n_train_weeks=25,
-        views_per_user_week=70.0,
-        rate_multiplier=1.0,
-    ),
-    "large": SyntheticConfig(
-        name="large",
-        n_users=300_000,
-        n_items=600_000,
-        n_authors=40_000,
-        n_train_weeks=25,
-        views_per_user_week=115.0,
-        rate_multiplier=1.0,
-        oracle=False,
-    ),
-}
 
 
 class GroupedSampler:
@@ -598,7 +510,7 @@ def generate(
     recent: list[np.ndarray] = []
     offsets: dict[str, float] | None = None
     stats = {"rows": 0, "flag_counts": dict.fromkeys(REAL_RATES, 0)}
-    for week in tqdm(range(cfg.n_weeks), desc=f"synthetic {cfg.name}", disable=not progress):
+    for week in progress_report.iterate(range(cfg.n_weeks), f"synthetic {cfg.name}", "weeks", progress):
         users, items, channel = _simulate_week(world, cfg, week, rng)
         # weeks' keys are disjoint (each week drops pairs seen before), so a sort is their sorted union
         recent_keys = np.sort(np.concatenate(recent)) if recent else np.zeros(0, dtype=np.int64)
@@ -666,10 +578,3 @@ def generate(
     with atomic_path(layout.truth_dir / "generator.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
     return layout
-
-
-def preset(name: str, **overrides) -> SyntheticConfig:
-    """A named preset, optionally with fields overridden (e.g. seed=1)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown synthetic preset {name!r}; choose from {sorted(PRESETS)}")
-    return replace(PRESETS[name], **overrides)

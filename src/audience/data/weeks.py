@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
+from audience import progress as progress_report
 from audience.data.ids import IdMap, unique_sorted
 from audience.data.schema import INTERACTIONS_SCHEMA, check_schema
 from audience.errors import DataError
@@ -118,7 +118,7 @@ def distinct_ids(paths: Sequence[Path], progress: bool = False) -> tuple[np.ndar
     """Distinct (user_id, item_id) values over `paths` (sorted uint32), reading those two columns only:
     what a run must index. Nulls are left to the streamed pass, which names them."""
     users, items = [], []
-    for path in tqdm(paths, desc="index", unit="week", disable=not progress):
+    for path in progress_report.iterate(paths, "index", "week", enabled=progress):
         check_schema(path, INTERACTIONS_SCHEMA, ("user_id", "item_id"))
         scan = pl.scan_parquet(path)
         found = pl.collect_all([scan.select(pl.col(c).drop_nulls().unique()) for c in ("user_id", "item_id")])

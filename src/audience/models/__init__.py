@@ -5,16 +5,18 @@ factorisation, numba SGD).
 Every model has the same two calls:
 
 * ``fit(X) -> self``
-* ``recommend(user_rows, X, k, filter_seen=True, whitelist=None) -> (ids, scores)``: for each row of
-  ``X[user_rows]`` the top-``k`` clips, ids ``(n, k)`` int32 padded with -1 and scores ``(n, k)`` float32
-  padded with -inf, each row sorted by score descending (ties by clip id ascending). ``filter_seen``
+* ``recommend(user_rows, X, k, filter_seen=True, whitelist=None) -> TopK``: for each row of
+  ``X[user_rows]`` the top-``k`` clips as an ``audience.arrays.TopK`` (the generators' shape; unpacks as
+  ``ids, scores``): ids ``(n, k)`` int32 padded with -1 and scores ``(n, k)`` float32 padded with -inf,
+  each row sorted by score descending, ties by clip id ascending. ``filter_seen``
   drops the clips already in the user's row of ``X``; ``whitelist`` (clip indices) restricts the answer
   to those clips. Users are scored in batches (one matrix product + argpartition per batch).
 
 Item-item models (EASE, SLIM) score a user from their row of ``X``, so any ``X`` with the fitted number of
 columns works (a later week, a single user...); BPR scores from its fitted ``user_factors`` and uses ``X``
 only to know what each user has seen. Models that keep only part of the catalogue (``max_items``) never
-return the other clips. The shared machinery lives here (``ScoredRecommender``); the model classes are
+return the other clips. The shared machinery lives here (``ScoredRecommender``, ``popular_items``,
+``restrict_columns``); the model classes are
 imported lazily (``from audience.models import EASE``) so that their numba code compiles only when used.
 """
 
@@ -26,7 +28,17 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["BPR", "EASE", "SLIM", "ScoredRecommender", "check_interactions", "top_k_sorted"]
+from audience.arrays import TopK, top_k
+
+__all__ = [
+    "BPR",
+    "EASE",
+    "SLIM",
+    "ScoredRecommender",
+    "check_interactions",
+    "popular_items",
+    "restrict_columns",
+]
 
 _LAZY = {"EASE": "audience.models.ease", "SLIM": "audience.models.slim", "BPR": "audience.models.bpr"}
 
@@ -53,32 +65,27 @@ def check_interactions(X: Any, n_items: int | None = None) -> sp.csr_matrix:
     return X
 
 
-def top_k_sorted(scores: np.ndarray, k: int, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise top-``k`` of a dense float32 score matrix: argpartition, then the k sorted by (score desc,
-    id asc). Columns map through ``ids`` (column position -> clip id). -inf scores come back as -1 / -inf,
-    and rows are padded when there are fewer than ``k`` columns."""
-    n, m = scores.shape
-    out_ids = np.full((n, k), -1, dtype=np.int32)
-    out_scores = np.full((n, k), -np.inf, dtype=np.float32)
-    k_eff = min(k, m)
-    if k_eff == 0 or n == 0:
-        return out_ids, out_scores
-    if k_eff < m:
-        part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
-    else:
-        part = np.broadcast_to(np.arange(m), (n, m))
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    part_ids = part if ids is None else ids[part]
-    # ties by id: sort by id first, then stably by score
-    by_id = np.argsort(part_ids, axis=1, kind="stable")
-    part_ids = np.take_along_axis(part_ids, by_id, axis=1)
-    part_scores = np.take_along_axis(part_scores, by_id, axis=1)
-    order = np.argsort(-part_scores, axis=1, kind="stable")
-    out_ids[:, :k_eff] = np.take_along_axis(part_ids, order, axis=1)
-    out_scores[:, :k_eff] = np.take_along_axis(part_scores, order, axis=1)
-    out_ids[~np.isfinite(out_scores)] = -1
-    out_scores[out_ids < 0] = -np.inf
-    return out_ids, out_scores
+def popular_items(X: sp.csr_matrix, max_items: int | None) -> np.ndarray:
+    """Indices (ascending, int32) of the ``max_items`` clips with the most interactions (nonzeros; ties by
+    lower index); all clips with at least one interaction when ``max_items`` is None."""
+    counts = np.bincount(X.indices, minlength=X.shape[1])
+    active = np.flatnonzero(counts > 0)
+    if max_items is not None and active.size > max_items:
+        order = np.lexsort((active, -counts[active]))  # count desc, index asc
+        active = np.sort(active[order[:max_items]])
+    return active.astype(np.int32)
+
+
+def restrict_columns(X: sp.csr_matrix, items: np.ndarray, n_items: int) -> sp.csr_matrix:
+    """``X[:, items]`` for ascending ``items`` (CSR, sorted indices), without scipy's fancy-indexing copy."""
+    pos = np.full(n_items, -1, dtype=np.int64)
+    pos[items] = np.arange(items.size)
+    p = pos[X.indices]
+    keep = p >= 0
+    rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+    indptr = np.zeros(X.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows[keep], minlength=X.shape[0]), out=indptr[1:])
+    return sp.csr_matrix((X.data[keep], p[keep], indptr), shape=(X.shape[0], items.size))
 
 
 class ScoredRecommender:
@@ -106,9 +113,9 @@ class ScoredRecommender:
         k: int,
         filter_seen: bool = True,
         whitelist: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> TopK:
         """Top-``k`` clips for each user row (see the module docstring): ids (n, k) int32 padded with -1,
-        scores (n, k) float32 padded with -inf, sorted by score descending."""
+        scores (n, k) float32 padded with -inf, sorted by score descending, then clip id ascending."""
         self._check_fitted()
         X = check_interactions(X, self.n_items)
         user_rows = np.asarray(user_rows, dtype=np.int64).reshape(-1)
@@ -127,10 +134,9 @@ class ScoredRecommender:
             cols = pos[(self.scored_items.size > 0) & (self.scored_items[pos] == wl)] if wl.size else pos[:0]
         cand_ids = self.scored_items[cols].astype(np.int32)
         n = user_rows.size
-        out_ids = np.full((n, k), -1, dtype=np.int32)
-        out_scores = np.full((n, k), -np.inf, dtype=np.float32)
+        out = TopK.empty(n, k)
         if n == 0 or k == 0 or cols.size == 0:
-            return out_ids, out_scores
+            return out
         # clip id -> column of the candidate block, for filtering what was seen
         slot = np.full(self.n_items, -1, dtype=np.int64)
         slot[cand_ids] = np.arange(cand_ids.size)
@@ -144,7 +150,7 @@ class ScoredRecommender:
                 c = slot[X_rows.indices]
                 keep = c >= 0
                 scores[r[keep], c[keep]] = -np.inf
-            ids, top = top_k_sorted(scores, k, cand_ids)
-            out_ids[start : start + rows.size] = ids
-            out_scores[start : start + rows.size] = top
-        return out_ids, out_scores
+            ids, top = top_k(scores, k, cand_ids)
+            out.ids[start : start + rows.size] = ids
+            out.scores[start : start + rows.size] = top
+        return out

@@ -9,34 +9,11 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from audience.models import ScoredRecommender, check_interactions
+from audience.models import ScoredRecommender, check_interactions, popular_items, restrict_columns
 
-__all__ = ["EASE", "gram_dense", "popular_items", "restrict_columns"]
+__all__ = ["EASE", "gram_dense"]
 
 _BLOCK = 2048  # columns per block when building the Gram matrix / symmetrising / converting
-
-
-def popular_items(X: sp.csr_matrix, max_items: int | None) -> np.ndarray:
-    """Indices (ascending, int32) of the ``max_items`` clips with the most interactions (nonzeros; ties by
-    lower index); all clips with at least one interaction when ``max_items`` is None."""
-    counts = np.bincount(X.indices, minlength=X.shape[1])
-    active = np.flatnonzero(counts > 0)
-    if max_items is not None and active.size > max_items:
-        order = np.lexsort((active, -counts[active]))  # count desc, index asc
-        active = np.sort(active[order[:max_items]])
-    return active.astype(np.int32)
-
-
-def restrict_columns(X: sp.csr_matrix, items: np.ndarray, n_items: int) -> sp.csr_matrix:
-    """``X[:, items]`` for ascending ``items`` (CSR, sorted indices), without scipy's fancy-indexing copy."""
-    pos = np.full(n_items, -1, dtype=np.int64)
-    pos[items] = np.arange(items.size)
-    p = pos[X.indices]
-    keep = p >= 0
-    rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
-    indptr = np.zeros(X.shape[0] + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows[keep], minlength=X.shape[0]), out=indptr[1:])
-    return sp.csr_matrix((X.data[keep], p[keep], indptr), shape=(X.shape[0], items.size))
 
 
 def gram_dense(Xk: sp.csc_matrix, dtype: type = np.float64) -> np.ndarray:

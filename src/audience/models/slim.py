@@ -37,9 +37,8 @@ import numba as nb
 import numpy as np
 import scipy.sparse as sp
 
-from audience.models import ScoredRecommender, check_interactions
+from audience.models import ScoredRecommender, check_interactions, popular_items, restrict_columns
 from audience.models._sorted import find_sorted
-from audience.models.ease import popular_items, restrict_columns
 
 __all__ = ["SLIM", "gram_sparse"]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 from scipy import sparse
-from tqdm.auto import tqdm
 
+from audience import progress as progress_report
 from audience.config import ProfileSettings
 from audience.data.catalog import Catalog
 from audience.data.weeks import DEFAULT_CHUNK_ROWS, WeekBatch, count_rows, iter_weeks
@@ -208,7 +208,7 @@ def build_fit_data(
     }
     weights = {name: np.zeros(n_users, dtype=np.float64) for name in spaces}
     has_embedding = catalog.has_embedding.astype(np.float32)
-    bar = tqdm(total=count_rows(weeks), desc="profiles", unit="row", unit_scale=True, disable=not progress)
+    bar = progress_report.bar("profiles", count_rows(weeks), "rows", enabled=progress)
     columns = profile_columns(settings, positive_flags)
     for batch in iter_weeks(weeks, catalog.users, catalog.items, columns, chunk_rows):
         batch = without_items(batch, hidden_items)

@@ -44,40 +44,10 @@ import numpy as np
 from scipy import sparse
 from scipy.special import logsumexp
 
+from audience.config import COVARIANCE_TYPES, GmmConfig
 from audience.io import atomic_path
 
-COVARIANCE_TYPES = ("spherical", "diag", "tied", "full")
-INITS = ("kmeans", "k-means++", "random_from_data")
 _LOG_2PI = math.log(2.0 * math.pi)
-
-
-@dataclass(frozen=True)
-class GmmConfig:
-    """How to fit the mixture. `dim=None` keeps every dimension; `sample_size=None` fits on every clip;
-    `validation_size=0` stops on the training log-likelihood instead (sklearn-like)."""
-
-    n_components: int = 128
-    covariance_type: str = "full"
-    dim: int | None = 32
-    sample_size: int | None = 200_000
-    validation_size: int = 10_000
-    max_iter: int = 200
-    tol: float = 1e-3  # nats per clip gained by one EM iteration (validation LL) below which the fit stops
-    init: str = "k-means++"
-    init_iter: int = 10  # Lloyd iterations (on every training clip) of the "kmeans" init
-    init_sample: int | None = 30_000  # clips the k-means++ seeding looks at (it is O(n K log K d))
-    reg_covar: float = 1e-6
-    seed: int = 0
-    batch_size: int = 8192
-    time_budget_s: float | None = None  # stop EM (keeping the best parameters) after this much wall time
-
-    def __post_init__(self) -> None:
-        if self.covariance_type not in COVARIANCE_TYPES:
-            raise ValueError(f"covariance_type={self.covariance_type!r}, expected one of {COVARIANCE_TYPES}")
-        if self.init not in INITS:
-            raise ValueError(f"init={self.init!r}, expected one of {INITS}")
-        if self.n_components < 1:
-            raise ValueError(f"n_components={self.n_components}, expected >= 1")
 
 
 # --------------------------------------------------------------------------------------------- kernels
@@ -441,7 +411,10 @@ def _split(n: int, cfg: GmmConfig, rng: np.random.Generator) -> tuple[np.ndarray
     return np.sort(rest), np.sort(val)
 
 
-def fit_gmm(embeddings: np.ndarray, cfg: GmmConfig = GmmConfig()) -> GmmModel:
+DEFAULT_GMM = GmmConfig()
+
+
+def fit_gmm(embeddings: np.ndarray, cfg: GmmConfig = DEFAULT_GMM) -> GmmModel:
     """Fit a Gaussian mixture on clip embeddings (n, >= cfg.dim), float16/32/64 accepted.
 
     Deterministic for a given cfg.seed and input. Returns the parameters with the best validation

@@ -1,4 +1,5 @@
-"""Save, load and read an XGBoost booster beside its meta.json (shared by MixiGen and the reranker)."""
+"""Boost with progress reports; save, load and read an XGBoost booster beside its meta.json (shared by
+MixiGen and the reranker)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,40 @@ from pathlib import Path
 
 import xgboost as xgb
 
+from audience import progress
 from audience.io import atomic_path, write_json
 
 
+class BoostProgress(xgb.callback.TrainingCallback):
+    """Reports each boosting round (and the latest validation score, when there is one) to a
+    `progress.bar`; it never changes the training."""
+
+    def __init__(self, desc: str, n_rounds: int):
+        super().__init__()
+        self.desc, self.n_rounds = desc, n_rounds
+        self.report = progress.bar(desc, n_rounds, "rounds")
+
+    def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: dict) -> bool:
+        scores = [(name, values[-1]) for data in evals_log.values() for name, values in data.items()]
+        self.report.update(1, ", ".join(f"valid {name} {value:.4f}" for name, value in scores))
+        return False
+
+    def after_training(self, model: xgb.Booster) -> xgb.Booster:
+        self.report.close()
+        return model
+
+
 def train_early_stopped(
-    params: dict, dtrain: xgb.DMatrix, dvalid: xgb.DMatrix, n_rounds: int, patience: int
+    params: dict,
+    dtrain: xgb.DMatrix,
+    dvalid: xgb.DMatrix,
+    n_rounds: int,
+    patience: int,
+    desc: str = "boosting",
 ) -> tuple[xgb.Booster, float]:
-    """Boost up to `n_rounds`, stopping after `patience` rounds without gain on `dvalid`; returns the
-    booster and its validation score (params["eval_metric"]) at the best iteration."""
+    """Boost up to `n_rounds`, stopping after `patience` rounds without gain on `dvalid`, with a progress
+    report named `desc`; returns the booster and its validation score (params["eval_metric"]) at the best
+    iteration."""
     evals: dict = {}
     booster = xgb.train(
         params,
@@ -24,8 +51,14 @@ def train_early_stopped(
         early_stopping_rounds=patience,
         evals_result=evals,
         verbose_eval=False,
+        callbacks=[BoostProgress(desc, n_rounds)],
     )
     return booster, float(evals["valid"][params["eval_metric"]][booster.best_iteration])
+
+
+def train_rounds(params: dict, dtrain: xgb.DMatrix, n_rounds: int, desc: str = "boosting") -> xgb.Booster:
+    """Boost exactly `n_rounds` on `dtrain`, with a progress report named `desc`."""
+    return xgb.train(params, dtrain, n_rounds, callbacks=[BoostProgress(desc, n_rounds)])
 
 
 def gain_shares(*boosters: xgb.Booster) -> dict[str, float]:

@@ -22,7 +22,8 @@ import numpy as np
 import polars as pl
 from scipy import sparse
 
-from audience.candidates.base import ClipQueries, sparse_values_at
+from audience.arrays import sparse_values_at
+from audience.candidates.base import ClipQueries
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
 from audience.rank.similar_authors import author_neighbours, neighbour_affinity

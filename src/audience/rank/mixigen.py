@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,8 @@ import polars as pl
 import xgboost as xgb
 from scipy.stats import spearmanr
 
+from audience import progress
+from audience.config import MixiGenConfig
 from audience.errors import TooLittleData
 from audience.metrics import discount_table
 from audience.rank._booster import gain_shares, load_booster, save_booster, train_early_stopped
@@ -47,38 +49,9 @@ CONTEXT_FEATURES = (
     "author_clips",
 )
 # how many sources propose the pair and its best position in any of them: the value of a candidate that a
-# stronger source already proposed is what the merge needs (on small they lifted NDCG@100 0.1392 -> 0.1409)
+# stronger source already proposed is what the merge needs
 CROSS_FEATURES = ("n_sources", "best_position")
 FEATURES = ("source", "position", "log_position", "score", "score_to_top", *CONTEXT_FEATURES, *CROSS_FEATURES)
-
-
-@dataclass(frozen=True)
-class MixiGenConfig:
-    """Boosting settings for the position-value model and the merge budgets."""
-
-    # grouped by clip; on small rank:ndcg beat binary:logistic for the k-way merge (0.1409 vs 0.1384)
-    objective: str = "rank:ndcg"
-    n_estimators: int = 200
-    learning_rate: float = 0.1
-    max_depth: int = 6
-    min_child_weight: float = 50.0
-    negative_keep: float = 0.3  # negatives are plentiful; thinning them uniformly keeps every clip's order
-    valid_share: float = 0.2
-    early_stopping_rounds: int = 30
-    # rank objectives: pairs are built within each clip's top `rank_truncation` predictions (XGBoost's
-    # lambdarank_num_pair_per_sample with the topk method; None keeps XGBoost's default). 100, the list size,
-    # beat the default and 300 on small: NDCG@100 0.1410 vs 0.1403 / 0.1403, recall@100 0.272 vs 0.267 / 0.266
-    rank_truncation: int | None = 100
-    quota_multipliers: tuple[float, ...] = (0.25, 0.5, 2.0, 4.0)  # tried per source in the quota search
-    quota_rounds: int = 2
-    # what the quota search maximises on the holdout pools: "ndcg" (NDCG@list_size of the merged list) or
-    # "recall" (recall@candidate_depth: the merge as a pool for a reranker)
-    quota_objective: str = "ndcg"
-
-    def __post_init__(self) -> None:
-        if self.quota_objective not in QUOTA_OBJECTIVES:  # defined below; read when a config is made
-            known = sorted(QUOTA_OBJECTIVES)
-            raise ValueError(f"mixigen.quota_objective must be one of {known}, got {self.quota_objective!r}")
 
 
 def long_candidates(pool: pl.DataFrame, sources: Sequence[str]) -> pl.DataFrame:
@@ -164,6 +137,7 @@ class MixiGen:
             self._matrix(valid, True),
             self.cfg.n_estimators,
             self.cfg.early_stopping_rounds,
+            "mixigen boosting",
         )
         self.report = {
             "train_rows": train.height,
@@ -283,16 +257,18 @@ def tune_quota(
     metric = QUOTA_OBJECTIVES[objective]
     shares = dict.fromkeys(range(n_sources), 1.0)
     best = metric(quota_merge(frame, shares, budget), frame, budget)
-    for _ in range(rounds):
-        improved = False
-        for source in range(n_sources):
-            for factor in multipliers:
-                trial = {**shares, source: shares[source] * factor}
-                score = metric(quota_merge(frame, trial, budget), frame, budget)
-                if score > best + 1e-9:
-                    shares, best, improved = trial, score, True
-        if not improved:
-            break
+    with progress.bar("quota search", rounds * n_sources * len(multipliers), "trials") as report:
+        for _ in range(rounds):
+            improved = False
+            for source in range(n_sources):
+                for factor in multipliers:
+                    trial = {**shares, source: shares[source] * factor}
+                    score = metric(quota_merge(frame, trial, budget), frame, budget)
+                    if score > best + 1e-9:
+                        shares, best, improved = trial, score, True
+                    report.update(1, f"best {objective} {best:.4f}")
+            if not improved:
+                break
     total = sum(shares.values())
     return {s: v / total for s, v in shares.items()}, best
 

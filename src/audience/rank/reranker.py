@@ -6,8 +6,8 @@ kept with probability `negative_keep`, seeded); clips without a positive are dro
 carry no ranking signal); a share of the training clips is held out for early stopping. With `refit_scale`
 > 0 a second booster is then boosted on every training clip for refit_scale x the early-stopped tree count,
 and both are averaged. `bag_seeds` > 1 repeats that per seed (own stopping clips, own XGBoost row and column
-samples; the negative sample is shared) and averages every booster: on medium one seed's NDCG@100 moves by
-~0.001 with the seed, and the average of two beats either.
+samples; the negative sample is shared) and averages every booster, which lowers the variance that one
+seed's stopping clips and samples bring.
 Limits: memory ~ pool rows x features x 4 bytes, about three copies at the peak (the sampled frame, one
 seed's train/stopping split and XGBoost's matrices); time ~ bag_seeds x (1 + refit_scale) x one boosting."""
 
@@ -23,7 +23,13 @@ import xgboost as xgb
 
 from audience.config import RerankerConfig
 from audience.errors import TooLittleData
-from audience.rank._booster import gain_shares, load_boosters, save_boosters, train_early_stopped
+from audience.rank._booster import (
+    gain_shares,
+    load_boosters,
+    save_boosters,
+    train_early_stopped,
+    train_rounds,
+)
 from audience.rank.features import feature_columns
 
 
@@ -109,7 +115,12 @@ class Reranker:
         dtrain, dvalid = self._matrix(train, self.features, True), self._matrix(valid, self.features, True)
         del train, valid
         booster, best_score = train_early_stopped(
-            self._params(seed), dtrain, dvalid, self.cfg.n_estimators, self.cfg.early_stopping_rounds
+            self._params(seed),
+            dtrain,
+            dvalid,
+            self.cfg.n_estimators,
+            self.cfg.early_stopping_rounds,
+            f"reranker boosting, seed {seed}",
         )
         del dtrain, dvalid
         best_trees = int(booster.best_iteration) + 1
@@ -119,7 +130,9 @@ class Reranker:
         if self.cfg.refit_scale > 0:  # the stopping clips carry signal too: boost again on every clip
             refit_trees = max(1, round(best_trees * self.cfg.refit_scale))
             whole = self._matrix(frame, self.features, True)
-            self.boosters.append(xgb.train(self._params(seed), whole, refit_trees))
+            self.boosters.append(
+                train_rounds(self._params(seed), whole, refit_trees, f"reranker refit, seed {seed}")
+            )
             self.n_trees.append(refit_trees)
             summary["refit_trees"] = refit_trees
         return summary

@@ -4,9 +4,8 @@ similar(u, a) = sum over a's `k` nearest other authors b of cos(a, b) x history(
 recency-weighted user x author matrix (FitData.histories) and cos(a, b) is the cosine of the two authors'
 audiences: columns of log1p(user x author views). It reaches the users the author-fans source cannot:
 those who never saw this author but follow its neighbours. `per_user` can keep only each user's most
-viewed authors, which bounds the co-occurrence product at about n_users x per_user^2 pairs: on medium 30
-per user cut the neighbour search from ~230 s to ~55 s per pool but lost most of the features' gain
-(reranked 0.1094 against 0.1092 without the features), so the default keeps every author.
+viewed authors, which bounds the co-occurrence product at about n_users x per_user^2 pairs but loses
+most of the features' signal; the default (None) keeps every author.
 
 Limits: the neighbour search runs over the distinct authors of the target clips only, in blocks of `block`
 authors (memory ~ block x n_authors x 12 bytes at most); the per-pair sums (numba) read each pool user's
@@ -19,7 +18,7 @@ import numpy as np
 from numba import njit
 from scipy import sparse
 
-from audience.candidates.base import ranked_entries, sparse_top_k
+from audience.arrays import ranked_entries, sparse_top_k
 
 
 def top_per_row(matrix: sparse.csr_matrix, n: int) -> sparse.csr_matrix:
@@ -58,9 +57,9 @@ def author_neighbours(
         sim.data[sim.indices == own] = 0.0  # an author is not its own neighbour
         sim.eliminate_zeros()
         top = sparse_top_k(sim, k)
-        found = top.users >= 0
+        found = top.ids >= 0
         rows.append(np.nonzero(found)[0] + start)
-        cols.append(top.users[found].astype(np.int64))
+        cols.append(top.ids[found].astype(np.int64))
         values.append(top.scores[found].astype(np.float32))
     shape = (authors.size, user_author_views.shape[1])
     out = sparse.csr_matrix(

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from audience.candidates.base import rank_within_clip
+from audience.arrays import rank_within_clip
 
 
 def rrf_blend(

@@ -1,0 +1,336 @@
+"""Rewrite the README's generated blocks from the committed result files (`make docs`).
+
+A block is the text between `<!-- figures:NAME -->` and `<!-- /figures:NAME -->`; `BLOCKS` maps each NAME
+to a function that returns the block's lines, read from files under the repository (benchmarks/results/,
+reports/). To add one: write `def block_x(root) -> list[str]`, register it in `BLOCKS`, and put the two
+markers in README.md. `--check` writes nothing and exits 1 when the README differs from what it would write
+(tests/test_docs.py runs it). Every figure comes from a file; none is typed here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from audience.config import STAGES, RunConfig  # noqa: E402
+from audience.markdown import fmt, fmt_duration, parse_table, table  # noqa: E402
+
+README = ROOT / "README.md"
+RESULTS = ROOT / "benchmarks" / "results"
+WIDTH = 180  # generated prose wraps here (the README allows 200)
+ANN_EF = 256  # the pipeline's query ef (HnswConfig.ef): the row shown per index
+MARKER = re.compile(r"(<!-- figures:([\w-]+) -->\n)(.*?)(<!-- /figures:\2 -->)", re.S)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def machine_text(m: dict) -> str:
+    return f"{m['date']}, {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB RAM, Python {m['python']}"
+
+
+def prose(text: str, bullet: bool = False) -> list[str]:
+    """`text` wrapped to the README's width (a '* ' bullet when asked)."""
+    if bullet:
+        return textwrap.wrap(text, WIDTH, initial_indent="* ", subsequent_indent="  ", break_on_hyphens=False)
+    return textwrap.wrap(text, WIDTH, break_on_hyphens=False)
+
+
+def share(value: float, whole: float) -> str:
+    return f"{100 * value / whole:.0f}%"
+
+
+def block_demo(root: Path) -> list[str]:
+    """The validate run of `make demo` (synthetic small): every method's NDCG and pool recall, from the record
+    `reports/record_run.py` writes of a run folder."""
+    path = root / "reports" / "results" / "synthetic-small-validate.json"
+    res = read_json(path)
+    rows = sorted(res["methods"], key=lambda r: -r.get("ndcg_capped", -1.0))
+    oracle = next(r["ndcg_capped"] for r in rows if r["method"] == "oracle")
+    final = next(r for r in rows if r["method"] == res["final_method"])
+
+    def cell(row: dict, key: str) -> str:
+        return f"{row[key]:.4f}" if isinstance(row.get(key), float) else ""
+
+    body = [
+        [
+            f"**{r['method']} (final)**" if r["method"] == res["final_method"] else r["method"],
+            *(cell(r, k) for k in ("ndcg_capped", "cap_cost", "recall@100", "recall@300")),
+        ]
+        for r in rows
+    ]
+    walls = res["stage_wall_s"]
+    stages = ", ".join(f"{k} {walls[k]:.0f} s" for k in STAGES if walls.get(k, 0) >= 0.5)
+    return [
+        *table(["method", "NDCG@100", "cap cost", "recall@100", "recall@300"], body),
+        "",
+        *prose(
+            f"Validate mode, {res['n_targets']:,} target clips"
+            f" ({res['n_targets_with_positives']:,} with positives);"
+            f" NDCG@100 after the cap, cap cost = uncapped - capped. The final method reaches"
+            f" {share(final['ndcg_capped'], oracle)} of the oracle. Measured {machine_text(res['machine'])},"
+            f" code {res['commit']}: `{res['command']}`; stage wall times {stages}"
+            f" (`{path.relative_to(root)}`).",
+        ),
+    ]
+
+
+def block_assignment(root: Path) -> list[str]:
+    """NDCG@100 of the same candidates under each assignment strategy."""
+    path = root / "benchmarks" / "results" / "assignment_ablation-small-validate.md"
+    text = path.read_text()
+    rows = {r["method"]: r for r in parse_table(text)}
+    methods = [m for m in ("popular", "author_fans", "blend", "mixigen", "quota", "reranked") if m in rows]
+    strategies = [h.split()[0] for h in next(iter(rows.values())) if h.endswith("NDCG@100")]
+    body = [[s, *(rows[m][f"{s} NDCG@100"] for m in methods)] for s in strategies]
+    machine = next(line for line in text.splitlines() if line.startswith("Machine:"))
+    return [
+        *table(["strategy", *methods], body),
+        "",
+        *prose(
+            "NDCG@100 after the cap on synthetic `small`, validate mode, the same candidates re-assigned;"
+            " the"
+            f" oracle (drafted by slots) {rows['oracle']['slots NDCG@100']}. {machine}"
+            f" (`{path.relative_to(root)}`, `benchmarks/bench_assignment.py`)."
+        ),
+    ]
+
+
+def ndcg(row: dict[str, str]) -> float:
+    return float(row["NDCG@100"])
+
+
+def block_ranking(root: Path) -> list[str]:
+    """What each ranking stage earns on small and medium (reports/ranking_<dataset>.md)."""
+    stages = ("author_fans", "blend", "quota", "mixigen", "reranked", "oracle")
+    tables = {}
+    for preset in ("small", "medium"):
+        path = root / "reports" / f"ranking_synthetic-{preset}.md"
+        if path.is_file():
+            tables[preset] = {r["method"]: r for r in parse_table(path.read_text())}
+    body = []
+    for method in stages:
+        first = next(t[method] for t in tables.values() if method in t)
+        if first["stage"] == "single source":
+            best = {
+                name: max((r for r in t.values() if r["stage"] == "single source"), key=ndcg)
+                for name, t in tables.items()
+            }
+            first = {
+                **first,
+                "stage": f"best single source ({', '.join(sorted({r['method'] for r in best.values()}))})",
+            }
+            cells = [c for r in best.values() for c in (r["NDCG@100"], r["share of oracle"])]
+            body.append([first["stage"], *cells, first["verdict"]])
+            continue
+        cells = []
+        for t in tables.values():
+            row = t.get(method, {})
+            cells += [row.get("NDCG@100", ""), row.get("share of oracle", "")]
+        body.append([first["stage"], *cells, first["verdict"]])
+    header = ["stage"] + [f"{p} {c}" for p in tables for c in ("NDCG@100", "share of oracle")] + ["verdict"]
+    return [
+        *table(header, body, "l" + "r" * (len(header) - 2) + "l"),
+        "",
+        *prose(
+            "NDCG@100 after the cap, validate mode; each stage against the best before it"
+            f" ({', '.join(f'`reports/ranking_synthetic-{p}.md`' for p in tables)})."
+        ),
+    ]
+
+
+def block_generators(root: Path) -> list[str]:
+    """Every clip -> users generator on medium: fit, latency and quality."""
+    path = RESULTS / "generators_medium.json"
+    figs = read_json(path)
+    shown = (*RunConfig().sources, *RunConfig().baselines, "ease_bridge", "slim_bridge")
+    ok = [r for r in figs["rows"] if r.get("status") == "ok" and r["generator"] in shown]
+    body = [
+        [
+            r["generator"],
+            fmt(r["fit_s"]),
+            fmt(r["latency_ms"]),
+            f"{r['ndcg@100']:.4f}",
+            f"{r['recall@300']:.4f}",
+        ]
+        for r in sorted(ok, key=lambda r: -r["ndcg@100"])
+    ]
+    return [
+        *table(["generator", "fit s", "one clip ms", "NDCG@100", "recall@300"], body),
+        "",
+        *prose(
+            "The default sources, baselines and the other CF bridges on synthetic medium, validate mode"
+            " (oracle NDCG@100"
+            f" {figs['oracle_ndcg@100']:.4f}); measured {machine_text(figs['machine'])}"
+            f" (`{path.relative_to(root)}`)."
+        ),
+    ]
+
+
+PEERS = (  # (ours, peer) rows of the CF benchmark, by their labels in the json
+    ("EASE Cholesky (top 10000)", "EASE np.linalg.inv (top 10000)"),
+    ("SLIM numba (top 2000, tol 1e-6)", "SLIM sklearn (top 2000, tol 1e-6)"),
+    ("BPR uniform", "implicit 0.7.3 BPR"),
+    ("BPR uniform", "implicit 0.7.3 ALS"),
+)
+
+
+def block_models(root: Path) -> list[str]:
+    """User -> clips CF models against their peers, and the rankers, on medium."""
+    cf_path, rank_path = RESULTS / "cf_models_medium.json", RESULTS / "rankers_medium.json"
+    cf, rankers = read_json(cf_path), read_json(rank_path)
+    rows = {r["model"]: r for r in cf["rows"] if r.get("status") == "ok"}
+    body = [
+        [
+            ours,
+            peer,
+            fmt(rows[ours]["fit_s"]),
+            fmt(rows[peer]["fit_s"]),
+            f"{rows[ours]['recall@50']:.4f}",
+            f"{rows[peer]['recall@50']:.4f}",
+        ]
+        for ours, peer in PEERS
+        if ours in rows and peer in rows
+    ]
+    results = rankers["results"]
+    ranked = [
+        [
+            name,
+            fmt(rankers["models"][name]["fit_s"]),
+            f"{rankers['models'][name]['train_rows']:,}",
+            f"{results[method]['ndcg_capped']:.4f}",
+        ]
+        for name, method in (("reranker", "reranked"), ("mixigen", "mixigen"))
+    ]
+    return [
+        *table(["ours", "peer", "fit s", "peer fit s", "recall@50", "peer recall@50"], body, "llrrrr"),
+        "",
+        *table(["ranker", "fit s", "training rows", "NDCG@100"], ranked),
+        "",
+        *prose(
+            "Synthetic medium, one thread; recall@50 of user -> clips on the validation week."
+            " The tuned quota scored"
+            f" {results['quota']['ndcg_capped']:.4f}, its search took"
+            f" {fmt_duration(rankers['quota']['tune_s'])}. Measured {machine_text(cf['machine'])}"
+            f" (`{cf_path.relative_to(root)}`, `{rank_path.relative_to(root)}`;"
+            " every model in `benchmarks/results.md`)."
+        ),
+    ]
+
+
+def block_ann(root: Path) -> list[str]:
+    """hnswlib and voyager against exact search at the pipeline's settings."""
+    body, machine = [], None
+    for preset in ("medium",):
+        figs = read_json(RESULTS / f"ann_{preset}.json")
+        machine = figs["machine"]
+        for r in figs["rows"]:
+            if r["ef"] in (None, ANN_EF):
+                build = fmt(r["build_s"]) if r["build_s"] else ""
+                ef = "" if r["ef"] is None else str(r["ef"])
+                body.append(
+                    [
+                        f"{figs['users']:,} ({preset})",
+                        r["index"],
+                        ef,
+                        f"{r['recall']:.4f}",
+                        fmt(r["qps"]),
+                        build,
+                    ]
+                )
+    return [
+        *table(["users", "index", "ef", "recall@100", "queries/s", "build s"], body, "lllrrr"),
+        "",
+        *prose(
+            "Users' positive profiles queried with the target clips, k=100, one thread, at the pipeline's"
+            " query"
+            f" ef; measured {machine_text(machine)} (`benchmarks/results/ann_medium.json`;"
+            " every ef and the small preset in `ann_<preset>.md`)."
+        ),
+    ]
+
+
+def block_global_metadata(root: Path) -> list[str]:
+    """`small` with metadata of the real global size against `small` as generated
+    (benchmarks/bench_global_metadata.py)."""
+    path = RESULTS / "global_metadata_small.json"
+    figs = read_json(path)
+    body = []
+    for mode, row in figs["comparison"].items():
+        body.append(
+            [
+                mode,
+                f"{row['plain_s']:,.0f} / {row['global_s']:,.0f}",
+                f"{row['plain_cpu_s']:,.0f} / {row['global_cpu_s']:,.0f} ({row['extra_cpu_s']:+,.0f})",
+                f"{row['plain_peak_gib']:.2f} / {row['global_peak_gib']:.2f}",
+                "identical" if row["identical_results"] else "DIFFERENT",
+            ]
+        )
+    meta, pad = figs["metadata"], figs["padding"]
+    header = ["mode", "wall s", "CPU s (extra)", "peak GiB", "results table"]
+    return [
+        *table(header, body, "lrrrl"),
+        "",
+        *prose(
+            "Each cell: as generated / metadata padded to"
+            f" {meta['users']:,} users and {meta['items']:,} clips; every stage in a fresh process,"
+            " wall and CPU time summed over the stages, peak RSS of the largest."
+            f" Padding took {pad['wall_s']:.0f} s. Measured {machine_text(figs['machine'])}"
+            f" (`{path.relative_to(root)}`; per stage in its .md)."
+        ),
+    ]
+
+
+BLOCKS: dict[str, Callable[[Path], list[str]]] = {
+    "demo": block_demo,
+    "assignment": block_assignment,
+    "ranking": block_ranking,
+    "generators": block_generators,
+    "models": block_models,
+    "ann": block_ann,
+    "global-metadata": block_global_metadata,
+}
+
+
+def render(text: str, root: Path = ROOT) -> str:
+    """`text` with every marked block rewritten; an unknown block name is an error."""
+
+    def fill(match: re.Match) -> str:
+        name = match.group(2)
+        if name not in BLOCKS:
+            raise KeyError(f"README block {name!r} has no generator; known: {sorted(BLOCKS)}")
+        return match.group(1) + "\n".join(BLOCKS[name](root)) + "\n" + match.group(4)
+
+    return MARKER.sub(fill, text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when README.md is not up to date")
+    args = parser.parse_args()
+    current = README.read_text()
+    wanted = render(current)
+    if args.check:
+        if wanted != current:
+            print("README.md is out of date: run `make docs`", file=sys.stderr)
+            return 1
+        return 0
+    if wanted != current:
+        tmp = README.with_suffix(".md.tmp")
+        tmp.write_text(wanted)
+        tmp.replace(README)
+        print("README.md: generated blocks rewritten")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
