@@ -143,7 +143,8 @@ def block_ranking(root: Path) -> list[str]:
         "",
         *prose(
             "NDCG@100 after the cap, validate mode; each stage against the best before it"
-            f" ({', '.join(f'`reports/ranking_synthetic-{p}.md`' for p in tables)})."
+            f" ({', '.join(f'`reports/ranking_synthetic-{p}.md`' for p in tables)}); medium:"
+            " `configs/competition.toml` on db97de2's code (before the run index and label-week protocol)."
         ),
     ]
 
