@@ -90,6 +90,16 @@ FEATURE_CODE = hashlib.sha1(
 ).hexdigest()[:8]
 
 
+# a holdout run's artifacts are made by this package's code: any edit of it rebuilds them in place, so an
+# edited source or profile pass never serves stale holdout candidates (as the data stamps do for data)
+UPSTREAM_CODE = hashlib.sha1(
+    b"".join(path.read_bytes() for path in sorted(Path(__file__).parent.rglob("*.py")))
+).hexdigest()[:10]
+# the label weeks' pools are stacked for training: week h's clip rows are shifted by h x this, so no two weeks
+# share a clip id (a pool holds far fewer target clips)
+HOLDOUT_CLIP_OFFSET = 10_000_000
+
+
 def file_key(method: str) -> str:
     return method.replace(":", "-").replace("/", "-")
 
@@ -423,6 +433,7 @@ def _holdout_key(cfg: RunConfig, split: Split) -> dict:
                 **{k: getattr(cfg, k) for k in shaping},
                 # regenerated or re-downloaded data under the same paths must not reuse old holdout runs
                 "data_stamps": [_file_stamp(p) for p in (*split.fit_weeks, split.truth_week)],
+                "code": UPSTREAM_CODE,
             },
             default=lambda o: o.__dict__,
         )
@@ -437,8 +448,9 @@ def _file_stamp(path: Path) -> list[int]:
 
 def _holdout_dir(cfg: RunConfig, key: dict) -> Path:
     """Holdout runs are shared by content: submit mode's second holdout run is validate mode's first. The
-    folder name ignores the data stamps (rewritten data rebuilds the run in place, via holdout.json)."""
-    named = {k: v for k, v in key.items() if k != "data_stamps"}
+    folder name ignores the data stamps and the code (rewritten data or edited code rebuilds the run in place,
+    via holdout.json)."""
+    named = {k: v for k, v in key.items() if k not in ("data_stamps", "code")}
     digest = hashlib.sha1(json.dumps(named, sort_keys=True).encode()).hexdigest()[:10]
     return cfg.artifacts.parent / f"{cfg.dataset_name}-holdout" / f"fit{len(key['fit_weeks']):02d}-{digest}"
 
@@ -472,7 +484,10 @@ def _training_frame(run: Run, week: LabelWeek) -> pl.DataFrame:
         write_json(key, stamp)
     if not cached.is_file():  # written by the first of blend / rank to need it, read by the other
         write_parquet(_labelled_pool(train_run), cached)
-    return pl.read_parquet(cached).with_columns(pl.col("clip") + holdout * 10_000_000)
+    pool = pl.read_parquet(cached)
+    if pool.height and pool["clip"].max() >= HOLDOUT_CLIP_OFFSET:
+        raise DataError(f"{cached}: {pool['clip'].max() + 1} target clips exceed HOLDOUT_CLIP_OFFSET")
+    return pool.with_columns(pl.col("clip") + holdout * HOLDOUT_CLIP_OFFSET)
 
 
 def _labelled_pool(train_run: Run) -> pl.DataFrame:
