@@ -185,7 +185,8 @@ def _index_catalog(
     cfg = run.cfg
     fit_users, fit_items = distinct_ids(split.fit_weeks, progress=not cfg.quiet)
     # pseudo-new clips count as unseen: their fit-week rows are hidden from the profile pass
-    target_ids = run_target_ids(cfg, split, np.setdiff1d(fit_items, pseudo_new), pseudo_new, warm_sample)
+    seen = np.setdiff1d(fit_items, pseudo_new, assume_unique=True)  # both sorted, each clip once
+    target_ids = run_target_ids(cfg, split, seen, pseudo_new, warm_sample)
     # enough users to fill every list under the cap, plus one list's worth so the lists stay distinct
     min_users = -(-len(target_ids) * cfg.list_size // cfg.user_cap) + cfg.list_size
     needs = RunNeeds(fit_users, unique_sorted(np.concatenate([fit_items, target_ids])), min_users)
@@ -217,6 +218,7 @@ def stage_profiles(run: Run) -> None:
     fit.gmm = gmm
     seen_ids = catalog.items.ids[fit.item_views > 0]
     queries = ClipQueries.from_catalog(catalog, target_ids)
+    warm_targets = np.isin(queries.item_ids, seen_ids)  # targets with interactions in the fit weeks
     if len(queries) * cfg.list_size > catalog.n_users * cfg.user_cap:
         n_meta = catalog.index_counts["metadata_users"]
         raise DataError(
@@ -237,7 +239,7 @@ def stage_profiles(run: Run) -> None:
                 "item_id": pl.Series(queries.item_ids, dtype=pl.UInt32),
                 "has_metadata": queries.has_metadata,
                 "has_embedding": queries.has_embedding,
-                "warm": np.isin(queries.item_ids, seen_ids),  # has interactions in the fit weeks
+                "warm": warm_targets,
             }
         ),
         run.path("targets.parquet"),
@@ -259,7 +261,7 @@ def stage_profiles(run: Run) -> None:
             "fit_interactions": int(fit.user_views.sum()),
             "targets_without_metadata": int((~queries.has_metadata).sum()),
             "targets_without_embedding": int((~queries.has_embedding).sum()),
-            "warm_targets": int(np.isin(queries.item_ids, seen_ids).sum()),
+            "warm_targets": int(warm_targets.sum()),
             "pseudo_new_targets": int(pseudo_new.size),
         },
         run.path("split.json"),
@@ -271,7 +273,7 @@ def stage_candidates(run: Run) -> None:
     fit, queries = run.fit_data(), run.queries()
     report: dict[str, dict] = {}
     results = {}
-    history = read_target_history(run.path("target_history.parquet")) if cfg.exclude_seen else None
+    history = _target_history(run) if cfg.exclude_seen else None
     for name in dict.fromkeys((*cfg.sources, *cfg.baselines)):
         source = make_source(name, cfg) if history is None else ExcludeSeen(make_source(name, cfg), history)
         start = time.perf_counter()
@@ -570,18 +572,16 @@ def _assign(
     n_clips: int,
     fallback: np.ndarray,
     strategy: str,
+    seen: tuple[np.ndarray, np.ndarray] | None,
     user_ids: np.ndarray | None = None,
 ) -> dict:
-    """Assign `method`'s candidates with and without the cap and save both; `user_ids` (default the run's
-    users) are the external ids of the frame's user indices, saved beside the lists when they differ."""
+    """Assign `method`'s candidates with and without the cap and save both. `seen` (clip rows, users of the
+    targets' fit-week audience, or None): a short warm list is filled with fallback users who have not seen
+    the clip. `user_ids` (default the run's users) are the external ids of the frame's user indices, saved
+    beside the lists when they differ."""
     cfg = run.cfg
-    if cfg.exclude_seen:  # a short warm list is filled with fallback users who have not seen the clip
-        frame = fill_unseen(
-            frame,
-            *seen_pairs(_target_history(run), run.targets()["item_id"].to_numpy(), run.catalog),
-            fallback,
-            cfg.list_size,
-        )
+    if seen is not None:
+        frame = fill_unseen(frame, *seen, fallback, cfg.list_size)
     clip, user, score = (frame[c].to_numpy() for c in ("clip", "user", "score"))
     n_users = run.catalog.n_users if user_ids is None else len(user_ids)
 
@@ -621,12 +621,16 @@ def stage_assign(run: Run) -> None:
     targets = run.targets()
     n_clips = targets.height
     fallback = _fallback_order(run.fit_data(), run.catalog)
-    report = {m: _assign(run, m, run.candidates(m), n_clips, fallback, cfg.assignment) for m in cfg.methods}
-    oracle = oracle_frame(run, targets["item_id"].to_numpy())
+    item_ids = targets["item_id"].to_numpy()
+    seen = seen_pairs(_target_history(run), item_ids, run.catalog) if cfg.exclude_seen else None
+    report = {
+        m: _assign(run, m, run.candidates(m), n_clips, fallback, cfg.assignment, seen) for m in cfg.methods
+    }
+    oracle = oracle_frame(run, item_ids)
     if oracle is not None:
         # the oracle's scores are all ties: it is always drafted by slots, so the ceiling the methods are
         # measured against does not move with the strategy under test
-        report[ORACLE] = _assign(run, ORACLE, oracle[0], n_clips, fallback, "slots", oracle[1])
+        report[ORACLE] = _assign(run, ORACLE, oracle[0], n_clips, fallback, "slots", seen, oracle[1])
     write_json(report, run.path("lists", "assignment.json"))
 
 
@@ -682,9 +686,9 @@ def stage_evaluate(run: Run) -> dict:
     if truth is not None and truth.height:
         for method in assignment:
             row: dict = {"method": method}
+            method_users = list_user_ids(run, method)
             for name in ("uncapped", "capped"):
                 lists = np.load(run.path("lists", f"{file_key(method)}.{name}.npy"))
-                method_users = list_user_ids(run, method)
                 per_clip = ndcg_per_clip(lists_frame(item_ids, lists, method_users), truth, cfg.list_size)
                 row[f"ndcg_{name}"] = float(per_clip["ndcg"].mean()) if per_clip.height else float("nan")
                 row.update(group_ndcg(per_clip, targets, name) if name == "capped" else {})

@@ -21,6 +21,7 @@ import polars as pl
 from audience.arrays import TopK
 from audience.candidates.base import CandidateSource, ClipQueries
 from audience.data.catalog import Catalog
+from audience.data.ids import unique_sorted
 from audience.data.schema import INTERACTIONS_SCHEMA, check_schema
 from audience.io import write_parquet
 from audience.profiles.fit_data import FitData
@@ -61,7 +62,8 @@ def write_target_history(
     positive_flags: Sequence[str],
 ) -> None:
     """The history of the targets seen in the fit weeks (an empty file for an all-cold target list)."""
-    write_parquet(target_history(fit_weeks, np.intersect1d(target_ids, seen_ids), positive_flags), path)
+    warm_ids = np.intersect1d(target_ids, seen_ids, assume_unique=True)  # both hold each clip once
+    write_parquet(target_history(fit_weeks, warm_ids, positive_flags), path)
 
 
 def read_target_history(path: Path) -> pl.DataFrame:
@@ -100,7 +102,7 @@ class ExcludeSeen:
         extra = int(min(np.bincount(row).max(), k))
         top = self.inner.recommend(clips, k + extra)
         n_users = np.int64(self.catalog.n_users)
-        seen_keys = np.unique(row * n_users + user)
+        seen_keys = unique_sorted(row * n_users + user)
         keys = np.arange(len(clips), dtype=np.int64)[:, None] * n_users + top.ids
         drop = np.isin(keys, seen_keys) | (top.ids < 0)
         order = np.argsort(drop, axis=1, kind="stable")[:, :k]  # kept users first, in the source's order
@@ -155,7 +157,7 @@ def fill_unseen(
     warm, n_seen = np.unique(clips, return_counts=True)
     depth = int(min(list_size + n_seen.max(), fallback.size))
     n_users = np.int64(max(int(fallback.max()), int(users.max())) + 1)
-    seen_keys = np.unique(clips.astype(np.int64) * n_users + users)
+    seen_keys = unique_sorted(clips.astype(np.int64) * n_users + users)
     grid_users = np.broadcast_to(fallback[:depth], (warm.size, depth))
     keys = warm.astype(np.int64)[:, None] * n_users + grid_users
     keep = ~np.isin(keys, seen_keys)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from audience.data.ids import unique_sorted
 from audience.data.layout import DatasetLayout
 from audience.data.weeks import week_item_ids
 from audience.io import write_parquet
@@ -21,12 +22,12 @@ from audience.io import write_parquet
 def mixed_targets(fit_weeks: list[Path], truth_week: Path, n_warm: int, seed: int) -> pl.DataFrame:
     """(item_id UInt32, warm bool): every new clip of `truth_week` and up to `n_warm` of its clips that
     appear in `fit_weeks` (uniform sample, seeded), sorted by item_id."""
-    seen = np.unique(np.concatenate([week_item_ids(p) for p in fit_weeks]))
+    seen = unique_sorted(np.concatenate([week_item_ids(p) for p in fit_weeks]))
     week = week_item_ids(truth_week)
-    warm_pool = np.intersect1d(week, seen)
+    warm_pool = np.intersect1d(week, seen, assume_unique=True)  # week_item_ids: each clip once
     rng = np.random.default_rng([seed, 16])
     warm = rng.choice(warm_pool, size=min(n_warm, warm_pool.size), replace=False)
-    new = np.setdiff1d(week, seen)
+    new = np.setdiff1d(week, seen, assume_unique=True)
     return pl.DataFrame(
         {
             "item_id": pl.Series(np.concatenate([new, warm]), dtype=pl.UInt32),
