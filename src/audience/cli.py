@@ -109,21 +109,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             out = args.data_dir or Path(f"data/synthetic-{args.preset}")
             progress.configure(not args.quiet)
-            layout = generate(
-                out,
-                preset(args.preset, seed=args.seed, shape=args.shape, warm_targets=args.warm_targets),
-                args.subsample,
-                not args.quiet,
-                args.overwrite,
-            )
+            synthetic = preset(args.preset, seed=args.seed, shape=args.shape, warm_targets=args.warm_targets)
+            layout = generate(out, synthetic, args.subsample, not args.quiet, args.overwrite)
             print(f"wrote synthetic '{args.preset}' dataset to {out}")
             if args.global_metadata or args.metadata_users or args.metadata_items:
                 default_users, default_items = (REAL_USERS, REAL_ITEMS) if args.global_metadata else (0, 0)
-                cfg = preset(args.preset)
                 padded = pad_metadata(
                     layout,
-                    max(args.metadata_users or default_users, cfg.n_users),
-                    max(args.metadata_items or default_items, cfg.n_items),
+                    max(args.metadata_users or default_users, synthetic.n_users),
+                    max(args.metadata_items or default_items, synthetic.n_items),
                     args.seed,
                     not args.quiet,
                 )

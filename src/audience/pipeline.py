@@ -14,7 +14,6 @@ so any stage can be rerun alone (the numbered scripts do exactly that).
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import time
@@ -27,7 +26,6 @@ import numpy as np
 import polars as pl
 from threadpoolctl import threadpool_limits
 
-from audience import warm
 from audience.arrays import TopK, rank_within_clip
 from audience.assign import assign_with_cap
 from audience.candidates import ClipQueries, make_source
@@ -45,8 +43,6 @@ from audience.io import atomic_path, read_json, write_json, write_parquet
 from audience.metrics import ndcg_per_clip, positives, recall_at_depth
 from audience.profiles.fit_data import FitData, build_fit_data
 from audience.profiles.gmm import fit_gmm
-from audience.rank import features as rank_features
-from audience.rank import similar_authors
 from audience.rank.features import add_labels, candidate_pool, pair_features
 from audience.rank.mixigen import (
     MixiGen,
@@ -84,14 +80,9 @@ from audience.warm import (
 log = logging.getLogger(__name__)
 ORACLE = "oracle"
 POOL_DEPTHS = (100, 300, 1000)  # candidate-pool depths whose recall of the truth week is reported
-# cached labelled pools are keyed by the feature code, so editing the feature modules never reads stale ones
-FEATURE_CODE = hashlib.sha1(
-    "".join(inspect.getsource(m) for m in (rank_features, similar_authors, warm)).encode()
-).hexdigest()[:8]
-
-
-# a holdout run's artifacts are made by this package's code: any edit of it rebuilds them in place, so an
-# edited source or profile pass never serves stale holdout candidates (as the data stamps do for data)
+# a holdout run's artifacts (its candidates and labelled pool) are made by this package's code: any edit of it
+# rebuilds them in place, so an edited source, profile pass or feature never serves stale ones (as the data
+# stamps do for data)
 UPSTREAM_CODE = hashlib.sha1(
     b"".join(path.read_bytes() for path in sorted(Path(__file__).parent.rglob("*.py")))
 ).hexdigest()[:10]
@@ -478,7 +469,7 @@ def _training_frame(run: Run, week: LabelWeek) -> pl.DataFrame:
     )
     train_run = Run(train_cfg)
     stamp = train_run.path("holdout.json")
-    cached = train_run.path(f"labelled_pool_depth{cfg.reranker.pool_depth}_{FEATURE_CODE}.parquet")
+    cached = train_run.path(f"labelled_pool_depth{cfg.reranker.pool_depth}.parquet")
     if not (stamp.is_file() and read_json(stamp) == key):
         cached.unlink(missing_ok=True)
         for stage in ("profiles", "candidates"):
