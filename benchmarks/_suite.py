@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from audience.config import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -73,6 +76,31 @@ def run_child(cmd: list[str], timeout: float | None, log: Path | None = None) ->
         "load_before": load_before,
         "load_after": load_average(),
     }
+
+
+MODES = ("validate", "submit")
+
+
+def run_mode(data: Path, run_dir: Path, mode: str, quiet: bool = True, timeout: float | None = None) -> dict:
+    """Every stage of one mode, each in its own process as `make demo` runs them; wall time, CPU time and
+    peak RSS per stage (each stage's log beside the run folder). A failed stage stops the mode: what ran is
+    returned with `failed` naming the stage and its status."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    stages = {}
+    for stage in STAGES:
+        cmd = [sys.executable, "-m", "audience", "stage", stage, "--data-dir", str(data), "--mode", mode]
+        cmd += ["--run-dir", str(run_dir), "--out", str(run_dir / "submission.parquet")]
+        cmd += ["--quiet"] if quiet else []
+        child = run_child(cmd, timeout=timeout, log=run_dir.parent / f"{run_dir.name}-{stage}.log")
+        stages[stage] = {
+            k: child[k] for k in ("wall_s", "cpu_s", "peak_rss_gib", "load_before", "load_after")
+        }
+        if child["status"] != "ok":
+            return {"stages": stages, "failed": {"stage": stage, "status": child["status"]}}
+    results = read_json(run_dir / "results.json")
+    split = read_json(run_dir / "split.json")
+    return {"stages": stages, "index": split["index"], "methods": results["methods"]}
 
 
 def write_atomic(path: Path, text: str) -> None:

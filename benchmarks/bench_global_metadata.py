@@ -15,13 +15,11 @@ import shutil
 import sys
 
 from _machine import machine
-from _suite import RESULTS, ROOT, ensure_data, publish, read_json, run_child
+from _suite import MODES, RESULTS, ROOT, ensure_data, publish, run_child, run_mode
 
 from audience.config import STAGES
 from audience.data.metadata_padding import REAL_ITEMS, REAL_USERS
 from audience.markdown import table
-
-MODES = ("validate", "submit")
 
 
 def pad_copy(source, target, users: int, items: int) -> dict:
@@ -37,25 +35,6 @@ def pad_copy(source, target, users: int, items: int) -> dict:
     if child["status"] != "ok":
         raise SystemExit(f"padding {target} failed: {child}")
     return child
-
-
-def run_mode(data, run_dir, mode: str) -> dict:
-    """Every stage of one mode, each in its own process; wall time and peak RSS per stage."""
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    stages = {}
-    for stage in STAGES:
-        cmd = [sys.executable, "-m", "audience", "stage", stage, "--data-dir", str(data), "--mode", mode]
-        cmd += ["--run-dir", str(run_dir), "--quiet", "--out", str(run_dir / "submission.parquet")]
-        child = run_child(cmd, timeout=None, log=run_dir.parent / f"{run_dir.name}-{stage}.log")
-        if child["status"] != "ok":
-            raise SystemExit(f"{data} {mode} {stage}: {child['status']}")
-        stages[stage] = {
-            k: child[k] for k in ("wall_s", "cpu_s", "peak_rss_gib", "load_before", "load_after")
-        }
-    results = read_json(run_dir / "results.json")
-    split = read_json(run_dir / "split.json")
-    return {"stages": stages, "index": split["index"], "methods": results["methods"]}
 
 
 def summary(figures: dict) -> str:
@@ -115,6 +94,9 @@ def main() -> None:
         figures[name] = {
             mode: run_mode(data, ROOT / "artifacts" / f"bench-{data.name}-{mode}", mode) for mode in MODES
         }
+        failed = [(mode, r["failed"]) for mode, r in figures[name].items() if "failed" in r]
+        if failed:
+            raise SystemExit(f"{data}: {failed}")
     figures["comparison"] = {}
     for mode in MODES:
         a, b = figures["plain"][mode], figures["global"][mode]

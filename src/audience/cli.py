@@ -24,6 +24,11 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, help="submission path (default: submissions/submission.parquet in submit mode)"
     )
     parser.add_argument("--run-dir", type=Path, help="artifacts folder (default artifacts/<dataset>-<mode>)")
+    parser.add_argument(
+        "--weeks-dir",
+        type=Path,
+        help="weekly aggregates cache (default <run folder's parent>/<dataset>-weeks)",
+    )
     parser.add_argument("--seed", type=int)
     parser.add_argument("--threads", type=int, dest="n_threads")
     parser.add_argument("--sources", help="comma-separated candidate sources, e.g. popular,hnsw:all")
@@ -47,6 +52,7 @@ def config_from_args(args: argparse.Namespace):
         "targets",
         "out",
         "run_dir",
+        "weeks_dir",
         "seed",
         "n_threads",
         "sources",

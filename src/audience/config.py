@@ -295,6 +295,9 @@ class RunConfig:
     targets: Path | None = None  # parquet with an item_id column; submit mode's default is the test week
     out: Path | None = None  # default: submissions/submission.parquet (submit), the run folder (validate)
     run_dir: Path | None = None  # artifacts folder; default artifacts/<dataset>-<mode>
+    # the dataset's weekly aggregates and week ids, shared by every run of it (keyed by content); default
+    # <the run folder's parent>/<dataset>-weeks
+    weeks_dir: Path | None = None
     seed: int = 0
     n_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     positive_flags: tuple[str, ...] = DEFAULT_POSITIVE_FLAGS
@@ -376,12 +379,20 @@ class RunConfig:
             else Path("artifacts") / f"{self.dataset_name}-{self.mode}"
         )
 
+    @property
+    def weeks_cache(self) -> Path:
+        return (
+            self.weeks_dir
+            if self.weeks_dir is not None
+            else self.artifacts.parent / f"{self.dataset_name}-weeks"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def _coerce(name: str, value: Any, current: Any) -> Any:
-    if name in ("data_dir", "out", "targets", "run_dir"):
+    if name in ("data_dir", "out", "targets", "run_dir", "weeks_dir"):
         return None if value in (None, "") else Path(value)
     if name in ("positive_flags", "sources", "baselines"):
         return tuple(value.split(",")) if isinstance(value, str) else tuple(value)

@@ -26,6 +26,12 @@ def atomic_path(path: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def file_stamp(path: Path) -> list[int]:
+    """[size, mtime in ns] of a data file: changes whenever the file is rewritten (a cache key part)."""
+    stat = Path(path).stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def write_json(data: Any, path: Path) -> Path:
     """Write JSON atomically (sorted keys, indented), converting paths and tuples on the way."""
     with atomic_path(path) as tmp:

@@ -41,7 +41,8 @@ from audience.errors import DataError, TooLittleData
 from audience.evaluation.oracle import oracle_candidates
 from audience.io import atomic_path, read_json, write_json, write_parquet
 from audience.metrics import ndcg_per_clip, positives, recall_at_depth
-from audience.profiles.fit_data import FitData, build_fit_data
+from audience.profiles.aggregates import AggregateStore, fit_from_aggregates
+from audience.profiles.fit_data import FitData
 from audience.profiles.gmm import fit_gmm
 from audience.rank.features import add_labels, candidate_pool, pair_features
 from audience.rank.mixigen import (
@@ -174,7 +175,7 @@ def _index_catalog(
     """The run's catalog (only the users and clips it needs) and its target clip ids; saves the catalog.
     `pseudo_new`, `warm_sample`: a holdout run's sampled clips (rank/protocol.holdout_samples)."""
     cfg = run.cfg
-    fit_users, fit_items = distinct_ids(split.fit_weeks, progress=not cfg.quiet)
+    fit_users, fit_items = distinct_ids(split.fit_weeks, progress=not cfg.quiet, cache_dir=cfg.weeks_cache)
     # pseudo-new clips count as unseen: their fit-week rows are hidden from the profile pass
     seen = np.setdiff1d(fit_items, pseudo_new, assume_unique=True)  # both sorted, each clip once
     target_ids = run_target_ids(cfg, split, seen, pseudo_new, warm_sample)
@@ -197,14 +198,20 @@ def stage_profiles(run: Run) -> None:
     if any(name.startswith("gmm:") for name in (*cfg.sources, *cfg.baselines)):
         gmm = fit_gmm(catalog.embedding[catalog.has_embedding], cfg.gmm)
         posteriors = gmm.predict_proba(catalog.embedding) * catalog.has_embedding[:, None]
-    fit = build_fit_data(
-        split.fit_weeks,
+    layout = run.layout
+    store = AggregateStore(
+        cfg.weeks_cache,
         catalog,
         cfg.positive_flags,
         cfg.profiles,
-        progress=not cfg.quiet,
-        posteriors=posteriors,
+        (layout.items_metadata, layout.item_embeddings),
+    )
+    fit = fit_from_aggregates(
+        store,
+        split.fit_weeks,
         hidden_items=np.isin(catalog.items.ids, pseudo_new) if pseudo_new.size else None,
+        posteriors=posteriors,
+        progress=not cfg.quiet,
     )
     fit.gmm = gmm
     seen_ids = catalog.items.ids[fit.item_views > 0]
@@ -460,6 +467,7 @@ def _training_frame(run: Run, week: LabelWeek) -> pl.DataFrame:
         holdout=cfg.holdout + holdout,
         holdout_targets=week.targets,
         run_dir=_holdout_dir(cfg, key),
+        weeks_dir=cfg.weeks_cache,  # the main run's aggregates serve its holdout runs
         targets=None,
         baselines=(),
         rerank=False,

@@ -4,6 +4,8 @@ the id lookups), so a 1.6-billion-row week of the full dataset streams like a sm
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from audience import progress as progress_report
 from audience.data.ids import IdMap, unique_sorted
 from audience.data.schema import INTERACTIONS_SCHEMA, check_schema
 from audience.errors import DataError
+from audience.io import atomic_path, file_stamp
 
 log = logging.getLogger(__name__)
 DEFAULT_CHUNK_ROWS = 20_000_000
@@ -39,28 +42,54 @@ def _wanted(columns: Sequence[str]) -> tuple[str, ...]:
     return ("user_id", "item_id", *[c for c in columns if c not in ("user_id", "item_id")])
 
 
-def _to_batch(
-    frame: pl.DataFrame, path: Path, users: IdMap, items: IdMap, wanted: tuple[str, ...]
-) -> WeekBatch:
+PACKED_FLAGS = "flags"  # the uint8 column `iter_week_chunks(packed=...)` yields: bit k is packed[k]
+
+
+def _null_error(path: Path, frame: pl.DataFrame, wanted: Sequence[str]) -> DataError | None:
     for column in wanted:
         nulls = frame[column].null_count()
         if nulls:
-            raise DataError(f"{path}: column {column!r} has {nulls} null value(s); expected none")
+            return DataError(f"{path}: column {column!r} has {nulls} null value(s); expected none")
+    return None
+
+
+def _to_batch(
+    frame: pl.DataFrame, path: Path, users: IdMap, items: IdMap, columns: Sequence[str]
+) -> WeekBatch:
     user = users.index(frame["user_id"].to_numpy(), path, "user_id")
     item = items.index(frame["item_id"].to_numpy(), path, "item_id")
-    return WeekBatch(Path(path), user, item, {c: frame[c].to_numpy() for c in wanted[2:]})
+    return WeekBatch(Path(path), user, item, {c: frame[c].to_numpy() for c in columns})
 
 
 def iter_week_chunks(
-    path: Path, users: IdMap, items: IdMap, columns: Sequence[str] = (), chunk_rows: int = DEFAULT_CHUNK_ROWS
+    path: Path,
+    users: IdMap,
+    items: IdMap,
+    columns: Sequence[str] = (),
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    packed: Sequence[str] = (),
 ) -> Iterator[WeekBatch]:
-    """Yield one week file (schema-checked) in chunks of at most `chunk_rows` rows, ids mapped to indices."""
-    wanted = _wanted(columns)
+    """Yield one week file (schema-checked) in chunks of at most `chunk_rows` rows, ids mapped to indices.
+    `packed` boolean columns come as one uint8 column PACKED_FLAGS (bit k = packed[k], at most 8): one
+    zero-copy array instead of a byte per flag unpacked from arrow's bitmaps."""
+    wanted = _wanted((*columns, *packed))
+    if len(packed) > 8:
+        raise ValueError(f"at most 8 packed flags, got {list(packed)}")
     check_schema(path, INTERACTIONS_SCHEMA, wanted)
+    plain = [c for c in _wanted(columns) if c not in packed]
+    select = [pl.col(c) for c in plain]
+    if packed:
+        bits = [pl.col(f).cast(pl.UInt8) * (1 << k) for k, f in enumerate(packed)]
+        select.append(pl.sum_horizontal(bits).cast(pl.UInt8).alias(PACKED_FLAGS))
     try:
-        batches = pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=list(wanted))
-        for record_batch in batches:
-            yield _to_batch(pl.from_arrow(record_batch), path, users, items, wanted)
+        n_rows = pq.ParquetFile(path).metadata.num_rows
+        scan = pl.scan_parquet(path)
+        for offset in range(0, n_rows, chunk_rows):
+            frame = scan.select(select).slice(offset, chunk_rows).collect()
+            if any(frame[c].null_count() for c in frame.columns):
+                full = scan.select(wanted).slice(offset, chunk_rows).collect()
+                raise _null_error(path, full, wanted) or DataError(f"{path}: null values (expected none)")
+            yield _to_batch(frame, path, users, items, [*plain[2:], *([PACKED_FLAGS] if packed else [])])
     except DataError:
         raise
     except Exception as exc:
@@ -114,21 +143,45 @@ def iter_weeks(
         raise DataError(f"{Path(paths[0]).parent}: every week file is empty (expected interactions)")
 
 
-def distinct_ids(paths: Sequence[Path], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def distinct_ids(
+    paths: Sequence[Path], progress: bool = False, cache_dir: Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Distinct (user_id, item_id) values over `paths` (sorted uint32), reading those two columns only:
-    what a run must index. Nulls are left to the streamed pass, which names them."""
+    what a run must index. Nulls are left to the streamed pass, which names them. With `cache_dir`, each
+    week's ids are kept there, keyed by the file's path and stamp (every run of a dataset shares them)."""
     users, items = [], []
     for path in progress_report.iterate(paths, "index", "week", enabled=progress):
-        check_schema(path, INTERACTIONS_SCHEMA, ("user_id", "item_id"))
-        scan = pl.scan_parquet(path)
-        found = pl.collect_all([scan.select(pl.col(c).drop_nulls().unique()) for c in ("user_id", "item_id")])
-        users.append(found[0]["user_id"].to_numpy())
-        items.append(found[1]["item_id"].to_numpy())
+        week_users, week_items = _week_ids(Path(path), cache_dir)
+        users.append(week_users)
+        items.append(week_items)
     empty = np.zeros(0, dtype=np.uint32)
     return (
         unique_sorted(np.concatenate([empty, *users])).astype(np.uint32),
         unique_sorted(np.concatenate([empty, *items])).astype(np.uint32),
     )
+
+
+def _week_ids(path: Path, cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    check_schema(path, INTERACTIONS_SCHEMA, ("user_id", "item_id"))
+    cached = None
+    if cache_dir is not None:
+        key = json.dumps([str(path.resolve()), file_stamp(path)]).encode()
+        prefix = f"{path.parent.name}-{path.stem}-ids-"
+        cached = Path(cache_dir) / f"{prefix}{hashlib.sha1(key).hexdigest()[:12]}.npz"
+        if cached.is_file():
+            with np.load(cached) as npz:
+                return npz["users"], npz["items"]
+    scan = pl.scan_parquet(path)
+    found = pl.collect_all([scan.select(pl.col(c).drop_nulls().unique()) for c in ("user_id", "item_id")])
+    week_users = unique_sorted(found[0]["user_id"].to_numpy())
+    week_items = unique_sorted(found[1]["item_id"].to_numpy())
+    if cached is not None:
+        with atomic_path(cached) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, users=week_users, items=week_items)
+        for stale in cached.parent.glob(f"{prefix}*.npz"):
+            if stale != cached:
+                stale.unlink(missing_ok=True)
+    return week_users, week_items
 
 
 def week_item_ids(path: Path) -> np.ndarray:

@@ -246,12 +246,18 @@ def build_fit_data(
                     weights[name] += user_weight
         bar.update(len(batch))
     bar.close()
-    normalised = {}
-    for name in spaces:
-        mean = sums[name] / np.maximum(weights[name], 1e-12)[:, None]
-        norm = np.linalg.norm(mean, axis=1, keepdims=True)
-        normalised[name] = np.where(norm > 0, mean / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
     for matrix in history.values():
         matrix.sum_duplicates()
         matrix.sort_indices()
-    return FitData(user_views, user_positives, item_views, item_positives, normalised, weights, history)
+    profiles = normalised_profiles(sums, weights)
+    return FitData(user_views, user_positives, item_views, item_positives, profiles, weights, history)
+
+
+def normalised_profiles(sums: dict[str, np.ndarray], weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Weighted means (sum / weight per user), L2-normalised, float32; zero rows where a user has none."""
+    normalised = {}
+    for name, total in sums.items():
+        mean = total / np.maximum(weights[name], 1e-12)[:, None]
+        norm = np.linalg.norm(mean, axis=1, keepdims=True)
+        normalised[name] = np.where(norm > 0, mean / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
+    return normalised

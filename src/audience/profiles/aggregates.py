@@ -1,0 +1,445 @@
+"""Weekly aggregates: each week file reduced once to what the profiles, sources and features need, cached.
+
+A `WeekAggregate` holds, for one week, in the dataset's own ids (so any run's index can use it): views and
+positives per user and per clip; per user and profile kind the weighted sum of the clips' embeddings and
+the sum of weights; and three per-user count histories (views and positives per author, positive clips).
+A split (validate, submit, every holdout) combines the aggregates of its own weeks (`combine`), applying the
+recency weights there: 'recency' is the 'all' sum weighted by week, and the histories are weighted the same
+way, so no split re-reads rows an aggregate already holds. Pseudo-new clips of a holdout run are taken out
+by subtracting the aggregate of their rows alone (one filtered read).
+
+Cache (`AggregateStore`): one npz per week, named by the week and a digest of everything that shapes it
+(the file's size and mtime, the metadata files' stamps, the flags and profile settings, the embedding
+dimension and the code of this module, its kernels and the readers), written atomically; a changed week
+file or edited code gives a new digest and the stale file is removed when the new one lands.
+
+Operating limits: a week's aggregate costs O(active users x dim x kinds) floats plus its distinct
+(user, author) and positive (user, clip) pairs; building it holds one chunk of rows and (kinds, n_users,
+dim) float32 accumulators over the run's users. Combining holds the run's float64 sums and the growing
+sparse histories (their size is the run's distinct (user, author) pairs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from numba import get_num_threads
+from scipy import sparse
+
+from audience import progress as progress_report
+from audience.config import ProfileSettings
+from audience.data.catalog import Catalog
+from audience.data.weeks import DEFAULT_CHUNK_ROWS, PACKED_FLAGS, WeekBatch, count_rows, iter_week_chunks
+from audience.errors import DataError
+from audience.io import atomic_path, file_stamp
+from audience.profiles.fit_data import PROFILE_WEIGHTS, FitData, normalised_profiles, profile_columns
+from audience.profiles.week_kernels import (
+    KIND_CODES,
+    add_counts,
+    group_rows,
+    user_key_totals,
+    user_profile_sums,
+)
+
+BASE_KINDS = ("all", "positive", "negative", "timespent")  # 'recency' is 'all' weighted at combination
+HISTORIES = ("user_author_views", "user_author_positives", "user_item_positives")
+_CODE_FILES = (
+    Path(__file__),
+    Path(__file__).with_name("week_kernels.py"),
+    Path(__file__).with_name("fit_data.py"),
+    Path(__file__).parents[1] / "data" / "weeks.py",
+    Path(__file__).parents[1] / "data" / "catalog.py",
+    Path(__file__).parents[1] / "data" / "embeddings.py",
+)
+log = logging.getLogger(__name__)
+AGGREGATE_CODE = hashlib.sha1(b"".join(p.read_bytes() for p in _CODE_FILES)).hexdigest()[:10]
+
+
+def base_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
+    """The kinds a week must aggregate for these profile kinds ('recency' needs 'all')."""
+    unknown = [k for k in kinds if k not in PROFILE_WEIGHTS]
+    if unknown:
+        raise ValueError(f"unknown profile type(s) {unknown}; known: {sorted(PROFILE_WEIGHTS)}")
+    return tuple(k for k in BASE_KINDS if k in kinds or (k == "all" and "recency" in kinds))
+
+
+@dataclass
+class WeekAggregate:
+    """One week reduced (see the module docstring). Per-user arrays follow `users`; `histories` maps a name
+    of HISTORIES to CSR parts over `users` whose column keys are author ids or clip ids."""
+
+    users: np.ndarray  # uint32 (n_u,)
+    user_views: np.ndarray  # int64 (n_u,)
+    user_positives: np.ndarray  # int64 (n_u,)
+    items: np.ndarray  # uint32 (n_i,)
+    item_views: np.ndarray  # int64 (n_i,)
+    item_positives: np.ndarray  # int64 (n_i,)
+    kinds: tuple[str, ...]
+    sums: np.ndarray  # float32 (len(kinds), n_u, dim)
+    totals: np.ndarray  # float64 (len(kinds), n_u)
+    histories: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return int(self.user_views.sum())
+
+    def save(self, path: Path) -> None:
+        arrays = {
+            name: getattr(self, name)
+            for name in ("users", "user_views", "user_positives", "items", "item_views", "item_positives")
+        }
+        arrays |= {"kinds": np.array(self.kinds), "sums": self.sums, "totals": self.totals}
+        for name, parts in self.histories.items():
+            for part, values in zip(("indptr", "keys", "data"), parts, strict=True):
+                arrays[f"{name}__{part}"] = values
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> WeekAggregate:
+        with np.load(path) as npz:
+            histories = {
+                name: tuple(npz[f"{name}__{p}"] for p in ("indptr", "keys", "data"))
+                for name in HISTORIES
+                if f"{name}__indptr" in npz.files
+            }
+            plain = ("users", "user_views", "user_positives", "items", "item_views", "item_positives")
+            return cls(
+                **{name: npz[name] for name in plain},
+                kinds=tuple(str(k) for k in npz["kinds"]),
+                sums=npz["sums"],
+                totals=npz["totals"],
+                histories=histories,
+            )
+
+
+def flag_tables(
+    packed: Sequence[str], positive_flags: Sequence[str], settings: ProfileSettings
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per packed flag value (bit k = packed[k]): the positive weight (float32, summed in flag_weights'
+    order as fit_data does), whether any positive flag is set, whether the clip was disliked."""
+    values = np.arange(1 << len(packed))
+    bit = {flag: (values >> k) & 1 == 1 for k, flag in enumerate(packed)}
+    weight = np.zeros(values.shape[0], dtype=np.float32)
+    for flag, value in settings.flag_weights.items():
+        weight += np.float32(value) * bit[flag]
+    positive = np.zeros(values.shape[0], dtype=bool)
+    for flag in positive_flags:
+        positive |= bit[flag]
+    return weight, positive, bit["dislike"]
+
+
+def aggregate_week(
+    path: Path,
+    catalog: Catalog,
+    positive_flags: Sequence[str],
+    settings: ProfileSettings,
+    kinds: Sequence[str] = BASE_KINDS,
+    table: np.ndarray | None = None,
+    rows_of: np.ndarray | None = None,
+    histories: bool = True,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    bar=None,
+) -> WeekAggregate:
+    """Reduce one week file. `table` (n_items, d): the space profiles are summed in (default: the catalog's
+    embeddings); `rows_of` (bool per clip): keep only the rows of these clips (None keeps every row).
+    Memory: one chunk of rows plus (kinds, n_users, d) float32 accumulators over the catalog's users."""
+    table = catalog.embedding if table is None else table
+    n_users, n_items, n_authors = catalog.n_users, catalog.n_items, len(catalog.authors)
+    sums = np.zeros((len(kinds), n_users, table.shape[1]), dtype=np.float32)
+    totals = np.zeros((len(kinds), n_users), dtype=np.float64)
+    counts = {k: np.zeros(n, dtype=np.int64) for k, n in (("user", n_users), ("item", n_items))}
+    positives = {k: np.zeros(n, dtype=np.int64) for k, n in (("user", n_users), ("item", n_items))}
+    parts: dict[str, list[sparse.csr_matrix]] = {name: [] for name in HISTORIES}
+    packed = tuple(c for c in profile_columns(settings, positive_flags) if c != "timespent")
+    tables = flag_tables(packed, positive_flags, settings)
+    codes = np.array([KIND_CODES[k] for k in kinds], dtype=np.int64)
+    duration = np.maximum(catalog.item_duration.astype(np.float32), 1.0)
+    settings_f32 = np.float32(settings.skip_share), np.float32(settings.watch_cap)
+    chunks = iter_week_chunks(path, catalog.users, catalog.items, ("timespent",), chunk_rows, packed)
+    for batch in chunks:
+        n_read = len(batch)
+        if rows_of is not None:
+            keep = rows_of[batch.item]
+            batch = WeekBatch(
+                batch.path, batch.user[keep], batch.item[keep], {c: v[keep] for c, v in batch.columns.items()}
+            )
+        flags = batch.columns[PACKED_FLAGS]
+        positive = tables[1][flags]
+        for side, index in (("user", batch.user), ("item", batch.item)):
+            add_counts(index, positive, counts[side], positives[side])
+        starts, order = group_rows(batch.user, n_users)
+        user_profile_sums(
+            starts,
+            order,
+            batch.item,
+            batch.columns["timespent"],
+            flags,
+            codes,
+            tables,
+            duration,
+            catalog.has_embedding,
+            *settings_f32,
+            table,
+            sums,
+            totals,
+        )
+        if histories:
+            author = catalog.item_author[batch.item]
+            keyed = {
+                "user_author_views": (author, n_authors),
+                "user_author_positives": (np.where(positive, author, -1), n_authors),
+                "user_item_positives": (np.where(positive, batch.item, -1), n_items),
+            }
+            for name, (keys, n_keys) in keyed.items():
+                indptr, indices, data = user_key_totals(starts, order, keys, n_keys, get_num_threads())
+                parts[name].append(sparse.csr_matrix((data, indices, indptr), shape=(n_users, n_keys)))
+        if bar is not None:
+            bar.update(n_read)
+    active = np.flatnonzero(counts["user"])
+    items = np.flatnonzero(counts["item"])
+    key_ids = {"user_author_views": catalog.authors.ids, "user_author_positives": catalog.authors.ids}
+    key_ids["user_item_positives"] = catalog.items.ids
+    merged = {}
+    for name, chunk_parts in parts.items():
+        if chunk_parts:
+            matrix = chunk_parts[0] if len(chunk_parts) == 1 else sum(chunk_parts[1:], chunk_parts[0])
+            matrix = matrix[active]
+            merged[name] = (
+                matrix.indptr.astype(np.int64),
+                key_ids[name][matrix.indices],
+                _counts(matrix.data),
+            )
+    return WeekAggregate(
+        users=catalog.users.ids[active],
+        user_views=counts["user"][active],
+        user_positives=positives["user"][active],
+        items=catalog.items.ids[items],
+        item_views=counts["item"][items],
+        item_positives=positives["item"][items],
+        kinds=tuple(kinds),
+        sums=np.ascontiguousarray(sums[:, active]),
+        totals=totals[:, active],
+        histories=merged,
+    )
+
+
+def _counts(values: np.ndarray) -> np.ndarray:
+    """Whole counts in the narrowest unsigned type that holds them (most are 1: uint16 halves the file)."""
+    top = values.max() if values.size else 0
+    return values.astype(np.uint16 if top < 1 << 16 else np.uint32)
+
+
+@dataclass
+class AggregateStore:
+    """Weekly aggregates on disk under `folder`, one per week and shaping key (see the module docstring)."""
+
+    folder: Path
+    catalog: Catalog
+    positive_flags: tuple[str, ...]
+    settings: ProfileSettings
+    metadata: tuple[Path, ...]  # the metadata files whose content the aggregates read (authors, embeddings)
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return base_kinds(self.settings.kinds)
+
+    def key(self, week: Path) -> dict:
+        s = self.settings
+        return {
+            "week": str(Path(week).resolve()),
+            "stamp": file_stamp(week),
+            "metadata": [file_stamp(p) for p in self.metadata],
+            "positive_flags": list(self.positive_flags),
+            "kinds": list(self.kinds),
+            "flag_weights": sorted(s.flag_weights.items()),
+            "skip_share": s.skip_share,
+            "watch_cap": s.watch_cap,
+            "dim": int(self.catalog.embedding.shape[1]),
+            "code": AGGREGATE_CODE,
+        }
+
+    def path(self, week: Path) -> Path:
+        digest = hashlib.sha1(json.dumps(self.key(week), sort_keys=True).encode()).hexdigest()[:12]
+        return self.folder / f"{_week_name(week)}-{digest}.npz"
+
+    def build_missing(self, weeks: Sequence[Path], progress: bool = True) -> None:
+        """Build (and cache) the aggregates of `weeks` that are not on disk yet, under one progress bar."""
+        missing = [w for w in weeks if not self.path(w).is_file()]
+        if missing:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            bar = progress_report.bar("week aggregates", count_rows(missing), "rows", enabled=progress)
+            for week in missing:
+                self._build(week, bar)
+            bar.close()
+
+    def load(self, week: Path) -> WeekAggregate:
+        return WeekAggregate.load(self.path(week))
+
+    def _build(self, week: Path, bar) -> None:
+        aggregate = aggregate_week(
+            week,
+            self.catalog,
+            self.positive_flags,
+            self.settings,
+            self.kinds,
+            chunk_rows=self.chunk_rows,
+            bar=bar,
+        )
+        target = self.path(week)
+        aggregate.save(target)
+        for stale in self.folder.glob(f"{_week_name(week)}-*.npz"):
+            if stale != target:
+                stale.unlink(missing_ok=True)
+
+
+def _week_name(week: Path) -> str:
+    return f"{Path(week).parent.name}-{Path(week).stem}"
+
+
+def _indices(ids: np.ndarray, lookup, what: str) -> np.ndarray:
+    index = lookup.lookup(ids)
+    if (index < 0).any():
+        raise DataError(
+            f"{what}: {int((index < 0).sum())} id(s) not in the run's index, e.g. {ids[index < 0][:5]}"
+        )
+    return index
+
+
+def combine(
+    weeks: Iterable[tuple[WeekAggregate, int, float]],
+    catalog: Catalog,
+    settings: ProfileSettings,
+    spaces: dict[str, Sequence[tuple[WeekAggregate, float]]] | None = None,
+    progress: bool = True,
+) -> FitData:
+    """FitData of a split from its weeks' aggregates: (aggregate, week age (0 = last fit week), sign) each;
+    sign -1 subtracts (the rows of pseudo-new clips). `spaces`: prefix -> (aggregate, sign) of profiles
+    summed in another space (GMM posteriors), giving profiles '<prefix>_<kind>' for the kinds they hold."""
+    n_users, n_items = catalog.n_users, catalog.n_items
+    user_views = np.zeros(n_users, dtype=np.int64)
+    user_positives = np.zeros(n_users, dtype=np.int64)
+    item_views = np.zeros(n_items, dtype=np.int64)
+    item_positives = np.zeros(n_items, dtype=np.int64)
+    shapes = {
+        "user_author_views": (n_users, len(catalog.authors)),
+        "user_author_positives": (n_users, len(catalog.authors)),
+        "user_item_positives": (n_users, n_items),
+    }
+    history = {name: sparse.csr_matrix(shape, dtype=np.float32) for name, shape in shapes.items()}
+    key_maps = {"user_author_views": catalog.authors, "user_author_positives": catalog.authors}
+    key_maps["user_item_positives"] = catalog.items
+    profile_sums = _ProfileSums(n_users)
+    for aggregate, age, sign in progress_report.iterate(weeks, "combine weeks", "part", enabled=progress):
+        recency = 0.5 ** (age / settings.recency_half_life)
+        users = _indices(aggregate.users, catalog.users, "week aggregate users")
+        items = _indices(aggregate.items, catalog.items, "week aggregate clips")
+        user_views[users] += int(sign) * aggregate.user_views
+        user_positives[users] += int(sign) * aggregate.user_positives
+        item_views[items] += int(sign) * aggregate.item_views
+        item_positives[items] += int(sign) * aggregate.item_positives
+        for kind in settings.kinds:
+            source, factor = ("all", recency) if kind == "recency" else (kind, 1.0)
+            profile_sums.add(kind, users, aggregate, aggregate.kinds.index(source), sign * factor)
+        for name, (indptr, keys, data) in aggregate.histories.items():
+            rows = np.repeat(users, np.diff(indptr))
+            cols = _indices(keys, key_maps[name], f"week aggregate {name}")
+            history[name] = history[name] + sparse.csr_matrix(
+                ((sign * recency) * data, (rows, cols)), shape=shapes[name], dtype=np.float32
+            )
+    for prefix, parts in (spaces or {}).items():
+        for aggregate, sign in parts:
+            users = _indices(aggregate.users, catalog.users, "week aggregate users")
+            for k, kind in enumerate(aggregate.kinds):
+                profile_sums.add(f"{prefix}_{kind}", users, aggregate, k, sign)
+    for matrix in history.values():
+        matrix.eliminate_zeros()
+        matrix.sort_indices()
+    item_users = history["user_item_positives"].T.tocsr()
+    item_users.sort_indices()
+    histories = {name: history[name] for name in ("user_author_views", "user_author_positives")}
+    histories["item_user_positives"] = item_users
+    sums, totals = profile_sums.result(user_views)
+    profiles = normalised_profiles(sums, totals)
+    return FitData(user_views, user_positives, item_views, item_positives, profiles, totals, histories)
+
+
+class _ProfileSums:
+    """float64 per-user sums of weighted embeddings and of weights, per profile; subtracted rows (pseudo-new
+    clips) can leave rounding residue, so a weight below 1e-9 of what was added and removed counts as zero."""
+
+    def __init__(self, n_users: int):
+        self.n_users = n_users
+        self.sums: dict[str, np.ndarray] = {}
+        self.totals: dict[str, np.ndarray] = {}
+        self.moved: dict[str, np.ndarray] = {}
+
+    def add(self, name: str, users: np.ndarray, aggregate: WeekAggregate, kind: int, factor: float) -> None:
+        if name not in self.sums:
+            self.sums[name] = np.zeros((self.n_users, aggregate.sums.shape[2]))
+            self.totals[name] = np.zeros(self.n_users)
+            self.moved[name] = np.zeros(self.n_users)
+        self.sums[name][users] += factor * aggregate.sums[kind].astype(np.float64)
+        self.totals[name][users] += factor * aggregate.totals[kind]
+        self.moved[name][users] += abs(factor) * np.abs(aggregate.totals[kind])
+
+    def result(self, user_views: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        for name, total in self.totals.items():
+            empty = (total <= 1e-9 * self.moved[name]) | (user_views <= 0)
+            total[empty] = 0.0
+            self.sums[name][empty] = 0.0
+        return self.sums, self.totals
+
+
+def fit_from_aggregates(
+    store: AggregateStore,
+    weeks: Sequence[Path],
+    hidden_items: np.ndarray | None = None,
+    posteriors: np.ndarray | None = None,
+    progress: bool = True,
+) -> FitData:
+    """What `build_fit_data` computes, from the cached weekly aggregates (one in memory at a time): the
+    pseudo-new clips' (`hidden_items`, bool per clip) rows subtracted by one filtered read of the weeks;
+    soft-cluster profiles ('gmm_all', 'gmm_positive' over `posteriors`) summed by one more pass (they
+    depend on the run's mixture, so they are not cached)."""
+    weeks = [Path(w) for w in weeks]
+    store.build_missing(weeks, progress)
+    if weeks and count_rows(weeks) == 0:
+        raise DataError(f"{weeks[0].parent}: every week file is empty (expected interactions)")
+    hide = hidden_items is not None and bool(hidden_items.any())
+    extra_rows = count_rows(weeks) if (hide or posteriors is not None) else 0
+    bar = progress_report.bar(
+        "hidden clips / soft clusters", extra_rows, "rows", enabled=progress and extra_rows > 0
+    )
+    read = partial(
+        aggregate_week, catalog=store.catalog, positive_flags=store.positive_flags, settings=store.settings
+    )
+    spaces: dict[str, list[tuple[WeekAggregate, float]]] = {}
+    if posteriors is not None:
+        table = np.ascontiguousarray(posteriors, dtype=np.float32)
+        keep = ~hidden_items if hide else None
+        spaces["gmm"] = [
+            (read(w, kinds=("all", "positive"), table=table, rows_of=keep, histories=False, bar=bar), 1.0)
+            for w in weeks
+        ]
+
+    def entries() -> Iterator[tuple[WeekAggregate, int, float]]:
+        for k, week in enumerate(weeks):
+            aggregate = store.load(week)
+            if aggregate.rows == 0:
+                log.warning("%s: week has no rows; skipped", week)
+            yield aggregate, len(weeks) - 1 - k, 1.0
+            if hide:
+                yield read(week, kinds=store.kinds, rows_of=hidden_items, bar=bar), len(weeks) - 1 - k, -1.0
+
+    fit = combine(entries(), store.catalog, store.settings, spaces, progress)
+    bar.close()
+    return fit

@@ -1,0 +1,154 @@
+"""Weekly aggregates: combined over weeks they equal one direct pass (every profile kind, history and
+recency weight, pseudo-new rows subtracted, soft-cluster spaces); the cache rebuilds on a changed week file
+or changed aggregating code and survives a run killed mid-build."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audience.config import DEFAULT_POSITIVE_FLAGS, ProfileSettings
+from audience.data.catalog import RunNeeds, load_catalog
+from audience.data.layout import DatasetLayout
+from audience.data.weeks import distinct_ids
+from audience.profiles import aggregates as agg
+from audience.profiles.aggregates import AggregateStore, fit_from_aggregates
+from audience.profiles.fit_data import FitData, build_fit_data
+from audience.profiles.week_kernels import group_rows, user_key_totals
+
+SETTINGS = ProfileSettings(recency_half_life=2.0)
+
+
+@pytest.fixture(scope="module")
+def weeks_and_catalog(tiny_dir):
+    layout = DatasetLayout(tiny_dir)
+    weeks = layout.train_weeks()
+    users, items = distinct_ids(weeks)
+    return weeks, load_catalog(layout, 16, RunNeeds(users, items)), layout
+
+
+def _store(folder: Path, catalog, layout, chunk_rows: int = 20_000_000) -> AggregateStore:
+    metadata = (layout.items_metadata, layout.item_embeddings)
+    return AggregateStore(folder, catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS, metadata, chunk_rows)
+
+
+def assert_same_fit(got: FitData, want: FitData) -> None:
+    for name in ("user_views", "user_positives", "item_views", "item_positives"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    assert set(got.profiles) == set(want.profiles)
+    for name in want.profiles:
+        np.testing.assert_allclose(got.profile_weight[name], want.profile_weight[name], rtol=1e-6, atol=1e-9)
+        np.testing.assert_array_equal(
+            got.profile_weight[name] > 0, want.profile_weight[name] > 0, err_msg=name
+        )
+        np.testing.assert_allclose(got.profiles[name], want.profiles[name], atol=2e-5, err_msg=name)
+    assert set(got.histories) == set(want.histories)
+    for name, matrix in want.histories.items():
+        other = got.histories[name]
+        assert other.shape == matrix.shape
+        np.testing.assert_array_equal(other.indptr, matrix.indptr, err_msg=name)
+        np.testing.assert_array_equal(other.indices, matrix.indices, err_msg=name)
+        np.testing.assert_allclose(other.data, matrix.data, rtol=1e-5, err_msg=name)
+
+
+def test_kernels_match_a_slow_loop():
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 7, 500).astype(np.int32)
+    keys = rng.integers(-1, 11, 500).astype(np.int32)
+    starts, order = group_rows(users, 7)
+    assert np.all(np.diff(users[order]) >= 0) and np.all(np.diff(order[users[order] == 3]) > 0)
+    indptr, indices, data = user_key_totals(starts, order, keys, 11, 2)
+    for u in range(7):
+        want: dict[int, float] = {}
+        for r in range(500):
+            if users[r] == u and keys[r] >= 0:
+                want[int(keys[r])] = want.get(int(keys[r]), 0.0) + 1.0
+        got = dict(
+            zip(
+                indices[indptr[u] : indptr[u + 1]].tolist(),
+                data[indptr[u] : indptr[u + 1]].tolist(),
+                strict=True,
+            )
+        )
+        assert got == want
+
+
+def test_combined_aggregates_equal_one_direct_pass(weeks_and_catalog, tmp_path):
+    weeks, catalog, layout = weeks_and_catalog
+    want = build_fit_data(weeks, catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS, progress=False)
+    # small chunks: a week's aggregate is merged over several chunks
+    got = fit_from_aggregates(_store(tmp_path, catalog, layout, chunk_rows=7_000), weeks, progress=False)
+    assert_same_fit(got, want)
+    assert len(list(tmp_path.glob("*.npz"))) == len(weeks)
+
+
+def test_a_holdout_split_from_the_same_aggregates_equals_a_fresh_pass(weeks_and_catalog, tmp_path):
+    """The weeks before the last, with pseudo-new clips hidden and soft-cluster profiles: every week's
+    aggregate is reused from the full split's cache, the ages shift, the hidden rows are subtracted."""
+    weeks, catalog, layout = weeks_and_catalog
+    store = _store(tmp_path, catalog, layout)
+    fit_from_aggregates(store, weeks, progress=False)
+    built = sorted(tmp_path.glob("*.npz"))
+    mtimes = [p.stat().st_mtime_ns for p in built]
+    rng = np.random.default_rng(1)
+    hidden = np.zeros(catalog.n_items, dtype=bool)
+    hidden[rng.choice(catalog.n_items, catalog.n_items // 20, replace=False)] = True
+    posteriors = (
+        rng.dirichlet(np.ones(5), catalog.n_items).astype(np.float32) * catalog.has_embedding[:, None]
+    )
+    holdout = weeks[:-1]
+    got = fit_from_aggregates(store, holdout, hidden_items=hidden, posteriors=posteriors, progress=False)
+    want = build_fit_data(
+        holdout, catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS, False, posteriors=posteriors, hidden_items=hidden
+    )
+    assert_same_fit(got, want)
+    assert want.item_views[hidden].sum() == 0 and got.histories["item_user_positives"][hidden].nnz == 0
+    assert [p.stat().st_mtime_ns for p in sorted(tmp_path.glob("*.npz"))] == mtimes  # nothing rebuilt
+
+
+def test_the_cache_rebuilds_a_changed_week_and_after_a_code_change(weeks_and_catalog, tmp_path, monkeypatch):
+    weeks, catalog, layout = weeks_and_catalog
+    data = tmp_path / "weeks"
+    data.mkdir()
+    copies = [Path(shutil.copy(w, data / w.name)) for w in weeks]
+    store = _store(tmp_path / "cache", catalog, layout)
+    first = fit_from_aggregates(store, copies, progress=False)
+    # rewrite the last week with the first week's rows: its aggregate is rebuilt, the others are kept
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("*.npz")}
+    shutil.copy(weeks[0], copies[-1])
+    os.utime(copies[-1], ns=(1, 1))
+    second = fit_from_aggregates(store, copies, progress=False)
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("*.npz")}
+    assert len(after) == len(weeks)  # the stale aggregate of the rewritten week is gone
+    assert len(set(after) - set(before)) == 1 and all(after[n] == before[n] for n in set(after) & set(before))
+    assert not np.array_equal(first.user_views, second.user_views)
+    want = build_fit_data(copies, catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS, progress=False)
+    assert_same_fit(second, want)
+    monkeypatch.setattr(agg, "AGGREGATE_CODE", "edited")
+    fit_from_aggregates(store, copies, progress=False)
+    assert not set(p.name for p in (tmp_path / "cache").glob("*.npz")) & set(after)
+
+
+def test_a_build_killed_midway_then_rerun_gives_the_same_result(weeks_and_catalog, tmp_path, monkeypatch):
+    weeks, catalog, layout = weeks_and_catalog
+    store = _store(tmp_path, catalog, layout)
+    real = agg.aggregate_week
+    calls = []
+
+    def dies_on_the_third_week(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(agg, "aggregate_week", dies_on_the_third_week)
+    with pytest.raises(KeyboardInterrupt):
+        fit_from_aggregates(store, weeks, progress=False)
+    assert len(list(tmp_path.glob("*.npz"))) == 2 and not list(tmp_path.glob("*tmp*"))
+    monkeypatch.setattr(agg, "aggregate_week", real)
+    got = fit_from_aggregates(store, weeks, progress=False)
+    assert_same_fit(got, build_fit_data(weeks, catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS, progress=False))
