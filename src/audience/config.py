@@ -51,6 +51,11 @@ class SyntheticConfig:
     affinity_noise: float = 1.0
     oracle_depth: int = 300
     oracle: bool = True  # write the hidden oracle lists (costs ~ new clips x users per truth week)
+    # clips released in the test week on top of the uniform release schedule (the challenge's test week
+    # brings 47,765 new clips); 0 keeps the uniform schedule
+    test_new_items: int = 0
+    # pad the metadata to the real global sizes (10 M users, 19.6 M clips: data/metadata_padding.py)
+    global_metadata: bool = False
     seed: int = 0
 
     @property

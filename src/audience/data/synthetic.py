@@ -27,15 +27,21 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numba as nb
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from scipy import sparse
 from scipy.special import expit
 
 from audience import progress as progress_report
 from audience.config import SyntheticConfig
+from audience.data import synthetic_kernels as kernels
 from audience.data.layout import DatasetLayout
-from audience.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, USERS_SCHEMA
+from audience.data.metadata_padding import REAL_ITEMS, REAL_USERS, pad_metadata
+from audience.data.schema import FLAG_COLUMNS, INTERACTIONS_SCHEMA, ITEMS_SCHEMA, USERS_SCHEMA
 from audience.io import atomic_path, write_parquet
 
 REAL_RATES: dict[str, float] = {
@@ -50,6 +56,14 @@ REAL_RATES: dict[str, float] = {
 FLAG_SLOPE = {"like": 1.0, "open_comments": 0.8, "share": 1.2, "click_on_author": 0.8, "bookmark": 1.0}
 FLAG_FAN_BONUS = {"like": 0.0, "open_comments": 0.0, "share": 0.0, "click_on_author": 1.5, "bookmark": 0.3}
 N_PLACES, N_PLATFORMS, N_AGENTS, N_GEO = 24, 11, 29, 80
+BLOCK_USERS = 256  # rows are shuffled (a random time order) within blocks of this many users
+CHUNK_ROWS = 1 << 22  # rows per written row group (about; whole blocks of users)
+_ARROW_SCHEMA = pa.schema(
+    [
+        (name, pa.uint32() if dt == pl.UInt32() else pa.uint8() if dt == pl.UInt8() else pa.bool_())
+        for name, dt in INTERACTIONS_SCHEMA.items()
+    ]
+)
 
 
 class GroupedSampler:
@@ -151,6 +165,11 @@ def build_world(cfg: SyntheticConfig) -> World:
     ).astype(np.float32)
     item_quality = rng.lognormal(0.0, 0.9, size=I) * author_popularity[item_author] ** 0.5
     item_release = rng.integers(1 - cfg.item_lifetime_weeks, cfg.n_weeks, size=I)  # some live at week 0
+    if cfg.test_new_items:  # its own stream, so the rest of the world does not depend on it
+        boosted = np.random.default_rng([cfg.seed, 3]).choice(
+            I, size=min(cfg.test_new_items, I), replace=False
+        )
+        item_release[boosted] = cfg.n_weeks - 1
     item_duration = np.clip(rng.lognormal(np.log(25.0), 0.75, size=I), 3, 255).astype(np.uint8)
 
     projection = rng.normal(size=(L, cfg.embedding_dim)) / np.sqrt(L)
@@ -322,78 +341,181 @@ def _week_samplers(world: World, cfg: SyntheticConfig, week: int):
     return live_idx, samplers
 
 
-def _simulate_week(world: World, cfg: SyntheticConfig, week: int, rng: np.random.Generator):
-    """Sample this week's (user, item, channel) views before de-duplication."""
-    live_idx, (by_pop, by_topic, by_author) = _week_samplers(world, cfg, week)
-    U = cfg.n_users
-    active = (rng.random(U) < world.user_active_prob) & (world.user_join_week <= week)
-    n_views = np.where(active, rng.poisson(world.user_activity * rng.lognormal(0, 0.15)), 0)
-    users = np.repeat(np.arange(U), n_views)
-    channel = rng.choice(3, size=users.shape[0], p=np.asarray(cfg.channel_probs))
-    local = np.empty(users.shape[0], dtype=np.int64)
-
-    pop = channel == 0
-    local[pop], _ = by_pop.sample(np.zeros(int(pop.sum()), dtype=np.int64), rng)
-
-    top = channel == 1
-    tu = users[top]
-    slot = (rng.random(tu.shape[0])[:, None] > world.user_topic_cdf[tu][:, :2]).sum(axis=1)
-    picked, ok = by_topic.sample(world.user_topics[tu, slot], rng)
-    fill, _ = by_pop.sample(np.zeros(tu.shape[0], dtype=np.int64), rng)
-    local[top] = np.where(ok, picked, fill)
-    channel[np.flatnonzero(top)[~ok]] = 0
-
-    fan = channel == 2
-    fu = users[fan]
-    deg = world.fan_indptr[fu + 1] - world.fan_indptr[fu]
-    author = world.fan_authors[world.fan_indptr[fu] + (rng.random(fu.shape[0]) * deg).astype(np.int64)]
-    picked, ok = by_author.sample(author, rng)
-    fill, _ = by_pop.sample(np.zeros(fu.shape[0], dtype=np.int64), rng)
-    local[fan] = np.where(ok, picked, fill)
-    channel[np.flatnonzero(fan)[~ok]] = 0
-    return users, live_idx[local], channel
-
-
-def _dedupe(users, items, channel, n_items: int, recent_keys: np.ndarray, rng: np.random.Generator):
-    """Drop pairs repeated within the week or seen in recent weeks; shuffle into a random time order."""
-    keys, first = np.unique(users.astype(np.int64) * n_items + items, return_index=True)  # sorted keys
-    fresh = ~_in_sorted(recent_keys, keys, queries_sorted=True)
-    keys, first = keys[fresh], first[fresh]
-    keep = first[rng.permutation(first.shape[0])]
-    return users[keep], items[keep], channel[keep], keys
-
-
-def _engagement(world, cfg, users, items, channel, offsets, rng) -> dict[str, np.ndarray]:
-    """Flags, timespent and context columns for de-duplicated views (internal indices)."""
-    n = users.shape[0]
-    fan = _is_fan(world, users, world.item_author[items], cfg.n_authors).astype(np.float64)
-    affinity = _affinity(world, cfg, users, items, fan) + rng.normal(0.0, cfg.affinity_noise, size=n)
-    cols: dict[str, np.ndarray] = {}
-    for flag in ("like", "dislike", "share", "bookmark", "click_on_author", "open_comments"):
-        if flag == "dislike":
-            logit = offsets[flag] - affinity
-        else:
-            logit = offsets[flag] + FLAG_SLOPE[flag] * affinity + FLAG_FAN_BONUS[flag] * fan
-        cols[flag] = rng.random(n) < _sigmoid(logit)
-    watch_share = np.exp(rng.normal(-0.7 + 0.35 * affinity, 0.6))
-    cols["timespent"] = np.clip(world.item_duration[items] * watch_share, 0, 255).astype(np.uint8)
-    # place: the surface a view came from; popularity feed, topical feed and author pages use different ones
-    place_base = np.array([0, 6, 16])[channel]
-    place_span = np.array([6, 10, 8])[channel]
-    cols["place"] = (place_base + (rng.power(0.35, n) * place_span).astype(np.int64)).astype(np.uint8)
-    switch = rng.random(n) < 0.1
-    cols["platform"] = np.where(switch, rng.integers(0, N_PLATFORMS, n), world.user_platform[users]).astype(
-        np.uint8
+def _sampler_arrays(sampler: GroupedSampler, live_idx: np.ndarray) -> tuple[np.ndarray, ...]:
+    """A GroupedSampler as the tuple the numba kernels take, its elements mapped to clip indices."""
+    return (
+        sampler.cumsum,
+        live_idx[sampler.elements].astype(np.int32),
+        sampler.low,
+        sampler.total,
+        sampler.start.astype(np.int64),
+        sampler.end.astype(np.int64),
     )
-    cols["agent"] = np.where(switch, rng.integers(0, N_AGENTS, n), world.user_agent[users]).astype(np.uint8)
-    return cols
 
 
-def _interactions_frame(world: World, users, items, cols) -> pl.DataFrame:
-    data = {"user_id": world.user_ids[users], "item_id": world.item_ids[items], **cols}
-    return pl.DataFrame(
-        {name: pl.Series(name, data[name], dtype=dt) for name, dt in INTERACTIONS_SCHEMA.items()}
+def _week_view_counts(world: World, cfg: SyntheticConfig, week: int) -> np.ndarray:
+    """Views drawn (before de-duplication) by every user in `week`: 0 when inactive or not yet joined."""
+    rng = np.random.default_rng([cfg.seed, 1, week])
+    active = (rng.random(cfg.n_users) < world.user_active_prob) & (world.user_join_week <= week)
+    return np.where(active, rng.poisson(world.user_activity * rng.lognormal(0, 0.15)), 0).astype(np.int64)
+
+
+@dataclass
+class WeekViews:
+    """De-duplicated views of one week in CSR form (users -> clips, channel), users in index order."""
+
+    indptr: np.ndarray  # (n_users + 1,) int64
+    items: np.ndarray  # int32 clip indices
+    channel: np.ndarray  # int8: 0 popularity, 1 topic, 2 favourite author
+
+
+def _typed_list(arrays: list[np.ndarray], dtype) -> nb.typed.List:
+    out = nb.typed.List.empty_list(nb.types.Array(nb.from_dtype(np.dtype(dtype)), 1, "C"))
+    for array in arrays:
+        out.append(np.ascontiguousarray(array, dtype=dtype))
+    return out
+
+
+def _sample_views(
+    world: World,
+    cfg: SyntheticConfig,
+    week: int,
+    users: np.ndarray,
+    n_views: np.ndarray,
+    samplers: tuple,
+    recent: list[WeekViews],
+) -> WeekViews:
+    """Draw `n_views` views for each of `users` (sorted) through the three exposure channels and keep the
+    first of each (user, clip) pair not seen in `recent` weeks (whose CSR covers every user)."""
+    offsets = np.zeros(users.shape[0], dtype=np.int64)
+    np.cumsum(n_views[:-1], out=offsets[1:])
+    total = int(n_views.sum())
+    items = np.empty(total, dtype=np.int32)
+    channel = np.empty(total, dtype=np.int8)
+    kept = np.empty(users.shape[0], dtype=np.int64)
+    cdf = np.cumsum(np.asarray(cfg.channel_probs, dtype=np.float64))
+    kernels.sample_views(
+        users.astype(np.int64),
+        offsets,
+        n_views.astype(np.int64),
+        cfg.seed,
+        week,
+        cdf,
+        world.user_topics.astype(np.int64),
+        world.user_topic_cdf,
+        world.fan_indptr.astype(np.int64),
+        world.fan_authors.astype(np.int64),
+        *samplers,
+        _typed_list([w.indptr for w in recent], np.int64),
+        _typed_list([w.items for w in recent], np.int32),
+        cfg.n_items,
+        2 * nb.get_num_threads(),
+        items,
+        channel,
+        kept,
     )
+    indptr = kernels.compact(offsets, kept, items, channel)
+    n = int(indptr[-1])
+    return WeekViews(indptr, items[:n].copy(), channel[:n].copy())
+
+
+def _engagement_params(cfg: SyntheticConfig, offsets: dict[str, float]) -> np.ndarray:
+    """The flag model as the flat array `kernels.engagement` takes (flags in FLAG_COLUMNS order)."""
+    slope = {**FLAG_SLOPE, "dislike": -1.0}
+    bonus = {**FLAG_FAN_BONUS, "dislike": 0.0}
+    return np.array(
+        [
+            cfg.taste_weight,
+            cfg.fan_weight,
+            cfg.affinity_noise,
+            *(offsets[f] for f in FLAG_COLUMNS),
+            *(slope[f] for f in FLAG_COLUMNS),
+            *(bonus[f] for f in FLAG_COLUMNS),
+        ],
+        dtype=np.float64,
+    )
+
+
+def _calibration_offsets(
+    world: World, cfg: SyntheticConfig, n_views: np.ndarray, samplers: tuple
+) -> dict[str, float]:
+    """Flag offsets calibrated on up to 200,000 week-0 views of a random set of users (the very views
+    those users get in week 0: their streams are keyed by user)."""
+    rng = np.random.default_rng([cfg.seed, 2])
+    n_users = min(cfg.n_users, int(np.ceil(400_000 / max(cfg.views_per_user_week, 1.0))))
+    users = np.sort(rng.choice(cfg.n_users, size=n_users, replace=False))
+    views = _sample_views(world, cfg, 0, users, n_views[users], samplers, [])
+    row_users = np.repeat(users, np.diff(views.indptr))
+    sample = rng.choice(row_users.shape[0], size=min(200_000, row_users.shape[0]), replace=False)
+    su, si = row_users[sample], views.items[sample].astype(np.int64)
+    fan = _is_fan(world, su, world.item_author[si], cfg.n_authors).astype(np.float64)
+    noisy = _affinity(world, cfg, su, si, fan) + rng.normal(0.0, cfg.affinity_noise, size=sample.shape[0])
+    return _calibrate_offsets(noisy, fan, cfg)
+
+
+def _chunks(indptr: np.ndarray, chunk_rows: int) -> list[tuple[int, int]]:
+    """User ranges [lo, hi) made of whole BLOCK_USERS blocks, each holding about `chunk_rows` rows."""
+    n_users = indptr.shape[0] - 1
+    bounds = np.arange(0, n_users + BLOCK_USERS, BLOCK_USERS).clip(max=n_users)
+    rows = indptr[bounds]
+    ranges, lo = [], 0
+    while lo < n_users:
+        start = int(np.searchsorted(bounds, lo))
+        stop = int(np.searchsorted(rows, rows[start] + chunk_rows, side="left"))
+        hi = int(bounds[min(max(stop, start + 1), bounds.shape[0] - 1)])
+        ranges.append((lo, hi))
+        lo = hi
+    return ranges
+
+
+def _engage_chunk(
+    world: World, cfg: SyntheticConfig, week: int, views: WeekViews, lo: int, hi: int, params: np.ndarray
+) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """The interactions of users [lo, hi) as an arrow table in the VK-LSVD schema, with their user and clip
+    indices (in table order)."""
+    n = int(views.indptr[hi] - views.indptr[lo])
+    users = np.empty(n, dtype=np.int32)
+    items = np.empty(n, dtype=np.int32)
+    small = {name: np.empty(n, dtype=np.uint8) for name in ("place", "platform", "agent", "timespent")}
+    flags = np.empty((len(FLAG_COLUMNS), n), dtype=np.bool_)
+    kernels.engagement(
+        views.indptr,
+        views.items,
+        views.channel,
+        lo,
+        hi,
+        BLOCK_USERS,
+        cfg.seed,
+        week,
+        params,
+        world.user_taste,
+        world.item_latent,
+        cfg.quality_weight * np.log(world.item_quality),
+        world.item_author,
+        world.item_duration,
+        world.user_propensity,
+        world.user_platform,
+        world.user_agent,
+        world.fan_indptr.astype(np.int64),
+        world.fan_authors.astype(np.int64),
+        N_PLATFORMS,
+        N_AGENTS,
+        users,
+        items,
+        small["place"],
+        small["platform"],
+        small["agent"],
+        small["timespent"],
+        flags,
+    )
+    columns = {
+        "user_id": world.user_ids[users],
+        "item_id": world.item_ids[items],
+        **small,
+        **{flag: flags[i] for i, flag in enumerate(FLAG_COLUMNS)},
+    }
+    table = pa.table({name: pa.array(columns[name]) for name in INTERACTIONS_SCHEMA})
+    return table, users, items
 
 
 def _ranks_by_count(counts: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -478,17 +600,50 @@ def _write_oracle(world, cfg, week, items, offsets, path: Path, batch: int = 64)
     write_parquet(frame, path, compression="zstd", statistics=True)
 
 
+def _write_week(
+    world: World,
+    cfg: SyntheticConfig,
+    week: int,
+    views: WeekViews,
+    params: np.ndarray,
+    path: Path,
+    chunk_rows: int,
+    stats: dict,
+) -> np.ndarray:
+    """Engagement and parquet writing of one week, one row group per chunk of users (so the week never
+    sits in memory as a frame); returns which clips the week viewed."""
+    viewed = np.zeros(cfg.n_items, dtype=bool)
+    with atomic_path(path) as tmp:
+        writer = pq.ParquetWriter(tmp, _ARROW_SCHEMA, compression="zstd", compression_level=1)
+        try:
+            for lo, hi in _chunks(views.indptr, chunk_rows):
+                table, _, items = _engage_chunk(world, cfg, week, views, lo, hi, params)
+                writer.write_table(table, row_group_size=table.num_rows)
+                viewed[items] = True
+                for flag in REAL_RATES:
+                    stats["flag_counts"][flag] += int(pc.sum(table[flag]).as_py() or 0)
+        finally:
+            writer.close()
+    stats["rows"] += int(views.indptr[-1])
+    return viewed
+
+
 def generate(
     out_dir: Path,
     cfg: SyntheticConfig,
     subsample: str | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> DatasetLayout:
-    """Write a synthetic dataset in the VK-LSVD layout under `out_dir` and its hidden truth beside it.
+    """Write a synthetic dataset in the VK-LSVD layout under `out_dir` and its hidden truth beside it
+    (metadata padded to the real global sizes when `cfg.global_metadata`).
 
-    Streams week by week: memory is the world state plus one week of views plus the pair keys of the
-    last `item_lifetime_weeks` weeks (needed so no (user, clip) pair repeats)."""
+    Streams week by week. Memory: the world state, the de-duplicated (clip, channel) of the current week
+    and of the last `item_lifetime_weeks - 1` weeks (5 bytes a view; needed so no (user, clip) pair
+    repeats), the current week's draws before de-duplication (5 bytes a draw), one chunk of `chunk_rows`
+    rows being written (~30 bytes a row) and the oracle's batch. `chunk_rows` changes row groups only,
+    never the data."""
     layout = DatasetLayout(Path(out_dir), subsample)
     if layout.interactions_root.exists() or layout.metadata_dir.exists():
         if not overwrite:
@@ -496,46 +651,38 @@ def generate(
         for folder in (layout.interactions_root, layout.metadata_dir, layout.truth_dir):
             shutil.rmtree(folder, ignore_errors=True)
     world = build_world(cfg)
-    rng = np.random.default_rng([cfg.seed, 1])
     user_train_counts = np.zeros(cfg.n_users, dtype=np.int64)
     item_train_counts = np.zeros(cfg.n_items, dtype=np.int64)
     seen_before = np.zeros(cfg.n_items, dtype=bool)
-    recent: list[np.ndarray] = []
+    recent: list[WeekViews] = []
     offsets: dict[str, float] | None = None
     stats = {"rows": 0, "flag_counts": dict.fromkeys(REAL_RATES, 0)}
+    all_users = np.arange(cfg.n_users, dtype=np.int64)
     for week in progress_report.iterate(range(cfg.n_weeks), f"synthetic {cfg.name}", "weeks", progress):
-        users, items, channel = _simulate_week(world, cfg, week, rng)
-        # weeks' keys are disjoint (each week drops pairs seen before), so a sort is their sorted union
-        recent_keys = np.sort(np.concatenate(recent)) if recent else np.zeros(0, dtype=np.int64)
-        users, items, channel, keys = _dedupe(users, items, channel, cfg.n_items, recent_keys, rng)
-        recent = [*recent, keys][-(cfg.item_lifetime_weeks - 1) :] if cfg.item_lifetime_weeks > 1 else []
+        live_idx, samplers = _week_samplers(world, cfg, week)
+        if live_idx.shape[0] == 0:
+            raise ValueError(f"synthetic {cfg.name}: no clip is live in week {week}")
+        samplers = tuple(_sampler_arrays(sampler, live_idx) for sampler in samplers)
+        n_views = _week_view_counts(world, cfg, week)
         if offsets is None:
-            fan = _is_fan(world, users, world.item_author[items], cfg.n_authors).astype(np.float64)
-            sample = rng.choice(users.shape[0], size=min(200_000, users.shape[0]), replace=False)
-            noisy = _affinity(world, cfg, users[sample], items[sample], fan[sample]) + rng.normal(
-                0.0, cfg.affinity_noise, size=sample.shape[0]
-            )
-            offsets = _calibrate_offsets(noisy, fan[sample], cfg)
-        cols = _engagement(world, cfg, users, items, channel, offsets, rng)
-        if week < cfg.n_train_weeks:
-            split = "train"
-            user_train_counts += np.bincount(users, minlength=cfg.n_users)
-            item_train_counts += np.bincount(items, minlength=cfg.n_items)
-        else:
-            split = "validation" if week == cfg.n_train_weeks else "test"
-            new_items = np.unique(items[~seen_before[items]])
-            if cfg.oracle:
-                _write_oracle(
-                    world, cfg, week, new_items, offsets, layout.truth_dir / f"oracle_week_{week:02d}.parquet"
-                )
-        seen_before[items] = True
-        write_parquet(
-            _interactions_frame(world, users, items, cols),
-            layout.split_dir(split) / f"week_{week:02d}.parquet",
+            offsets = _calibration_offsets(world, cfg, n_views, samplers)
+        views = _sample_views(world, cfg, week, all_users, n_views, samplers, recent)
+        recent = [*recent, views][-(cfg.item_lifetime_weeks - 1) :] if cfg.item_lifetime_weeks > 1 else []
+        split = "train" if week < cfg.n_train_weeks else "validation" if week == cfg.n_train_weeks else "test"
+        path = layout.split_dir(split) / f"week_{week:02d}.parquet"
+        viewed = _write_week(
+            world, cfg, week, views, _engagement_params(cfg, offsets), path, chunk_rows, stats
         )
-        stats["rows"] += int(users.shape[0])
-        for flag in REAL_RATES:
-            stats["flag_counts"][flag] += int(cols[flag].sum())
+        if split == "train":
+            user_train_counts += np.diff(views.indptr)
+            item_train_counts += np.bincount(views.items, minlength=cfg.n_items)
+        elif cfg.oracle:
+            new_items = np.flatnonzero(viewed & ~seen_before)
+            _write_oracle(
+                world, cfg, week, new_items, offsets, layout.truth_dir / f"oracle_week_{week:02d}.parquet"
+            )
+        seen_before |= viewed
+        del views
 
     users_meta = pl.DataFrame(
         {
@@ -564,4 +711,6 @@ def generate(
     layout.truth_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(layout.truth_dir / "generator.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
+    if cfg.global_metadata:
+        pad_metadata(layout, max(REAL_USERS, cfg.n_users), max(REAL_ITEMS, cfg.n_items), cfg.seed, progress)
     return layout
