@@ -101,6 +101,30 @@ PRESETS: dict[str, SyntheticConfig] = {
         rate_multiplier=1.0,
         oracle=False,
     ),
+    # shaped like the challenge's up0.01_ip0.01 subsample: 100,000 users (the most active 1 %), 196,277
+    # clips, ~544 views per user-week (1.36 B train rows), 47,765 new clips in the test week, global metadata
+    "vk": SyntheticConfig(
+        name="vk",
+        n_users=100_000,
+        n_items=196_277,
+        n_authors=20_000,
+        n_train_weeks=25,
+        views_per_user_week=780.0,
+        rate_multiplier=1.0,
+        test_new_items=47_765,
+        global_metadata=True,
+    ),
+    # vk's per-user density with a tenth of its users and clips (tests and quick runs; metadata not padded)
+    "vk-small": SyntheticConfig(
+        name="vk-small",
+        n_users=10_000,
+        n_items=19_628,
+        n_authors=2_000,
+        n_train_weeks=25,
+        views_per_user_week=780.0,
+        rate_multiplier=1.0,
+        test_new_items=4_777,
+    ),
 }
 
 

@@ -30,9 +30,7 @@ from pathlib import Path
 import numba as nb
 import numpy as np
 import polars as pl
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+from polars.io.plugins import register_io_source
 from scipy import sparse
 from scipy.special import expit
 
@@ -56,14 +54,8 @@ REAL_RATES: dict[str, float] = {
 FLAG_SLOPE = {"like": 1.0, "open_comments": 0.8, "share": 1.2, "click_on_author": 0.8, "bookmark": 1.0}
 FLAG_FAN_BONUS = {"like": 0.0, "open_comments": 0.0, "share": 0.0, "click_on_author": 1.5, "bookmark": 0.3}
 N_PLACES, N_PLATFORMS, N_AGENTS, N_GEO = 24, 11, 29, 80
-BLOCK_USERS = 256  # rows are shuffled (a random time order) within blocks of this many users
+BLOCK_USERS = 32  # rows are shuffled (a random time order) within blocks of this many users
 CHUNK_ROWS = 1 << 22  # rows per written row group (about; whole blocks of users)
-_ARROW_SCHEMA = pa.schema(
-    [
-        (name, pa.uint32() if dt == pl.UInt32() else pa.uint8() if dt == pl.UInt8() else pa.bool_())
-        for name, dt in INTERACTIONS_SCHEMA.items()
-    ]
-)
 
 
 class GroupedSampler:
@@ -328,29 +320,30 @@ def _week_weight(world: World, cfg: SyntheticConfig, week: int) -> np.ndarray:
     return np.where(live, world.item_quality * cfg.freshness_decay ** np.clip(age, 0, None), 0.0)
 
 
-def _week_samplers(world: World, cfg: SyntheticConfig, week: int):
-    """The live clips of `week` and samplers over them for the three exposure channels."""
+def _week_samplers(world: World, cfg: SyntheticConfig, week: int) -> tuple[tuple[np.ndarray, ...], ...]:
+    """Alias tables over the live clips of `week` for the three exposure channels: popularity, topic,
+    favourite author."""
     weight = _week_weight(world, cfg, week)
     live_idx = np.flatnonzero(weight > 0)
+    if live_idx.shape[0] == 0:
+        raise ValueError(f"synthetic {cfg.name}: no clip is live in week {week}")
     w = weight[live_idx]
-    samplers = (
-        GroupedSampler(np.zeros(len(live_idx), dtype=np.int64), w, 1),
-        GroupedSampler(world.item_topic[live_idx], w, cfg.n_topics),
-        GroupedSampler(world.item_author[live_idx], w, cfg.n_authors),
-    )
-    return live_idx, samplers
-
-
-def _sampler_arrays(sampler: GroupedSampler, live_idx: np.ndarray) -> tuple[np.ndarray, ...]:
-    """A GroupedSampler as the tuple the numba kernels take, its elements mapped to clip indices."""
     return (
-        sampler.cumsum,
-        live_idx[sampler.elements].astype(np.int32),
-        sampler.low,
-        sampler.total,
-        sampler.start.astype(np.int64),
-        sampler.end.astype(np.int64),
+        _alias_sampler(np.zeros(len(live_idx), dtype=np.int64), w, 1, live_idx),
+        _alias_sampler(world.item_topic[live_idx], w, cfg.n_topics, live_idx),
+        _alias_sampler(world.item_author[live_idx], w, cfg.n_authors, live_idx),
     )
+
+
+def _alias_sampler(
+    group: np.ndarray, weight: np.ndarray, n_groups: int, live_idx: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """Alias tables drawing a live clip by weight within a group: (packed table, start, end)."""
+    order = np.argsort(group, kind="stable")
+    end = np.cumsum(np.bincount(group, minlength=n_groups)).astype(np.int64)
+    start = np.concatenate([[0], end[:-1]]).astype(np.int64)
+    prob, alias = kernels.build_alias(start, end, weight[order].astype(np.float64))
+    return kernels.pack_alias(prob, alias, live_idx[order].astype(np.int64)), start, end
 
 
 def _week_view_counts(world: World, cfg: SyntheticConfig, week: int) -> np.ndarray:
@@ -419,21 +412,26 @@ def _sample_views(
     return WeekViews(indptr, items[:n].copy(), channel[:n].copy())
 
 
-def _engagement_params(cfg: SyntheticConfig, offsets: dict[str, float]) -> np.ndarray:
-    """The flag model as the flat array `kernels.engagement` takes (flags in FLAG_COLUMNS order)."""
+SLOPE_STEP = 0.2  # every flag's slope is a multiple of this (one exp per view serves all flags)
+PLACE_BASE, PLACE_SPAN, PLACE_POWER = (0, 6, 16), (6, 10, 8), 0.35  # per channel: pop, topic, author
+
+
+def _engagement_params(cfg: SyntheticConfig, offsets: dict[str, float]) -> tuple[np.ndarray, ...]:
+    """The flag and place models as the arrays `kernels.engagement` takes (flags in FLAG_COLUMNS order)."""
     slope = {**FLAG_SLOPE, "dislike": -1.0}
     bonus = {**FLAG_FAN_BONUS, "dislike": 0.0}
-    return np.array(
-        [
-            cfg.taste_weight,
-            cfg.fan_weight,
-            cfg.affinity_noise,
-            *(offsets[f] for f in FLAG_COLUMNS),
-            *(slope[f] for f in FLAG_COLUMNS),
-            *(bonus[f] for f in FLAG_COLUMNS),
-        ],
-        dtype=np.float64,
+    steps = np.array([round(slope[f] / SLOPE_STEP) for f in FLAG_COLUMNS], dtype=np.int64)
+    if not np.allclose(steps * SLOPE_STEP, [slope[f] for f in FLAG_COLUMNS]):
+        raise ValueError(f"FLAG_SLOPE {slope}: every slope must be a multiple of {SLOPE_STEP}")
+    scale = np.array(
+        [[np.exp(-offsets[f] - bonus[f] * fan) for f in FLAG_COLUMNS] for fan in (0, 1)], dtype=np.float64
     )
+    # place offset j (0..span-1) with P(offset >= j) = 1 - (j/span)^POWER: the count of thresholds passed
+    thresholds = np.full((3, max(PLACE_SPAN) - 1), 2.0)
+    for c, span in enumerate(PLACE_SPAN):
+        thresholds[c, : span - 1] = (np.arange(1, span) / span) ** PLACE_POWER
+    weights = np.array([cfg.taste_weight, cfg.fan_weight, cfg.affinity_noise], dtype=np.float64)
+    return weights, scale, steps, SLOPE_STEP, thresholds, np.array(PLACE_BASE, dtype=np.uint8)
 
 
 def _calibration_offsets(
@@ -469,14 +467,12 @@ def _chunks(indptr: np.ndarray, chunk_rows: int) -> list[tuple[int, int]]:
 
 
 def _engage_chunk(
-    world: World, cfg: SyntheticConfig, week: int, views: WeekViews, lo: int, hi: int, params: np.ndarray
-) -> tuple[pa.Table, np.ndarray, np.ndarray]:
-    """The interactions of users [lo, hi) as an arrow table in the VK-LSVD schema, with their user and clip
-    indices (in table order)."""
+    world: World, cfg: SyntheticConfig, week: int, views: WeekViews, lo: int, hi: int, params: tuple
+) -> pl.DataFrame:
+    """The interactions of users [lo, hi) in the VK-LSVD schema (rows shuffled within user blocks)."""
     n = int(views.indptr[hi] - views.indptr[lo])
-    users = np.empty(n, dtype=np.int32)
-    items = np.empty(n, dtype=np.int32)
-    small = {name: np.empty(n, dtype=np.uint8) for name in ("place", "platform", "agent", "timespent")}
+    columns = {name: np.empty(n, dtype=np.uint32) for name in ("user_id", "item_id")}
+    columns |= {name: np.empty(n, dtype=np.uint8) for name in ("place", "platform", "agent", "timespent")}
     flags = np.empty((len(FLAG_COLUMNS), n), dtype=np.bool_)
     kernels.engagement(
         views.indptr,
@@ -487,7 +483,7 @@ def _engage_chunk(
         BLOCK_USERS,
         cfg.seed,
         week,
-        params,
+        *params,
         world.user_taste,
         world.item_latent,
         cfg.quality_weight * np.log(world.item_quality),
@@ -500,22 +496,42 @@ def _engage_chunk(
         world.fan_authors.astype(np.int64),
         N_PLATFORMS,
         N_AGENTS,
-        users,
-        items,
-        small["place"],
-        small["platform"],
-        small["agent"],
-        small["timespent"],
+        world.user_ids,
+        world.item_ids,
+        *(columns[name] for name in ("user_id", "item_id", "place", "platform", "agent", "timespent")),
         flags,
     )
-    columns = {
-        "user_id": world.user_ids[users],
-        "item_id": world.item_ids[items],
-        **small,
-        **{flag: flags[i] for i, flag in enumerate(FLAG_COLUMNS)},
-    }
-    table = pa.table({name: pa.array(columns[name]) for name in INTERACTIONS_SCHEMA})
-    return table, users, items
+    columns |= {flag: flags[i] for i, flag in enumerate(FLAG_COLUMNS)}
+    return pl.DataFrame(
+        {name: pl.Series(name, columns[name], dtype=dt) for name, dt in INTERACTIONS_SCHEMA.items()}
+    )
+
+
+def _write_week(
+    world: World,
+    cfg: SyntheticConfig,
+    week: int,
+    views: WeekViews,
+    params: tuple,
+    path: Path,
+    chunk_rows: int,
+    stats: dict,
+) -> None:
+    """Engagement and parquet writing of one week, streamed chunk by chunk of users through polars'
+    parquet sink (so the week never sits in memory as a frame); adds its rows and flags to `stats`."""
+
+    def chunks(with_columns, predicate, n_rows, batch_size):
+        for lo, hi in _chunks(views.indptr, chunk_rows):
+            frame = _engage_chunk(world, cfg, week, views, lo, hi, params)
+            for flag in REAL_RATES:
+                stats["flag_counts"][flag] += int(frame[flag].sum())
+            yield frame
+
+    with atomic_path(path) as tmp:
+        register_io_source(chunks, schema=INTERACTIONS_SCHEMA).sink_parquet(
+            tmp, compression="zstd", compression_level=1, statistics=False, row_group_size=1 << 20
+        )
+    stats["rows"] += int(views.indptr[-1])
 
 
 def _ranks_by_count(counts: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -600,34 +616,6 @@ def _write_oracle(world, cfg, week, items, offsets, path: Path, batch: int = 64)
     write_parquet(frame, path, compression="zstd", statistics=True)
 
 
-def _write_week(
-    world: World,
-    cfg: SyntheticConfig,
-    week: int,
-    views: WeekViews,
-    params: np.ndarray,
-    path: Path,
-    chunk_rows: int,
-    stats: dict,
-) -> np.ndarray:
-    """Engagement and parquet writing of one week, one row group per chunk of users (so the week never
-    sits in memory as a frame); returns which clips the week viewed."""
-    viewed = np.zeros(cfg.n_items, dtype=bool)
-    with atomic_path(path) as tmp:
-        writer = pq.ParquetWriter(tmp, _ARROW_SCHEMA, compression="zstd", compression_level=1)
-        try:
-            for lo, hi in _chunks(views.indptr, chunk_rows):
-                table, _, items = _engage_chunk(world, cfg, week, views, lo, hi, params)
-                writer.write_table(table, row_group_size=table.num_rows)
-                viewed[items] = True
-                for flag in REAL_RATES:
-                    stats["flag_counts"][flag] += int(pc.sum(table[flag]).as_py() or 0)
-        finally:
-            writer.close()
-    stats["rows"] += int(views.indptr[-1])
-    return viewed
-
-
 def generate(
     out_dir: Path,
     cfg: SyntheticConfig,
@@ -659,10 +647,7 @@ def generate(
     stats = {"rows": 0, "flag_counts": dict.fromkeys(REAL_RATES, 0)}
     all_users = np.arange(cfg.n_users, dtype=np.int64)
     for week in progress_report.iterate(range(cfg.n_weeks), f"synthetic {cfg.name}", "weeks", progress):
-        live_idx, samplers = _week_samplers(world, cfg, week)
-        if live_idx.shape[0] == 0:
-            raise ValueError(f"synthetic {cfg.name}: no clip is live in week {week}")
-        samplers = tuple(_sampler_arrays(sampler, live_idx) for sampler in samplers)
+        samplers = _week_samplers(world, cfg, week)
         n_views = _week_view_counts(world, cfg, week)
         if offsets is None:
             offsets = _calibration_offsets(world, cfg, n_views, samplers)
@@ -670,9 +655,9 @@ def generate(
         recent = [*recent, views][-(cfg.item_lifetime_weeks - 1) :] if cfg.item_lifetime_weeks > 1 else []
         split = "train" if week < cfg.n_train_weeks else "validation" if week == cfg.n_train_weeks else "test"
         path = layout.split_dir(split) / f"week_{week:02d}.parquet"
-        viewed = _write_week(
-            world, cfg, week, views, _engagement_params(cfg, offsets), path, chunk_rows, stats
-        )
+        _write_week(world, cfg, week, views, _engagement_params(cfg, offsets), path, chunk_rows, stats)
+        viewed = np.zeros(cfg.n_items, dtype=bool)
+        viewed[views.items] = True
         if split == "train":
             user_train_counts += np.diff(views.indptr)
             item_train_counts += np.bincount(views.items, minlength=cfg.n_items)

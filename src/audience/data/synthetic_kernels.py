@@ -18,6 +18,7 @@ GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 MIX2 = np.uint64(0x94D049BB133111EB)
 TO_UNIT = 1.0 / 9007199254740992.0  # 2^-53
+UNIT_STEPS = 9007199254740992.0  # 2^53
 # stream purposes: one independent stream per (purpose, week, index)
 SAMPLE, ENGAGE, SHUFFLE = 1, 2, 3
 
@@ -46,25 +47,81 @@ def uniform(state):
 
 @nb.njit(inline="always", cache=True)
 def normal_pair(state):
-    """(next state, two independent standard normals) by Box-Muller."""
-    state, a = uniform(state)
-    state, b = uniform(state)
-    r = np.sqrt(-2.0 * np.log(1.0 - a))
-    return state, r * np.cos(2.0 * np.pi * b), r * np.sin(2.0 * np.pi * b)
+    """(next state, two independent standard normals) by Marsaglia's polar method."""
+    while True:
+        state, a = uniform(state)
+        state, b = uniform(state)
+        x, y = 2.0 * a - 1.0, 2.0 * b - 1.0
+        q = x * x + y * y
+        if 0.0 < q < 1.0:
+            f = np.sqrt(-2.0 * np.log(q) / q)
+            return state, x * f, y * f
+
+
+@nb.njit(cache=True)
+def build_alias(start, end, weight):
+    """Walker/Vose alias tables of every group (elements sorted by group, group g in [start[g], end[g])):
+    returns (prob, alias) so that a draw is O(1) whatever the group's size."""
+    n = weight.shape[0]
+    prob = np.ones(n, dtype=np.float64)
+    alias = np.arange(n)
+    small = np.empty(n, dtype=np.int64)
+    large = np.empty(n, dtype=np.int64)
+    for g in range(start.shape[0]):
+        lo, hi = start[g], end[g]
+        total = 0.0
+        for k in range(lo, hi):
+            total += weight[k]
+        if hi == lo or total <= 0.0:
+            continue
+        n_small = n_large = 0
+        for k in range(lo, hi):
+            prob[k] = weight[k] * (hi - lo) / total
+            if prob[k] < 1.0:
+                small[n_small] = k
+                n_small += 1
+            else:
+                large[n_large] = k
+                n_large += 1
+        while n_small > 0 and n_large > 0:
+            n_small -= 1
+            k = small[n_small]
+            big = large[n_large - 1]
+            alias[k] = big
+            prob[big] += prob[k] - 1.0
+            if prob[big] < 1.0:
+                n_large -= 1
+                small[n_small] = big
+                n_small += 1
+        for i in range(n_small):  # left-overs are 1 up to rounding
+            prob[small[i]] = 1.0
+        for i in range(n_large):
+            prob[large[i]] = 1.0
+    return prob, alias
+
+
+@nb.njit(cache=True)
+def pack_alias(prob, alias, elements):
+    """One 16-byte slot per alias-table entry (a draw touches one cache line): [acceptance threshold in
+    units of 2^-53, element | alias's element << 32]."""
+    n = prob.shape[0]
+    table = np.empty((n, 2), dtype=np.int64)
+    for k in range(n):
+        table[k, 0] = np.int64(prob[k] * UNIT_STEPS)
+        table[k, 1] = np.int64(elements[k]) | (np.int64(elements[alias[k]]) << 32)
+    return table
 
 
 @nb.njit(inline="always", cache=True)
-def _draw(cumsum, elements, low, total, start, end, group, v):
-    """The element of `group` whose cumulative-weight interval holds low + v * total (binary search)."""
-    r = low[group] + v * total[group]
-    lo, hi = start[group], end[group]
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if cumsum[mid] > r:
-            hi = mid
-        else:
-            lo = mid + 1
-    return elements[min(lo, end[group] - 1)]
+def _draw(table, start, end, group, v):
+    """The element of `group` drawn with the uniform v by its packed alias table (one slot, one compare)."""
+    size = end[group] - start[group]
+    x = v * size
+    k = min(int(x), size - 1)
+    slot = table[start[group] + k, 1]
+    if np.int64((x - k) * UNIT_STEPS) < table[start[group] + k, 0]:
+        return slot & 0xFFFFFFFF
+    return slot >> 32
 
 
 @nb.njit(parallel=True, cache=True)
@@ -93,15 +150,20 @@ def sample_views(
     """Draw n_views[i] views for users[i] into out_*[offsets[i]:], keeping the first draw of each clip that
     the user did not view in the recent weeks; kept[i] = how many were kept (a prefix of the slice).
 
-    pop/topic/author: (cumsum, elements, low, total, start, end) of the week's grouped samplers, elements
-    already mapped to clip indices. recent_indptr/items: typed lists, one CSR (users -> clips) per week."""
+    pop/topic/author: (packed alias table, start, end) of the week's exposure channels (`pack_alias`,
+    elements are clip indices). recent_indptr/items: typed lists, one CSR (users -> clips) per week.
+    A part's marks are uint8 stamps (cleared every 255 users) so they stay in cache."""
     n = users.shape[0]
     step = (n + n_parts - 1) // n_parts
     for part in nb.prange(n_parts):
-        mark = np.zeros(n_items, dtype=np.int32)
+        mark = np.zeros(n_items, dtype=np.uint8)
+        stamp = 0
         for i in range(part * step, min(n, (part + 1) * step)):
             u = users[i]
-            stamp = np.int32(u + 1)
+            stamp += 1
+            if stamp == 256:
+                mark[:] = 0
+                stamp = 1
             for k in range(len(recent_indptr)):
                 indptr, items = recent_indptr[k], recent_items[k]
                 for j in range(indptr[u], indptr[u + 1]):
@@ -118,16 +180,16 @@ def sample_views(
                     s, w = uniform(s)
                     slot = (w > user_topic_cdf[u, 0]) + (w > user_topic_cdf[u, 1])
                     g = user_topics[u, slot]
-                    if topic[3][g] > 0:
-                        item = _draw(topic[0], topic[1], topic[2], topic[3], topic[4], topic[5], g, v)
+                    if topic[2][g] > topic[1][g]:
+                        item = _draw(topic[0], topic[1], topic[2], g, v)
                 elif channel == 2 and deg > 0:
                     s, w = uniform(s)
                     a = fan_authors[fan_indptr[u] + min(int(w * deg), deg - 1)]
-                    if author[3][a] > 0:
-                        item = _draw(author[0], author[1], author[2], author[3], author[4], author[5], a, v)
+                    if author[2][a] > author[1][a]:
+                        item = _draw(author[0], author[1], author[2], a, v)
                 if item < 0:
                     channel = 0
-                    item = _draw(pop[0], pop[1], pop[2], pop[3], pop[4], pop[5], 0, v)
+                    item = _draw(pop[0], pop[1], pop[2], 0, v)
                 if mark[item] != stamp:
                     mark[item] = stamp
                     out_items[pos] = item
@@ -161,7 +223,12 @@ def engagement(
     block_users,
     seed,
     week,
-    params,
+    weights,
+    flag_scale,
+    flag_steps,
+    slope_step,
+    place_thresholds,
+    place_base,
     user_taste,
     item_latent,
     item_quality_term,
@@ -174,6 +241,8 @@ def engagement(
     fan_authors,
     n_platforms,
     n_agents,
+    user_ids,
+    item_ids,
     out_user,
     out_item,
     out_place,
@@ -186,18 +255,22 @@ def engagement(
     rows indptr[user_lo].. map to out position 0..); rows are shuffled within each block of `block_users`
     users (a random time order that chunking by whole blocks does not change).
 
-    params: [taste weight, fan weight, affinity noise, then per flag its logit offset (6), its slope on the
-    affinity (6), its fandom bonus (6)]; out_flags rows: like, dislike, share, bookmark, click_on_author,
-    open_comments; out_user / out_item hold user and clip indices."""
+    weights: (taste, fan, affinity noise). A flag fires with probability sigmoid(logit), logit = offset +
+    slope x affinity + bonus x fan: flag_scale[fan, f] = exp(-offset - bonus x fan) and slope =
+    flag_steps[f] x slope_step, so exp(-logit) costs one exp per view for all six flags. place: channel c's
+    base + the number of place_thresholds[c] (padded with 2.0) the uniform passes (a power-law draw).
+    out_flags rows: like, dislike, share, bookmark, click_on_author, open_comments; out_user / out_item get
+    the external ids (user_ids[user], item_ids[clip])."""
     base = indptr[user_lo]
     n_blocks = (user_hi - user_lo + block_users - 1) // block_users
-    taste_w, fan_w, noise = params[0], params[1], params[2]
+    taste_w, fan_w, noise = weights[0], weights[1], weights[2]
+    n_flags = flag_steps.shape[0]
     for b in nb.prange(n_blocks):
         u0 = user_lo + b * block_users
         u1 = min(user_hi, u0 + block_users)
         r0, r1 = indptr[u0], indptr[u1]
         n = r1 - r0
-        perm = np.arange(n)
+        perm = np.arange(n).astype(np.int32)
         s = stream(seed, SHUFFLE, week, u0)
         for k in range(n - 1, 0, -1):  # Fisher-Yates
             s, v = uniform(s)
@@ -210,10 +283,10 @@ def engagement(
                 item = items[r]
                 ch = channel[r]
                 a = item_author[item]
-                fan = 0.0
+                fan = 0
                 for f in range(f0, f1):
                     if fan_authors[f] == a:
-                        fan = 1.0
+                        fan = 1
                         break
                 dot = np.float32(0.0)
                 for d in range(user_taste.shape[1]):
@@ -221,19 +294,23 @@ def engagement(
                 s, z0, z1 = normal_pair(s)
                 aff = taste_w * dot + fan_w * fan + item_quality_term[item] + user_propensity[u] + noise * z0
                 out = r0 - base + perm[r - r0]
-                for f in range(6):  # like, dislike, share, bookmark, click_on_author, open_comments
-                    logit = params[3 + f] + params[9 + f] * aff + params[15 + f] * fan
+                t = np.exp(-slope_step * aff)
+                t_inv = 1.0 / t
+                for f in range(n_flags):
+                    steps = flag_steps[f]
+                    e = flag_scale[fan, f]
+                    for _ in range(abs(steps)):
+                        e *= t if steps > 0 else t_inv
                     s, v = uniform(s)
-                    out_flags[f, out] = v * (1.0 + np.exp(-logit)) < 1.0
+                    out_flags[f, out] = v * (1.0 + e) < 1.0
                 watched = item_duration[item] * np.exp(-0.7 + 0.35 * aff + 0.6 * z1)
                 out_timespent[out] = np.uint8(min(max(watched, 0.0), 255.0))
                 s, v = uniform(s)
-                if ch == 0:
-                    place = int(v ** (1.0 / 0.35) * 6)
-                elif ch == 1:
-                    place = 6 + int(v ** (1.0 / 0.35) * 10)
-                else:
-                    place = 16 + int(v ** (1.0 / 0.35) * 8)
+                place = place_base[ch]
+                for j in range(place_thresholds.shape[1]):
+                    if v < place_thresholds[ch, j]:
+                        break
+                    place += 1
                 out_place[out] = place
                 s, v = uniform(s)
                 if v < 0.1:
@@ -244,5 +321,5 @@ def engagement(
                 else:
                     out_platform[out] = user_platform[u]
                     out_agent[out] = user_agent[u]
-                out_user[out] = u
-                out_item[out] = item
+                out_user[out] = user_ids[u]
+                out_item[out] = item_ids[item]
