@@ -467,9 +467,17 @@ def _chunks(indptr: np.ndarray, chunk_rows: int) -> list[tuple[int, int]]:
 
 
 def _engage_chunk(
-    world: World, cfg: SyntheticConfig, week: int, views: WeekViews, lo: int, hi: int, params: tuple
+    world: World,
+    cfg: SyntheticConfig,
+    week: int,
+    views: WeekViews,
+    lo: int,
+    hi: int,
+    params: tuple,
+    item_record: np.ndarray,
 ) -> pl.DataFrame:
-    """The interactions of users [lo, hi) in the VK-LSVD schema (rows shuffled within user blocks)."""
+    """The interactions of users [lo, hi) in the VK-LSVD schema (rows shuffled within user blocks);
+    `item_record` from `_item_record`."""
     n = int(views.indptr[hi] - views.indptr[lo])
     columns = {name: np.empty(n, dtype=np.uint32) for name in ("user_id", "item_id")}
     columns |= {name: np.empty(n, dtype=np.uint8) for name in ("place", "platform", "agent", "timespent")}
@@ -485,10 +493,8 @@ def _engage_chunk(
         week,
         *params,
         world.user_taste,
-        world.item_latent,
-        cfg.quality_weight * np.log(world.item_quality),
+        item_record,
         world.item_author,
-        world.item_duration,
         world.user_propensity,
         world.user_platform,
         world.user_agent,
@@ -507,6 +513,15 @@ def _engage_chunk(
     )
 
 
+def _item_record(world: World, cfg: SyntheticConfig) -> np.ndarray:
+    """Per clip, what a view's engagement reads, packed in one float32 row: latent vector, quality term,
+    duration."""
+    quality = cfg.quality_weight * np.log(world.item_quality)
+    return np.ascontiguousarray(
+        np.column_stack([world.item_latent, quality, world.item_duration]), dtype=np.float32
+    )
+
+
 def _write_week(
     world: World,
     cfg: SyntheticConfig,
@@ -520,9 +535,11 @@ def _write_week(
     """Engagement and parquet writing of one week, streamed chunk by chunk of users through polars'
     parquet sink (so the week never sits in memory as a frame); adds its rows and flags to `stats`."""
 
+    record = _item_record(world, cfg)
+
     def chunks(with_columns, predicate, n_rows, batch_size):
         for lo, hi in _chunks(views.indptr, chunk_rows):
-            frame = _engage_chunk(world, cfg, week, views, lo, hi, params)
+            frame = _engage_chunk(world, cfg, week, views, lo, hi, params, record)
             for flag in REAL_RATES:
                 stats["flag_counts"][flag] += int(frame[flag].sum())
             yield frame

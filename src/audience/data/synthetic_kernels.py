@@ -230,10 +230,8 @@ def engagement(
     place_thresholds,
     place_base,
     user_taste,
-    item_latent,
-    item_quality_term,
+    item_record,
     item_author,
-    item_duration,
     user_propensity,
     user_platform,
     user_agent,
@@ -255,7 +253,8 @@ def engagement(
     rows indptr[user_lo].. map to out position 0..); rows are shuffled within each block of `block_users`
     users (a random time order that chunking by whole blocks does not change).
 
-    weights: (taste, fan, affinity noise). A flag fires with probability sigmoid(logit), logit = offset +
+    item_record: per clip its latent vector, then its quality term and its duration (float32, one row of
+    cache lines per view). weights: (taste, fan, affinity noise). A flag fires with probability sigmoid(logit), logit = offset +
     slope x affinity + bonus x fan: flag_scale[fan, f] = exp(-offset - bonus x fan) and slope =
     flag_steps[f] x slope_step, so exp(-logit) costs one exp per view for all six flags. place: channel c's
     base + the number of place_thresholds[c] (padded with 2.0) the uniform passes (a power-law draw).
@@ -265,7 +264,10 @@ def engagement(
     n_blocks = (user_hi - user_lo + block_users - 1) // block_users
     taste_w, fan_w, noise = weights[0], weights[1], weights[2]
     n_flags = flag_steps.shape[0]
+    max_steps = np.abs(flag_steps).max()
+    n_latent = user_taste.shape[1]
     for b in nb.prange(n_blocks):
+        tpow = np.empty(2 * max_steps + 1)
         u0 = user_lo + b * block_users
         u1 = min(user_hi, u0 + block_users)
         r0, r1 = indptr[u0], indptr[u1]
@@ -282,28 +284,28 @@ def engagement(
             for r in range(indptr[u], indptr[u + 1]):
                 item = items[r]
                 ch = channel[r]
-                a = item_author[item]
+                a = item_author[item]  # (also in the record; this int array is exact for any count)
                 fan = 0
                 for f in range(f0, f1):
                     if fan_authors[f] == a:
                         fan = 1
                         break
                 dot = np.float32(0.0)
-                for d in range(user_taste.shape[1]):
-                    dot += user_taste[u, d] * item_latent[item, d]
+                for d in range(n_latent):
+                    dot += user_taste[u, d] * item_record[item, d]
                 s, z0, z1 = normal_pair(s)
-                aff = taste_w * dot + fan_w * fan + item_quality_term[item] + user_propensity[u] + noise * z0
+                aff = taste_w * dot + fan_w * fan + item_record[item, n_latent] + user_propensity[u] + noise * z0
                 out = r0 - base + perm[r - r0]
                 t = np.exp(-slope_step * aff)
                 t_inv = 1.0 / t
+                tpow[max_steps] = 1.0
+                for k in range(1, max_steps + 1):  # tpow[max_steps + k] = t^k, k in [-max_steps, max_steps]
+                    tpow[max_steps + k] = tpow[max_steps + k - 1] * t
+                    tpow[max_steps - k] = tpow[max_steps - k + 1] * t_inv
                 for f in range(n_flags):
-                    steps = flag_steps[f]
-                    e = flag_scale[fan, f]
-                    for _ in range(abs(steps)):
-                        e *= t if steps > 0 else t_inv
                     s, v = uniform(s)
-                    out_flags[f, out] = v * (1.0 + e) < 1.0
-                watched = item_duration[item] * np.exp(-0.7 + 0.35 * aff + 0.6 * z1)
+                    out_flags[f, out] = v * (1.0 + flag_scale[fan, f] * tpow[max_steps + flag_steps[f]]) < 1.0
+                watched = item_record[item, n_latent + 1] * np.exp(-0.7 + 0.35 * aff + 0.6 * z1)
                 out_timespent[out] = np.uint8(min(max(watched, 0.0), 255.0))
                 s, v = uniform(s)
                 place = place_base[ch]
