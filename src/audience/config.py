@@ -40,6 +40,7 @@ class SyntheticConfig:
     embedding_dim: int = 64
     embedding_noise: float = 0.55  # content noise: how much of the embedding is unrelated to taste
     item_lifetime_weeks: int = 4
+    quality_sigma: float = 0.9  # log-normal spread of clip quality: higher concentrates views on few clips
     freshness_decay: float = 0.45  # a live clip's exposure weight shrinks by this factor each week
     channel_probs: tuple[float, float, float] = (0.45, 0.35, 0.20)  # popularity, topic, favourite authors
     activity_sigma: float = 1.1  # log-normal spread of user activity (heavy tail)
@@ -102,28 +103,42 @@ PRESETS: dict[str, SyntheticConfig] = {
         oracle=False,
     ),
     # shaped like the challenge's up0.01_ip0.01 subsample: 100,000 users (the most active 1 %), 196,277
-    # clips, ~544 views per user-week (1.36 B train rows), 47,765 new clips in the test week, global metadata
+    # clips, ~544 views per user-week kept (1.36 B train rows), 47,765 new clips in the test week, global
+    # metadata. At this density a user sees a large share of the live catalogue, so clips live longer and
+    # quality is less concentrated than in the other presets; about half the draws repeat a (user, clip)
+    # pair and are dropped, hence 1,500 drawn views per active user-week.
     "vk": SyntheticConfig(
         name="vk",
         n_users=100_000,
         n_items=196_277,
         n_authors=20_000,
         n_train_weeks=25,
-        views_per_user_week=780.0,
+        views_per_user_week=1_500.0,
         rate_multiplier=1.0,
+        item_lifetime_weeks=12,
+        freshness_decay=0.85,
+        quality_sigma=0.4,
+        activity_sigma=0.8,
         test_new_items=47_765,
         global_metadata=True,
     ),
-    # vk's per-user density with a tenth of its users and clips (tests and quick runs; metadata not padded)
+    # vk's per-user density (views per user-week, share of the live catalogue seen) with a tenth of its users,
+    # for tests and quick runs: the same catalogue (a tenth of the clips would make users see most of it,
+    # and de-duplication would halve the density); the test week releases 10,000 clips (the cap's limit at
+    # 10,000 users); metadata not padded.
     "vk-small": SyntheticConfig(
         name="vk-small",
         n_users=10_000,
-        n_items=19_628,
-        n_authors=2_000,
+        n_items=196_277,
+        n_authors=20_000,
         n_train_weeks=25,
-        views_per_user_week=780.0,
+        views_per_user_week=1_500.0,
         rate_multiplier=1.0,
-        test_new_items=4_777,
+        item_lifetime_weeks=12,
+        freshness_decay=0.85,
+        quality_sigma=0.4,
+        activity_sigma=0.8,
+        test_new_items=10_000,
     ),
 }
 

@@ -155,7 +155,7 @@ def build_world(cfg: SyntheticConfig) -> World:
     item_latent = _normalize(
         topic_centers[item_topic] + author_style[item_author] + 0.35 * rng.normal(size=(I, L))
     ).astype(np.float32)
-    item_quality = rng.lognormal(0.0, 0.9, size=I) * author_popularity[item_author] ** 0.5
+    item_quality = rng.lognormal(0.0, cfg.quality_sigma, size=I) * author_popularity[item_author] ** 0.5
     item_release = rng.integers(1 - cfg.item_lifetime_weeks, cfg.n_weeks, size=I)  # some live at week 0
     if cfg.test_new_items:  # its own stream, so the rest of the world does not depend on it
         boosted = np.random.default_rng([cfg.seed, 3]).choice(
@@ -609,20 +609,73 @@ class WeekOracle:
         return p_view * (1.0 - p_none)
 
 
-def _write_oracle(world, cfg, week, items, offsets, path: Path, batch: int = 64) -> None:
-    """Top `oracle_depth` users per clip by expected positives, batched over clips."""
+AFFINITY_GRID = (-40.0, 40.0, 1e-3)  # where the oracle tabulates P(any positive | affinity): lo, hi, step
+
+
+def _any_positive_table(cfg: SyntheticConfig, offsets: dict[str, float]) -> np.ndarray:
+    """P(any positive flag | view) on AFFINITY_GRID for fan = 0 and 1, the affinity noise integrated by the
+    probit approximation (the model of `WeekOracle.scores`)."""
+    lo, hi, step = AFFINITY_GRID
+    affinity = np.arange(lo, hi + step / 2, step)
+    table = np.empty((2, affinity.shape[0]))
+    for fan in (0, 1):
+        p_none = np.ones_like(affinity)
+        for flag, slope in FLAG_SLOPE.items():
+            scale = 1.0 / np.sqrt(1.0 + np.pi * (slope * cfg.affinity_noise) ** 2 / 8.0)
+            p_none *= 1.0 - expit((offsets[flag] + slope * affinity + FLAG_FAN_BONUS[flag] * fan) * scale)
+        table[fan] = 1.0 - p_none
+    return table
+
+
+def oracle_top(
+    world: World, cfg: SyntheticConfig, week: int, items: np.ndarray, offsets: dict[str, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top `oracle_depth` users (indices, best first) and their expected positives for clips `items` of
+    `week`: `WeekOracle.scores`' model in one numba pass per clip with bound pruning (memory: the output
+    plus a users-sized mark per thread)."""
     depth = min(cfg.oracle_depth, cfg.n_users)
-    oracle = WeekOracle(world, cfg, week, offsets)
-    tops, scores = [], []
-    for start in range(0, items.shape[0], batch):  # batches of clips, each vectorized over all users
-        s = oracle.scores(items[start : start + batch])
-        part = np.argpartition(-s, depth - 1, axis=1)[:, :depth]
-        ps = np.take_along_axis(s, part, axis=1)
-        order = np.argsort(-ps, axis=1, kind="stable")
-        tops.append(np.take_along_axis(part, order, axis=1))
-        scores.append(np.take_along_axis(ps, order, axis=1))
-    top = np.concatenate(tops) if tops else np.zeros((0, depth), dtype=np.int64)
-    score = np.concatenate(scores) if scores else np.zeros((0, depth))
+    if np.any(np.asarray(cfg.channel_probs) < 0) or cfg.taste_weight < 0:
+        raise ValueError("oracle_top's bound needs non-negative channel probabilities and taste weight")
+    weight = _week_weight(world, cfg, week)
+    fan_user, fan_author = np.divmod(world.fan_keys, cfg.n_authors)
+    by_author = np.argsort(fan_author, kind="stable")
+    fans_indptr = np.concatenate([[0], np.cumsum(np.bincount(fan_author, minlength=cfg.n_authors))])
+    views = world.user_activity * world.user_active_prob * (world.user_join_week <= week)
+    lo, _, step = AFFINITY_GRID
+    users = np.zeros((items.shape[0], depth), dtype=np.int64)
+    scores = np.zeros((items.shape[0], depth), dtype=np.float64)
+    kernels.oracle_top(
+        weight[items],
+        world.item_topic[items].astype(np.int64),
+        world.item_author[items].astype(np.int64),
+        np.ascontiguousarray(world.item_latent[items], dtype=np.float64),
+        cfg.quality_weight * np.log(world.item_quality[items]),
+        np.bincount(world.item_topic, weights=weight, minlength=cfg.n_topics),
+        np.bincount(world.item_author, weights=weight, minlength=cfg.n_authors),
+        max(weight.sum(), 1e-12),
+        np.asarray(cfg.channel_probs, dtype=np.float64),
+        np.ascontiguousarray(world.user_theta.T, dtype=np.float64),
+        world.user_taste.astype(np.float64),
+        views.astype(np.float64),
+        1.0 / np.maximum(np.diff(world.fan_indptr), 1).astype(np.float64),
+        world.user_propensity.astype(np.float64),
+        fans_indptr.astype(np.int64),
+        fan_user[by_author].astype(np.int64),
+        _any_positive_table(cfg, offsets),
+        lo,
+        1.0 / step,
+        cfg.taste_weight,
+        cfg.fan_weight,
+        depth,
+        users,
+        scores,
+    )
+    return users, scores
+
+
+def _write_oracle(world, cfg, week, items, offsets, path: Path) -> None:
+    """Top `oracle_depth` users per clip by expected positives (`oracle_top`)."""
+    top, score = oracle_top(world, cfg, week, items, offsets)
     frame = pl.DataFrame(
         {
             "item_id": pl.Series(world.item_ids[items], dtype=pl.UInt32),

@@ -294,7 +294,13 @@ def engagement(
                 for d in range(n_latent):
                     dot += user_taste[u, d] * item_record[item, d]
                 s, z0, z1 = normal_pair(s)
-                aff = taste_w * dot + fan_w * fan + item_record[item, n_latent] + user_propensity[u] + noise * z0
+                aff = (
+                    taste_w * dot
+                    + fan_w * fan
+                    + item_record[item, n_latent]
+                    + user_propensity[u]
+                    + noise * z0
+                )
                 out = r0 - base + perm[r - r0]
                 t = np.exp(-slope_step * aff)
                 t_inv = 1.0 / t
@@ -325,3 +331,117 @@ def engagement(
                     out_agent[out] = user_agent[u]
                 out_user[out] = user_ids[u]
                 out_item[out] = item_ids[item]
+
+
+@nb.njit(inline="always", cache=True)
+def _interp(table, fan, lo, inv_step, x):
+    pos = (x - lo) * inv_step
+    if pos <= 0.0:
+        return table[fan, 0]
+    last = table.shape[1] - 1
+    if pos >= last:
+        return table[fan, last]
+    k = int(pos)
+    frac = pos - k
+    return table[fan, k] * (1.0 - frac) + table[fan, k + 1] * frac
+
+
+@nb.njit(inline="always", cache=True)
+def _heap_push(scores, users, size, score, user):
+    """Keep the `len(scores)` best (score, user) pairs in a min-heap; returns the new size."""
+    if size < scores.shape[0]:
+        k = size
+        size += 1
+        while k > 0:
+            parent = (k - 1) >> 1
+            if scores[parent] <= score:
+                break
+            scores[k], users[k] = scores[parent], users[parent]
+            k = parent
+        scores[k], users[k] = score, user
+        return size
+    k = 0
+    while True:  # replace the root and sift down
+        child = 2 * k + 1
+        if child >= size:
+            break
+        if child + 1 < size and scores[child + 1] < scores[child]:
+            child += 1
+        if scores[child] >= score:
+            break
+        scores[k], users[k] = scores[child], users[child]
+        k = child
+    scores[k], users[k] = score, user
+    return size
+
+
+@nb.njit(parallel=True, cache=True)
+def oracle_top(
+    clip_weight,
+    clip_topic,
+    clip_author,
+    clip_latent,
+    clip_quality_term,
+    topic_total,
+    author_total,
+    live_total,
+    channel_probs,
+    theta_t,
+    user_taste,
+    expected_views,
+    inv_fan_degree,
+    propensity,
+    fans_indptr,
+    fans_users,
+    any_positive,
+    grid_lo,
+    grid_inv_step,
+    taste_weight,
+    fan_weight,
+    depth,
+    out_users,
+    out_scores,
+):
+    """Top `depth` users per clip by expected positives P(view) x P(any positive | view), exactly as
+    `WeekOracle.scores` (P(any positive) read from `any_positive[fan]`, a fine grid over the affinity,
+    linearly interpolated). Users whose upper bound (taste match at its maximum 1, 1 - e^-x <= x) cannot
+    enter the current top are skipped without computing their match. Memory: a users-sized mark per clip
+    thread; out_* are (n_clips, depth), best first."""
+    p_pop, p_topic, p_fan = channel_probs[0], channel_probs[1], channel_probs[2]
+    n_users = theta_t.shape[1]
+    for c in nb.prange(clip_weight.shape[0]):
+        w = clip_weight[c]
+        topic, author = clip_topic[c], clip_author[c]
+        pop_rate = p_pop * w / live_total
+        topic_rate = p_topic * w / max(topic_total[topic], 1e-12)
+        fan_rate = p_fan * w / max(author_total[author], 1e-12)
+        base_aff = clip_quality_term[c]
+        is_fan = np.zeros(n_users, dtype=np.uint8)
+        for j in range(fans_indptr[author], fans_indptr[author + 1]):
+            is_fan[fans_users[j]] = 1
+        heap_scores = np.empty(depth, dtype=np.float64)
+        heap_users = np.empty(depth, dtype=np.int64)
+        size = 0
+        for u in range(n_users):
+            fan = is_fan[u]
+            rate = pop_rate + topic_rate * theta_t[topic, u] + fan * inv_fan_degree[u] * fan_rate
+            x = rate * expected_views[u]
+            partial = base_aff + fan_weight * fan + propensity[u]
+            if size == depth:
+                bound = min(x, 1.0) * _interp(
+                    any_positive, fan, grid_lo, grid_inv_step, partial + taste_weight * 1.001
+                )
+                if bound <= heap_scores[0]:
+                    continue
+            dot = 0.0
+            for d in range(user_taste.shape[1]):
+                dot += user_taste[u, d] * clip_latent[c, d]
+            score = -np.expm1(-x) * _interp(
+                any_positive, fan, grid_lo, grid_inv_step, partial + taste_weight * dot
+            )
+            if size < depth or score > heap_scores[0]:
+                size = _heap_push(heap_scores, heap_users, size, score, u)
+        order = np.argsort(-heap_scores[:size])
+        for k in range(size):
+            out_users[c, k] = heap_users[order[k]]
+            out_scores[c, k] = heap_scores[order[k]]
