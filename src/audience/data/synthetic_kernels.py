@@ -259,7 +259,8 @@ def engagement(
     exp(-offset - bonus x fan) and slope = flag_steps[f] x slope_step, so exp(-logit) costs one exp per
     view for all six flags. place: channel c's base + the number of place_thresholds[c] (padded with 2.0)
     the uniform passes (a power-law draw). out_flags rows: like, dislike, share, bookmark,
-    click_on_author, open_comments; out_user / out_item get the external ids (user_ids[user], item_ids[clip])."""
+    click_on_author, open_comments; out_user / out_item get the external ids (user_ids[user],
+    item_ids[clip])."""
     base = indptr[user_lo]
     n_blocks = (user_hi - user_lo + block_users - 1) // block_users
     taste_w, fan_w, noise = weights[0], weights[1], weights[2]
