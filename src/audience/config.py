@@ -52,8 +52,8 @@ class SyntheticConfig:
     affinity_noise: float = 1.0
     oracle_depth: int = 300
     oracle: bool = True  # write the hidden oracle lists (costs ~ new clips x users per truth week)
-    # clips released in the test week on top of the uniform release schedule (the challenge's test week
-    # brings 47,765 new clips); 0 keeps the uniform schedule
+    # > 0: exactly this many clips are released in the test week (the challenge's test week brings 47,765
+    # new clips), the others over the earlier weeks; 0 keeps the uniform release schedule
     test_new_items: int = 0
     # pad the metadata to the real global sizes (10 M users, 19.6 M clips: data/metadata_padding.py)
     global_metadata: bool = False
@@ -124,8 +124,8 @@ PRESETS: dict[str, SyntheticConfig] = {
     ),
     # vk's per-user density (views per user-week, share of the live catalogue seen) with a tenth of its users,
     # for tests and quick runs: the same catalogue (a tenth of the clips would make users see most of it,
-    # and de-duplication would halve the density); the test week releases 10,000 clips (the cap's limit at
-    # 10,000 users); metadata not padded.
+    # and de-duplication would halve the density); the test week releases vk's share of new clips per user
+    # (4,777); metadata not padded.
     "vk-small": SyntheticConfig(
         name="vk-small",
         n_users=10_000,
@@ -138,7 +138,7 @@ PRESETS: dict[str, SyntheticConfig] = {
         freshness_decay=0.85,
         quality_sigma=0.4,
         activity_sigma=0.8,
-        test_new_items=10_000,
+        test_new_items=4_777,
     ),
 }
 

@@ -157,11 +157,14 @@ def build_world(cfg: SyntheticConfig) -> World:
     ).astype(np.float32)
     item_quality = rng.lognormal(0.0, cfg.quality_sigma, size=I) * author_popularity[item_author] ** 0.5
     item_release = rng.integers(1 - cfg.item_lifetime_weeks, cfg.n_weeks, size=I)  # some live at week 0
-    if cfg.test_new_items:  # its own stream, so the rest of the world does not depend on it
-        boosted = np.random.default_rng([cfg.seed, 3]).choice(
-            I, size=min(cfg.test_new_items, I), replace=False
+    if cfg.test_new_items:  # exactly this many released in the test week; its own stream
+        extra = np.random.default_rng([cfg.seed, 3])
+        test_week = cfg.n_weeks - 1
+        at_test = item_release == test_week
+        item_release[at_test] = extra.integers(
+            1 - cfg.item_lifetime_weeks, test_week, size=int(at_test.sum())
         )
-        item_release[boosted] = cfg.n_weeks - 1
+        item_release[extra.choice(I, size=min(cfg.test_new_items, I), replace=False)] = test_week
     item_duration = np.clip(rng.lognormal(np.log(25.0), 0.75, size=I), 3, 255).astype(np.uint8)
 
     projection = rng.normal(size=(L, cfg.embedding_dim)) / np.sqrt(L)
