@@ -696,6 +696,7 @@ def generate(
     progress: bool = True,
     overwrite: bool = False,
     chunk_rows: int = CHUNK_ROWS,
+    weeks: int | None = None,
 ) -> DatasetLayout:
     """Write a synthetic dataset in the VK-LSVD layout under `out_dir` and its hidden truth beside it
     (metadata padded to the real global sizes when `cfg.global_metadata`).
@@ -703,8 +704,9 @@ def generate(
     Streams week by week. Memory: the world state, the de-duplicated (clip, channel) of the current week
     and of the last `item_lifetime_weeks - 1` weeks (5 bytes a view; needed so no (user, clip) pair
     repeats), the current week's draws before de-duplication (5 bytes a draw), one chunk of `chunk_rows`
-    rows being written (~30 bytes a row) and the oracle's batch. `chunk_rows` changes row groups only,
-    never the data."""
+    rows being written (~30 bytes a row) and the oracle's output. `chunk_rows` changes row groups only,
+    never the data. `weeks`: write only the first `weeks` weeks (the same files as the whole preset's;
+    the metadata ranks then count only those weeks), to measure a large preset without making all of it."""
     layout = DatasetLayout(Path(out_dir), subsample)
     if layout.interactions_root.exists() or layout.metadata_dir.exists():
         if not overwrite:
@@ -719,7 +721,8 @@ def generate(
     offsets: dict[str, float] | None = None
     stats = {"rows": 0, "flag_counts": dict.fromkeys(REAL_RATES, 0)}
     all_users = np.arange(cfg.n_users, dtype=np.int64)
-    for week in progress_report.iterate(range(cfg.n_weeks), f"synthetic {cfg.name}", "weeks", progress):
+    n_weeks = cfg.n_weeks if weeks is None else min(weeks, cfg.n_weeks)
+    for week in progress_report.iterate(range(n_weeks), f"synthetic {cfg.name}", "weeks", progress):
         samplers = _week_samplers(world, cfg, week)
         n_views = _week_view_counts(world, cfg, week)
         if offsets is None:
@@ -765,7 +768,13 @@ def generate(
         with open(tmp, "wb") as fh:
             np.savez(fh, item_id=world.item_ids, embedding=world.item_embedding)
     rates = {flag: count / max(stats["rows"], 1) for flag, count in stats["flag_counts"].items()}
-    summary = {"config": asdict(cfg), "rows": stats["rows"], "rates": rates, "flag_offsets": offsets}
+    summary = {
+        "config": asdict(cfg),
+        "weeks_written": n_weeks,
+        "rows": stats["rows"],
+        "rates": rates,
+        "flag_offsets": offsets,
+    }
     layout.truth_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(layout.truth_dir / "generator.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
