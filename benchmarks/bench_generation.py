@@ -63,8 +63,15 @@ def measure(args: list[str], log: Path) -> dict:
 
 
 def rows_of(out: Path) -> dict:
+    """Rows and weeks written, and the train rows (counted from the train files' parquet footers)."""
+    import polars as pl
+
+    from audience.data.layout import DatasetLayout
+
     summary = json.loads((out / "_synthetic_truth" / "full" / "generator.json").read_text())
-    return {"rows": summary["rows"], "weeks": summary["weeks_written"]}
+    train = DatasetLayout(out).train_weeks()
+    train_rows = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in train)
+    return {"rows": summary["rows"], "weeks": summary["weeks_written"], "train_rows": train_rows}
 
 
 def generation_piece(preset: str, out: Path, weeks: int | None, local_metadata: bool, logs: Path) -> dict:
@@ -104,8 +111,9 @@ def summary(figures: dict) -> str:
     lines += [*table(header, rows), ""]
     est = figures["vk_estimate"]
     lines += [
-        f"Whole `vk` estimated from these pieces: {est['train_rows']:,} train rows (vk-small's rows per"
-        f" user-week x 10) + validation and test weeks, {est['generation_wall_s']} s wall /"
+        f"Train rows per user-week of {figures['small']}: {figures['train_rows_per_user_week'][figures['small']]}. Whole"
+        f" `vk` estimated from these pieces: {est['train_rows']:,} train rows (those per user-week x its"
+        " users x 25 weeks) + validation and test weeks, {est['generation_wall_s']} s wall /"
         f" {est['generation_cpu_s']} s CPU at the measured vk rates, plus the test-week oracle and the"
         f" padding: {est['total_wall_s']} s wall, {est['total_cpu_s']} s CPU.",
     ]
@@ -148,17 +156,19 @@ def main() -> None:
     small_cfg, large_cfg = preset(args.small), preset(args.large)
     small_piece = pieces[f"{args.small} (all weeks)"]
     large_piece = pieces[f"{args.large} (first {args.weeks} weeks)"]
-    per_user_week = small_piece["rows"] / (small_cfg.n_users * small_cfg.n_weeks)
-    total_rows = round(per_user_week * large_cfg.n_users * large_cfg.n_weeks)
+    per_user_week = small_piece["train_rows"] / (small_cfg.n_users * small_cfg.n_train_weeks)
+    per_user_other = (small_piece["rows"] - small_piece["train_rows"]) / small_cfg.n_users
     train_rows = round(per_user_week * large_cfg.n_users * large_cfg.n_train_weeks)
+    total_rows = train_rows + round(per_user_other * large_cfg.n_users)
     gen_wall = total_rows / large_piece["rows_per_wall_s"]
     gen_cpu = total_rows / large_piece["rows_per_cpu_s"]
     extra = [pieces[f"{args.large} test-week oracle"], pieces[f"{args.large} metadata padding"]]
     figures = {
         "machine": machine(),
         "numba_threads": numba.get_num_threads(),
+        "small": args.small,
         "pieces": pieces,
-        "rows_per_user_week": {args.small: round(per_user_week, 1)},
+        "train_rows_per_user_week": {args.small: round(per_user_week, 1)},
         "vk_estimate": {
             "train_rows": train_rows,
             "rows": total_rows,
@@ -171,6 +181,7 @@ def main() -> None:
     if args.full:
         full = generation_piece(args.large, ROOT / "data" / f"synthetic-{args.large}", None, False, logs)
         pieces[f"{args.large} (whole, padded)"] = full
+        figures["vk_whole"] = {k: full[k] for k in ("rows", "train_rows", "wall_s", "cpu_s", "disk_gib")}
     shutil.rmtree(large_out, ignore_errors=True)
     publish(RESULTS / "generation_vk", figures, summary(figures))
 

@@ -106,14 +106,14 @@ PRESETS: dict[str, SyntheticConfig] = {
     # clips, ~544 views per user-week kept (1.36 B train rows), 47,765 new clips in the test week, global
     # metadata. At this density a user sees a large share of the live catalogue, so clips live longer and
     # quality is less concentrated than in the other presets; about half the draws repeat a (user, clip)
-    # pair and are dropped, hence 1,500 drawn views per active user-week.
+    # pair and are dropped, hence 1,375 drawn views per active user-week.
     "vk": SyntheticConfig(
         name="vk",
         n_users=100_000,
         n_items=196_277,
         n_authors=20_000,
         n_train_weeks=25,
-        views_per_user_week=1_500.0,
+        views_per_user_week=1_375.0,
         rate_multiplier=1.0,
         item_lifetime_weeks=12,
         freshness_decay=0.85,
@@ -132,7 +132,7 @@ PRESETS: dict[str, SyntheticConfig] = {
         n_items=196_277,
         n_authors=20_000,
         n_train_weeks=25,
-        views_per_user_week=1_500.0,
+        views_per_user_week=1_375.0,
         rate_multiplier=1.0,
         item_lifetime_weeks=12,
         freshness_decay=0.85,
