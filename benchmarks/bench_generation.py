@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine, machine_line
+from _machine import machine
 from _suite import RESULTS, ROOT, publish, run_child
 
 from audience.markdown import table
@@ -85,10 +85,12 @@ def generation_piece(preset: str, out: Path, weeks: int | None, local_metadata: 
 
 
 def summary(figures: dict) -> str:
+    m = figures["machine"]
     lines = [
         "# Synthetic generation: vk presets",
         "",
-        f"Machine: {machine_line()}; numba threads: {figures['numba_threads']}. Wall seconds depend on"
+        f"Machine: {m['date']}, {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB RAM, Python"
+        f" {m['python']}; numba threads: {figures['numba_threads']}. Wall seconds depend on"
         " the other engineers' load on the shared cores (load average before/after shown); CPU"
         " seconds count every thread of the child process.",
         "",
@@ -111,12 +113,20 @@ def summary(figures: dict) -> str:
     lines += [*table(header, rows), ""]
     est = figures["vk_estimate"]
     lines += [
-        f"Train rows per user-week of {figures['small']}: {figures['train_rows_per_user_week'][figures['small']]}. Whole"
-        f" `vk` estimated from these pieces: {est['train_rows']:,} train rows (those per user-week x its"
-        " users x 25 weeks) + validation and test weeks, {est['generation_wall_s']} s wall /"
-        f" {est['generation_cpu_s']} s CPU at the measured vk rates, plus the test-week oracle and the"
-        f" padding: {est['total_wall_s']} s wall, {est['total_cpu_s']} s CPU.",
+        f"Train rows per user-week of {figures['small']}:"
+        f" {figures['train_rows_per_user_week'][figures['small']]}. Whole `vk` estimated from these"
+        f" pieces: {est['train_rows']:,} train rows (those per user-week x its users x 25 weeks) +"
+        f" validation and test weeks, {est['generation_wall_s']} s wall / {est['generation_cpu_s']} s CPU"
+        " at the measured vk rates, plus the test-week oracle and the padding:"
+        f" {est['total_wall_s']} s wall, {est['total_cpu_s']} s CPU.",
     ]
+    if "vk_whole" in figures:
+        whole = figures["vk_whole"]
+        lines.append(
+            f"Whole `vk` generated (padded metadata, oracle included): {whole['rows']:,} rows"
+            f" ({whole['train_rows']:,} train), {whole['wall_s']} s wall, {whole['cpu_s']} s CPU,"
+            f" {whole['disk_gib']} GiB on disk."
+        )
     return "\n".join(lines)
 
 
@@ -135,7 +145,12 @@ def main() -> None:
     parser.add_argument("--large", default="vk")
     parser.add_argument("--weeks", type=int, default=6, help="weeks of the large preset to generate")
     parser.add_argument("--full", action="store_true", help="also generate the whole large preset")
+    parser.add_argument("--report", action="store_true", help="only rewrite the .md from the .json")
     args = parser.parse_args()
+    if args.report:
+        figures = json.loads((RESULTS / "generation_vk.json").read_text())
+        publish(RESULTS / "generation_vk", figures, summary(figures))
+        return
     import numba
 
     from audience.config import preset
