@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from audience.config import STAGES, RunConfig  # noqa: E402
+from audience.config import STAGES  # noqa: E402
 from audience.markdown import fmt, fmt_duration, parse_table, table  # noqa: E402
 
 README = ROOT / "README.md"
@@ -50,7 +50,8 @@ def share(value: float, whole: float) -> str:
 
 
 def block_demo(root: Path) -> list[str]:
-    """The validate run of `make demo` (synthetic small): every method's NDCG and pool recall."""
+    """The validate run of `make demo` (synthetic small): every method's NDCG and pool recall, from the record
+    `reports/record_run.py` writes of a run folder."""
     path = root / "reports" / "results" / "synthetic-small-validate.json"
     res = read_json(path)
     rows = sorted(res["methods"], key=lambda r: -r.get("ndcg_capped", -1.0))
@@ -142,35 +143,8 @@ def block_ranking(root: Path) -> list[str]:
         "",
         *prose(
             "NDCG@100 after the cap, validate mode; each stage against the best before it"
-            f" ({', '.join(f'`reports/ranking_synthetic-{p}.md`' for p in tables)})."
-        ),
-    ]
-
-
-def block_generators(root: Path) -> list[str]:
-    """Every clip -> users generator on medium: fit, latency and quality."""
-    path = RESULTS / "generators_medium.json"
-    figs = read_json(path)
-    shown = (*RunConfig().sources, *RunConfig().baselines, "ease_bridge", "slim_bridge")
-    ok = [r for r in figs["rows"] if r.get("status") == "ok" and r["generator"] in shown]
-    body = [
-        [
-            r["generator"],
-            fmt(r["fit_s"]),
-            fmt(r["latency_ms"]),
-            f"{r['ndcg@100']:.4f}",
-            f"{r['recall@300']:.4f}",
-        ]
-        for r in sorted(ok, key=lambda r: -r["ndcg@100"])
-    ]
-    return [
-        *table(["generator", "fit s", "one clip ms", "NDCG@100", "recall@300"], body),
-        "",
-        *prose(
-            "The default sources, baselines and the other CF bridges on synthetic medium, validate mode"
-            " (oracle NDCG@100"
-            f" {figs['oracle_ndcg@100']:.4f}); measured {machine_text(figs['machine'])}"
-            f" (`{path.relative_to(root)}`)."
+            f" ({', '.join(f'`reports/ranking_synthetic-{p}.md`' for p in tables)}); medium:"
+            " `configs/competition.toml` on db97de2's code (before the run index and label-week protocol)."
         ),
     ]
 
@@ -201,19 +175,8 @@ def block_models(root: Path) -> list[str]:
         if ours in rows and peer in rows
     ]
     results = rankers["results"]
-    ranked = [
-        [
-            name,
-            fmt(rankers["models"][name]["fit_s"]),
-            f"{rankers['models'][name]['train_rows']:,}",
-            f"{results[method]['ndcg_capped']:.4f}",
-        ]
-        for name, method in (("reranker", "reranked"), ("mixigen", "mixigen"))
-    ]
     return [
         *table(["ours", "peer", "fit s", "peer fit s", "recall@50", "peer recall@50"], body, "llrrrr"),
-        "",
-        *table(["ranker", "fit s", "training rows", "NDCG@100"], ranked),
         "",
         *prose(
             "Synthetic medium, one thread; recall@50 of user -> clips on the validation week."
@@ -258,14 +221,6 @@ def block_ann(root: Path) -> list[str]:
     ]
 
 
-def block_metric_speed(root: Path) -> list[str]:
-    """The metric and the assignment at challenge scale (benchmarks/bench_ndcg.py)."""
-    path = RESULTS / "bench_ndcg.txt"
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    out = [row for line in lines for row in prose(line.split(" | ")[0].split(" (")[0], bullet=True)]
-    return out + prose(f"machine: {lines[0].split(' | ')[1]} (`{path.relative_to(root)}`)", bullet=True)
-
-
 def block_global_metadata(root: Path) -> list[str]:
     """`small` with metadata of the real global size against `small` as generated
     (benchmarks/bench_global_metadata.py)."""
@@ -297,15 +252,58 @@ def block_global_metadata(root: Path) -> list[str]:
     ]
 
 
+NOT_SOURCES = ("oracle", "reranked", "blend", "quota", "mixigen", "union of sources")
+
+
+def block_shapes(root: Path) -> list[str]:
+    """The default against the best single source and the RRF blend on each data shape
+    (reports/shapes_report.py)."""
+    path = root / "reports" / "shapes_small.json"
+    figs = read_json(path)
+    shapes = figs["shapes"]
+
+    def cells(shape: str, variant: str, key: str = "ndcg_capped") -> list[str]:
+        methods = shapes[shape][variant]["methods"]
+        sources = {m: r[key] for m, r in methods.items() if m not in NOT_SOURCES and key in r}
+        best = max(sources, key=sources.get)
+        return [
+            f"{methods['reranked'][key]:.4f}",
+            f"{sources[best]:.4f} {best}",
+            f"{methods['blend'][key]:.4f}",
+        ]
+
+    rows = [
+        ["rolling (new clips every week), protocol new: the default", *cells("rolling", "new")],
+        ["rolling, new + pseudo-new clips", *cells("rolling", "both")],
+        ["rolling, pseudo-new clips only", *cells("rolling", "pseudo")],
+        [
+            "stocked (no new clip in a train week), validate: falls back to pseudo-new",
+            *cells("stocked", "new->pseudo"),
+        ],
+        ["stocked, submit: the validation week's new clips", *cells("stocked", "submit-new")],
+        ["warm targets mixed in: the cold group", *cells("warm", "exclude", "ndcg_capped_cold")],
+        ["warm targets mixed in: the warm group", *cells("warm", "exclude", "ndcg_capped_warm")],
+        ["warm group without the seen-user exclusion", *cells("warm", "neither", "ndcg_capped_warm")],
+        ["warm group with the own_audience source added", *cells("warm", "exclude+own", "ndcg_capped_warm")],
+    ]
+    return [
+        *table(["shape, variant", "default (reranked)", "best single source", "RRF blend"], rows, "lrrr"),
+        "",
+        *prose(
+            "NDCG@100 after the cap, synthetic small, validate mode unless said;"
+            f" measured {figs['machine']} (`{path.relative_to(root)}`; all methods in its .md)."
+        ),
+    ]
+
+
 BLOCKS: dict[str, Callable[[Path], list[str]]] = {
     "demo": block_demo,
     "assignment": block_assignment,
     "ranking": block_ranking,
-    "generators": block_generators,
     "models": block_models,
     "ann": block_ann,
-    "metric-speed": block_metric_speed,
     "global-metadata": block_global_metadata,
+    "shapes": block_shapes,
 }
 
 

@@ -30,3 +30,19 @@ def tiny_run(tiny_dir, tmp_path_factory):
 
     cfg = tiny_config(tiny_dir, tmp_path_factory.mktemp("run-validate"))
     return run_all(cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_stocked_dir(tmp_path_factory) -> Path:
+    """Tiny data of the stocked shape: every clip lives in every week, new clips only in validation/test."""
+    root = tmp_path_factory.mktemp("tiny-stocked")
+    generate(root, preset("tiny", seed=3, shape="stocked", warm_targets=60), progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_stocked_run(tiny_stocked_dir, tmp_path_factory):
+    """The default pipeline on the stocked shape (validate mode): no label week has new clips."""
+    from audience.pipeline import run_all
+
+    return run_all(tiny_config(tiny_stocked_dir, tmp_path_factory.mktemp("run-stocked")))

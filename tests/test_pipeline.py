@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 from conftest import tiny_config
 
+from audience import pipeline
 from audience.config import preset
 from audience.data.embeddings import load_embeddings
 from audience.data.layout import DatasetLayout
@@ -233,8 +234,9 @@ def test_holdout_runs_are_shared_and_reused(tiny_run):
     ]
 
 
-def test_rewritten_data_rebuilds_the_holdout_runs(tiny_dir, tmp_path):
-    """Data regenerated under the same paths must not be served stale holdout runs."""
+def test_rewritten_data_or_edited_code_rebuilds_the_holdout_runs(tiny_dir, tmp_path, monkeypatch):
+    """Data regenerated under the same paths, or an edit of the code that made them, must not be served stale
+    holdout runs: both rebuild them in place."""
     data = tmp_path / "data"
     shutil.copytree(tiny_dir, data)
     cfg = tiny_config(data, tmp_path / "run")
@@ -248,6 +250,14 @@ def test_rewritten_data_rebuilds_the_holdout_runs(tiny_dir, tmp_path):
     run_stage(cfg, "rank")
     assert sorted((cfg.artifacts.parent / f"{cfg.dataset_name}-holdout").iterdir()) == holdout
     assert all((p / "fit_data.npz").stat().st_mtime_ns != stamps[p] for p in holdout)
+    stamps = {p: (p / "fit_data.npz").stat().st_mtime_ns for p in holdout}
+    run_stage(cfg, "rank")  # nothing changed: reused
+    assert {p: (p / "fit_data.npz").stat().st_mtime_ns for p in holdout} == stamps
+    monkeypatch.setattr(pipeline, "UPSTREAM_CODE", "edited")
+    run_stage(cfg, "rank")
+    assert sorted((cfg.artifacts.parent / f"{cfg.dataset_name}-holdout").iterdir()) == holdout
+    assert all((p / "fit_data.npz").stat().st_mtime_ns != stamps[p] for p in holdout)
+    assert all(read_json(p / "holdout.json")["code"] == "edited" for p in holdout)
 
 
 def test_saved_reranker_reproduces_the_reranked_scores(tiny_run):

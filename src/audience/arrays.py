@@ -24,11 +24,6 @@ class TopK(NamedTuple):
     ids: np.ndarray
     scores: np.ndarray
 
-    @property
-    def users(self) -> np.ndarray:
-        """`ids` under its former name, read by pipeline.stage_candidates only; goes when that reads `ids`."""
-        return self.ids
-
     @classmethod
     def empty(cls, n: int, k: int) -> TopK:
         return cls(np.full((n, k), -1, dtype=np.int32), np.full((n, k), -np.inf, dtype=np.float32))

@@ -61,7 +61,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from audience.config import PRESETS
+    from audience.config import PRESETS, SHAPES
 
     parser = argparse.ArgumentParser(prog="audience", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--data-dir", type=Path, help="default data/synthetic-<preset>")
     synth.add_argument("--subsample", help="write under subsamples/<name>/ instead of interactions/")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--shape", choices=SHAPES, default="rolling", help="stocked: no new clips in train weeks"
+    )
+    synth.add_argument(
+        "--warm-targets",
+        type=int,
+        default=0,
+        help="targets/mixed_<split>.parquet: new + this many warm clips",
+    )
     synth.add_argument("--overwrite", action="store_true")
     synth.add_argument(
         "--global-metadata",
@@ -107,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = args.data_dir or Path(f"data/synthetic-{args.preset}")
             progress.configure(not args.quiet)
             explicit = bool(args.global_metadata or args.metadata_users or args.metadata_items)
-            synth_cfg = preset(args.preset, seed=args.seed)
+            synth_cfg = preset(args.preset, seed=args.seed, shape=args.shape, warm_targets=args.warm_targets)
             if explicit or args.local_metadata:  # padded below (or not at all), not by the preset
                 synth_cfg = replace(synth_cfg, global_metadata=False)
             layout = generate(out, synth_cfg, args.subsample, not args.quiet, args.overwrite)
@@ -116,11 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("padded its metadata to the real global sizes (the preset's global_metadata)")
             if explicit:
                 default_users, default_items = (REAL_USERS, REAL_ITEMS) if args.global_metadata else (0, 0)
-                cfg = preset(args.preset)
                 padded = pad_metadata(
                     layout,
-                    max(args.metadata_users or default_users, cfg.n_users),
-                    max(args.metadata_items or default_items, cfg.n_items),
+                    max(args.metadata_users or default_users, synth_cfg.n_users),
+                    max(args.metadata_items or default_items, synth_cfg.n_items),
                     args.seed,
                     not args.quiet,
                 )

@@ -20,6 +20,7 @@ STAGES = ("profiles", "candidates", "blend", "rank", "assign", "evaluate", "subm
 STRATEGIES = ("slots", "global", "margin")  # cap-aware assignment strategies (assign.py)
 COVARIANCE_TYPES = ("spherical", "diag", "tied", "full")  # GMM covariance structures (profiles/gmm.py)
 INITS = ("kmeans", "k-means++", "random_from_data")  # GMM initialisations
+SHAPES = ("rolling", "stocked")  # synthetic data shapes (data/synthetic.py)
 QUOTA_OBJECTIVES = ("ndcg", "recall")  # what the fixed-quota search maximises (rank/mixigen.py)
 
 
@@ -57,7 +58,20 @@ class SyntheticConfig:
     test_new_items: int = 0
     # pad the metadata to the real global sizes (10 M users, 19.6 M clips: data/metadata_padding.py)
     global_metadata: bool = False
+    # "rolling": clips are released every week and live `item_lifetime_weeks`; "stocked": one catalogue live
+    # in every week (no new clip in any train week after the first), new clips only in validation and test
+    # (a share `stocked_new_share` of all clips, exposure x `new_clip_boost`, fading like rolling clips)
+    shape: str = "rolling"
+    stocked_new_share: float = 0.1
+    new_clip_boost: float = 4.0
+    # > 0: also write targets/mixed_<split>.parquet per truth week: its new clips plus up to this many
+    # warm clips (seen in that week's fit weeks), the shape of a target list whose clips have an audience
+    warm_targets: int = 0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.shape not in SHAPES:
+            raise ValueError(f"synthetic shape must be one of {SHAPES}, got {self.shape!r}")
 
     @property
     def n_weeks(self) -> int:
@@ -259,6 +273,20 @@ class RerankerConfig:
     # per source: its top pool_depth candidates enter the pool (rows, hence time and memory, grow with it)
     pool_depth: int = 150
     train_weeks: int = 2  # label weeks pooled for training (each costs one profiles + candidates run)
+    # which clips of a label week are labelled (rank/protocol.py): "new" (unseen before it), "pseudo"
+    # (sampled clips whose fit-week interactions are hidden) or "both". "new" falls back to "pseudo" where no
+    # label week of the last `label_week_lookback` holds `min_new_clips` new clips. On small (rolling shape)
+    # new 0.1656, both 0.1644, pseudo 0.1533 (reports/shapes_small.md): adding pseudo-new clips did not help
+    label_clips: str = "new"
+    min_new_clips: int = 50  # fewer new clips than this: too few clips with positives to learn from
+    label_week_lookback: int = 4
+    pseudo_clips: int = 1000  # pseudo-new clips per label week: at most this many,
+    pseudo_share: float = 0.1  # and at most this share of the week's clips (hiding more thins the fit data)
+    # which clips become pseudo-new: "viewed" (drawn with weights = label-week views, like new clips that the
+    # feed pushes), "youngest" (latest first appearance first) or "uniform". Pseudo-only on small: viewed
+    # 0.1533, youngest 0.1478, uniform 0.1413; stocked small: viewed 0.1095, uniform 0.1011; on the stocked
+    # shape youngest picks the obscure clips (tiny: 0.2149 vs viewed 0.2419, uniform 0.2334)
+    pseudo_pick: str = "viewed"
     # binary:logistic gives calibrated probabilities, which the cross-clip assignment compares
     objective: str = "binary:logistic"
     n_estimators: int = 400
@@ -281,6 +309,26 @@ class RerankerConfig:
     def __post_init__(self) -> None:
         if self.bag_seeds < 1:
             raise ValueError(f"reranker.bag_seeds must be >= 1, got {self.bag_seeds}")
+        if self.label_clips not in LABEL_CLIPS:
+            raise ValueError(f"reranker.label_clips must be one of {LABEL_CLIPS}, got {self.label_clips!r}")
+        if self.pseudo_pick not in PSEUDO_PICKS:
+            raise ValueError(f"reranker.pseudo_pick must be one of {PSEUDO_PICKS}, got {self.pseudo_pick!r}")
+
+
+LABEL_CLIPS = ("new", "pseudo", "both")
+PSEUDO_PICKS = ("youngest", "uniform", "viewed")
+
+
+@dataclass(frozen=True)
+class HoldoutTargets:
+    """Which clips of a holdout run's truth week are its targets (set by the rank stage, never by hand):
+    its new clips (`new`), `pseudo` pseudo-new clips (sampled among its clips seen before, their fit-week
+    interactions hidden) and `warm` warm clips (sampled among its clips seen before, history kept)."""
+
+    new: bool = True
+    pseudo: int = 0
+    warm: int = 0
+    pseudo_pick: str = "viewed"  # RerankerConfig.pseudo_pick
 
 
 @dataclass(frozen=True)
@@ -322,6 +370,9 @@ class RunConfig:
     rerank: bool = True  # train the XGBoost reranker on the holdout split and rank the pool with it
     reranker: RerankerConfig = field(default_factory=RerankerConfig)
     holdout: int = 0  # > 0: shift the split back this many weeks (how the ranker's training data is made)
+    holdout_targets: HoldoutTargets = HoldoutTargets()  # holdout runs only
+    # a warm target's fit-week audience is left out of its list: (user, clip) pairs do not repeat in VK-LSVD
+    exclude_seen: bool = True
     hnsw: HnswConfig = HnswConfig()
     profiles: ProfileSettings = field(default_factory=ProfileSettings)
     # soft-cluster profiles are built when a 'gmm:<kind>' source is configured

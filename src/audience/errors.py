@@ -9,3 +9,8 @@ class DataError(ValueError):
 
 class SubmissionError(ValueError):
     """A submission breaks the challenge rules (schema, list size, distinct users, per-user cap, coverage)."""
+
+
+class TooLittleData(DataError):
+    """Valid input with too little for a stage to learn from (no new clip in a label week, fewer than 2
+    training clips with a positive): callers with a fallback catch this, never a plain DataError."""

@@ -14,7 +14,6 @@ so any stage can be rerun alone (the numbered scripts do exactly that).
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import time
@@ -38,14 +37,12 @@ from audience.data.ids import IdMap, unique_sorted
 from audience.data.layout import DatasetLayout
 from audience.data.schema import INTERACTIONS_SCHEMA, check_schema
 from audience.data.weeks import distinct_ids
-from audience.errors import DataError
+from audience.errors import DataError, TooLittleData
 from audience.evaluation.oracle import oracle_candidates
 from audience.io import atomic_path, read_json, write_json, write_parquet
 from audience.metrics import ndcg_per_clip, positives, recall_at_depth
 from audience.profiles.fit_data import FitData, build_fit_data
 from audience.profiles.gmm import fit_gmm
-from audience.rank import features as rank_features
-from audience.rank import similar_authors
 from audience.rank.features import add_labels, candidate_pool, pair_features
 from audience.rank.mixigen import (
     MixiGen,
@@ -56,19 +53,42 @@ from audience.rank.mixigen import (
     tune_quota,
     value_by_position,
 )
+from audience.rank.protocol import (
+    LabelWeek,
+    TrainingPlan,
+    best_source_on_pools,
+    holdout_samples,
+    run_target_ids,
+    training_plans,
+)
 from audience.rank.reranker import Reranker
 from audience.rank.simple_blend import rrf_blend
 from audience.resources import peak_rss_gib, reset_peak_rss
-from audience.split import Split, default_targets, make_split, read_targets_file
+from audience.split import Split, make_split
 from audience.submission import to_frame, write_submission
+from audience.warm import (
+    ExcludeSeen,
+    fill_unseen,
+    group_ndcg,
+    history_features,
+    read_target_history,
+    seen_pairs,
+    without_hidden_audience,
+    write_target_history,
+)
 
 log = logging.getLogger(__name__)
 ORACLE = "oracle"
 POOL_DEPTHS = (100, 300, 1000)  # candidate-pool depths whose recall of the truth week is reported
-# cached labelled pools are keyed by the feature code, so editing the feature modules never reads stale ones
-FEATURE_CODE = hashlib.sha1(
-    "".join(inspect.getsource(m) for m in (rank_features, similar_authors)).encode()
-).hexdigest()[:8]
+# a holdout run's artifacts (its candidates and labelled pool) are made by this package's code: any edit of it
+# rebuilds them in place, so an edited source, profile pass or feature never serves stale ones (as the data
+# stamps do for data)
+UPSTREAM_CODE = hashlib.sha1(
+    b"".join(path.read_bytes() for path in sorted(Path(__file__).parent.rglob("*.py")))
+).hexdigest()[:10]
+# the label weeks' pools are stacked for training: week h's clip rows are shifted by h x this, so no two weeks
+# share a clip id (a pool holds far fewer target clips)
+HOLDOUT_CLIP_OFFSET = 10_000_000
 
 
 def file_key(method: str) -> str:
@@ -148,14 +168,16 @@ def _timed(run: Run, stage: str):
         write_json(memory, path)
 
 
-def _index_catalog(run: Run, split: Split) -> tuple[Catalog, np.ndarray]:
-    """The run's catalog (only the users and clips it needs) and its target clip ids; saves the catalog."""
+def _index_catalog(
+    run: Run, split: Split, pseudo_new: np.ndarray, warm_sample: np.ndarray
+) -> tuple[Catalog, np.ndarray]:
+    """The run's catalog (only the users and clips it needs) and its target clip ids; saves the catalog.
+    `pseudo_new`, `warm_sample`: a holdout run's sampled clips (rank/protocol.holdout_samples)."""
     cfg = run.cfg
     fit_users, fit_items = distinct_ids(split.fit_weeks, progress=not cfg.quiet)
-    if cfg.targets is not None and cfg.holdout == 0:
-        target_ids = read_targets_file(cfg.targets)
-    else:
-        target_ids = default_targets(split, fit_items)
+    # pseudo-new clips count as unseen: their fit-week rows are hidden from the profile pass
+    seen = np.setdiff1d(fit_items, pseudo_new, assume_unique=True)  # both sorted, each clip once
+    target_ids = run_target_ids(cfg, split, seen, pseudo_new, warm_sample)
     # enough users to fill every list under the cap, plus one list's worth so the lists stay distinct
     min_users = -(-len(target_ids) * cfg.list_size // cfg.user_cap) + cfg.list_size
     needs = RunNeeds(fit_users, unique_sorted(np.concatenate([fit_items, target_ids])), min_users)
@@ -169,7 +191,8 @@ def stage_profiles(run: Run) -> None:
     cfg = run.cfg
     run.layout.check_metadata_present()
     split = run.split()
-    catalog, target_ids = _index_catalog(run, split)
+    pseudo_new, warm_sample = holdout_samples(split, cfg)  # both empty unless a holdout run asks for them
+    catalog, target_ids = _index_catalog(run, split, pseudo_new, warm_sample)
     gmm, posteriors = None, None
     if any(name.startswith("gmm:") for name in (*cfg.sources, *cfg.baselines)):
         gmm = fit_gmm(catalog.embedding[catalog.has_embedding], cfg.gmm)
@@ -181,9 +204,12 @@ def stage_profiles(run: Run) -> None:
         cfg.profiles,
         progress=not cfg.quiet,
         posteriors=posteriors,
+        hidden_items=np.isin(catalog.items.ids, pseudo_new) if pseudo_new.size else None,
     )
     fit.gmm = gmm
+    seen_ids = catalog.items.ids[fit.item_views > 0]
     queries = ClipQueries.from_catalog(catalog, target_ids)
+    warm_targets = np.isin(queries.item_ids, seen_ids)  # targets with interactions in the fit weeks
     if len(queries) * cfg.list_size > catalog.n_users * cfg.user_cap:
         n_meta = catalog.index_counts["metadata_users"]
         raise DataError(
@@ -204,9 +230,13 @@ def stage_profiles(run: Run) -> None:
                 "item_id": pl.Series(queries.item_ids, dtype=pl.UInt32),
                 "has_metadata": queries.has_metadata,
                 "has_embedding": queries.has_embedding,
+                "warm": warm_targets,
             }
         ),
         run.path("targets.parquet"),
+    )
+    write_target_history(
+        run.path("target_history.parquet"), split.fit_weeks, queries.item_ids, seen_ids, cfg.positive_flags
     )
     write_json(
         {
@@ -222,6 +252,8 @@ def stage_profiles(run: Run) -> None:
             "fit_interactions": int(fit.user_views.sum()),
             "targets_without_metadata": int((~queries.has_metadata).sum()),
             "targets_without_embedding": int((~queries.has_embedding).sum()),
+            "warm_targets": int(warm_targets.sum()),
+            "pseudo_new_targets": int(pseudo_new.size),
         },
         run.path("split.json"),
     )
@@ -232,8 +264,9 @@ def stage_candidates(run: Run) -> None:
     fit, queries = run.fit_data(), run.queries()
     report: dict[str, dict] = {}
     results = {}
+    history = _target_history(run) if cfg.exclude_seen else None
     for name in dict.fromkeys((*cfg.sources, *cfg.baselines)):
-        source = make_source(name, cfg)
+        source = make_source(name, cfg) if history is None else ExcludeSeen(make_source(name, cfg), history)
         start = time.perf_counter()
         source.fit(fit, run.catalog)
         fitted = time.perf_counter()
@@ -250,9 +283,9 @@ def stage_candidates(run: Run) -> None:
         if backend == "hnsw" and f"exact:{profile}" in results:
             exact = results[f"exact:{profile}"]
             approx = results[name]
-            k = min(cfg.list_size, exact.users.shape[1])
+            k = min(cfg.list_size, exact.ids.shape[1])
             recall = recall_against_exact(
-                TopK(approx.users[:, :k], approx.scores[:, :k]), TopK(exact.users[:, :k], exact.scores[:, :k])
+                TopK(approx.ids[:, :k], approx.scores[:, :k]), TopK(exact.ids[:, :k], exact.scores[:, :k])
             )
             report[name][f"recall_at_{k}_vs_exact"] = round(recall, 5)
     write_json(report, run.path("candidates", "sources.json"))
@@ -268,8 +301,14 @@ def stage_blend(run: Run) -> None:
     if not cfg.learned_blend:
         return
     folder = run.path("mixigen")
-    train = long_candidates(_training_frames(run), cfg.sources)
-    model = MixiGen(cfg.mixigen, cfg.sources, cfg.n_threads, cfg.seed).fit(train)
+    mixigen = MixiGen(cfg.mixigen, cfg.sources, cfg.n_threads, cfg.seed)
+    model, record, built = _train_with_fallbacks(
+        run, lambda frame: mixigen.fit(long_candidates(frame, cfg.sources)), "mixigen"
+    )
+    if model is None:  # opt-in stage: stop with what was tried (the default chain never comes here)
+        raise TooLittleData(f"mixigen: no training protocol could train: {record['tried']}")
+    write_json(record, folder / "training.json")
+    train = long_candidates(_training_frames(run, built), cfg.sources)  # cached pools: a re-read
     model.save(folder)
     table = value_by_position(train, model.value(train), cfg.sources)
     write_parquet(table, folder / "value_by_position.parquet")
@@ -313,13 +352,56 @@ def stage_blend(run: Run) -> None:
 def _pool_features(run: Run) -> pl.DataFrame:
     cfg = run.cfg
     pool = candidate_pool({name: run.candidates(name) for name in cfg.sources}, cfg.reranker.pool_depth)
-    return pair_features(pool, run.fit_data(), run.catalog, run.queries())
+    features = pair_features(pool, run.fit_data(), run.catalog, run.queries())
+    return history_features(features, run.targets()["item_id"].to_numpy(), _target_history(run))
 
 
-def _training_frames(run: Run) -> pl.DataFrame:
-    """The labelled pools of the `train_weeks` holdout splits, stacked (clip ids kept apart per week)."""
-    weeks = range(1, run.cfg.reranker.train_weeks + 1)
-    return pl.concat([_training_frame(run, h) for h in weeks], how="diagonal_relaxed")
+def _target_history(run: Run) -> pl.DataFrame:
+    return read_target_history(run.path("target_history.parquet"))
+
+
+def _training_frames(run: Run, plan: TrainingPlan) -> pl.DataFrame:
+    """The labelled pools of the plan's label weeks, stacked (clip ids kept apart per week)."""
+    return pl.concat([_training_frame(run, week) for week in plan.weeks], how="diagonal_relaxed")
+
+
+def _train_with_fallbacks(run: Run, fit: Callable[[pl.DataFrame], object], what: str):
+    """Fit a model (`fit`: labelled pools -> model) on the first protocol of the chain that can train
+    (rank/protocol.py). Returns (model or None, record, last plan whose pools were built or None); says
+    once, as a warning, what it fell back from and why. Bad input (a plain DataError) still stops the run."""
+    cfg = run.cfg
+    plans = training_plans(run.split().fit_weeks, cfg.reranker, _n_warm_targets(run))
+    record: dict = {"model": what, "tried": [], "used": None}
+    built = None
+    for plan in plans:
+        if not plan.weeks:
+            record["tried"].append({**plan.to_dict(), "error": plan.note})
+            continue
+        try:
+            frames = [_training_frames(run, plan)]
+            built = plan
+            model = fit(frames.pop())  # no reference kept: fit drops the unsampled frame once sampled
+        except TooLittleData as exc:
+            record["tried"].append({**plan.to_dict(), "error": str(exc)})
+            continue
+        record["used"] = plan.to_dict()
+        if plan.note:  # trained, but not as configured (e.g. no new clips): say so once
+            log.warning("%s: %s", what, plan.note)
+        if record["tried"]:
+            failed = "; ".join(f"'{t['protocol']}': {t['error']}" for t in record["tried"])
+            weeks = ", ".join(w.week for w in plan.weeks)
+            log.warning("%s: %s; trained on protocol '%s' (%s) instead", what, failed, plan.protocol, weeks)
+        return model, record, built
+    if not plans:
+        record["tried"].append(
+            {"protocol": None, "error": "one fit week: no label week has a week before it"}
+        )
+    return None, record, built
+
+
+def _n_warm_targets(run: Run) -> int:
+    targets = run.targets()
+    return int(targets["warm"].sum()) if "warm" in targets.columns else 0
 
 
 def _holdout_key(cfg: RunConfig, split: Split) -> dict:
@@ -333,6 +415,8 @@ def _holdout_key(cfg: RunConfig, split: Split) -> dict:
         "profiles",
         "gmm",
         "seed",
+        "holdout_targets",
+        "exclude_seen",
     )
     return json.loads(
         json.dumps(
@@ -342,6 +426,7 @@ def _holdout_key(cfg: RunConfig, split: Split) -> dict:
                 **{k: getattr(cfg, k) for k in shaping},
                 # regenerated or re-downloaded data under the same paths must not reuse old holdout runs
                 "data_stamps": [_file_stamp(p) for p in (*split.fit_weeks, split.truth_week)],
+                "code": UPSTREAM_CODE,
             },
             default=lambda o: o.__dict__,
         )
@@ -356,20 +441,24 @@ def _file_stamp(path: Path) -> list[int]:
 
 def _holdout_dir(cfg: RunConfig, key: dict) -> Path:
     """Holdout runs are shared by content: submit mode's second holdout run is validate mode's first. The
-    folder name ignores the data stamps (rewritten data rebuilds the run in place, via holdout.json)."""
-    named = {k: v for k, v in key.items() if k != "data_stamps"}
+    folder name ignores the data stamps and the code (rewritten data or edited code rebuilds the run in place,
+    via holdout.json)."""
+    named = {k: v for k, v in key.items() if k not in ("data_stamps", "code")}
     digest = hashlib.sha1(json.dumps(named, sort_keys=True).encode()).hexdigest()[:10]
     return cfg.artifacts.parent / f"{cfg.dataset_name}-holdout" / f"fit{len(key['fit_weeks']):02d}-{digest}"
 
 
-def _training_frame(run: Run, holdout: int) -> pl.DataFrame:
-    """Features and labels of the pipeline shifted back `holdout` weeks: fitted on the weeks before the
-    label week, labelled by that week's positives."""
+def _training_frame(run: Run, week: LabelWeek) -> pl.DataFrame:
+    """Features and labels of the pipeline shifted back `week.holdout` weeks: fitted on the weeks before the
+    label week, labelled by that week's positives for the clips `week.targets` asks for."""
     cfg = run.cfg
-    key = _holdout_key(cfg, make_split(run.layout, cfg.mode, None, cfg.holdout + holdout))
+    holdout = week.holdout
+    split = make_split(run.layout, cfg.mode, None, cfg.holdout + holdout)
+    key = _holdout_key(replace(cfg, holdout_targets=week.targets), split)
     train_cfg = replace(
         cfg,
         holdout=cfg.holdout + holdout,
+        holdout_targets=week.targets,
         run_dir=_holdout_dir(cfg, key),
         targets=None,
         baselines=(),
@@ -380,7 +469,7 @@ def _training_frame(run: Run, holdout: int) -> pl.DataFrame:
     )
     train_run = Run(train_cfg)
     stamp = train_run.path("holdout.json")
-    cached = train_run.path(f"labelled_pool_depth{cfg.reranker.pool_depth}_{FEATURE_CODE}.parquet")
+    cached = train_run.path(f"labelled_pool_depth{cfg.reranker.pool_depth}.parquet")
     if not (stamp.is_file() and read_json(stamp) == key):
         cached.unlink(missing_ok=True)
         for stage in ("profiles", "candidates"):
@@ -388,7 +477,10 @@ def _training_frame(run: Run, holdout: int) -> pl.DataFrame:
         write_json(key, stamp)
     if not cached.is_file():  # written by the first of blend / rank to need it, read by the other
         write_parquet(_labelled_pool(train_run), cached)
-    return pl.read_parquet(cached).with_columns(pl.col("clip") + holdout * 10_000_000)
+    pool = pl.read_parquet(cached)
+    if pool.height and pool["clip"].max() >= HOLDOUT_CLIP_OFFSET:
+        raise DataError(f"{cached}: {pool['clip'].max() + 1} target clips exceed HOLDOUT_CLIP_OFFSET")
+    return pool.with_columns(pl.col("clip") + holdout * HOLDOUT_CLIP_OFFSET)
 
 
 def _labelled_pool(train_run: Run) -> pl.DataFrame:
@@ -398,7 +490,10 @@ def _labelled_pool(train_run: Run) -> pl.DataFrame:
     clip_of = pl.DataFrame({"item_id": pl.Series(targets, dtype=pl.UInt32)}).with_row_index("clip")
     truth = truth.join(clip_of, on="item_id")
     truth = truth.with_columns(pl.Series("user", train_run.catalog.users.lookup(truth["user_id"].to_numpy())))
-    return add_labels(_pool_features(train_run), truth.filter(pl.col("user") >= 0).cast({"clip": pl.Int32}))
+    pool = without_hidden_audience(
+        _pool_features(train_run), targets, train_run.split(), cfg, train_run.catalog
+    )
+    return add_labels(pool, truth.filter(pl.col("user") >= 0).cast({"clip": pl.Int32}))
 
 
 def stage_rank(run: Run) -> None:
@@ -406,14 +501,29 @@ def stage_rank(run: Run) -> None:
     cfg = run.cfg
     if not cfg.rerank:
         return
-    # no reference kept here: fit drops the unsampled frame once it has sampled it (GBs on medium)
-    model = Reranker(cfg.reranker, cfg.n_threads, cfg.seed).fit(_training_frames(run))
-    model.save(run.path("ranker"))
-    frame = _pool_features(run)
-    scored = frame.select("clip", "user").with_columns(
-        pl.Series("score", model.predict(frame), dtype=pl.Float32)
+    model, record, built = _train_with_fallbacks(
+        run, Reranker(cfg.reranker, cfg.n_threads, cfg.seed).fit, "reranker"
     )
-    ranked = rank_within_clip(scored).with_columns(pl.lit("reranked").alias("source"))
+    if model is None:  # the last resort: the source that ranks best on the holdout pools built so far
+        pools = _training_frames(run, built) if built is not None else None
+        best, scores = best_source_on_pools(pools, cfg.sources, cfg.list_size)
+        record["fallback_source"] = {"source": best, f"holdout_pool_ndcg@{cfg.list_size}": scores}
+        log.warning(
+            "reranker: cannot train (%s); 'reranked' is the best single source on the holdout weeks, %r "
+            "(recorded in %s)",
+            "; ".join(str(t["error"]) for t in record["tried"]),
+            best,
+            run.path("training.json"),
+        )
+        ranked = run.candidates(best).with_columns(pl.lit("reranked").alias("source"))
+    else:
+        model.save(run.path("ranker"))
+        frame = _pool_features(run)
+        scored = frame.select("clip", "user").with_columns(
+            pl.Series("score", model.predict(frame), dtype=pl.Float32)
+        )
+        ranked = rank_within_clip(scored).with_columns(pl.lit("reranked").alias("source"))
+    write_json(record, run.path("training.json"))
     write_parquet(ranked, run.path("candidates", "reranked.parquet"))
 
 
@@ -453,11 +563,16 @@ def _assign(
     n_clips: int,
     fallback: np.ndarray,
     strategy: str,
+    seen: tuple[np.ndarray, np.ndarray] | None,
     user_ids: np.ndarray | None = None,
 ) -> dict:
-    """Assign `method`'s candidates with and without the cap and save both; `user_ids` (default the run's
-    users) are the external ids of the frame's user indices, saved beside the lists when they differ."""
+    """Assign `method`'s candidates with and without the cap and save both. `seen` (clip rows, users of the
+    targets' fit-week audience, or None): a short warm list is filled with fallback users who have not seen
+    the clip. `user_ids` (default the run's users) are the external ids of the frame's user indices, saved
+    beside the lists when they differ."""
     cfg = run.cfg
+    if seen is not None:
+        frame = fill_unseen(frame, *seen, fallback, cfg.list_size)
     clip, user, score = (frame[c].to_numpy() for c in ("clip", "user", "score"))
     n_users = run.catalog.n_users if user_ids is None else len(user_ids)
 
@@ -497,12 +612,16 @@ def stage_assign(run: Run) -> None:
     targets = run.targets()
     n_clips = targets.height
     fallback = _fallback_order(run.fit_data(), run.catalog)
-    report = {m: _assign(run, m, run.candidates(m), n_clips, fallback, cfg.assignment) for m in cfg.methods}
-    oracle = oracle_frame(run, targets["item_id"].to_numpy())
+    item_ids = targets["item_id"].to_numpy()
+    seen = seen_pairs(_target_history(run), item_ids, run.catalog) if cfg.exclude_seen else None
+    report = {
+        m: _assign(run, m, run.candidates(m), n_clips, fallback, cfg.assignment, seen) for m in cfg.methods
+    }
+    oracle = oracle_frame(run, item_ids)
     if oracle is not None:
         # the oracle's scores are all ties: it is always drafted by slots, so the ceiling the methods are
         # measured against does not move with the strategy under test
-        report[ORACLE] = _assign(run, ORACLE, oracle[0], n_clips, fallback, "slots", oracle[1])
+        report[ORACLE] = _assign(run, ORACLE, oracle[0], n_clips, fallback, "slots", seen, oracle[1])
     write_json(report, run.path("lists", "assignment.json"))
 
 
@@ -558,11 +677,12 @@ def stage_evaluate(run: Run) -> dict:
     if truth is not None and truth.height:
         for method in assignment:
             row: dict = {"method": method}
+            method_users = list_user_ids(run, method)
             for name in ("uncapped", "capped"):
                 lists = np.load(run.path("lists", f"{file_key(method)}.{name}.npy"))
-                method_users = list_user_ids(run, method)
                 per_clip = ndcg_per_clip(lists_frame(item_ids, lists, method_users), truth, cfg.list_size)
                 row[f"ndcg_{name}"] = float(per_clip["ndcg"].mean()) if per_clip.height else float("nan")
+                row.update(group_ndcg(per_clip, targets, name) if name == "capped" else {})
             row["cap_cost"] = row["ndcg_uncapped"] - row["ndcg_capped"]
             if method != ORACLE:
                 row.update(pool_recall(run.candidates(method)))

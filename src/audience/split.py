@@ -19,7 +19,7 @@ import polars as pl
 from audience.data.layout import WEEK_PATTERN, DatasetLayout
 from audience.data.schema import check_schema, read_parquet_schema
 from audience.data.weeks import week_item_ids
-from audience.errors import DataError
+from audience.errors import DataError, TooLittleData
 
 
 @dataclass(frozen=True)
@@ -96,5 +96,5 @@ def default_targets(split: Split, seen_item_ids: np.ndarray) -> np.ndarray:
     week_items = week_item_ids(split.truth_week)
     new = np.setdiff1d(week_items, seen_item_ids)
     if new.size == 0:
-        raise DataError(f"{split.truth_week}: no clip in this week is new (all appear in the fit weeks)")
+        raise TooLittleData(f"{split.truth_week}: no clip in this week is new (all appear in the fit weeks)")
     return new.astype(np.uint32)

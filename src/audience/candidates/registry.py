@@ -1,7 +1,8 @@
 """Build generators by name: 'popular', 'random', 'author_fans', 'coengagement', '<backend>:<profile>'
 ('hnsw:all', 'exact:positive'), 'gmm:<all|positive>' (soft-cluster profiles), 'bpr_bridge', 'ease_bridge',
-'slim_bridge' (collaborative models bridged to new clips). Each comes wrapped in `Reported`, which prints one
-progress line per answered batch (fit and query time)."""
+'slim_bridge' (collaborative models bridged to new clips), 'own_audience' (warm targets: users like the
+clip's own engaged users). Each comes wrapped in `Reported`, which prints one progress line per answered
+batch (fit and query time)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from audience.candidates.cf_bridges import BprBridgeSource, NeighbourBridgeSourc
 from audience.candidates.coengagement import CoEngagementSource
 from audience.candidates.embedding import EmbeddingSource
 from audience.candidates.gmm_clusters import GmmSource
+from audience.candidates.own_audience import OwnAudienceSource
 from audience.candidates.popular import PopularSource
 from audience.candidates.random_users import RandomSource
 from audience.config import RunConfig
@@ -70,6 +72,8 @@ def _build(name: str, cfg: RunConfig) -> CandidateSource:
         return NeighbourBridgeSource(
             name.split("_")[0], hnsw=cfg.hnsw, n_threads=cfg.n_threads, seed=cfg.seed
         )
+    if name == "own_audience":
+        return OwnAudienceSource()
     if name == "coengagement":
         return CoEngagementSource(hnsw=cfg.hnsw, n_threads=cfg.n_threads, seed=cfg.seed)
     backend, _, profile = name.partition(":")
@@ -79,5 +83,6 @@ def _build(name: str, cfg: RunConfig) -> CandidateSource:
         return EmbeddingSource(profile, backend, cfg.hnsw, cfg.n_threads, cfg.seed)
     raise ValueError(
         f"unknown candidate source {name!r}; use popular, random, author_fans, coengagement, "
-        "hnsw:<profile>, exact:<profile>, gmm:<all|positive>, bpr_bridge, ease_bridge or slim_bridge"
+        "hnsw:<profile>, exact:<profile>, gmm:<all|positive>, bpr_bridge, ease_bridge, slim_bridge or "
+        "own_audience"
     )

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from audience.data.embeddings import embedding_ids, embedding_shape, read_embedding_rows
+from audience.data.embeddings import embedding_ids, read_embedding_rows
 from audience.data.ids import IdMap, unique_sorted
 from audience.data.layout import DatasetLayout
 from audience.data.schema import ITEMS_SCHEMA, USERS_SCHEMA, check_schema
@@ -169,13 +169,6 @@ def load_catalog(
 def _embeddings(path: Path, items: IdMap, dim: int | None) -> tuple[np.ndarray, np.ndarray]:
     """float32 embeddings of the indexed clips (zero rows, has_embedding False, where the file has none)."""
     file_ids = embedding_ids(path, check_duplicates=False)
-    n_rows, file_dim = embedding_shape(path)
-    if n_rows != file_ids.shape[0]:
-        raise DataError(
-            f"{path}: key 'embedding' must be (n_items, dim) with n_items={file_ids.shape[0]} "
-            f"(found {n_rows} rows)"
-        )
-    dim = file_dim if dim is None else int(dim)
     position = items.lookup(file_ids)
     wanted = np.flatnonzero(position >= 0)
     if unique_sorted(position[wanted]).shape[0] != wanted.shape[0]:

@@ -48,9 +48,18 @@ def _read_header(member, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
     raise DataError(f"{path}: npy format version {version} is not supported (expected 1.0 or 2.0)")
 
 
+def _embedding_header(member, path: Path) -> tuple[int, int, bool, np.dtype]:
+    """(rows, dimensions, Fortran order, dtype) of the `embedding` member, checked to be 2-d."""
+    shape, fortran, dtype = _read_header(member, path)
+    if len(shape) != 2:
+        raise DataError(f"{path}: key 'embedding' must be (n_items, dim) (found shape {shape})")
+    return int(shape[0]), int(shape[1]), fortran, dtype
+
+
 def embedding_ids(path: Path, check_duplicates: bool = True) -> np.ndarray:
-    """The file's `item_id` array (uint32), checked: 1-d integers within UInt32 and, with
-    `check_duplicates`, no id twice (a sort of the whole array: a run checks only the rows it keeps)."""
+    """The file's `item_id` array (uint32), checked: 1-d integers within UInt32, one per `embedding` row
+    (from that array's header only) and, with `check_duplicates`, no id twice (a sort of the whole array: a
+    run checks only the rows it keeps)."""
     path = Path(path)
     with _npz(path) as archive, archive.open("item_id.npy") as member:
         try:
@@ -64,19 +73,16 @@ def embedding_ids(path: Path, check_duplicates: bool = True) -> np.ndarray:
     if item_id.size and (int(item_id.min()) < 0 or int(item_id.max()) > np.iinfo(np.uint32).max):
         raise DataError(f"{path}: key 'item_id' has values outside UInt32 (expected clip ids 0..2^32-1)")
     item_id = item_id.astype(np.uint32, copy=False)
+    with _npz(path) as archive, archive.open("embedding.npy") as member:
+        n_rows = _embedding_header(member, path)[0]
+    if n_rows != item_id.shape[0]:
+        raise DataError(
+            f"{path}: key 'embedding' must be (n_items, dim) with n_items={item_id.shape[0]} "
+            f"(found {n_rows} rows)"
+        )
     if check_duplicates and unique_sorted(item_id).shape[0] != item_id.shape[0]:
         raise DataError(f"{path}: key 'item_id' has duplicate ids (expected one embedding per clip)")
     return item_id
-
-
-def embedding_shape(path: Path) -> tuple[int, int]:
-    """(rows, dimensions) of the `embedding` array, from its header only."""
-    path = Path(path)
-    with _npz(path) as archive, archive.open("embedding.npy") as member:
-        shape, _, _ = _read_header(member, path)
-    if len(shape) != 2:
-        raise DataError(f"{path}: key 'embedding' must be (n_items, dim) (found shape {shape})")
-    return int(shape[0]), int(shape[1])
 
 
 def read_embedding_rows(
@@ -91,14 +97,11 @@ def read_embedding_rows(
     rows by `row_ids`, their clip ids, when given)."""
     path = Path(path)
     with _npz(path) as archive, archive.open("embedding.npy") as member:
-        shape, fortran, dtype = _read_header(member, path)
-        if len(shape) != 2:
-            raise DataError(f"{path}: key 'embedding' must be (n_items, dim) (found shape {shape})")
+        n, d, fortran, dtype = _embedding_header(member, path)
         if not np.issubdtype(dtype, np.floating):
             raise DataError(
                 f"{path}: key 'embedding' must be floating point, expected float16 (found {dtype})"
             )
-        n, d = int(shape[0]), int(shape[1])
         dim = d if dim is None else int(dim)
         if not 1 <= dim <= d:
             raise DataError(f"{path}: embedding_dim={dim} but the file has {d} dimensions")
@@ -146,9 +149,4 @@ def load_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """The whole file as (item_id uint32 (n,), embedding (n, d) in the file's dtype), checked. For small
     files and tests: a run reads only its own rows (`read_embedding_rows`)."""
     item_id = embedding_ids(path)
-    n, _ = embedding_shape(path)
-    if n != item_id.shape[0]:
-        raise DataError(
-            f"{path}: key 'embedding' must be (n_items, dim) with n_items={item_id.shape[0]} (found {n} rows)"
-        )
     return item_id, read_embedding_rows(path, row_ids=item_id)

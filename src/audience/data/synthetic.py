@@ -1,6 +1,7 @@
 """A synthetic VK-LSVD: the real layout, file names and dtypes, with a hidden ground truth for an oracle.
 
-The generative story (all vectorized with numpy, written week by week so memory stays bounded):
+The generative story (numpy and numba kernels in `synthetic_kernels`, written week by week so memory stays
+bounded):
 
 * Topics live in a small latent space. Authors have a topic, a personal style and a heavy-tailed popularity;
   clips inherit their author's topic/style plus noise, get a heavy-tailed quality, a release week and a
@@ -10,7 +11,9 @@ The generative story (all vectorized with numpy, written week by week so memory 
   1-3 topics, a heavy-tailed activity level, an engagement propensity, a join week, and a few favourite
   authors (their fan bases).
 * Each week a user's views come from three exposure channels: global popularity, their topics, their
-  favourite authors. Clips are live for a few weeks after release and fade. No (user, clip) pair repeats.
+  favourite authors. No (user, clip) pair repeats. Two shapes (`SyntheticConfig.shape`): "rolling", clips
+  released every week, live for a few weeks and fading; "stocked", one catalogue live in every week and new
+  clips (boosted, fading) only in the validation and test weeks.
 * Engagement flags follow a logistic model of an affinity that mixes taste/content match, fandom, clip
   quality, user propensity and noise, calibrated so per-view rates match the real ones times
   `rate_multiplier` (a knob to get enough positives on small data).
@@ -156,15 +159,7 @@ def build_world(cfg: SyntheticConfig) -> World:
         topic_centers[item_topic] + author_style[item_author] + 0.35 * rng.normal(size=(I, L))
     ).astype(np.float32)
     item_quality = rng.lognormal(0.0, cfg.quality_sigma, size=I) * author_popularity[item_author] ** 0.5
-    item_release = rng.integers(1 - cfg.item_lifetime_weeks, cfg.n_weeks, size=I)  # some live at week 0
-    if cfg.test_new_items:  # exactly this many released in the test week; its own stream
-        extra = np.random.default_rng([cfg.seed, 3])
-        test_week = cfg.n_weeks - 1
-        at_test = item_release == test_week
-        item_release[at_test] = extra.integers(
-            1 - cfg.item_lifetime_weeks, test_week, size=int(at_test.sum())
-        )
-        item_release[extra.choice(I, size=min(cfg.test_new_items, I), replace=False)] = test_week
+    item_release = _release_weeks(cfg, rng)
     item_duration = np.clip(rng.lognormal(np.log(25.0), 0.75, size=I), 3, 255).astype(np.uint8)
 
     projection = rng.normal(size=(L, cfg.embedding_dim)) / np.sqrt(L)
@@ -245,6 +240,45 @@ def build_world(cfg: SyntheticConfig) -> World:
     )
 
 
+def _release_weeks(cfg: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
+    """Every clip's release week. Rolling: uniform over the weeks (from `1 - item_lifetime_weeks`, so some
+    clips are live at week 0); stocked: the catalogue at week 0 and a share `stocked_new_share` released in
+    the validation or the test week. `test_new_items` > 0 then makes the test week's count exact. The
+    shape and the exact count draw from their own streams, so `rng` (the world's) advances the same way."""
+    release = rng.integers(1 - cfg.item_lifetime_weeks, cfg.n_weeks, size=cfg.n_items)
+    if cfg.shape == "stocked":
+        release = _stocked_release(cfg)
+    if cfg.test_new_items:
+        _exact_test_week(release, cfg)
+    return release
+
+
+def _stocked_release(cfg: SyntheticConfig) -> np.ndarray:
+    """Stocked release weeks: 0, or (a share `stocked_new_share`) the validation or the test week."""
+    rng = np.random.default_rng([cfg.seed, 4])
+    is_new = rng.random(cfg.n_items) < cfg.stocked_new_share
+    return np.where(is_new, cfg.n_train_weeks + rng.integers(0, 2, size=cfg.n_items), 0)
+
+
+def _exact_test_week(release: np.ndarray, cfg: SyntheticConfig) -> None:
+    """Release exactly `test_new_items` clips (a seeded sample) in the test week, in place; the clips the
+    schedule put there move to an earlier week (rolling: uniform, stocked: the week-0 catalogue)."""
+    extra = np.random.default_rng([cfg.seed, 3])
+    test_week = cfg.n_weeks - 1
+    at_test = release == test_week
+    if cfg.shape == "stocked":
+        release[at_test] = 0
+    else:
+        release[at_test] = extra.integers(1 - cfg.item_lifetime_weeks, test_week, size=int(at_test.sum()))
+    release[extra.choice(cfg.n_items, size=min(cfg.test_new_items, cfg.n_items), replace=False)] = test_week
+
+
+def _dedupe_window(cfg: SyntheticConfig) -> int:
+    """How many earlier weeks a (user, clip) pair may not repeat from: a pair may repeat only after its clip
+    died, and stocked clips never die, so that shape keeps every week (memory: 5 bytes a view of them)."""
+    return cfg.n_weeks if cfg.shape == "stocked" else cfg.item_lifetime_weeks - 1
+
+
 def _zipf(n: int, a: float) -> np.ndarray:
     w = 1.0 / np.arange(1, n + 1) ** a
     return w / w.sum()
@@ -319,8 +353,12 @@ def _calibrate_offsets(affinity: np.ndarray, fan: np.ndarray, cfg: SyntheticConf
 def _week_weight(world: World, cfg: SyntheticConfig, week: int) -> np.ndarray:
     """Exposure weight of every clip in `week`: quality, fading with age; zero when not live."""
     age = week - world.item_release
+    fading = cfg.freshness_decay ** np.clip(age, 0, None)
+    if cfg.shape == "stocked":  # the catalogue never fades; new clips fade from a boosted start
+        new = world.item_release >= cfg.n_train_weeks
+        return np.where(age >= 0, world.item_quality * np.where(new, cfg.new_clip_boost * fading, 1.0), 0.0)
     live = (age >= 0) & (age < cfg.item_lifetime_weeks)
-    return np.where(live, world.item_quality * cfg.freshness_decay ** np.clip(age, 0, None), 0.0)
+    return np.where(live, world.item_quality * fading, 0.0)
 
 
 def _week_samplers(world: World, cfg: SyntheticConfig, week: int) -> tuple[tuple[np.ndarray, ...], ...]:
@@ -702,11 +740,14 @@ def generate(
     (metadata padded to the real global sizes when `cfg.global_metadata`).
 
     Streams week by week. Memory: the world state, the de-duplicated (clip, channel) of the current week
-    and of the last `item_lifetime_weeks - 1` weeks (5 bytes a view; needed so no (user, clip) pair
-    repeats), the current week's draws before de-duplication (5 bytes a draw), one chunk of `chunk_rows`
-    rows being written (~30 bytes a row) and the oracle's output. `chunk_rows` changes row groups only,
-    never the data. `weeks`: write only the first `weeks` weeks (the same files as the whole preset's;
-    the metadata ranks then count only those weeks), to measure a large preset without making all of it."""
+    and of the last `item_lifetime_weeks - 1` weeks (every earlier week on the stocked shape; 5 bytes a
+    view; needed so no (user, clip) pair repeats), the current week's draws before de-duplication (5 bytes
+    a draw), one chunk of `chunk_rows` rows being written (~30 bytes a row) and the oracle's output.
+    `chunk_rows` changes row groups only, never the data. `weeks`: write only the first `weeks` weeks (the
+    same files as the whole preset's; the metadata ranks then count only those weeks), to measure a large
+    preset without making all of it.
+    `cfg.warm_targets` > 0 also writes targets/mixed_<split>.parquet (`data/targets.py`) once the validation
+    week is written."""
     layout = DatasetLayout(Path(out_dir), subsample)
     if layout.interactions_root.exists() or layout.metadata_dir.exists():
         if not overwrite:
@@ -722,13 +763,14 @@ def generate(
     stats = {"rows": 0, "flag_counts": dict.fromkeys(REAL_RATES, 0)}
     all_users = np.arange(cfg.n_users, dtype=np.int64)
     n_weeks = cfg.n_weeks if weeks is None else min(weeks, cfg.n_weeks)
+    window = _dedupe_window(cfg)
     for week in progress_report.iterate(range(n_weeks), f"synthetic {cfg.name}", "weeks", progress):
         samplers = _week_samplers(world, cfg, week)
         n_views = _week_view_counts(world, cfg, week)
         if offsets is None:
             offsets = _calibration_offsets(world, cfg, n_views, samplers)
         views = _sample_views(world, cfg, week, all_users, n_views, samplers, recent)
-        recent = [*recent, views][-(cfg.item_lifetime_weeks - 1) :] if cfg.item_lifetime_weeks > 1 else []
+        recent = [*recent, views][-window:] if window > 0 else []
         split = "train" if week < cfg.n_train_weeks else "validation" if week == cfg.n_train_weeks else "test"
         path = layout.split_dir(split) / f"week_{week:02d}.parquet"
         _write_week(world, cfg, week, views, _engagement_params(cfg, offsets), path, chunk_rows, stats)
@@ -775,6 +817,10 @@ def generate(
         "rates": rates,
         "flag_offsets": offsets,
     }
+    if cfg.warm_targets > 0 and n_weeks > cfg.n_train_weeks:  # needs the validation week
+        from audience.data.targets import write_mixed_targets
+
+        write_mixed_targets(layout, cfg.warm_targets, cfg.seed)
     layout.truth_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(layout.truth_dir / "generator.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))

@@ -144,6 +144,18 @@ class FitData:
             )
 
 
+def without_items(batch: WeekBatch, hidden: np.ndarray | None) -> WeekBatch:
+    """The chunk without the rows of hidden clips (`hidden`: bool per clip index; None hides nothing)."""
+    if hidden is None:
+        return batch
+    keep = ~hidden[batch.item]
+    if keep.all():
+        return batch
+    return WeekBatch(
+        batch.path, batch.user[keep], batch.item[keep], {k: v[keep] for k, v in batch.columns.items()}
+    )
+
+
 def positive_mask(batch: WeekBatch, flags: Sequence[str]) -> np.ndarray:
     mask = np.zeros(len(batch), dtype=bool)
     for flag in flags:
@@ -159,12 +171,16 @@ def build_fit_data(
     progress: bool = True,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     posteriors: np.ndarray | None = None,
+    hidden_items: np.ndarray | None = None,
 ) -> FitData:
     """Stream `weeks` once, chunk by chunk, and accumulate counts and profile sums (float64), then normalise.
     Memory: O(n_users x dim + n_items x dim + one chunk).
 
     `posteriors` (n_items, K), e.g. GMM soft-cluster memberships of every clip, adds soft-cluster profiles
-    'gmm_all' and 'gmm_positive': the same weighted means, over posteriors instead of embeddings."""
+    'gmm_all' and 'gmm_positive': the same weighted means, over posteriors instead of embeddings.
+
+    `hidden_items` (bool, n_items): rows of these clips are dropped from every chunk as it streams, so the
+    result is what the weeks would give without them (pseudo-new clips; no copy of the data is written)."""
     settings = settings or ProfileSettings()
     profiles = settings.kinds
     unknown = [p for p in profiles if p not in PROFILE_WEIGHTS]
@@ -195,6 +211,7 @@ def build_fit_data(
     bar = progress_report.bar("profiles", count_rows(weeks), "rows", enabled=progress)
     columns = profile_columns(settings, positive_flags)
     for batch in iter_weeks(weeks, catalog.users, catalog.items, columns, chunk_rows):
+        batch = without_items(batch, hidden_items)
         positive = positive_mask(batch, positive_flags)
         ctx = RowContext(
             batch, positive, duration[batch.item], len(weeks) - 1 - week_number[batch.path], settings

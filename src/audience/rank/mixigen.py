@@ -31,6 +31,7 @@ from scipy.stats import spearmanr
 
 from audience import progress
 from audience.config import MixiGenConfig
+from audience.errors import TooLittleData
 from audience.metrics import discount_table
 from audience.rank._booster import gain_shares, load_booster, save_booster, train_early_stopped
 
@@ -110,7 +111,7 @@ class MixiGen:
         rng = np.random.default_rng(self.seed)
         clips = np.unique(frame["clip"].to_numpy())
         if clips.shape[0] < 2 or int(frame["label"].sum()) == 0:
-            raise ValueError("mixigen: needs at least 2 training clips and one positive candidate")
+            raise TooLittleData("mixigen: needs at least 2 training clips and one positive candidate")
         valid_clips = rng.choice(clips, size=max(1, int(len(clips) * self.cfg.valid_share)), replace=False)
         keep = (frame["label"].to_numpy() > 0) | (rng.random(frame.height) < self.cfg.negative_keep)
         frame = frame.filter(pl.Series(keep))  # sorted by clip (long_candidates): contiguous ranking groups

@@ -22,6 +22,7 @@ import polars as pl
 import xgboost as xgb
 
 from audience.config import RerankerConfig
+from audience.errors import TooLittleData
 from audience.rank._booster import (
     gain_shares,
     load_boosters,
@@ -76,7 +77,7 @@ class Reranker:
             frame.group_by("clip").agg(pl.col("label").max().alias("has")).filter(pl.col("has") > 0)
         )
         if with_positive.height < 2:
-            raise ValueError("reranker: fewer than 2 training clips have a positive; cannot train")
+            raise TooLittleData("reranker: fewer than 2 training clips have a positive; cannot train")
         clips = np.sort(with_positive["clip"].to_numpy())  # group_by order is arbitrary; the draw must not be
         n_valid = max(1, int(len(clips) * self.cfg.valid_share))
         valid_draws = [rng.choice(clips, size=n_valid, replace=False)]
