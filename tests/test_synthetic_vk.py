@@ -1,8 +1,10 @@
 """The vk-shaped presets and the fast generator: density, heavy tail, the test week's new clips, chunk- and
-thread-invariance, the alias sampler and the pruned oracle against their brute-force references."""
+thread-invariance, the alias sampler and the pruned oracle against their brute-force references, the
+stocked shape's release weeks and exposure, and `synth`'s shape and warm-target flags."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numba as nb
@@ -10,11 +12,13 @@ import numpy as np
 import polars as pl
 import pytest
 
+from audience.cli import main as cli_main
 from audience.config import preset
 from audience.data import synthetic
 from audience.data import synthetic_kernels as kernels
 from audience.data.layout import DatasetLayout
 from audience.data.schema import INTERACTIONS_SCHEMA
+from audience.data.targets import mixed_targets_path
 from audience.io import read_json
 
 # vk-small's density and catalogue with 300 users and 4 weeks; new test clips scaled like vk-small's
@@ -137,3 +141,46 @@ def test_pruned_oracle_equals_brute_force():
     assert np.all(scores[:, -1] >= kth * (1 - 1e-4))  # nothing better than the last kept was skipped
     assert np.all(np.diff(scores, axis=1) <= 0)
     assert all(len(set(row)) == depth for row in users.tolist())
+
+
+def test_stocked_world_differs_from_rolling_only_in_release_weeks():
+    cfg = preset("tiny", seed=3)
+    rolling, stocked = synthetic.build_world(cfg), synthetic.build_world(replace(cfg, shape="stocked"))
+    for name in ("item_quality", "item_embedding", "user_taste", "fan_keys", "user_ids", "item_ids"):
+        assert np.array_equal(getattr(rolling, name), getattr(stocked, name)), name
+    new_weeks = {cfg.n_train_weeks, cfg.n_train_weeks + 1}
+    assert set(np.unique(stocked.item_release).tolist()) == {0} | new_weeks
+    assert abs((stocked.item_release > 0).mean() - cfg.stocked_new_share) < 0.03
+    exact = synthetic.build_world(replace(cfg, shape="stocked", test_new_items=40))
+    assert int((exact.item_release == cfg.n_weeks - 1).sum()) == 40
+    assert set(np.unique(exact.item_release).tolist()) <= {0} | new_weeks
+
+
+def test_stocked_exposure_never_fades_and_new_clips_start_boosted():
+    cfg = preset("tiny", seed=3, shape="stocked")
+    world = synthetic.build_world(cfg)
+    stock, new = world.item_release == 0, world.item_release == cfg.n_train_weeks
+    for week in (0, cfg.n_train_weeks - 1, cfg.n_weeks - 1):  # the catalogue: its quality in every week
+        weight = synthetic._week_weight(world, cfg, week)
+        np.testing.assert_allclose(weight[stock], world.item_quality[stock])
+    assert (synthetic._week_weight(world, cfg, cfg.n_train_weeks - 1)[new] == 0).all()
+    at_release = synthetic._week_weight(world, cfg, cfg.n_train_weeks)[new]
+    np.testing.assert_allclose(at_release, cfg.new_clip_boost * world.item_quality[new])
+    after = synthetic._week_weight(world, cfg, cfg.n_train_weeks + 1)[new]
+    np.testing.assert_allclose(after, cfg.freshness_decay * at_release)
+    assert synthetic._dedupe_window(cfg) == cfg.n_weeks  # no pair repeats: stocked clips never die
+
+
+def test_synth_cli_shape_and_warm_targets(tmp_path):
+    out = tmp_path / "stocked"
+    args = ["synth", "--preset", "tiny", "--data-dir", str(out), "--shape", "stocked", "--warm-targets", "20"]
+    assert cli_main([*args, "--quiet"]) == 0
+    layout = DatasetLayout(out)
+    assert read_json(layout.truth_dir / "generator.json")["config"]["shape"] == "stocked"
+    for split in ("validation", "test"):
+        mixed = pl.read_parquet(mixed_targets_path(layout, split))
+        assert mixed["warm"].sum() == 20 and (~mixed["warm"]).sum() > 0
+    partial = synthetic.generate(  # two weeks: no validation week, so no mixed targets
+        tmp_path / "partial", preset("tiny", warm_targets=20), progress=False, weeks=2
+    )
+    assert not mixed_targets_path(partial, "validation").exists()
