@@ -1,4 +1,5 @@
-"""Write a synthetic dataset in the VK-LSVD layout (presets tiny/small/medium/large) with its hidden truth.
+"""Write a synthetic dataset in the VK-LSVD layout (presets tiny/small/medium/large/vk-small/vk) with
+its hidden truth.
 Usage: python scripts/01_synthetic_data.py --preset small [--data-dir data/synthetic-small] [--overwrite]"""
 
 import sys

@@ -7,6 +7,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from audience import progress
@@ -96,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="pad the metadata to the real dataset's global sizes (10,000,000 users, 19,627,601 clips)",
     )
+    synth.add_argument(
+        "--local-metadata",
+        action="store_true",
+        help="keep the dataset's own metadata even when the preset pads it (global_metadata, e.g. vk)",
+    )
     synth.add_argument("--metadata-users", type=int, help="pad users_metadata to this many rows")
     synth.add_argument(
         "--metadata-items", type=int, help="pad items_metadata and the embeddings to this many"
@@ -115,15 +121,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             out = args.data_dir or Path(f"data/synthetic-{args.preset}")
             progress.configure(not args.quiet)
-            synthetic = preset(args.preset, seed=args.seed, shape=args.shape, warm_targets=args.warm_targets)
-            layout = generate(out, synthetic, args.subsample, not args.quiet, args.overwrite)
+            explicit = bool(args.global_metadata or args.metadata_users or args.metadata_items)
+            synth_cfg = preset(args.preset, seed=args.seed, shape=args.shape, warm_targets=args.warm_targets)
+            if explicit or args.local_metadata:  # padded below (or not at all), not by the preset
+                synth_cfg = replace(synth_cfg, global_metadata=False)
+            layout = generate(out, synth_cfg, args.subsample, not args.quiet, args.overwrite)
             print(f"wrote synthetic '{args.preset}' dataset to {out}")
-            if args.global_metadata or args.metadata_users or args.metadata_items:
+            if synth_cfg.global_metadata:
+                print("padded its metadata to the real global sizes (the preset's global_metadata)")
+            if explicit:
                 default_users, default_items = (REAL_USERS, REAL_ITEMS) if args.global_metadata else (0, 0)
                 padded = pad_metadata(
                     layout,
-                    max(args.metadata_users or default_users, synthetic.n_users),
-                    max(args.metadata_items or default_items, synthetic.n_items),
+                    max(args.metadata_users or default_users, synth_cfg.n_users),
+                    max(args.metadata_items or default_items, synth_cfg.n_items),
                     args.seed,
                     not args.quiet,
                 )

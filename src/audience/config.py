@@ -41,6 +41,7 @@ class SyntheticConfig:
     embedding_dim: int = 64
     embedding_noise: float = 0.55  # content noise: how much of the embedding is unrelated to taste
     item_lifetime_weeks: int = 4
+    quality_sigma: float = 0.9  # log-normal spread of clip quality: higher concentrates views on few clips
     freshness_decay: float = 0.45  # a live clip's exposure weight shrinks by this factor each week
     channel_probs: tuple[float, float, float] = (0.45, 0.35, 0.20)  # popularity, topic, favourite authors
     activity_sigma: float = 1.1  # log-normal spread of user activity (heavy tail)
@@ -52,6 +53,11 @@ class SyntheticConfig:
     affinity_noise: float = 1.0
     oracle_depth: int = 300
     oracle: bool = True  # write the hidden oracle lists (costs ~ new clips x users per truth week)
+    # > 0: exactly this many clips are released in the test week (the challenge's test week brings 47,765
+    # new clips), the others over the earlier weeks; 0 keeps the uniform release schedule
+    test_new_items: int = 0
+    # pad the metadata to the real global sizes (10 M users, 19.6 M clips: data/metadata_padding.py)
+    global_metadata: bool = False
     # "rolling": clips are released every week and live `item_lifetime_weeks`; "stocked": one catalogue live
     # in every week (no new clip in any train week after the first), new clips only in validation and test
     # (a share `stocked_new_share` of all clips, exposure x `new_clip_boost`, fading like rolling clips)
@@ -109,6 +115,44 @@ PRESETS: dict[str, SyntheticConfig] = {
         views_per_user_week=115.0,
         rate_multiplier=1.0,
         oracle=False,
+    ),
+    # shaped like the challenge's up0.01_ip0.01 subsample: 100,000 users (the most active 1 %), 196,277
+    # clips, ~544 views per user-week kept (1.36 B train rows), 47,765 new clips in the test week, global
+    # metadata. At this density a user sees a large share of the live catalogue, so clips live longer and
+    # quality is less concentrated than in the other presets; about half the draws repeat a (user, clip)
+    # pair and are dropped, hence 1,375 drawn views per active user-week.
+    "vk": SyntheticConfig(
+        name="vk",
+        n_users=100_000,
+        n_items=196_277,
+        n_authors=20_000,
+        n_train_weeks=25,
+        views_per_user_week=1_375.0,
+        rate_multiplier=1.0,
+        item_lifetime_weeks=12,
+        freshness_decay=0.85,
+        quality_sigma=0.4,
+        activity_sigma=0.8,
+        test_new_items=47_765,
+        global_metadata=True,
+    ),
+    # vk's per-user density (views per user-week, share of the live catalogue seen) with a tenth of its users,
+    # for tests and quick runs: the same catalogue (a tenth of the clips would make users see most of it,
+    # and de-duplication would halve the density); the test week releases vk's share of new clips per user
+    # (4,777); metadata not padded.
+    "vk-small": SyntheticConfig(
+        name="vk-small",
+        n_users=10_000,
+        n_items=196_277,
+        n_authors=20_000,
+        n_train_weeks=25,
+        views_per_user_week=1_375.0,
+        rate_multiplier=1.0,
+        item_lifetime_weeks=12,
+        freshness_decay=0.85,
+        quality_sigma=0.4,
+        activity_sigma=0.8,
+        test_new_items=4_777,
     ),
 }
 

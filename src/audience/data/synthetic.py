@@ -1,6 +1,7 @@
 """A synthetic VK-LSVD: the real layout, file names and dtypes, with a hidden ground truth for an oracle.
 
-The generative story (all vectorized with numpy, written week by week so memory stays bounded):
+The generative story (numpy and numba kernels in `synthetic_kernels`, written week by week so memory stays
+bounded):
 
 * Topics live in a small latent space. Authors have a topic, a personal style and a heavy-tailed popularity;
   clips inherit their author's topic/style plus noise, get a heavy-tailed quality, a release week and a
@@ -10,7 +11,9 @@ The generative story (all vectorized with numpy, written week by week so memory 
   1-3 topics, a heavy-tailed activity level, an engagement propensity, a join week, and a few favourite
   authors (their fan bases).
 * Each week a user's views come from three exposure channels: global popularity, their topics, their
-  favourite authors. Clips are live for a few weeks after release and fade. No (user, clip) pair repeats.
+  favourite authors. No (user, clip) pair repeats. Two shapes (`SyntheticConfig.shape`): "rolling", clips
+  released every week, live for a few weeks and fading; "stocked", one catalogue live in every week and new
+  clips (boosted, fading) only in the validation and test weeks.
 * Engagement flags follow a logistic model of an affinity that mixes taste/content match, fandom, clip
   quality, user propensity and noise, calibrated so per-view rates match the real ones times
   `rate_multiplier` (a knob to get enough positives on small data).
@@ -27,15 +30,19 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numba as nb
 import numpy as np
 import polars as pl
+from polars.io.plugins import register_io_source
 from scipy import sparse
 from scipy.special import expit
 
 from audience import progress as progress_report
 from audience.config import SyntheticConfig
+from audience.data import synthetic_kernels as kernels
 from audience.data.layout import DatasetLayout
-from audience.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, USERS_SCHEMA
+from audience.data.metadata_padding import REAL_ITEMS, REAL_USERS, pad_metadata
+from audience.data.schema import FLAG_COLUMNS, INTERACTIONS_SCHEMA, ITEMS_SCHEMA, USERS_SCHEMA
 from audience.io import atomic_path, write_parquet
 
 REAL_RATES: dict[str, float] = {
@@ -50,6 +57,8 @@ REAL_RATES: dict[str, float] = {
 FLAG_SLOPE = {"like": 1.0, "open_comments": 0.8, "share": 1.2, "click_on_author": 0.8, "bookmark": 1.0}
 FLAG_FAN_BONUS = {"like": 0.0, "open_comments": 0.0, "share": 0.0, "click_on_author": 1.5, "bookmark": 0.3}
 N_PLACES, N_PLATFORMS, N_AGENTS, N_GEO = 24, 11, 29, 80
+BLOCK_USERS = 32  # rows are shuffled (a random time order) within blocks of this many users
+CHUNK_ROWS = 1 << 22  # rows per written row group (about; whole blocks of users)
 
 
 class GroupedSampler:
@@ -149,11 +158,8 @@ def build_world(cfg: SyntheticConfig) -> World:
     item_latent = _normalize(
         topic_centers[item_topic] + author_style[item_author] + 0.35 * rng.normal(size=(I, L))
     ).astype(np.float32)
-    item_quality = rng.lognormal(0.0, 0.9, size=I) * author_popularity[item_author] ** 0.5
-    item_release = rng.integers(1 - cfg.item_lifetime_weeks, cfg.n_weeks, size=I)  # some live at week 0
-    if cfg.shape == "stocked":  # live from week 0, except the new ones of the validation and test weeks
-        is_new = rng.random(I) < cfg.stocked_new_share
-        item_release = np.where(is_new, cfg.n_train_weeks + rng.integers(0, 2, size=I), 0)
+    item_quality = rng.lognormal(0.0, cfg.quality_sigma, size=I) * author_popularity[item_author] ** 0.5
+    item_release = _release_weeks(cfg, rng)
     item_duration = np.clip(rng.lognormal(np.log(25.0), 0.75, size=I), 3, 255).astype(np.uint8)
 
     projection = rng.normal(size=(L, cfg.embedding_dim)) / np.sqrt(L)
@@ -232,6 +238,45 @@ def build_world(cfg: SyntheticConfig) -> World:
         item_ids=_sparse_ids(rng, I),
         author_ids=_sparse_ids(rng, A),
     )
+
+
+def _release_weeks(cfg: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
+    """Every clip's release week. Rolling: uniform over the weeks (from `1 - item_lifetime_weeks`, so some
+    clips are live at week 0); stocked: the catalogue at week 0 and a share `stocked_new_share` released in
+    the validation or the test week. `test_new_items` > 0 then makes the test week's count exact. The
+    shape and the exact count draw from their own streams, so `rng` (the world's) advances the same way."""
+    release = rng.integers(1 - cfg.item_lifetime_weeks, cfg.n_weeks, size=cfg.n_items)
+    if cfg.shape == "stocked":
+        release = _stocked_release(cfg)
+    if cfg.test_new_items:
+        _exact_test_week(release, cfg)
+    return release
+
+
+def _stocked_release(cfg: SyntheticConfig) -> np.ndarray:
+    """Stocked release weeks: 0, or (a share `stocked_new_share`) the validation or the test week."""
+    rng = np.random.default_rng([cfg.seed, 4])
+    is_new = rng.random(cfg.n_items) < cfg.stocked_new_share
+    return np.where(is_new, cfg.n_train_weeks + rng.integers(0, 2, size=cfg.n_items), 0)
+
+
+def _exact_test_week(release: np.ndarray, cfg: SyntheticConfig) -> None:
+    """Release exactly `test_new_items` clips (a seeded sample) in the test week, in place; the clips the
+    schedule put there move to an earlier week (rolling: uniform, stocked: the week-0 catalogue)."""
+    extra = np.random.default_rng([cfg.seed, 3])
+    test_week = cfg.n_weeks - 1
+    at_test = release == test_week
+    if cfg.shape == "stocked":
+        release[at_test] = 0
+    else:
+        release[at_test] = extra.integers(1 - cfg.item_lifetime_weeks, test_week, size=int(at_test.sum()))
+    release[extra.choice(cfg.n_items, size=min(cfg.test_new_items, cfg.n_items), replace=False)] = test_week
+
+
+def _dedupe_window(cfg: SyntheticConfig) -> int:
+    """How many earlier weeks a (user, clip) pair may not repeat from: a pair may repeat only after its clip
+    died, and stocked clips never die, so that shape keeps every week (memory: 5 bytes a view of them)."""
+    return cfg.n_weeks if cfg.shape == "stocked" else cfg.item_lifetime_weeks - 1
 
 
 def _zipf(n: int, a: float) -> np.ndarray:
@@ -316,91 +361,235 @@ def _week_weight(world: World, cfg: SyntheticConfig, week: int) -> np.ndarray:
     return np.where(live, world.item_quality * fading, 0.0)
 
 
-def _week_samplers(world: World, cfg: SyntheticConfig, week: int):
-    """The live clips of `week` and samplers over them for the three exposure channels."""
+def _week_samplers(world: World, cfg: SyntheticConfig, week: int) -> tuple[tuple[np.ndarray, ...], ...]:
+    """Alias tables over the live clips of `week` for the three exposure channels: popularity, topic,
+    favourite author."""
     weight = _week_weight(world, cfg, week)
     live_idx = np.flatnonzero(weight > 0)
+    if live_idx.shape[0] == 0:
+        raise ValueError(f"synthetic {cfg.name}: no clip is live in week {week}")
     w = weight[live_idx]
-    samplers = (
-        GroupedSampler(np.zeros(len(live_idx), dtype=np.int64), w, 1),
-        GroupedSampler(world.item_topic[live_idx], w, cfg.n_topics),
-        GroupedSampler(world.item_author[live_idx], w, cfg.n_authors),
+    return (
+        _alias_sampler(np.zeros(len(live_idx), dtype=np.int64), w, 1, live_idx),
+        _alias_sampler(world.item_topic[live_idx], w, cfg.n_topics, live_idx),
+        _alias_sampler(world.item_author[live_idx], w, cfg.n_authors, live_idx),
     )
-    return live_idx, samplers
 
 
-def _simulate_week(world: World, cfg: SyntheticConfig, week: int, rng: np.random.Generator):
-    """Sample this week's (user, item, channel) views before de-duplication."""
-    live_idx, (by_pop, by_topic, by_author) = _week_samplers(world, cfg, week)
-    U = cfg.n_users
-    active = (rng.random(U) < world.user_active_prob) & (world.user_join_week <= week)
-    n_views = np.where(active, rng.poisson(world.user_activity * rng.lognormal(0, 0.15)), 0)
-    users = np.repeat(np.arange(U), n_views)
-    channel = rng.choice(3, size=users.shape[0], p=np.asarray(cfg.channel_probs))
-    local = np.empty(users.shape[0], dtype=np.int64)
-
-    pop = channel == 0
-    local[pop], _ = by_pop.sample(np.zeros(int(pop.sum()), dtype=np.int64), rng)
-
-    top = channel == 1
-    tu = users[top]
-    slot = (rng.random(tu.shape[0])[:, None] > world.user_topic_cdf[tu][:, :2]).sum(axis=1)
-    picked, ok = by_topic.sample(world.user_topics[tu, slot], rng)
-    fill, _ = by_pop.sample(np.zeros(tu.shape[0], dtype=np.int64), rng)
-    local[top] = np.where(ok, picked, fill)
-    channel[np.flatnonzero(top)[~ok]] = 0
-
-    fan = channel == 2
-    fu = users[fan]
-    deg = world.fan_indptr[fu + 1] - world.fan_indptr[fu]
-    author = world.fan_authors[world.fan_indptr[fu] + (rng.random(fu.shape[0]) * deg).astype(np.int64)]
-    picked, ok = by_author.sample(author, rng)
-    fill, _ = by_pop.sample(np.zeros(fu.shape[0], dtype=np.int64), rng)
-    local[fan] = np.where(ok, picked, fill)
-    channel[np.flatnonzero(fan)[~ok]] = 0
-    return users, live_idx[local], channel
+def _alias_sampler(
+    group: np.ndarray, weight: np.ndarray, n_groups: int, live_idx: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """Alias tables drawing a live clip by weight within a group: (packed table, start, end)."""
+    order = np.argsort(group, kind="stable")
+    end = np.cumsum(np.bincount(group, minlength=n_groups)).astype(np.int64)
+    start = np.concatenate([[0], end[:-1]]).astype(np.int64)
+    prob, alias = kernels.build_alias(start, end, weight[order].astype(np.float64))
+    return kernels.pack_alias(prob, alias, live_idx[order].astype(np.int64)), start, end
 
 
-def _dedupe(users, items, channel, n_items: int, recent_keys: np.ndarray, rng: np.random.Generator):
-    """Drop pairs repeated within the week or seen in recent weeks; shuffle into a random time order."""
-    keys, first = np.unique(users.astype(np.int64) * n_items + items, return_index=True)  # sorted keys
-    fresh = ~_in_sorted(recent_keys, keys, queries_sorted=True)
-    keys, first = keys[fresh], first[fresh]
-    keep = first[rng.permutation(first.shape[0])]
-    return users[keep], items[keep], channel[keep], keys
+def _week_view_counts(world: World, cfg: SyntheticConfig, week: int) -> np.ndarray:
+    """Views drawn (before de-duplication) by every user in `week`: 0 when inactive or not yet joined."""
+    rng = np.random.default_rng([cfg.seed, 1, week])
+    active = (rng.random(cfg.n_users) < world.user_active_prob) & (world.user_join_week <= week)
+    return np.where(active, rng.poisson(world.user_activity * rng.lognormal(0, 0.15)), 0).astype(np.int64)
 
 
-def _engagement(world, cfg, users, items, channel, offsets, rng) -> dict[str, np.ndarray]:
-    """Flags, timespent and context columns for de-duplicated views (internal indices)."""
-    n = users.shape[0]
-    fan = _is_fan(world, users, world.item_author[items], cfg.n_authors).astype(np.float64)
-    affinity = _affinity(world, cfg, users, items, fan) + rng.normal(0.0, cfg.affinity_noise, size=n)
-    cols: dict[str, np.ndarray] = {}
-    for flag in ("like", "dislike", "share", "bookmark", "click_on_author", "open_comments"):
-        if flag == "dislike":
-            logit = offsets[flag] - affinity
-        else:
-            logit = offsets[flag] + FLAG_SLOPE[flag] * affinity + FLAG_FAN_BONUS[flag] * fan
-        cols[flag] = rng.random(n) < _sigmoid(logit)
-    watch_share = np.exp(rng.normal(-0.7 + 0.35 * affinity, 0.6))
-    cols["timespent"] = np.clip(world.item_duration[items] * watch_share, 0, 255).astype(np.uint8)
-    # place: the surface a view came from; popularity feed, topical feed and author pages use different ones
-    place_base = np.array([0, 6, 16])[channel]
-    place_span = np.array([6, 10, 8])[channel]
-    cols["place"] = (place_base + (rng.power(0.35, n) * place_span).astype(np.int64)).astype(np.uint8)
-    switch = rng.random(n) < 0.1
-    cols["platform"] = np.where(switch, rng.integers(0, N_PLATFORMS, n), world.user_platform[users]).astype(
-        np.uint8
+@dataclass
+class WeekViews:
+    """De-duplicated views of one week in CSR form (users -> clips, channel), users in index order."""
+
+    indptr: np.ndarray  # (n_users + 1,) int64
+    items: np.ndarray  # int32 clip indices
+    channel: np.ndarray  # int8: 0 popularity, 1 topic, 2 favourite author
+
+
+def _typed_list(arrays: list[np.ndarray], dtype) -> nb.typed.List:
+    out = nb.typed.List.empty_list(nb.types.Array(nb.from_dtype(np.dtype(dtype)), 1, "C"))
+    for array in arrays:
+        out.append(np.ascontiguousarray(array, dtype=dtype))
+    return out
+
+
+def _sample_views(
+    world: World,
+    cfg: SyntheticConfig,
+    week: int,
+    users: np.ndarray,
+    n_views: np.ndarray,
+    samplers: tuple,
+    recent: list[WeekViews],
+) -> WeekViews:
+    """Draw `n_views` views for each of `users` (sorted) through the three exposure channels and keep the
+    first of each (user, clip) pair not seen in `recent` weeks (whose CSR covers every user)."""
+    offsets = np.zeros(users.shape[0], dtype=np.int64)
+    np.cumsum(n_views[:-1], out=offsets[1:])
+    total = int(n_views.sum())
+    items = np.empty(total, dtype=np.int32)
+    channel = np.empty(total, dtype=np.int8)
+    kept = np.empty(users.shape[0], dtype=np.int64)
+    cdf = np.cumsum(np.asarray(cfg.channel_probs, dtype=np.float64))
+    kernels.sample_views(
+        users.astype(np.int64),
+        offsets,
+        n_views.astype(np.int64),
+        cfg.seed,
+        week,
+        cdf,
+        world.user_topics.astype(np.int64),
+        world.user_topic_cdf,
+        world.fan_indptr.astype(np.int64),
+        world.fan_authors.astype(np.int64),
+        *samplers,
+        _typed_list([w.indptr for w in recent], np.int64),
+        _typed_list([w.items for w in recent], np.int32),
+        cfg.n_items,
+        2 * nb.get_num_threads(),
+        items,
+        channel,
+        kept,
     )
-    cols["agent"] = np.where(switch, rng.integers(0, N_AGENTS, n), world.user_agent[users]).astype(np.uint8)
-    return cols
+    indptr = kernels.compact(offsets, kept, items, channel)
+    n = int(indptr[-1])
+    return WeekViews(indptr, items[:n].copy(), channel[:n].copy())
 
 
-def _interactions_frame(world: World, users, items, cols) -> pl.DataFrame:
-    data = {"user_id": world.user_ids[users], "item_id": world.item_ids[items], **cols}
+SLOPE_STEP = 0.2  # every flag's slope is a multiple of this (one exp per view serves all flags)
+PLACE_BASE, PLACE_SPAN, PLACE_POWER = (0, 6, 16), (6, 10, 8), 0.35  # per channel: pop, topic, author
+
+
+def _engagement_params(cfg: SyntheticConfig, offsets: dict[str, float]) -> tuple[np.ndarray, ...]:
+    """The flag and place models as the arrays `kernels.engagement` takes (flags in FLAG_COLUMNS order)."""
+    slope = {**FLAG_SLOPE, "dislike": -1.0}
+    bonus = {**FLAG_FAN_BONUS, "dislike": 0.0}
+    steps = np.array([round(slope[f] / SLOPE_STEP) for f in FLAG_COLUMNS], dtype=np.int64)
+    if not np.allclose(steps * SLOPE_STEP, [slope[f] for f in FLAG_COLUMNS]):
+        raise ValueError(f"FLAG_SLOPE {slope}: every slope must be a multiple of {SLOPE_STEP}")
+    scale = np.array(
+        [[np.exp(-offsets[f] - bonus[f] * fan) for f in FLAG_COLUMNS] for fan in (0, 1)], dtype=np.float64
+    )
+    # place offset j (0..span-1) with P(offset >= j) = 1 - (j/span)^POWER: the count of thresholds passed
+    thresholds = np.full((3, max(PLACE_SPAN) - 1), 2.0)
+    for c, span in enumerate(PLACE_SPAN):
+        thresholds[c, : span - 1] = (np.arange(1, span) / span) ** PLACE_POWER
+    weights = np.array([cfg.taste_weight, cfg.fan_weight, cfg.affinity_noise], dtype=np.float64)
+    return weights, scale, steps, SLOPE_STEP, thresholds, np.array(PLACE_BASE, dtype=np.uint8)
+
+
+def _calibration_offsets(
+    world: World, cfg: SyntheticConfig, n_views: np.ndarray, samplers: tuple
+) -> dict[str, float]:
+    """Flag offsets calibrated on up to 200,000 week-0 views of a random set of users (the very views
+    those users get in week 0: their streams are keyed by user)."""
+    rng = np.random.default_rng([cfg.seed, 2])
+    n_users = min(cfg.n_users, int(np.ceil(400_000 / max(cfg.views_per_user_week, 1.0))))
+    users = np.sort(rng.choice(cfg.n_users, size=n_users, replace=False))
+    views = _sample_views(world, cfg, 0, users, n_views[users], samplers, [])
+    row_users = np.repeat(users, np.diff(views.indptr))
+    sample = rng.choice(row_users.shape[0], size=min(200_000, row_users.shape[0]), replace=False)
+    su, si = row_users[sample], views.items[sample].astype(np.int64)
+    fan = _is_fan(world, su, world.item_author[si], cfg.n_authors).astype(np.float64)
+    noisy = _affinity(world, cfg, su, si, fan) + rng.normal(0.0, cfg.affinity_noise, size=sample.shape[0])
+    return _calibrate_offsets(noisy, fan, cfg)
+
+
+def _chunks(indptr: np.ndarray, chunk_rows: int) -> list[tuple[int, int]]:
+    """User ranges [lo, hi) made of whole BLOCK_USERS blocks, each holding about `chunk_rows` rows."""
+    n_users = indptr.shape[0] - 1
+    bounds = np.arange(0, n_users + BLOCK_USERS, BLOCK_USERS).clip(max=n_users)
+    rows = indptr[bounds]
+    ranges, lo = [], 0
+    while lo < n_users:
+        start = int(np.searchsorted(bounds, lo))
+        stop = int(np.searchsorted(rows, rows[start] + chunk_rows, side="left"))
+        hi = int(bounds[min(max(stop, start + 1), bounds.shape[0] - 1)])
+        ranges.append((lo, hi))
+        lo = hi
+    return ranges
+
+
+def _engage_chunk(
+    world: World,
+    cfg: SyntheticConfig,
+    week: int,
+    views: WeekViews,
+    lo: int,
+    hi: int,
+    params: tuple,
+    item_record: np.ndarray,
+) -> pl.DataFrame:
+    """The interactions of users [lo, hi) in the VK-LSVD schema (rows shuffled within user blocks);
+    `item_record` from `_item_record`."""
+    n = int(views.indptr[hi] - views.indptr[lo])
+    columns = {name: np.empty(n, dtype=np.uint32) for name in ("user_id", "item_id")}
+    columns |= {name: np.empty(n, dtype=np.uint8) for name in ("place", "platform", "agent", "timespent")}
+    flags = np.empty((len(FLAG_COLUMNS), n), dtype=np.bool_)
+    kernels.engagement(
+        views.indptr,
+        views.items,
+        views.channel,
+        lo,
+        hi,
+        BLOCK_USERS,
+        cfg.seed,
+        week,
+        *params,
+        world.user_taste,
+        item_record,
+        world.item_author,
+        world.user_propensity,
+        world.user_platform,
+        world.user_agent,
+        world.fan_indptr.astype(np.int64),
+        world.fan_authors.astype(np.int64),
+        N_PLATFORMS,
+        N_AGENTS,
+        world.user_ids,
+        world.item_ids,
+        *(columns[name] for name in ("user_id", "item_id", "place", "platform", "agent", "timespent")),
+        flags,
+    )
+    columns |= {flag: flags[i] for i, flag in enumerate(FLAG_COLUMNS)}
     return pl.DataFrame(
-        {name: pl.Series(name, data[name], dtype=dt) for name, dt in INTERACTIONS_SCHEMA.items()}
+        {name: pl.Series(name, columns[name], dtype=dt) for name, dt in INTERACTIONS_SCHEMA.items()}
     )
+
+
+def _item_record(world: World, cfg: SyntheticConfig) -> np.ndarray:
+    """Per clip, what a view's engagement reads, packed in one float32 row: latent vector, quality term,
+    duration."""
+    quality = cfg.quality_weight * np.log(world.item_quality)
+    return np.ascontiguousarray(
+        np.column_stack([world.item_latent, quality, world.item_duration]), dtype=np.float32
+    )
+
+
+def _write_week(
+    world: World,
+    cfg: SyntheticConfig,
+    week: int,
+    views: WeekViews,
+    params: tuple,
+    path: Path,
+    chunk_rows: int,
+    stats: dict,
+) -> None:
+    """Engagement and parquet writing of one week, streamed chunk by chunk of users through polars'
+    parquet sink (so the week never sits in memory as a frame); adds its rows and flags to `stats`."""
+
+    record = _item_record(world, cfg)
+
+    def chunks(with_columns, predicate, n_rows, batch_size):
+        for lo, hi in _chunks(views.indptr, chunk_rows):
+            frame = _engage_chunk(world, cfg, week, views, lo, hi, params, record)
+            for flag in REAL_RATES:
+                stats["flag_counts"][flag] += int(frame[flag].sum())
+            yield frame
+
+    with atomic_path(path) as tmp:
+        register_io_source(chunks, schema=INTERACTIONS_SCHEMA).sink_parquet(
+            tmp, compression="zstd", compression_level=1, statistics=False, row_group_size=1 << 20
+        )
+    stats["rows"] += int(views.indptr[-1])
 
 
 def _ranks_by_count(counts: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -461,20 +650,73 @@ class WeekOracle:
         return p_view * (1.0 - p_none)
 
 
-def _write_oracle(world, cfg, week, items, offsets, path: Path, batch: int = 64) -> None:
-    """Top `oracle_depth` users per clip by expected positives, batched over clips."""
+AFFINITY_GRID = (-40.0, 40.0, 1e-3)  # where the oracle tabulates P(any positive | affinity): lo, hi, step
+
+
+def _any_positive_table(cfg: SyntheticConfig, offsets: dict[str, float]) -> np.ndarray:
+    """P(any positive flag | view) on AFFINITY_GRID for fan = 0 and 1, the affinity noise integrated by the
+    probit approximation (the model of `WeekOracle.scores`)."""
+    lo, hi, step = AFFINITY_GRID
+    affinity = np.arange(lo, hi + step / 2, step)
+    table = np.empty((2, affinity.shape[0]))
+    for fan in (0, 1):
+        p_none = np.ones_like(affinity)
+        for flag, slope in FLAG_SLOPE.items():
+            scale = 1.0 / np.sqrt(1.0 + np.pi * (slope * cfg.affinity_noise) ** 2 / 8.0)
+            p_none *= 1.0 - expit((offsets[flag] + slope * affinity + FLAG_FAN_BONUS[flag] * fan) * scale)
+        table[fan] = 1.0 - p_none
+    return table
+
+
+def oracle_top(
+    world: World, cfg: SyntheticConfig, week: int, items: np.ndarray, offsets: dict[str, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top `oracle_depth` users (indices, best first) and their expected positives for clips `items` of
+    `week`: `WeekOracle.scores`' model in one numba pass per clip with bound pruning (memory: the output
+    plus a users-sized mark per thread)."""
     depth = min(cfg.oracle_depth, cfg.n_users)
-    oracle = WeekOracle(world, cfg, week, offsets)
-    tops, scores = [], []
-    for start in range(0, items.shape[0], batch):  # batches of clips, each vectorized over all users
-        s = oracle.scores(items[start : start + batch])
-        part = np.argpartition(-s, depth - 1, axis=1)[:, :depth]
-        ps = np.take_along_axis(s, part, axis=1)
-        order = np.argsort(-ps, axis=1, kind="stable")
-        tops.append(np.take_along_axis(part, order, axis=1))
-        scores.append(np.take_along_axis(ps, order, axis=1))
-    top = np.concatenate(tops) if tops else np.zeros((0, depth), dtype=np.int64)
-    score = np.concatenate(scores) if scores else np.zeros((0, depth))
+    if np.any(np.asarray(cfg.channel_probs) < 0) or cfg.taste_weight < 0:
+        raise ValueError("oracle_top's bound needs non-negative channel probabilities and taste weight")
+    weight = _week_weight(world, cfg, week)
+    fan_user, fan_author = np.divmod(world.fan_keys, cfg.n_authors)
+    by_author = np.argsort(fan_author, kind="stable")
+    fans_indptr = np.concatenate([[0], np.cumsum(np.bincount(fan_author, minlength=cfg.n_authors))])
+    views = world.user_activity * world.user_active_prob * (world.user_join_week <= week)
+    lo, _, step = AFFINITY_GRID
+    users = np.zeros((items.shape[0], depth), dtype=np.int64)
+    scores = np.zeros((items.shape[0], depth), dtype=np.float64)
+    kernels.oracle_top(
+        weight[items],
+        world.item_topic[items].astype(np.int64),
+        world.item_author[items].astype(np.int64),
+        np.ascontiguousarray(world.item_latent[items], dtype=np.float64),
+        cfg.quality_weight * np.log(world.item_quality[items]),
+        np.bincount(world.item_topic, weights=weight, minlength=cfg.n_topics),
+        np.bincount(world.item_author, weights=weight, minlength=cfg.n_authors),
+        max(weight.sum(), 1e-12),
+        np.asarray(cfg.channel_probs, dtype=np.float64),
+        np.ascontiguousarray(world.user_theta.T, dtype=np.float64),
+        world.user_taste.astype(np.float64),
+        views.astype(np.float64),
+        1.0 / np.maximum(np.diff(world.fan_indptr), 1).astype(np.float64),
+        world.user_propensity.astype(np.float64),
+        fans_indptr.astype(np.int64),
+        fan_user[by_author].astype(np.int64),
+        _any_positive_table(cfg, offsets),
+        lo,
+        1.0 / step,
+        cfg.taste_weight,
+        cfg.fan_weight,
+        depth,
+        users,
+        scores,
+    )
+    return users, scores
+
+
+def _write_oracle(world, cfg, week, items, offsets, path: Path) -> None:
+    """Top `oracle_depth` users per clip by expected positives (`oracle_top`)."""
+    top, score = oracle_top(world, cfg, week, items, offsets)
     frame = pl.DataFrame(
         {
             "item_id": pl.Series(world.item_ids[items], dtype=pl.UInt32),
@@ -491,11 +733,21 @@ def generate(
     subsample: str | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    chunk_rows: int = CHUNK_ROWS,
+    weeks: int | None = None,
 ) -> DatasetLayout:
-    """Write a synthetic dataset in the VK-LSVD layout under `out_dir` and its hidden truth beside it.
+    """Write a synthetic dataset in the VK-LSVD layout under `out_dir` and its hidden truth beside it
+    (metadata padded to the real global sizes when `cfg.global_metadata`).
 
-    Streams week by week: memory is the world state plus one week of views plus the pair keys of the
-    last `item_lifetime_weeks` weeks (needed so no (user, clip) pair repeats)."""
+    Streams week by week. Memory: the world state, the de-duplicated (clip, channel) of the current week
+    and of the last `item_lifetime_weeks - 1` weeks (every earlier week on the stocked shape; 5 bytes a
+    view; needed so no (user, clip) pair repeats), the current week's draws before de-duplication (5 bytes
+    a draw), one chunk of `chunk_rows` rows being written (~30 bytes a row) and the oracle's output.
+    `chunk_rows` changes row groups only, never the data. `weeks`: write only the first `weeks` weeks (the
+    same files as the whole preset's; the metadata ranks then count only those weeks), to measure a large
+    preset without making all of it.
+    `cfg.warm_targets` > 0 also writes targets/mixed_<split>.parquet (`data/targets.py`) once the validation
+    week is written."""
     layout = DatasetLayout(Path(out_dir), subsample)
     if layout.interactions_root.exists() or layout.metadata_dir.exists():
         if not overwrite:
@@ -503,48 +755,37 @@ def generate(
         for folder in (layout.interactions_root, layout.metadata_dir, layout.truth_dir):
             shutil.rmtree(folder, ignore_errors=True)
     world = build_world(cfg)
-    rng = np.random.default_rng([cfg.seed, 1])
     user_train_counts = np.zeros(cfg.n_users, dtype=np.int64)
     item_train_counts = np.zeros(cfg.n_items, dtype=np.int64)
     seen_before = np.zeros(cfg.n_items, dtype=bool)
-    recent: list[np.ndarray] = []
+    recent: list[WeekViews] = []
     offsets: dict[str, float] | None = None
     stats = {"rows": 0, "flag_counts": dict.fromkeys(REAL_RATES, 0)}
-    for week in progress_report.iterate(range(cfg.n_weeks), f"synthetic {cfg.name}", "weeks", progress):
-        users, items, channel = _simulate_week(world, cfg, week, rng)
-        # weeks' keys are disjoint (each week drops pairs seen before), so a sort is their sorted union
-        recent_keys = np.sort(np.concatenate(recent)) if recent else np.zeros(0, dtype=np.int64)
-        users, items, channel, keys = _dedupe(users, items, channel, cfg.n_items, recent_keys, rng)
-        # a pair may repeat only after its clip died: stocked clips never die, so keep every week's keys
-        window = cfg.n_weeks if cfg.shape == "stocked" else cfg.item_lifetime_weeks - 1
-        recent = [*recent, keys][-window:] if window > 0 else []
+    all_users = np.arange(cfg.n_users, dtype=np.int64)
+    n_weeks = cfg.n_weeks if weeks is None else min(weeks, cfg.n_weeks)
+    window = _dedupe_window(cfg)
+    for week in progress_report.iterate(range(n_weeks), f"synthetic {cfg.name}", "weeks", progress):
+        samplers = _week_samplers(world, cfg, week)
+        n_views = _week_view_counts(world, cfg, week)
         if offsets is None:
-            fan = _is_fan(world, users, world.item_author[items], cfg.n_authors).astype(np.float64)
-            sample = rng.choice(users.shape[0], size=min(200_000, users.shape[0]), replace=False)
-            noisy = _affinity(world, cfg, users[sample], items[sample], fan[sample]) + rng.normal(
-                0.0, cfg.affinity_noise, size=sample.shape[0]
+            offsets = _calibration_offsets(world, cfg, n_views, samplers)
+        views = _sample_views(world, cfg, week, all_users, n_views, samplers, recent)
+        recent = [*recent, views][-window:] if window > 0 else []
+        split = "train" if week < cfg.n_train_weeks else "validation" if week == cfg.n_train_weeks else "test"
+        path = layout.split_dir(split) / f"week_{week:02d}.parquet"
+        _write_week(world, cfg, week, views, _engagement_params(cfg, offsets), path, chunk_rows, stats)
+        viewed = np.zeros(cfg.n_items, dtype=bool)
+        viewed[views.items] = True
+        if split == "train":
+            user_train_counts += np.diff(views.indptr)
+            item_train_counts += np.bincount(views.items, minlength=cfg.n_items)
+        elif cfg.oracle:
+            new_items = np.flatnonzero(viewed & ~seen_before)
+            _write_oracle(
+                world, cfg, week, new_items, offsets, layout.truth_dir / f"oracle_week_{week:02d}.parquet"
             )
-            offsets = _calibrate_offsets(noisy, fan[sample], cfg)
-        cols = _engagement(world, cfg, users, items, channel, offsets, rng)
-        if week < cfg.n_train_weeks:
-            split = "train"
-            user_train_counts += np.bincount(users, minlength=cfg.n_users)
-            item_train_counts += np.bincount(items, minlength=cfg.n_items)
-        else:
-            split = "validation" if week == cfg.n_train_weeks else "test"
-            new_items = np.unique(items[~seen_before[items]])
-            if cfg.oracle:
-                _write_oracle(
-                    world, cfg, week, new_items, offsets, layout.truth_dir / f"oracle_week_{week:02d}.parquet"
-                )
-        seen_before[items] = True
-        write_parquet(
-            _interactions_frame(world, users, items, cols),
-            layout.split_dir(split) / f"week_{week:02d}.parquet",
-        )
-        stats["rows"] += int(users.shape[0])
-        for flag in REAL_RATES:
-            stats["flag_counts"][flag] += int(cols[flag].sum())
+        seen_before |= viewed
+        del views
 
     users_meta = pl.DataFrame(
         {
@@ -569,12 +810,20 @@ def generate(
         with open(tmp, "wb") as fh:
             np.savez(fh, item_id=world.item_ids, embedding=world.item_embedding)
     rates = {flag: count / max(stats["rows"], 1) for flag, count in stats["flag_counts"].items()}
-    summary = {"config": asdict(cfg), "rows": stats["rows"], "rates": rates, "flag_offsets": offsets}
-    if cfg.warm_targets > 0:
+    summary = {
+        "config": asdict(cfg),
+        "weeks_written": n_weeks,
+        "rows": stats["rows"],
+        "rates": rates,
+        "flag_offsets": offsets,
+    }
+    if cfg.warm_targets > 0 and n_weeks > cfg.n_train_weeks:  # needs the validation week
         from audience.data.targets import write_mixed_targets
 
         write_mixed_targets(layout, cfg.warm_targets, cfg.seed)
     layout.truth_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(layout.truth_dir / "generator.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
+    if cfg.global_metadata:
+        pad_metadata(layout, max(REAL_USERS, cfg.n_users), max(REAL_ITEMS, cfg.n_items), cfg.seed, progress)
     return layout
