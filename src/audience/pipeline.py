@@ -30,18 +30,16 @@ from audience.arrays import TopK, rank_within_clip
 from audience.assign import assign_with_cap
 from audience.candidates import ClipQueries, make_source
 from audience.candidates.ann import recall_against_exact
-from audience.candidates.popular import PopularSource
+from audience.candidates.popular import fallback_order
 from audience.config import DEFAULT_SUBMISSION, STAGES, RunConfig
 from audience.data.catalog import Catalog, RunNeeds, load_catalog
 from audience.data.ids import IdMap, unique_sorted
-from audience.data.layout import DatasetLayout
-from audience.data.schema import INTERACTIONS_SCHEMA, check_schema
 from audience.data.weeks import distinct_ids
 from audience.errors import DataError, TooLittleData
 from audience.evaluation.oracle import oracle_candidates
 from audience.io import atomic_path, read_json, write_json, write_parquet
-from audience.metrics import ndcg_per_clip, positives, recall_at_depth
-from audience.profiles.fit_data import FitData, build_fit_data
+from audience.metrics import ndcg_per_clip, recall_at_depth, truth_positives
+from audience.profiles.fit_data import build_fit_data
 from audience.profiles.gmm import fit_gmm
 from audience.rank.features import add_labels, candidate_pool, pair_features
 from audience.rank.mixigen import (
@@ -64,6 +62,7 @@ from audience.rank.protocol import (
 from audience.rank.reranker import Reranker
 from audience.rank.simple_blend import rrf_blend
 from audience.resources import peak_rss_gib, reset_peak_rss
+from audience.run import Run, file_key
 from audience.split import Split, make_split
 from audience.submission import to_frame, write_submission
 from audience.warm import (
@@ -71,7 +70,6 @@ from audience.warm import (
     fill_unseen,
     group_ndcg,
     history_features,
-    read_target_history,
     seen_pairs,
     without_hidden_audience,
     write_target_history,
@@ -89,59 +87,6 @@ UPSTREAM_CODE = hashlib.sha1(
 # the label weeks' pools are stacked for training: week h's clip rows are shifted by h x this, so no two weeks
 # share a clip id (a pool holds far fewer target clips)
 HOLDOUT_CLIP_OFFSET = 10_000_000
-
-
-def file_key(method: str) -> str:
-    return method.replace(":", "-").replace("/", "-")
-
-
-class Run:
-    """Paths and cached loads for one run folder."""
-
-    def __init__(self, cfg: RunConfig):
-        self.cfg = cfg
-        self.dir = cfg.artifacts
-        self.layout = DatasetLayout(cfg.data_dir, cfg.subsample)
-        self._catalog: Catalog | None = None
-
-    def path(self, *parts: str) -> Path:
-        return self.dir.joinpath(*parts)
-
-    @property
-    def catalog(self) -> Catalog:
-        """The run's users and clips, as the profiles stage indexed them (catalog.npz)."""
-        if self._catalog is None:
-            self._catalog = Catalog.load(self.require("catalog.npz", "profiles"))
-        return self._catalog
-
-    def split(self) -> Split:
-        return make_split(self.layout, self.cfg.mode, self.cfg.targets, self.cfg.holdout)
-
-    def require(self, name: str, stage: str) -> Path:
-        path = self.path(name)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"{path}: missing; run the '{stage}' stage first (or `python -m audience run`)"
-            )
-        return path
-
-    def fit_data(self) -> FitData:
-        return FitData.load(self.require("fit_data.npz", "profiles"))
-
-    def targets(self) -> pl.DataFrame:
-        return pl.read_parquet(self.require("targets.parquet", "profiles"))
-
-    def queries(self) -> ClipQueries:
-        return ClipQueries.from_catalog(self.catalog, self.targets()["item_id"].to_numpy())
-
-    def candidates(self, method: str) -> pl.DataFrame:
-        return pl.read_parquet(self.require(f"candidates/{file_key(method)}.parquet", "candidates"))
-
-    def record_timing(self, stage: str, seconds: float) -> None:
-        path = self.path("timings.json")
-        timings = read_json(path) if path.exists() else {}
-        timings[stage] = round(seconds, 3)
-        write_json(timings, path)
 
 
 _stage_depth = 0  # stages run inside a stage (the rank stage's holdout runs) do not reset the peak
@@ -264,7 +209,7 @@ def stage_candidates(run: Run) -> None:
     fit, queries = run.fit_data(), run.queries()
     report: dict[str, dict] = {}
     results = {}
-    history = _target_history(run) if cfg.exclude_seen else None
+    history = run.target_history() if cfg.exclude_seen else None
     for name in dict.fromkeys((*cfg.sources, *cfg.baselines)):
         source = make_source(name, cfg) if history is None else ExcludeSeen(make_source(name, cfg), history)
         start = time.perf_counter()
@@ -353,11 +298,7 @@ def _pool_features(run: Run) -> pl.DataFrame:
     cfg = run.cfg
     pool = candidate_pool({name: run.candidates(name) for name in cfg.sources}, cfg.reranker.pool_depth)
     features = pair_features(pool, run.fit_data(), run.catalog, run.queries())
-    return history_features(features, run.targets()["item_id"].to_numpy(), _target_history(run))
-
-
-def _target_history(run: Run) -> pl.DataFrame:
-    return read_target_history(run.path("target_history.parquet"))
+    return history_features(features, run.targets()["item_id"].to_numpy(), run.target_history())
 
 
 def _training_frames(run: Run, plan: TrainingPlan) -> pl.DataFrame:
@@ -527,15 +468,6 @@ def stage_rank(run: Run) -> None:
     write_parquet(ranked, run.path("candidates", "reranked.parquet"))
 
 
-def _fallback_order(fit: FitData, catalog: Catalog) -> np.ndarray:
-    """Popular users first, then users without history: what fills a clip the candidates leave short."""
-    popular = PopularSource().fit(fit, catalog).ranking()
-    without_history = np.ones(catalog.n_users, dtype=bool)
-    without_history[popular] = False
-    rest = np.flatnonzero(without_history)
-    return np.concatenate([popular, rest]).astype(np.int32)
-
-
 def oracle_frame(run: Run, target_ids: np.ndarray) -> tuple[pl.DataFrame, np.ndarray] | None:
     """The synthetic oracle's candidates on user indices, and the external ids those indices name: the
     run's users, then the truth week's users the run never indexed (so the ceiling keeps every user)."""
@@ -611,9 +543,9 @@ def stage_assign(run: Run) -> None:
     cfg = run.cfg
     targets = run.targets()
     n_clips = targets.height
-    fallback = _fallback_order(run.fit_data(), run.catalog)
+    fallback = fallback_order(run.fit_data(), run.catalog)
     item_ids = targets["item_id"].to_numpy()
-    seen = seen_pairs(_target_history(run), item_ids, run.catalog) if cfg.exclude_seen else None
+    seen = seen_pairs(run.target_history(), item_ids, run.catalog) if cfg.exclude_seen else None
     report = {
         m: _assign(run, m, run.candidates(m), n_clips, fallback, cfg.assignment, seen) for m in cfg.methods
     }
@@ -635,14 +567,6 @@ def lists_frame(item_ids: np.ndarray, lists: np.ndarray, user_ids: np.ndarray) -
         .agg("user_id")
         .cast({"item_id": pl.UInt32, "user_id": pl.List(pl.UInt32)})
     )
-
-
-def truth_positives(path: Path, flags: tuple[str, ...], target_ids: np.ndarray) -> pl.DataFrame:
-    """Distinct (item_id, user_id) positives of the truth week for the target clips, on external ids (so a
-    truth-week user or clip missing from the metadata cannot stop the scoring)."""
-    check_schema(path, INTERACTIONS_SCHEMA, ("user_id", "item_id", *flags))
-    targets = pl.Series(target_ids, dtype=pl.UInt32).implode()
-    return positives(pl.scan_parquet(path).filter(pl.col("item_id").is_in(targets)), flags)
 
 
 def stage_evaluate(run: Run) -> dict:
