@@ -9,17 +9,17 @@ so any stage can be rerun alone (the numbered scripts do exactly that).
     assign      cap-aware assignment of every method -> lists/<method>.npy (+ uncapped top lists)
     evaluate    NDCG@100 of every method against the truth week (+ the synthetic oracle) -> results.md/json
     submission  the final method's lists -> submissions/submission.parquet (validated)
+
+The runs a run reads are in run.py; the holdout runs that blend (MixiGen) and rank train on, and their
+labelled pools, in rank/training_data.py.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,6 @@ from audience.io import atomic_path, read_json, write_json, write_parquet
 from audience.metrics import ndcg_per_clip, recall_at_depth, truth_positives
 from audience.profiles.fit_data import build_fit_data
 from audience.profiles.gmm import fit_gmm
-from audience.rank.features import add_labels, candidate_pool, pair_features
 from audience.rank.mixigen import (
     MixiGen,
     kway_merge,
@@ -52,41 +51,28 @@ from audience.rank.mixigen import (
     value_by_position,
 )
 from audience.rank.protocol import (
-    LabelWeek,
-    TrainingPlan,
     best_source_on_pools,
     holdout_samples,
     run_target_ids,
-    training_plans,
 )
 from audience.rank.reranker import Reranker
 from audience.rank.simple_blend import rrf_blend
+from audience.rank.training_data import pool_features, train_with_fallbacks, training_frames
 from audience.resources import peak_rss_gib, reset_peak_rss
 from audience.run import Run, file_key
-from audience.split import Split, make_split
+from audience.split import Split
 from audience.submission import to_frame, write_submission
 from audience.warm import (
     ExcludeSeen,
     fill_unseen,
     group_ndcg,
-    history_features,
     seen_pairs,
-    without_hidden_audience,
     write_target_history,
 )
 
 log = logging.getLogger(__name__)
 ORACLE = "oracle"
 POOL_DEPTHS = (100, 300, 1000)  # candidate-pool depths whose recall of the truth week is reported
-# a holdout run's artifacts (its candidates and labelled pool) are made by this package's code: any edit of it
-# rebuilds them in place, so an edited source, profile pass or feature never serves stale ones (as the data
-# stamps do for data)
-UPSTREAM_CODE = hashlib.sha1(
-    b"".join(path.read_bytes() for path in sorted(Path(__file__).parent.rglob("*.py")))
-).hexdigest()[:10]
-# the label weeks' pools are stacked for training: week h's clip rows are shifted by h x this, so no two weeks
-# share a clip id (a pool holds far fewer target clips)
-HOLDOUT_CLIP_OFFSET = 10_000_000
 
 
 _stage_depth = 0  # stages run inside a stage (the rank stage's holdout runs) do not reset the peak
@@ -247,13 +233,13 @@ def stage_blend(run: Run) -> None:
         return
     folder = run.path("mixigen")
     mixigen = MixiGen(cfg.mixigen, cfg.sources, cfg.n_threads, cfg.seed)
-    model, record, built = _train_with_fallbacks(
-        run, lambda frame: mixigen.fit(long_candidates(frame, cfg.sources)), "mixigen"
+    model, record, built = train_with_fallbacks(
+        run, lambda frame: mixigen.fit(long_candidates(frame, cfg.sources)), "mixigen", run_stage
     )
     if model is None:  # opt-in stage: stop with what was tried (the default chain never comes here)
         raise TooLittleData(f"mixigen: no training protocol could train: {record['tried']}")
     write_json(record, folder / "training.json")
-    train = long_candidates(_training_frames(run, built), cfg.sources)  # cached pools: a re-read
+    train = long_candidates(training_frames(run, built, run_stage), cfg.sources)  # cached pools: a re-read
     model.save(folder)
     table = value_by_position(train, model.value(train), cfg.sources)
     write_parquet(table, folder / "value_by_position.parquet")
@@ -269,7 +255,7 @@ def stage_blend(run: Run) -> None:
         objective,
     )
     tune_s = time.perf_counter() - tune_start
-    applied = long_candidates(_pool_features(run), cfg.sources)
+    applied = long_candidates(pool_features(run), cfg.sources)
     merged = {
         "mixigen": kway_merge(applied, model.value(applied), cfg.candidate_depth),
         "quota": quota_merge(applied, shares, cfg.candidate_depth),
@@ -294,159 +280,16 @@ def stage_blend(run: Run) -> None:
     )
 
 
-def _pool_features(run: Run) -> pl.DataFrame:
-    cfg = run.cfg
-    pool = candidate_pool({name: run.candidates(name) for name in cfg.sources}, cfg.reranker.pool_depth)
-    features = pair_features(pool, run.fit_data(), run.catalog, run.queries())
-    return history_features(features, run.targets()["item_id"].to_numpy(), run.target_history())
-
-
-def _training_frames(run: Run, plan: TrainingPlan) -> pl.DataFrame:
-    """The labelled pools of the plan's label weeks, stacked (clip ids kept apart per week)."""
-    return pl.concat([_training_frame(run, week) for week in plan.weeks], how="diagonal_relaxed")
-
-
-def _train_with_fallbacks(run: Run, fit: Callable[[pl.DataFrame], object], what: str):
-    """Fit a model (`fit`: labelled pools -> model) on the first protocol of the chain that can train
-    (rank/protocol.py). Returns (model or None, record, last plan whose pools were built or None); says
-    once, as a warning, what it fell back from and why. Bad input (a plain DataError) still stops the run."""
-    cfg = run.cfg
-    plans = training_plans(run.split().fit_weeks, cfg.reranker, _n_warm_targets(run))
-    record: dict = {"model": what, "tried": [], "used": None}
-    built = None
-    for plan in plans:
-        if not plan.weeks:
-            record["tried"].append({**plan.to_dict(), "error": plan.note})
-            continue
-        try:
-            frames = [_training_frames(run, plan)]
-            built = plan
-            model = fit(frames.pop())  # no reference kept: fit drops the unsampled frame once sampled
-        except TooLittleData as exc:
-            record["tried"].append({**plan.to_dict(), "error": str(exc)})
-            continue
-        record["used"] = plan.to_dict()
-        if plan.note:  # trained, but not as configured (e.g. no new clips): say so once
-            log.warning("%s: %s", what, plan.note)
-        if record["tried"]:
-            failed = "; ".join(f"'{t['protocol']}': {t['error']}" for t in record["tried"])
-            weeks = ", ".join(w.week for w in plan.weeks)
-            log.warning("%s: %s; trained on protocol '%s' (%s) instead", what, failed, plan.protocol, weeks)
-        return model, record, built
-    if not plans:
-        record["tried"].append(
-            {"protocol": None, "error": "one fit week: no label week has a week before it"}
-        )
-    return None, record, built
-
-
-def _n_warm_targets(run: Run) -> int:
-    targets = run.targets()
-    return int(targets["warm"].sum()) if "warm" in targets.columns else 0
-
-
-def _holdout_key(cfg: RunConfig, split: Split) -> dict:
-    """Everything that shapes a holdout run's profiles and candidates: equal keys, equal artifacts."""
-    shaping = (
-        "positive_flags",
-        "embedding_dim",
-        "sources",
-        "candidate_depth",
-        "hnsw",
-        "profiles",
-        "gmm",
-        "seed",
-        "holdout_targets",
-        "exclude_seen",
-    )
-    return json.loads(
-        json.dumps(
-            {
-                "fit_weeks": [str(p) for p in split.fit_weeks],
-                "truth_week": str(split.truth_week),
-                **{k: getattr(cfg, k) for k in shaping},
-                # regenerated or re-downloaded data under the same paths must not reuse old holdout runs
-                "data_stamps": [_file_stamp(p) for p in (*split.fit_weeks, split.truth_week)],
-                "code": UPSTREAM_CODE,
-            },
-            default=lambda o: o.__dict__,
-        )
-    )
-
-
-def _file_stamp(path: Path) -> list[int]:
-    """[size, mtime in ns] of a data file: changes whenever the file is rewritten."""
-    stat = Path(path).stat()
-    return [stat.st_size, stat.st_mtime_ns]
-
-
-def _holdout_dir(cfg: RunConfig, key: dict) -> Path:
-    """Holdout runs are shared by content: submit mode's second holdout run is validate mode's first. The
-    folder name ignores the data stamps and the code (rewritten data or edited code rebuilds the run in place,
-    via holdout.json)."""
-    named = {k: v for k, v in key.items() if k not in ("data_stamps", "code")}
-    digest = hashlib.sha1(json.dumps(named, sort_keys=True).encode()).hexdigest()[:10]
-    return cfg.artifacts.parent / f"{cfg.dataset_name}-holdout" / f"fit{len(key['fit_weeks']):02d}-{digest}"
-
-
-def _training_frame(run: Run, week: LabelWeek) -> pl.DataFrame:
-    """Features and labels of the pipeline shifted back `week.holdout` weeks: fitted on the weeks before the
-    label week, labelled by that week's positives for the clips `week.targets` asks for."""
-    cfg = run.cfg
-    holdout = week.holdout
-    split = make_split(run.layout, cfg.mode, None, cfg.holdout + holdout)
-    key = _holdout_key(replace(cfg, holdout_targets=week.targets), split)
-    train_cfg = replace(
-        cfg,
-        holdout=cfg.holdout + holdout,
-        holdout_targets=week.targets,
-        run_dir=_holdout_dir(cfg, key),
-        targets=None,
-        baselines=(),
-        rerank=False,
-        learned_blend=False,
-        final_method=cfg.sources[0],
-        quiet=True,
-    )
-    train_run = Run(train_cfg)
-    stamp = train_run.path("holdout.json")
-    cached = train_run.path(f"labelled_pool_depth{cfg.reranker.pool_depth}.parquet")
-    if not (stamp.is_file() and read_json(stamp) == key):
-        cached.unlink(missing_ok=True)
-        for stage in ("profiles", "candidates"):
-            run_stage(train_cfg, stage, train_run)
-        write_json(key, stamp)
-    if not cached.is_file():  # written by the first of blend / rank to need it, read by the other
-        write_parquet(_labelled_pool(train_run), cached)
-    pool = pl.read_parquet(cached)
-    if pool.height and pool["clip"].max() >= HOLDOUT_CLIP_OFFSET:
-        raise DataError(f"{cached}: {pool['clip'].max() + 1} target clips exceed HOLDOUT_CLIP_OFFSET")
-    return pool.with_columns(pl.col("clip") + holdout * HOLDOUT_CLIP_OFFSET)
-
-
-def _labelled_pool(train_run: Run) -> pl.DataFrame:
-    cfg = train_run.cfg
-    targets = train_run.targets()["item_id"].to_numpy()
-    truth = truth_positives(train_run.split().truth_week, cfg.positive_flags, targets)
-    clip_of = pl.DataFrame({"item_id": pl.Series(targets, dtype=pl.UInt32)}).with_row_index("clip")
-    truth = truth.join(clip_of, on="item_id")
-    truth = truth.with_columns(pl.Series("user", train_run.catalog.users.lookup(truth["user_id"].to_numpy())))
-    pool = without_hidden_audience(
-        _pool_features(train_run), targets, train_run.split(), cfg, train_run.catalog
-    )
-    return add_labels(pool, truth.filter(pl.col("user") >= 0).cast({"clip": pl.Int32}))
-
-
 def stage_rank(run: Run) -> None:
     """Train the reranker on `train_weeks` holdout splits, then score this run's candidate pool."""
     cfg = run.cfg
     if not cfg.rerank:
         return
-    model, record, built = _train_with_fallbacks(
-        run, Reranker(cfg.reranker, cfg.n_threads, cfg.seed).fit, "reranker"
+    model, record, built = train_with_fallbacks(
+        run, Reranker(cfg.reranker, cfg.n_threads, cfg.seed).fit, "reranker", run_stage
     )
     if model is None:  # the last resort: the source that ranks best on the holdout pools built so far
-        pools = _training_frames(run, built) if built is not None else None
+        pools = training_frames(run, built, run_stage) if built is not None else None
         best, scores = best_source_on_pools(pools, cfg.sources, cfg.list_size)
         record["fallback_source"] = {"source": best, f"holdout_pool_ndcg@{cfg.list_size}": scores}
         log.warning(
@@ -459,7 +302,7 @@ def stage_rank(run: Run) -> None:
         ranked = run.candidates(best).with_columns(pl.lit("reranked").alias("source"))
     else:
         model.save(run.path("ranker"))
-        frame = _pool_features(run)
+        frame = pool_features(run)
         scored = frame.select("clip", "user").with_columns(
             pl.Series("score", model.predict(frame), dtype=pl.Float32)
         )
