@@ -236,13 +236,17 @@ def test_holdout_runs_are_shared_and_reused(tiny_run):
 
 def test_rewritten_data_or_edited_code_rebuilds_the_holdout_runs(tiny_dir, tmp_path, monkeypatch):
     """Data regenerated under the same paths, or an edit of the code that made them, must not be served stale
-    holdout runs: both rebuild them in place."""
+    holdout runs: both rebuild them in place, dropping the labelled pools of every pool depth."""
     data = tmp_path / "data"
     shutil.copytree(tiny_dir, data)
     cfg = tiny_config(data, tmp_path / "run")
     run_all(cfg, ("profiles", "candidates", "blend", "rank"))
     holdout = sorted((cfg.artifacts.parent / f"{cfg.dataset_name}-holdout").iterdir())
     stamps = {p: (p / "fit_data.npz").stat().st_mtime_ns for p in holdout}
+    for p in holdout:  # the pool of a run with another pool depth, labelled before the data was rewritten
+        shutil.copy(
+            p / f"labelled_pool_depth{cfg.reranker.pool_depth}.parquet", p / "labelled_pool_depth7.parquet"
+        )
     split = read_json(Path(cfg.artifacts) / "split.json")
     first_week = Path(split["fit_weeks"][0])
     first_week = first_week if first_week.is_absolute() else Path.cwd() / first_week
@@ -250,6 +254,7 @@ def test_rewritten_data_or_edited_code_rebuilds_the_holdout_runs(tiny_dir, tmp_p
     run_stage(cfg, "rank")
     assert sorted((cfg.artifacts.parent / f"{cfg.dataset_name}-holdout").iterdir()) == holdout
     assert all((p / "fit_data.npz").stat().st_mtime_ns != stamps[p] for p in holdout)
+    assert not any((p / "labelled_pool_depth7.parquet").exists() for p in holdout)
     stamps = {p: (p / "fit_data.npz").stat().st_mtime_ns for p in holdout}
     run_stage(cfg, "rank")  # nothing changed: reused
     assert {p: (p / "fit_data.npz").stat().st_mtime_ns for p in holdout} == stamps

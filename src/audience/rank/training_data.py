@@ -147,7 +147,8 @@ def _pool_path(train_run: Run) -> Path:
 def holdout_run(run: Run, week: LabelWeek, run_stage: StageRunner) -> Run:
     """`run` shifted back `week.holdout` weeks, fitted on the weeks before the label week, its targets the
     clips `week.targets` asks for; its profiles and candidates are built unless its folder's holdout.json
-    holds the same key (a rebuild drops the labelled pool made from the old one)."""
+    holds the same key. A rebuild drops the labelled pools made from the old build, of every pool depth:
+    the folder is shared by runs of any depth, and a pool left behind would be served as fresh."""
     cfg = run.cfg
     split = make_split(run.layout, cfg.mode, None, cfg.holdout + week.holdout)
     key = holdout_key(replace(cfg, holdout_targets=week.targets), split)
@@ -166,7 +167,8 @@ def holdout_run(run: Run, week: LabelWeek, run_stage: StageRunner) -> Run:
     train_run = Run(train_cfg)
     stamp = train_run.path("holdout.json")
     if not (stamp.is_file() and read_json(stamp) == key):
-        _pool_path(train_run).unlink(missing_ok=True)
+        for stale in train_run.dir.glob("labelled_pool_depth*.parquet"):
+            stale.unlink()
         for stage in HOLDOUT_STAGES:
             run_stage(train_cfg, stage, train_run)
         write_json(key, stamp)
