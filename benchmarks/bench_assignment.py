@@ -16,11 +16,13 @@ from _machine import machine_line
 from _runs import open_run
 
 from audience.assign import assign_with_cap
+from audience.candidates.popular import fallback_order
 from audience.config import STRATEGIES
 from audience.io import read_json
 from audience.markdown import table
-from audience.metrics import ndcg_per_clip
-from audience.pipeline import _fallback_order, file_key, lists_frame, oracle_frame, truth_positives
+from audience.metrics import ndcg_per_clip, truth_positives
+from audience.pipeline import lists_frame, oracle_frame
+from audience.run import file_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +33,7 @@ def main() -> None:
     cfg = run.cfg
     item_ids = run.targets()["item_id"].to_numpy()
     n = item_ids.shape[0]
-    fallback = _fallback_order(run.fit_data(), run.catalog)
+    fallback = fallback_order(run.fit_data(), run.catalog)
     truth = truth_positives(run.split().truth_week, cfg.positive_flags, item_ids)
     methods = [m for m in read_json(run_dir / "lists" / "assignment.json") if m != "oracle"]
     frames = {m: pl.read_parquet(run.path("candidates", f"{file_key(m)}.parquet")) for m in methods}

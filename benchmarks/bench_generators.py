@@ -48,8 +48,9 @@ from audience.candidates import make_source
 from audience.config import RunConfig, load_config
 from audience.io import write_parquet
 from audience.markdown import table
-from audience.pipeline import Run, file_key, run_all
+from audience.pipeline import run_all
 from audience.profiles.gmm import fit_gmm
+from audience.run import Run, file_key
 
 GENERATORS = (
     "popular",

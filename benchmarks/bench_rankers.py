@@ -40,10 +40,11 @@ from _suite import (
     write_json,
 )
 
+from audience.config import STAGES
 from audience.markdown import table
-from audience.pipeline import STAGES, _pool_features
 from audience.rank.mixigen import MixiGen, long_candidates
 from audience.rank.reranker import Reranker
+from audience.rank.training_data import pool_features
 
 BENCH_ARTIFACTS = ROOT / "artifacts" / "bench-rankers"
 SINGLE_CALLS = 50
@@ -89,7 +90,7 @@ def measure_scoring(preset: str) -> dict:
     """Child part: pool features once, then each booster's batched and one-clip scoring."""
     run = open_run(run_dir(preset))
     start = time.perf_counter()
-    pool = _pool_features(run)  # sorted by clip, user
+    pool = pool_features(run)  # sorted by clip, user
     features_s = time.perf_counter() - start
     ranker = Reranker.load(run.path("ranker"), run.cfg.n_threads)
     figures = {"pool_features_s": round(features_s, 2), "pool_rows": pool.height}

@@ -14,7 +14,6 @@ import polars as pl
 import pytest
 from conftest import tiny_config
 
-from audience import pipeline
 from audience.config import preset
 from audience.data.embeddings import load_embeddings
 from audience.data.layout import DatasetLayout
@@ -22,6 +21,7 @@ from audience.data.schema import FLAG_COLUMNS
 from audience.data.synthetic import generate
 from audience.io import read_json
 from audience.pipeline import run_all, run_stage
+from audience.rank import training_data
 from audience.submission import read_submission, validate_submission
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -236,13 +236,17 @@ def test_holdout_runs_are_shared_and_reused(tiny_run):
 
 def test_rewritten_data_or_edited_code_rebuilds_the_holdout_runs(tiny_dir, tmp_path, monkeypatch):
     """Data regenerated under the same paths, or an edit of the code that made them, must not be served stale
-    holdout runs: both rebuild them in place."""
+    holdout runs: both rebuild them in place, dropping the labelled pools of every pool depth."""
     data = tmp_path / "data"
     shutil.copytree(tiny_dir, data)
     cfg = tiny_config(data, tmp_path / "run")
     run_all(cfg, ("profiles", "candidates", "blend", "rank"))
     holdout = sorted((cfg.artifacts.parent / f"{cfg.dataset_name}-holdout").iterdir())
     stamps = {p: (p / "fit_data.npz").stat().st_mtime_ns for p in holdout}
+    for p in holdout:  # the pool of a run with another pool depth, labelled before the data was rewritten
+        shutil.copy(
+            p / f"labelled_pool_depth{cfg.reranker.pool_depth}.parquet", p / "labelled_pool_depth7.parquet"
+        )
     split = read_json(Path(cfg.artifacts) / "split.json")
     first_week = Path(split["fit_weeks"][0])
     first_week = first_week if first_week.is_absolute() else Path.cwd() / first_week
@@ -250,10 +254,11 @@ def test_rewritten_data_or_edited_code_rebuilds_the_holdout_runs(tiny_dir, tmp_p
     run_stage(cfg, "rank")
     assert sorted((cfg.artifacts.parent / f"{cfg.dataset_name}-holdout").iterdir()) == holdout
     assert all((p / "fit_data.npz").stat().st_mtime_ns != stamps[p] for p in holdout)
+    assert not any((p / "labelled_pool_depth7.parquet").exists() for p in holdout)
     stamps = {p: (p / "fit_data.npz").stat().st_mtime_ns for p in holdout}
     run_stage(cfg, "rank")  # nothing changed: reused
     assert {p: (p / "fit_data.npz").stat().st_mtime_ns for p in holdout} == stamps
-    monkeypatch.setattr(pipeline, "UPSTREAM_CODE", "edited")
+    monkeypatch.setattr(training_data, "UPSTREAM_CODE", "edited")
     run_stage(cfg, "rank")
     assert sorted((cfg.artifacts.parent / f"{cfg.dataset_name}-holdout").iterdir()) == holdout
     assert all((p / "fit_data.npz").stat().st_mtime_ns != stamps[p] for p in holdout)
@@ -261,11 +266,11 @@ def test_rewritten_data_or_edited_code_rebuilds_the_holdout_runs(tiny_dir, tmp_p
 
 
 def test_saved_reranker_reproduces_the_reranked_scores(tiny_run):
-    from audience.pipeline import _pool_features
     from audience.rank.reranker import Reranker
+    from audience.rank.training_data import pool_features
 
     model = Reranker.load(tiny_run.path("ranker"))
-    frame = _pool_features(tiny_run)
+    frame = pool_features(tiny_run)
     scored = frame.select("clip", "user").with_columns(pl.Series("again", model.predict(frame)))
     joined = tiny_run.candidates("reranked").join(scored, on=["clip", "user"])
     assert joined.height == frame.height

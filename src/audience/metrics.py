@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numba as nb
 import numpy as np
 import polars as pl
 
+from audience.data.schema import INTERACTIONS_SCHEMA, check_schema
 from audience.errors import DataError
 
-__all__ = ["discount_table", "mean_ndcg", "ndcg_per_clip", "positives", "recall_at_depth"]
+__all__ = ["discount_table", "mean_ndcg", "ndcg_per_clip", "positives", "recall_at_depth", "truth_positives"]
 
 _HIGH = np.uint64(32)
 _LOW_MASK = np.uint64(0xFFFFFFFF)
@@ -341,6 +343,14 @@ def positives(week: pl.LazyFrame | pl.DataFrame, flags: Sequence[str]) -> pl.Dat
             "user_id": pl.Series((keys & _LOW_MASK).astype(np.uint32), dtype=pl.UInt32),
         }
     )
+
+
+def truth_positives(path: Path, flags: tuple[str, ...], target_ids: np.ndarray) -> pl.DataFrame:
+    """Distinct (item_id, user_id) positives of the truth week for the target clips, on external ids (so a
+    truth-week user or clip missing from the metadata cannot stop the scoring)."""
+    check_schema(path, INTERACTIONS_SCHEMA, ("user_id", "item_id", *flags))
+    targets = pl.Series(target_ids, dtype=pl.UInt32).implode()
+    return positives(pl.scan_parquet(path).filter(pl.col("item_id").is_in(targets)), flags)
 
 
 def novelty_at_k(recommended: np.ndarray, item_popularity: np.ndarray, k: int) -> float:

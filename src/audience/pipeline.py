@@ -9,17 +9,17 @@ so any stage can be rerun alone (the numbered scripts do exactly that).
     assign      cap-aware assignment of every method -> lists/<method>.npy (+ uncapped top lists)
     evaluate    NDCG@100 of every method against the truth week (+ the synthetic oracle) -> results.md/json
     submission  the final method's lists -> submissions/submission.parquet (validated)
+
+The runs a run reads are in run.py; the holdout runs that blend (MixiGen) and rank train on, and their
+labelled pools, in rank/training_data.py.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,21 +30,17 @@ from audience.arrays import TopK, rank_within_clip
 from audience.assign import assign_with_cap
 from audience.candidates import ClipQueries, make_source
 from audience.candidates.ann import recall_against_exact
-from audience.candidates.popular import PopularSource
+from audience.candidates.popular import fallback_order
 from audience.config import DEFAULT_SUBMISSION, STAGES, RunConfig
 from audience.data.catalog import Catalog, RunNeeds, load_catalog
 from audience.data.ids import IdMap, unique_sorted
-from audience.data.layout import DatasetLayout
-from audience.data.schema import INTERACTIONS_SCHEMA, check_schema
 from audience.data.weeks import distinct_ids
 from audience.errors import DataError, TooLittleData
 from audience.evaluation.oracle import oracle_candidates
 from audience.io import atomic_path, read_json, write_json, write_parquet
-from audience.metrics import ndcg_per_clip, positives, recall_at_depth
+from audience.metrics import ndcg_per_clip, recall_at_depth, truth_positives
 from audience.profiles.aggregates import AggregateStore, fit_from_aggregates
-from audience.profiles.fit_data import FitData
 from audience.profiles.gmm import fit_gmm
-from audience.rank.features import add_labels, candidate_pool, pair_features
 from audience.rank.mixigen import (
     MixiGen,
     kway_merge,
@@ -55,94 +51,28 @@ from audience.rank.mixigen import (
     value_by_position,
 )
 from audience.rank.protocol import (
-    LabelWeek,
-    TrainingPlan,
     best_source_on_pools,
     holdout_samples,
     run_target_ids,
-    training_plans,
 )
 from audience.rank.reranker import Reranker
 from audience.rank.simple_blend import rrf_blend
+from audience.rank.training_data import pool_features, train_with_fallbacks, training_frames
 from audience.resources import peak_rss_gib, reset_peak_rss
-from audience.split import Split, make_split
+from audience.run import Run, file_key
+from audience.split import Split
 from audience.submission import to_frame, write_submission
 from audience.warm import (
     ExcludeSeen,
     fill_unseen,
     group_ndcg,
-    history_features,
-    read_target_history,
     seen_pairs,
-    without_hidden_audience,
     write_target_history,
 )
 
 log = logging.getLogger(__name__)
 ORACLE = "oracle"
 POOL_DEPTHS = (100, 300, 1000)  # candidate-pool depths whose recall of the truth week is reported
-# a holdout run's artifacts (its candidates and labelled pool) are made by this package's code: any edit of it
-# rebuilds them in place, so an edited source, profile pass or feature never serves stale ones (as the data
-# stamps do for data)
-UPSTREAM_CODE = hashlib.sha1(
-    b"".join(path.read_bytes() for path in sorted(Path(__file__).parent.rglob("*.py")))
-).hexdigest()[:10]
-# the label weeks' pools are stacked for training: week h's clip rows are shifted by h x this, so no two weeks
-# share a clip id (a pool holds far fewer target clips)
-HOLDOUT_CLIP_OFFSET = 10_000_000
-
-
-def file_key(method: str) -> str:
-    return method.replace(":", "-").replace("/", "-")
-
-
-class Run:
-    """Paths and cached loads for one run folder."""
-
-    def __init__(self, cfg: RunConfig):
-        self.cfg = cfg
-        self.dir = cfg.artifacts
-        self.layout = DatasetLayout(cfg.data_dir, cfg.subsample)
-        self._catalog: Catalog | None = None
-
-    def path(self, *parts: str) -> Path:
-        return self.dir.joinpath(*parts)
-
-    @property
-    def catalog(self) -> Catalog:
-        """The run's users and clips, as the profiles stage indexed them (catalog.npz)."""
-        if self._catalog is None:
-            self._catalog = Catalog.load(self.require("catalog.npz", "profiles"))
-        return self._catalog
-
-    def split(self) -> Split:
-        return make_split(self.layout, self.cfg.mode, self.cfg.targets, self.cfg.holdout)
-
-    def require(self, name: str, stage: str) -> Path:
-        path = self.path(name)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"{path}: missing; run the '{stage}' stage first (or `python -m audience run`)"
-            )
-        return path
-
-    def fit_data(self) -> FitData:
-        return FitData.load(self.require("fit_data.npz", "profiles"))
-
-    def targets(self) -> pl.DataFrame:
-        return pl.read_parquet(self.require("targets.parquet", "profiles"))
-
-    def queries(self) -> ClipQueries:
-        return ClipQueries.from_catalog(self.catalog, self.targets()["item_id"].to_numpy())
-
-    def candidates(self, method: str) -> pl.DataFrame:
-        return pl.read_parquet(self.require(f"candidates/{file_key(method)}.parquet", "candidates"))
-
-    def record_timing(self, stage: str, seconds: float) -> None:
-        path = self.path("timings.json")
-        timings = read_json(path) if path.exists() else {}
-        timings[stage] = round(seconds, 3)
-        write_json(timings, path)
 
 
 _stage_depth = 0  # stages run inside a stage (the rank stage's holdout runs) do not reset the peak
@@ -271,7 +201,7 @@ def stage_candidates(run: Run) -> None:
     fit, queries = run.fit_data(), run.queries()
     report: dict[str, dict] = {}
     results = {}
-    history = _target_history(run) if cfg.exclude_seen else None
+    history = run.target_history() if cfg.exclude_seen else None
     for name in dict.fromkeys((*cfg.sources, *cfg.baselines)):
         source = make_source(name, cfg) if history is None else ExcludeSeen(make_source(name, cfg), history)
         start = time.perf_counter()
@@ -309,13 +239,13 @@ def stage_blend(run: Run) -> None:
         return
     folder = run.path("mixigen")
     mixigen = MixiGen(cfg.mixigen, cfg.sources, cfg.n_threads, cfg.seed)
-    model, record, built = _train_with_fallbacks(
-        run, lambda frame: mixigen.fit(long_candidates(frame, cfg.sources)), "mixigen"
+    model, record, built = train_with_fallbacks(
+        run, lambda frame: mixigen.fit(long_candidates(frame, cfg.sources)), "mixigen", run_stage
     )
     if model is None:  # opt-in stage: stop with what was tried (the default chain never comes here)
         raise TooLittleData(f"mixigen: no training protocol could train: {record['tried']}")
     write_json(record, folder / "training.json")
-    train = long_candidates(_training_frames(run, built), cfg.sources)  # cached pools: a re-read
+    train = long_candidates(training_frames(run, built, run_stage), cfg.sources)  # cached pools: a re-read
     model.save(folder)
     table = value_by_position(train, model.value(train), cfg.sources)
     write_parquet(table, folder / "value_by_position.parquet")
@@ -331,7 +261,7 @@ def stage_blend(run: Run) -> None:
         objective,
     )
     tune_s = time.perf_counter() - tune_start
-    applied = long_candidates(_pool_features(run), cfg.sources)
+    applied = long_candidates(pool_features(run), cfg.sources)
     merged = {
         "mixigen": kway_merge(applied, model.value(applied), cfg.candidate_depth),
         "quota": quota_merge(applied, shares, cfg.candidate_depth),
@@ -356,164 +286,16 @@ def stage_blend(run: Run) -> None:
     )
 
 
-def _pool_features(run: Run) -> pl.DataFrame:
-    cfg = run.cfg
-    pool = candidate_pool({name: run.candidates(name) for name in cfg.sources}, cfg.reranker.pool_depth)
-    features = pair_features(pool, run.fit_data(), run.catalog, run.queries())
-    return history_features(features, run.targets()["item_id"].to_numpy(), _target_history(run))
-
-
-def _target_history(run: Run) -> pl.DataFrame:
-    return read_target_history(run.path("target_history.parquet"))
-
-
-def _training_frames(run: Run, plan: TrainingPlan) -> pl.DataFrame:
-    """The labelled pools of the plan's label weeks, stacked (clip ids kept apart per week)."""
-    return pl.concat([_training_frame(run, week) for week in plan.weeks], how="diagonal_relaxed")
-
-
-def _train_with_fallbacks(run: Run, fit: Callable[[pl.DataFrame], object], what: str):
-    """Fit a model (`fit`: labelled pools -> model) on the first protocol of the chain that can train
-    (rank/protocol.py). Returns (model or None, record, last plan whose pools were built or None); says
-    once, as a warning, what it fell back from and why. Bad input (a plain DataError) still stops the run."""
-    cfg = run.cfg
-    plans = training_plans(run.split().fit_weeks, cfg.reranker, _n_warm_targets(run))
-    record: dict = {"model": what, "tried": [], "used": None}
-    built = None
-    for plan in plans:
-        if not plan.weeks:
-            record["tried"].append({**plan.to_dict(), "error": plan.note})
-            continue
-        try:
-            frames = [_training_frames(run, plan)]
-            built = plan
-            model = fit(frames.pop())  # no reference kept: fit drops the unsampled frame once sampled
-        except TooLittleData as exc:
-            record["tried"].append({**plan.to_dict(), "error": str(exc)})
-            continue
-        record["used"] = plan.to_dict()
-        if plan.note:  # trained, but not as configured (e.g. no new clips): say so once
-            log.warning("%s: %s", what, plan.note)
-        if record["tried"]:
-            failed = "; ".join(f"'{t['protocol']}': {t['error']}" for t in record["tried"])
-            weeks = ", ".join(w.week for w in plan.weeks)
-            log.warning("%s: %s; trained on protocol '%s' (%s) instead", what, failed, plan.protocol, weeks)
-        return model, record, built
-    if not plans:
-        record["tried"].append(
-            {"protocol": None, "error": "one fit week: no label week has a week before it"}
-        )
-    return None, record, built
-
-
-def _n_warm_targets(run: Run) -> int:
-    targets = run.targets()
-    return int(targets["warm"].sum()) if "warm" in targets.columns else 0
-
-
-def _holdout_key(cfg: RunConfig, split: Split) -> dict:
-    """Everything that shapes a holdout run's profiles and candidates: equal keys, equal artifacts."""
-    shaping = (
-        "positive_flags",
-        "embedding_dim",
-        "sources",
-        "candidate_depth",
-        "hnsw",
-        "profiles",
-        "gmm",
-        "seed",
-        "holdout_targets",
-        "exclude_seen",
-    )
-    return json.loads(
-        json.dumps(
-            {
-                "fit_weeks": [str(p) for p in split.fit_weeks],
-                "truth_week": str(split.truth_week),
-                **{k: getattr(cfg, k) for k in shaping},
-                # regenerated or re-downloaded data under the same paths must not reuse old holdout runs
-                "data_stamps": [_file_stamp(p) for p in (*split.fit_weeks, split.truth_week)],
-                "code": UPSTREAM_CODE,
-            },
-            default=lambda o: o.__dict__,
-        )
-    )
-
-
-def _file_stamp(path: Path) -> list[int]:
-    """[size, mtime in ns] of a data file: changes whenever the file is rewritten."""
-    stat = Path(path).stat()
-    return [stat.st_size, stat.st_mtime_ns]
-
-
-def _holdout_dir(cfg: RunConfig, key: dict) -> Path:
-    """Holdout runs are shared by content: submit mode's second holdout run is validate mode's first. The
-    folder name ignores the data stamps and the code (rewritten data or edited code rebuilds the run in place,
-    via holdout.json)."""
-    named = {k: v for k, v in key.items() if k not in ("data_stamps", "code")}
-    digest = hashlib.sha1(json.dumps(named, sort_keys=True).encode()).hexdigest()[:10]
-    return cfg.artifacts.parent / f"{cfg.dataset_name}-holdout" / f"fit{len(key['fit_weeks']):02d}-{digest}"
-
-
-def _training_frame(run: Run, week: LabelWeek) -> pl.DataFrame:
-    """Features and labels of the pipeline shifted back `week.holdout` weeks: fitted on the weeks before the
-    label week, labelled by that week's positives for the clips `week.targets` asks for."""
-    cfg = run.cfg
-    holdout = week.holdout
-    split = make_split(run.layout, cfg.mode, None, cfg.holdout + holdout)
-    key = _holdout_key(replace(cfg, holdout_targets=week.targets), split)
-    train_cfg = replace(
-        cfg,
-        holdout=cfg.holdout + holdout,
-        holdout_targets=week.targets,
-        run_dir=_holdout_dir(cfg, key),
-        weeks_dir=cfg.weeks_cache,  # the main run's aggregates serve its holdout runs
-        targets=None,
-        baselines=(),
-        rerank=False,
-        learned_blend=False,
-        final_method=cfg.sources[0],
-        quiet=True,
-    )
-    train_run = Run(train_cfg)
-    stamp = train_run.path("holdout.json")
-    cached = train_run.path(f"labelled_pool_depth{cfg.reranker.pool_depth}.parquet")
-    if not (stamp.is_file() and read_json(stamp) == key):
-        cached.unlink(missing_ok=True)
-        for stage in ("profiles", "candidates"):
-            run_stage(train_cfg, stage, train_run)
-        write_json(key, stamp)
-    if not cached.is_file():  # written by the first of blend / rank to need it, read by the other
-        write_parquet(_labelled_pool(train_run), cached)
-    pool = pl.read_parquet(cached)
-    if pool.height and pool["clip"].max() >= HOLDOUT_CLIP_OFFSET:
-        raise DataError(f"{cached}: {pool['clip'].max() + 1} target clips exceed HOLDOUT_CLIP_OFFSET")
-    return pool.with_columns(pl.col("clip") + holdout * HOLDOUT_CLIP_OFFSET)
-
-
-def _labelled_pool(train_run: Run) -> pl.DataFrame:
-    cfg = train_run.cfg
-    targets = train_run.targets()["item_id"].to_numpy()
-    truth = truth_positives(train_run.split().truth_week, cfg.positive_flags, targets)
-    clip_of = pl.DataFrame({"item_id": pl.Series(targets, dtype=pl.UInt32)}).with_row_index("clip")
-    truth = truth.join(clip_of, on="item_id")
-    truth = truth.with_columns(pl.Series("user", train_run.catalog.users.lookup(truth["user_id"].to_numpy())))
-    pool = without_hidden_audience(
-        _pool_features(train_run), targets, train_run.split(), cfg, train_run.catalog
-    )
-    return add_labels(pool, truth.filter(pl.col("user") >= 0).cast({"clip": pl.Int32}))
-
-
 def stage_rank(run: Run) -> None:
     """Train the reranker on `train_weeks` holdout splits, then score this run's candidate pool."""
     cfg = run.cfg
     if not cfg.rerank:
         return
-    model, record, built = _train_with_fallbacks(
-        run, Reranker(cfg.reranker, cfg.n_threads, cfg.seed).fit, "reranker"
+    model, record, built = train_with_fallbacks(
+        run, Reranker(cfg.reranker, cfg.n_threads, cfg.seed).fit, "reranker", run_stage
     )
     if model is None:  # the last resort: the source that ranks best on the holdout pools built so far
-        pools = _training_frames(run, built) if built is not None else None
+        pools = training_frames(run, built, run_stage) if built is not None else None
         best, scores = best_source_on_pools(pools, cfg.sources, cfg.list_size)
         record["fallback_source"] = {"source": best, f"holdout_pool_ndcg@{cfg.list_size}": scores}
         log.warning(
@@ -526,22 +308,13 @@ def stage_rank(run: Run) -> None:
         ranked = run.candidates(best).with_columns(pl.lit("reranked").alias("source"))
     else:
         model.save(run.path("ranker"))
-        frame = _pool_features(run)
+        frame = pool_features(run)
         scored = frame.select("clip", "user").with_columns(
             pl.Series("score", model.predict(frame), dtype=pl.Float32)
         )
         ranked = rank_within_clip(scored).with_columns(pl.lit("reranked").alias("source"))
     write_json(record, run.path("training.json"))
     write_parquet(ranked, run.path("candidates", "reranked.parquet"))
-
-
-def _fallback_order(fit: FitData, catalog: Catalog) -> np.ndarray:
-    """Popular users first, then users without history: what fills a clip the candidates leave short."""
-    popular = PopularSource().fit(fit, catalog).ranking()
-    without_history = np.ones(catalog.n_users, dtype=bool)
-    without_history[popular] = False
-    rest = np.flatnonzero(without_history)
-    return np.concatenate([popular, rest]).astype(np.int32)
 
 
 def oracle_frame(run: Run, target_ids: np.ndarray) -> tuple[pl.DataFrame, np.ndarray] | None:
@@ -619,9 +392,9 @@ def stage_assign(run: Run) -> None:
     cfg = run.cfg
     targets = run.targets()
     n_clips = targets.height
-    fallback = _fallback_order(run.fit_data(), run.catalog)
+    fallback = fallback_order(run.fit_data(), run.catalog)
     item_ids = targets["item_id"].to_numpy()
-    seen = seen_pairs(_target_history(run), item_ids, run.catalog) if cfg.exclude_seen else None
+    seen = seen_pairs(run.target_history(), item_ids, run.catalog) if cfg.exclude_seen else None
     report = {
         m: _assign(run, m, run.candidates(m), n_clips, fallback, cfg.assignment, seen) for m in cfg.methods
     }
@@ -643,14 +416,6 @@ def lists_frame(item_ids: np.ndarray, lists: np.ndarray, user_ids: np.ndarray) -
         .agg("user_id")
         .cast({"item_id": pl.UInt32, "user_id": pl.List(pl.UInt32)})
     )
-
-
-def truth_positives(path: Path, flags: tuple[str, ...], target_ids: np.ndarray) -> pl.DataFrame:
-    """Distinct (item_id, user_id) positives of the truth week for the target clips, on external ids (so a
-    truth-week user or clip missing from the metadata cannot stop the scoring)."""
-    check_schema(path, INTERACTIONS_SCHEMA, ("user_id", "item_id", *flags))
-    targets = pl.Series(target_ids, dtype=pl.UInt32).implode()
-    return positives(pl.scan_parquet(path).filter(pl.col("item_id").is_in(targets)), flags)
 
 
 def stage_evaluate(run: Run) -> dict:

@@ -40,3 +40,13 @@ class PopularSource:
         out.ids[:, :k_eff] = self.order[:k_eff]
         out.scores[:, :k_eff] = self.score[:k_eff]
         return out
+
+
+def fallback_order(fit: FitData, catalog: Catalog) -> np.ndarray:
+    """Popular users first, then users without history: what fills a clip the candidates leave short
+    (assign.assign_with_cap's `fallback_order`)."""
+    popular = PopularSource().fit(fit, catalog).ranking()
+    without_history = np.ones(catalog.n_users, dtype=bool)
+    without_history[popular] = False
+    rest = np.flatnonzero(without_history)
+    return np.concatenate([popular, rest]).astype(np.int32)

@@ -1,0 +1,234 @@
+"""The training data of the reranker and MixiGen: labelled candidate pools of holdout runs.
+
+A holdout run is the pipeline shifted back `holdout` weeks (rank/protocol.py chooses which): its profiles
+and candidates are fitted on the weeks before a label week, and the label week's positives label its pool.
+Building one costs a profile pass and every candidate source, so holdout runs are cached beside the run:
+
+* `holdout_key`: everything that shapes a holdout run (fit weeks, truth week, the shaping config, the data
+  files' stamps and a hash of this package's code, `UPSTREAM_CODE`). A run whose key differs is rebuilt in
+  place, so regenerated data or an edited source, profile pass or feature never serves stale candidates.
+* `holdout_dir`: the run's folder, named by the key without stamps and code, so runs of equal content are
+  shared (submit mode's second holdout run is validate mode's first).
+* `labelled_pool`: a holdout run's pool features with their labels, cached in its folder per pool depth.
+* `training_frames`: the pools of a plan's label weeks stacked into one frame; week h's clip ids are shifted
+  by h x `HOLDOUT_CLIP_OFFSET` so no two weeks share one.
+* `train_with_fallbacks`: fits a model on the first protocol of the fallback chain that can train.
+
+The stages that build a holdout run live in pipeline.py, which imports this module: callers pass the
+pipeline's `run_stage` in (`StageRunner`) rather than this module importing it back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import polars as pl
+
+from audience.config import RunConfig
+from audience.errors import DataError, TooLittleData
+from audience.io import file_stamp, read_json, write_json, write_parquet
+from audience.metrics import truth_positives
+from audience.rank.features import add_labels, candidate_pool, pair_features
+from audience.rank.protocol import LabelWeek, TrainingPlan, training_plans
+from audience.run import Run
+from audience.split import Split, make_split
+from audience.warm import history_features, without_hidden_audience
+
+__all__ = [
+    "HOLDOUT_CLIP_OFFSET",
+    "UPSTREAM_CODE",
+    "StageRunner",
+    "holdout_dir",
+    "holdout_key",
+    "holdout_run",
+    "labelled_pool",
+    "pool_features",
+    "shift_clips",
+    "train_with_fallbacks",
+    "training_frame",
+    "training_frames",
+]
+
+log = logging.getLogger(__name__)
+
+# a holdout run's artifacts (its candidates and labelled pool) are made by this package's code: any edit of it
+# rebuilds them in place, so an edited source, profile pass or feature never serves stale ones (as the data
+# stamps do for data)
+UPSTREAM_CODE = hashlib.sha1(
+    b"".join(path.read_bytes() for path in sorted(Path(__file__).parent.parent.rglob("*.py")))
+).hexdigest()[:10]
+# the label weeks' pools are stacked for training: week h's clip rows are shifted by h x this, so no two weeks
+# share a clip id (a pool holds far fewer target clips)
+HOLDOUT_CLIP_OFFSET = 10_000_000
+# the stages a holdout run needs before its pool can be labelled
+HOLDOUT_STAGES = ("profiles", "candidates")
+
+StageRunner = Callable[[RunConfig, str, Run], object]
+"""Runs one named stage of a run (pipeline.run_stage)."""
+
+
+def holdout_key(cfg: RunConfig, split: Split) -> dict:
+    """Everything that shapes a holdout run's profiles and candidates: equal keys, equal artifacts."""
+    shaping = (
+        "positive_flags",
+        "embedding_dim",
+        "sources",
+        "candidate_depth",
+        "hnsw",
+        "profiles",
+        "gmm",
+        "seed",
+        "holdout_targets",
+        "exclude_seen",
+    )
+    return json.loads(
+        json.dumps(
+            {
+                "fit_weeks": [str(p) for p in split.fit_weeks],
+                "truth_week": str(split.truth_week),
+                **{k: getattr(cfg, k) for k in shaping},
+                # regenerated or re-downloaded data under the same paths must not reuse old holdout runs
+                "data_stamps": [file_stamp(p) for p in (*split.fit_weeks, split.truth_week)],
+                "code": UPSTREAM_CODE,
+            },
+            default=lambda o: o.__dict__,
+        )
+    )
+
+
+def holdout_dir(cfg: RunConfig, key: dict) -> Path:
+    """Holdout runs are shared by content: submit mode's second holdout run is validate mode's first. The
+    folder name ignores the data stamps and the code (rewritten data or edited code rebuilds the run in place,
+    via holdout.json)."""
+    named = {k: v for k, v in key.items() if k not in ("data_stamps", "code")}
+    digest = hashlib.sha1(json.dumps(named, sort_keys=True).encode()).hexdigest()[:10]
+    return cfg.artifacts.parent / f"{cfg.dataset_name}-holdout" / f"fit{len(key['fit_weeks']):02d}-{digest}"
+
+
+def pool_features(run: Run) -> pl.DataFrame:
+    """The run's candidate pool (its sources' top `pool_depth` users per clip) with the reranker's pair and
+    clip-history features, sorted by clip, user: what the models train on (holdout runs) and score."""
+    cfg = run.cfg
+    pool = candidate_pool({name: run.candidates(name) for name in cfg.sources}, cfg.reranker.pool_depth)
+    features = pair_features(pool, run.fit_data(), run.catalog, run.queries())
+    return history_features(features, run.targets()["item_id"].to_numpy(), run.target_history())
+
+
+def labelled_pool(train_run: Run) -> pl.DataFrame:
+    """A holdout run's pool features labelled by its truth week's positives, without the hidden audience of
+    its pseudo-new clips (warm.without_hidden_audience)."""
+    cfg = train_run.cfg
+    targets = train_run.targets()["item_id"].to_numpy()
+    truth = truth_positives(train_run.split().truth_week, cfg.positive_flags, targets)
+    clip_of = pl.DataFrame({"item_id": pl.Series(targets, dtype=pl.UInt32)}).with_row_index("clip")
+    truth = truth.join(clip_of, on="item_id")
+    truth = truth.with_columns(pl.Series("user", train_run.catalog.users.lookup(truth["user_id"].to_numpy())))
+    pool = without_hidden_audience(
+        pool_features(train_run), targets, train_run.split(), cfg, train_run.catalog
+    )
+    return add_labels(pool, truth.filter(pl.col("user") >= 0).cast({"clip": pl.Int32}))
+
+
+def _pool_path(train_run: Run) -> Path:
+    return train_run.path(f"labelled_pool_depth{train_run.cfg.reranker.pool_depth}.parquet")
+
+
+def holdout_run(run: Run, week: LabelWeek, run_stage: StageRunner) -> Run:
+    """`run` shifted back `week.holdout` weeks, fitted on the weeks before the label week, its targets the
+    clips `week.targets` asks for; its profiles and candidates are built unless its folder's holdout.json
+    holds the same key. A rebuild drops the labelled pools made from the old build, of every pool depth:
+    the folder is shared by runs of any depth, and a pool left behind would be served as fresh."""
+    cfg = run.cfg
+    split = make_split(run.layout, cfg.mode, None, cfg.holdout + week.holdout)
+    key = holdout_key(replace(cfg, holdout_targets=week.targets), split)
+    train_cfg = replace(
+        cfg,
+        holdout=cfg.holdout + week.holdout,
+        holdout_targets=week.targets,
+        run_dir=holdout_dir(cfg, key),
+        weeks_dir=cfg.weeks_cache,  # the main run's aggregates serve its holdout runs
+        targets=None,
+        baselines=(),
+        rerank=False,
+        learned_blend=False,
+        final_method=cfg.sources[0],
+        quiet=True,
+    )
+    train_run = Run(train_cfg)
+    stamp = train_run.path("holdout.json")
+    if not (stamp.is_file() and read_json(stamp) == key):
+        for stale in train_run.dir.glob("labelled_pool_depth*.parquet"):
+            stale.unlink()
+        for stage in HOLDOUT_STAGES:
+            run_stage(train_cfg, stage, train_run)
+        write_json(key, stamp)
+    return train_run
+
+
+def shift_clips(pool: pl.DataFrame, holdout: int, source: Path | str = "pool") -> pl.DataFrame:
+    """`pool` with its clip ids shifted by `holdout` x HOLDOUT_CLIP_OFFSET, so pools of different label weeks
+    stack without sharing a clip id. Raises DataError (naming `source`) when a pool holds as many clips."""
+    if pool.height and pool["clip"].max() >= HOLDOUT_CLIP_OFFSET:
+        raise DataError(f"{source}: {pool['clip'].max() + 1} target clips exceed HOLDOUT_CLIP_OFFSET")
+    return pool.with_columns(pl.col("clip") + holdout * HOLDOUT_CLIP_OFFSET)
+
+
+def training_frame(run: Run, week: LabelWeek, run_stage: StageRunner) -> pl.DataFrame:
+    """Features and labels of the pipeline shifted back `week.holdout` weeks (`holdout_run`), its clip ids
+    shifted apart from other weeks' (`shift_clips`). The labelled pool is cached in the holdout run's folder:
+    written by the first of the blend and rank stages to need it, read by the other."""
+    train_run = holdout_run(run, week, run_stage)
+    cached = _pool_path(train_run)
+    if not cached.is_file():
+        write_parquet(labelled_pool(train_run), cached)
+    return shift_clips(pl.read_parquet(cached), week.holdout, cached)
+
+
+def training_frames(run: Run, plan: TrainingPlan, run_stage: StageRunner) -> pl.DataFrame:
+    """The labelled pools of the plan's label weeks, stacked (clip ids kept apart per week)."""
+    return pl.concat([training_frame(run, week, run_stage) for week in plan.weeks], how="diagonal_relaxed")
+
+
+def _n_warm_targets(run: Run) -> int:
+    targets = run.targets()
+    return int(targets["warm"].sum()) if "warm" in targets.columns else 0
+
+
+def train_with_fallbacks(
+    run: Run, fit: Callable[[pl.DataFrame], object], what: str, run_stage: StageRunner
+) -> tuple[object | None, dict, TrainingPlan | None]:
+    """Fit a model (`fit`: labelled pools -> model) on the first protocol of the chain that can train
+    (rank/protocol.py). Returns (model or None, record, last plan whose pools were built or None); says
+    once, as a warning, what it fell back from and why. Bad input (a plain DataError) still stops the run."""
+    cfg = run.cfg
+    plans = training_plans(run.split().fit_weeks, cfg.reranker, _n_warm_targets(run))
+    record: dict = {"model": what, "tried": [], "used": None}
+    built = None
+    for plan in plans:
+        if not plan.weeks:
+            record["tried"].append({**plan.to_dict(), "error": plan.note})
+            continue
+        try:
+            frames = [training_frames(run, plan, run_stage)]
+            built = plan
+            model = fit(frames.pop())  # no reference kept: fit drops the unsampled frame once sampled
+        except TooLittleData as exc:
+            record["tried"].append({**plan.to_dict(), "error": str(exc)})
+            continue
+        record["used"] = plan.to_dict()
+        if plan.note:  # trained, but not as configured (e.g. no new clips): say so once
+            log.warning("%s: %s", what, plan.note)
+        if record["tried"]:
+            failed = "; ".join(f"'{t['protocol']}': {t['error']}" for t in record["tried"])
+            weeks = ", ".join(w.week for w in plan.weeks)
+            log.warning("%s: %s; trained on protocol '%s' (%s) instead", what, failed, plan.protocol, weeks)
+        return model, record, built
+    if not plans:
+        record["tried"].append(
+            {"protocol": None, "error": "one fit week: no label week has a week before it"}
+        )
+    return None, record, built

@@ -1,0 +1,78 @@
+"""One run folder (`RunConfig.artifacts`): the paths of its artifacts and cached loads of them.
+
+The stages (pipeline.py) and the reranker's training data (rank/training_data.py) both open runs: a run of
+the configured split and the holdout runs shifted back from it. Living below both, this module lets them
+import it without importing each other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from audience.candidates import ClipQueries
+from audience.config import RunConfig
+from audience.data.catalog import Catalog
+from audience.data.layout import DatasetLayout
+from audience.io import read_json, write_json
+from audience.profiles.fit_data import FitData
+from audience.split import Split, make_split
+from audience.warm import read_target_history
+
+
+def file_key(method: str) -> str:
+    """A method or source name as a file name (`hnsw:watch` -> `hnsw-watch`)."""
+    return method.replace(":", "-").replace("/", "-")
+
+
+class Run:
+    """Paths and cached loads for one run folder."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.dir = cfg.artifacts
+        self.layout = DatasetLayout(cfg.data_dir, cfg.subsample)
+        self._catalog: Catalog | None = None
+
+    def path(self, *parts: str) -> Path:
+        return self.dir.joinpath(*parts)
+
+    @property
+    def catalog(self) -> Catalog:
+        """The run's users and clips, as the profiles stage indexed them (catalog.npz)."""
+        if self._catalog is None:
+            self._catalog = Catalog.load(self.require("catalog.npz", "profiles"))
+        return self._catalog
+
+    def split(self) -> Split:
+        return make_split(self.layout, self.cfg.mode, self.cfg.targets, self.cfg.holdout)
+
+    def require(self, name: str, stage: str) -> Path:
+        path = self.path(name)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path}: missing; run the '{stage}' stage first (or `python -m audience run`)"
+            )
+        return path
+
+    def fit_data(self) -> FitData:
+        return FitData.load(self.require("fit_data.npz", "profiles"))
+
+    def targets(self) -> pl.DataFrame:
+        return pl.read_parquet(self.require("targets.parquet", "profiles"))
+
+    def target_history(self) -> pl.DataFrame:
+        """The target clips' fit-week audience (target_history.parquet, written by the profiles stage)."""
+        return read_target_history(self.path("target_history.parquet"))
+
+    def queries(self) -> ClipQueries:
+        return ClipQueries.from_catalog(self.catalog, self.targets()["item_id"].to_numpy())
+
+    def candidates(self, method: str) -> pl.DataFrame:
+        return pl.read_parquet(self.require(f"candidates/{file_key(method)}.parquet", "candidates"))
+
+    def record_timing(self, stage: str, seconds: float) -> None:
+        path = self.path("timings.json")
+        timings = read_json(path) if path.exists() else {}
+        timings[stage] = round(seconds, 3)
+        write_json(timings, path)

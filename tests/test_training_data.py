@@ -1,0 +1,42 @@
+"""The reranker's training data through its public interface: holdout runs shared by content across modes,
+label weeks' pools stacked without sharing a clip id. (Rebuilds on rewritten data or edited code, and reuse
+on a rerun, are tested on whole runs in test_pipeline.py.)"""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from conftest import tiny_config
+
+from audience.data.layout import DatasetLayout
+from audience.errors import DataError
+from audience.rank.training_data import HOLDOUT_CLIP_OFFSET, holdout_dir, holdout_key, shift_clips
+from audience.split import make_split
+
+
+def test_submit_mode_shares_validate_modes_holdout_run(tiny_dir, tmp_path):
+    """Submit mode fits on train + validation: its second holdout split is validate mode's first, so both
+    modes key and name the same holdout run; the next holdout week gets another folder."""
+    layout = DatasetLayout(tiny_dir)
+    validate = tiny_config(tiny_dir, tmp_path / "validate", mode="validate")
+    submit = tiny_config(tiny_dir, tmp_path / "submit", mode="submit")
+
+    def folder(cfg, holdout):
+        return holdout_dir(cfg, holdout_key(cfg, make_split(layout, cfg.mode, None, holdout)))
+
+    assert holdout_key(validate, make_split(layout, "validate", None, 1)) == holdout_key(
+        submit, make_split(layout, "submit", None, 2)
+    )
+    assert folder(validate, 1) == folder(submit, 2) != folder(validate, 2)
+    assert folder(validate, 1).parent == tmp_path / f"{validate.dataset_name}-holdout"
+
+
+def test_label_weeks_pools_stack_apart_and_an_oversized_pool_is_refused():
+    pool = pl.DataFrame({"clip": pl.Series([0, 0, 3], dtype=pl.Int32), "user": [5, 6, 5]})
+    stacked = pl.concat([shift_clips(pool, h) for h in (1, 2)])
+    assert stacked["clip"].to_list() == [c + h * HOLDOUT_CLIP_OFFSET for h in (1, 2) for c in (0, 0, 3)]
+    assert stacked.select("clip", "user").n_unique() == 2 * pool.height
+    assert shift_clips(pool.clear(), 1).height == 0
+    too_many = pool.with_columns(pl.lit(HOLDOUT_CLIP_OFFSET, dtype=pl.Int32).alias("clip"))
+    with pytest.raises(DataError, match=r"pool\.parquet: 10000001 target clips exceed HOLDOUT_CLIP_OFFSET"):
+        shift_clips(too_many, 1, "pool.parquet")
