@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from audience.data.layout import DatasetLayout
 from audience.data.weeks import distinct_ids
 from audience.profiles import aggregates as agg
 from audience.profiles.aggregates import AggregateStore, fit_from_aggregates
+from audience.profiles.author_views import WeekPairs, combine_author_views, prune_author_views
 from audience.profiles.fit_data import FitData, build_fit_data
 from audience.profiles.week_kernels import group_rows, user_key_totals
 
@@ -34,6 +36,11 @@ def weeks_and_catalog(tiny_dir):
 def _store(folder: Path, catalog, layout, chunk_rows: int = 20_000_000) -> AggregateStore:
     metadata = (layout.items_metadata, layout.item_embeddings)
     return AggregateStore(folder, catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS, metadata, chunk_rows)
+
+
+def _built(folder: Path) -> list[Path]:
+    """The weekly aggregates a store holds (one folder each)."""
+    return sorted(p for p in folder.iterdir() if p.is_dir())
 
 
 def assert_same_fit(got: FitData, want: FitData) -> None:
@@ -83,7 +90,7 @@ def test_combined_aggregates_equal_one_direct_pass(weeks_and_catalog, tmp_path):
     # small chunks: a week's aggregate is merged over several chunks
     got = fit_from_aggregates(_store(tmp_path, catalog, layout, chunk_rows=7_000), weeks, progress=False)
     assert_same_fit(got, want)
-    assert len(list(tmp_path.glob("*.npz"))) == len(weeks)
+    assert len(_built(tmp_path)) == len(weeks)
 
 
 def test_a_holdout_split_from_the_same_aggregates_equals_a_fresh_pass(weeks_and_catalog, tmp_path):
@@ -92,8 +99,7 @@ def test_a_holdout_split_from_the_same_aggregates_equals_a_fresh_pass(weeks_and_
     weeks, catalog, layout = weeks_and_catalog
     store = _store(tmp_path, catalog, layout)
     fit_from_aggregates(store, weeks, progress=False)
-    built = sorted(tmp_path.glob("*.npz"))
-    mtimes = [p.stat().st_mtime_ns for p in built]
+    mtimes = [p.stat().st_mtime_ns for p in _built(tmp_path)]
     rng = np.random.default_rng(1)
     hidden = np.zeros(catalog.n_items, dtype=bool)
     hidden[rng.choice(catalog.n_items, catalog.n_items // 20, replace=False)] = True
@@ -107,7 +113,7 @@ def test_a_holdout_split_from_the_same_aggregates_equals_a_fresh_pass(weeks_and_
     )
     assert_same_fit(got, want)
     assert want.item_views[hidden].sum() == 0 and got.histories["item_user_positives"][hidden].nnz == 0
-    assert [p.stat().st_mtime_ns for p in sorted(tmp_path.glob("*.npz"))] == mtimes  # nothing rebuilt
+    assert [p.stat().st_mtime_ns for p in _built(tmp_path)] == mtimes  # nothing rebuilt
 
 
 def test_the_cache_rebuilds_a_changed_week_and_after_a_code_change(weeks_and_catalog, tmp_path, monkeypatch):
@@ -118,11 +124,11 @@ def test_the_cache_rebuilds_a_changed_week_and_after_a_code_change(weeks_and_cat
     store = _store(tmp_path / "cache", catalog, layout)
     first = fit_from_aggregates(store, copies, progress=False)
     # rewrite the last week with the first week's rows: its aggregate is rebuilt, the others are kept
-    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("*.npz")}
+    before = {p.name: p.stat().st_mtime_ns for p in _built(tmp_path / "cache")}
     shutil.copy(weeks[0], copies[-1])
     os.utime(copies[-1], ns=(1, 1))
     second = fit_from_aggregates(store, copies, progress=False)
-    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("*.npz")}
+    after = {p.name: p.stat().st_mtime_ns for p in _built(tmp_path / "cache")}
     assert len(after) == len(weeks)  # the stale aggregate of the rewritten week is gone
     assert len(set(after) - set(before)) == 1 and all(after[n] == before[n] for n in set(after) & set(before))
     assert not np.array_equal(first.user_views, second.user_views)
@@ -148,7 +154,43 @@ def test_a_build_killed_midway_then_rerun_gives_the_same_result(weeks_and_catalo
     monkeypatch.setattr(agg, "aggregate_week", dies_on_the_third_week)
     with pytest.raises(KeyboardInterrupt):
         fit_from_aggregates(store, weeks, progress=False)
-    assert len(list(tmp_path.glob("*.npz"))) == 2 and not list(tmp_path.glob("*tmp*"))
+    assert len(_built(tmp_path)) == 2 and not list(tmp_path.glob("*tmp*"))
     monkeypatch.setattr(agg, "aggregate_week", real)
     got = fit_from_aggregates(store, weeks, progress=False)
     assert_same_fit(got, build_fit_data(weeks, catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS, progress=False))
+
+
+def test_author_views_by_blocks_keep_each_users_top_authors_and_engaged_ones(weeks_and_catalog, tmp_path):
+    """Blocks of a few users, pruned to 3 authors per user: the kept pairs equal the row-by-row reference
+    applied to the unpruned union, whose pairs equal the direct pass's."""
+    weeks, catalog, layout = weeks_and_catalog
+    store = _store(tmp_path, catalog, layout)
+    store.build_missing(weeks, progress=False)
+    n_weeks = len(weeks)
+
+    def pairs() -> list[WeekPairs]:
+        out = []
+        for k, week in enumerate(weeks):
+            aggregate = store.load(week)
+            users = catalog.users.lookup(aggregate.users)
+            factor = 0.5 ** ((n_weeks - 1 - k) / SETTINGS.recency_half_life)
+            out.append(WeekPairs(users, *aggregate.histories["user_author_views"], factor))
+        return out
+
+    engaged = fit_from_aggregates(store, weeks, progress=False).histories["user_author_positives"]
+    union = combine_author_views(pairs(), catalog.authors, catalog.n_users, engaged, None, block_cells=997)
+    direct = build_fit_data(
+        weeks, catalog, DEFAULT_POSITIVE_FLAGS, replace(SETTINGS, max_user_authors=None), False
+    )
+    want_union = direct.histories["user_author_views"]
+    np.testing.assert_array_equal(union.indptr, want_union.indptr)
+    np.testing.assert_array_equal(union.indices, want_union.indices)
+    np.testing.assert_allclose(union.data, want_union.data, rtol=1e-5)
+    pruned = combine_author_views(pairs(), catalog.authors, catalog.n_users, engaged, 3, block_cells=997)
+    want = prune_author_views(union, engaged, 3)
+    assert np.diff(union.indptr).max() > 3 and pruned.nnz < union.nnz
+    np.testing.assert_array_equal(pruned.indptr, want.indptr)
+    np.testing.assert_array_equal(pruned.indices, want.indices)
+    np.testing.assert_array_equal(pruned.data, want.data)
+    engaged_pairs = engaged.multiply(union) > 0
+    assert (pruned.multiply(engaged_pairs) > 0).nnz == engaged_pairs.nnz  # every engaged author is kept

@@ -253,6 +253,9 @@ class ProfileSettings:
     skip_share: float = 0.25
     watch_cap: float = 3.0
     recency_half_life: float = 4.0
+    # the user x author views history keeps each user's this many most-viewed authors and every author they
+    # engaged with (profiles/author_views.py: at VK density a user meets thousands); None keeps all
+    max_user_authors: int | None = 1000
 
     def __hash__(self) -> int:
         return hash(
@@ -262,6 +265,7 @@ class ProfileSettings:
                 self.skip_share,
                 self.watch_cap,
                 self.recency_half_life,
+                self.max_user_authors,
             )
         )
 

@@ -8,7 +8,7 @@ recency weights there: 'recency' is the 'all' sum weighted by week, and the hist
 way, so no split re-reads rows an aggregate already holds. Pseudo-new clips of a holdout run are taken out
 by subtracting the aggregate of their rows alone (one filtered read).
 
-Cache (`AggregateStore`): one npz per week, named by the week and a digest of everything that shapes it
+Cache (`AggregateStore`): a folder of .npy files per week, named by the week and a digest of what shapes it
 (the file's size and mtime, the metadata files' stamps, the flags and profile settings, the embedding
 dimension and the code of this module, its kernels and the readers), written atomically; a changed week
 file or edited code gives a new digest and the stale file is removed when the new one lands.
@@ -24,7 +24,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -38,7 +41,8 @@ from audience.config import ProfileSettings
 from audience.data.catalog import Catalog
 from audience.data.weeks import DEFAULT_CHUNK_ROWS, PACKED_FLAGS, WeekBatch, count_rows, iter_week_chunks
 from audience.errors import DataError
-from audience.io import atomic_path, file_stamp
+from audience.io import file_stamp
+from audience.profiles.author_views import WeekPairs, combine_author_views
 from audience.profiles.fit_data import PROFILE_WEIGHTS, FitData, normalised_profiles, profile_columns
 from audience.profiles.week_kernels import (
     KIND_CODES,
@@ -91,6 +95,7 @@ class WeekAggregate:
         return int(self.user_views.sum())
 
     def save(self, path: Path) -> None:
+        """One .npy file per array in the folder `path`, written beside it and renamed into place."""
         arrays = {
             name: getattr(self, name)
             for name in ("users", "user_views", "user_positives", "items", "item_views", "item_positives")
@@ -98,26 +103,72 @@ class WeekAggregate:
         arrays |= {"kinds": np.array(self.kinds), "sums": self.sums, "totals": self.totals}
         for name, parts in self.histories.items():
             for part, values in zip(("indptr", "keys", "data"), parts, strict=True):
-                arrays[f"{name}__{part}"] = values
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+                arrays[f"{name}__{part}"] = np.asarray(values)
+        with atomic_dir(path) as tmp:
+            for name, values in arrays.items():
+                np.save(tmp / f"{name}.npy", values)
 
     @classmethod
-    def load(cls, path: Path) -> WeekAggregate:
-        with np.load(path) as npz:
-            histories = {
-                name: tuple(npz[f"{name}__{p}"] for p in ("indptr", "keys", "data"))
-                for name in HISTORIES
-                if f"{name}__indptr" in npz.files
-            }
-            plain = ("users", "user_views", "user_positives", "items", "item_views", "item_positives")
-            return cls(
-                **{name: npz[name] for name in plain},
-                kinds=tuple(str(k) for k in npz["kinds"]),
-                sums=npz["sums"],
-                totals=npz["totals"],
-                histories=histories,
+    def load(cls, path: Path, lazy: Sequence[str] = ()) -> WeekAggregate:
+        """Read a saved aggregate; the keys and data of the histories named in `lazy` stay on disk as
+        `NpyRows` readers (sliced on demand)."""
+        path = Path(path)
+
+        def read(name: str, lazy_ok: bool = False):
+            return NpyRows(path / f"{name}.npy") if lazy_ok else np.load(path / f"{name}.npy")
+
+        histories = {
+            name: (read(f"{name}__indptr"), *(read(f"{name}__{p}", name in lazy) for p in ("keys", "data")))
+            for name in HISTORIES
+            if (path / f"{name}__indptr.npy").is_file()
+        }
+        plain = ("users", "user_views", "user_positives", "items", "item_views", "item_positives")
+        return cls(
+            **{name: read(name) for name in plain},
+            kinds=tuple(str(k) for k in read("kinds")),
+            sums=read("sums"),
+            totals=read("totals"),
+            histories=histories,
+        )
+
+
+class NpyRows:
+    """A 1-d .npy file read slice by slice (`reader[lo:hi]`), without mapping or loading the whole array."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        with open(self.path, "rb") as fh:
+            major, _ = np.lib.format.read_magic(fh)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
             )
+            shape, _, dtype = read_header(fh)
+            self.offset = fh.tell()
+        if len(shape) != 1:
+            raise DataError(f"{self.path}: expected a 1-d array, got shape {shape}")
+        self.shape, self.dtype = shape, dtype
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        lo, hi, _ = part.indices(self.shape[0])
+        count = max(hi - lo, 0)
+        return np.fromfile(
+            self.path, dtype=self.dtype, count=count, offset=self.offset + lo * self.dtype.itemsize
+        )
+
+
+@contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """A temporary folder beside `path`, renamed onto it when the block succeeds, removed when it fails."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def flag_tables(
@@ -269,11 +320,11 @@ class AggregateStore:
 
     def path(self, week: Path) -> Path:
         digest = hashlib.sha1(json.dumps(self.key(week), sort_keys=True).encode()).hexdigest()[:12]
-        return self.folder / f"{_week_name(week)}-{digest}.npz"
+        return self.folder / f"{_week_name(week)}-{digest}"
 
     def build_missing(self, weeks: Sequence[Path], progress: bool = True) -> None:
         """Build (and cache) the aggregates of `weeks` that are not on disk yet, under one progress bar."""
-        missing = [w for w in weeks if not self.path(w).is_file()]
+        missing = [w for w in weeks if not self.path(w).is_dir()]
         if missing:
             self.folder.mkdir(parents=True, exist_ok=True)
             bar = progress_report.bar("week aggregates", count_rows(missing), "rows", enabled=progress)
@@ -282,7 +333,7 @@ class AggregateStore:
             bar.close()
 
     def load(self, week: Path) -> WeekAggregate:
-        return WeekAggregate.load(self.path(week))
+        return WeekAggregate.load(self.path(week), lazy=("user_author_views",))
 
     def _build(self, week: Path, bar) -> None:
         aggregate = aggregate_week(
@@ -296,9 +347,9 @@ class AggregateStore:
         )
         target = self.path(week)
         aggregate.save(target)
-        for stale in self.folder.glob(f"{_week_name(week)}-*.npz"):
-            if stale != target:
-                stale.unlink(missing_ok=True)
+        for stale in self.folder.glob(f"{_week_name(week)}-*"):
+            if stale != target and stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
 
 
 def _week_name(week: Path) -> str:
@@ -338,6 +389,7 @@ def combine(
     key_maps = {"user_author_views": catalog.authors, "user_author_positives": catalog.authors}
     key_maps["user_item_positives"] = catalog.items
     profile_sums = _ProfileSums(n_users)
+    author_weeks: list[WeekPairs] = []
     for aggregate, age, sign in progress_report.iterate(weeks, "combine weeks", "part", enabled=progress):
         recency = 0.5 ** (age / settings.recency_half_life)
         users = _indices(aggregate.users, catalog.users, "week aggregate users")
@@ -350,6 +402,9 @@ def combine(
             source, factor = ("all", recency) if kind == "recency" else (kind, 1.0)
             profile_sums.add(kind, users, aggregate, aggregate.kinds.index(source), sign * factor)
         for name, (indptr, keys, data) in aggregate.histories.items():
+            if name == "user_author_views":  # combined by blocks of users below (profiles/author_views.py)
+                author_weeks.append(WeekPairs(users, indptr, keys, data, sign * recency))
+                continue
             rows = np.repeat(users, np.diff(indptr))
             cols = _indices(keys, key_maps[name], f"week aggregate {name}")
             history[name] = history[name] + sparse.csr_matrix(
@@ -363,6 +418,9 @@ def combine(
     for matrix in history.values():
         matrix.eliminate_zeros()
         matrix.sort_indices()
+    history["user_author_views"] = combine_author_views(
+        author_weeks, catalog.authors, n_users, history["user_author_positives"], settings.max_user_authors
+    )
     item_users = history["user_item_positives"].T.tocsr()
     item_users.sort_indices()
     histories = {name: history[name] for name in ("user_author_views", "user_author_positives")}

@@ -19,6 +19,7 @@ from audience.config import ProfileSettings
 from audience.data.catalog import Catalog
 from audience.data.weeks import DEFAULT_CHUNK_ROWS, WeekBatch, count_rows, iter_weeks
 from audience.io import atomic_path
+from audience.profiles.author_views import prune_author_views
 from audience.profiles.gmm import GmmModel
 
 
@@ -249,6 +250,9 @@ def build_fit_data(
     for matrix in history.values():
         matrix.sum_duplicates()
         matrix.sort_indices()
+    history["user_author_views"] = prune_author_views(
+        history["user_author_views"], history["user_author_positives"], settings.max_user_authors
+    )
     profiles = normalised_profiles(sums, weights)
     return FitData(user_views, user_positives, item_views, item_positives, profiles, weights, history)
 
