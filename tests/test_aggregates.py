@@ -20,7 +20,7 @@ from audience.profiles import aggregates as agg
 from audience.profiles.aggregates import AggregateStore, fit_from_aggregates
 from audience.profiles.author_views import WeekPairs, combine_author_views, prune_author_views
 from audience.profiles.fit_data import FitData, build_fit_data
-from audience.profiles.week_kernels import group_rows, user_key_totals
+from audience.profiles.week_kernels import group_rows, user_histories
 
 SETTINGS = ProfileSettings(recency_half_life=2.0)
 
@@ -62,26 +62,33 @@ def assert_same_fit(got: FitData, want: FitData) -> None:
         np.testing.assert_allclose(other.data, matrix.data, rtol=1e-5, err_msg=name)
 
 
-def test_kernels_match_a_slow_loop():
+def test_history_kernel_matches_a_slow_loop():
     rng = np.random.default_rng(0)
-    users = rng.integers(0, 7, 500).astype(np.int32)
-    keys = rng.integers(-1, 11, 500).astype(np.int32)
-    starts, order = group_rows(users, 7)
+    n_users, n_items, n_authors, n = 7, 13, 5, 600
+    users = rng.integers(0, n_users, n).astype(np.int32)
+    items = rng.integers(0, n_items, n).astype(np.int32)
+    flags = rng.integers(0, 4, n).astype(np.uint8)
+    positive_of = np.array([False, True, False, True])
+    item_author = rng.integers(0, n_authors, n_items).astype(np.int32)
+    starts, order = group_rows(users, n_users)
     assert np.all(np.diff(users[order]) >= 0) and np.all(np.diff(order[users[order] == 3]) > 0)
-    indptr, indices, data = user_key_totals(starts, order, keys, 11, 2)
-    for u in range(7):
-        want: dict[int, float] = {}
-        for r in range(500):
-            if users[r] == u and keys[r] >= 0:
-                want[int(keys[r])] = want.get(int(keys[r]), 0.0) + 1.0
-        got = dict(
-            zip(
-                indices[indptr[u] : indptr[u + 1]].tolist(),
-                data[indptr[u] : indptr[u + 1]].tolist(),
-                strict=True,
-            )
-        )
-        assert got == want
+    *pairs, user_positives = user_histories(
+        starts, order, items, flags, positive_of, item_author, n_authors, 2
+    )
+    keys_of = {
+        "views per author": lambda r: item_author[items[r]],
+        "positives per author": lambda r: item_author[items[r]] if positive_of[flags[r]] else None,
+        "positives per clip": lambda r: items[r] if positive_of[flags[r]] else None,
+    }
+    for (what, key_of), (indptr, indices, data) in zip(keys_of.items(), pairs, strict=True):
+        for u in range(n_users):
+            want: dict[int, float] = {}
+            for r in range(n):
+                if users[r] == u and key_of(r) is not None:
+                    want[int(key_of(r))] = want.get(int(key_of(r)), 0.0) + 1.0
+            seg = slice(indptr[u], indptr[u + 1])
+            assert dict(zip(indices[seg].tolist(), data[seg].tolist(), strict=True)) == want, what
+    assert user_positives.tolist() == [int(positive_of[flags[users == u]].sum()) for u in range(n_users)]
 
 
 def test_combined_aggregates_equal_one_direct_pass(weeks_and_catalog, tmp_path):

@@ -8,8 +8,10 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
@@ -23,6 +25,7 @@ from audience.io import atomic_path, file_stamp
 
 log = logging.getLogger(__name__)
 DEFAULT_CHUNK_ROWS = 20_000_000
+T = TypeVar("T")
 
 
 @dataclass
@@ -94,6 +97,20 @@ def iter_week_chunks(
         raise
     except Exception as exc:
         raise DataError(f"{path}: cannot read parquet data ({type(exc).__name__}: {exc})") from exc
+
+
+_DONE = object()
+
+
+def prefetched(items: Iterator[T]) -> Iterator[T]:
+    """`items` with the next one produced in a background thread while the caller works on the current one
+    (two in memory at once): a chunk's parquet read and id mapping overlap the kernels of the one before.
+    Exceptions surface in the caller."""
+    with ThreadPoolExecutor(1) as pool:
+        upcoming = pool.submit(next, items, _DONE)
+        while (item := upcoming.result()) is not _DONE:
+            upcoming = pool.submit(next, items, _DONE)
+            yield item
 
 
 def read_week(path: Path, users: IdMap, items: IdMap, columns: Sequence[str] = ()) -> WeekBatch:

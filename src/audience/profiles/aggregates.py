@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,13 @@ from scipy import sparse
 from audience import progress as progress_report
 from audience.config import ProfileSettings
 from audience.data.catalog import Catalog
-from audience.data.weeks import DEFAULT_CHUNK_ROWS, PACKED_FLAGS, WeekBatch, count_rows, iter_week_chunks
+from audience.data.weeks import (
+    PACKED_FLAGS,
+    WeekBatch,
+    count_rows,
+    iter_week_chunks,
+    prefetched,
+)
 from audience.errors import DataError
 from audience.io import file_stamp
 from audience.profiles.author_views import WeekPairs, combine_author_views
@@ -48,10 +55,13 @@ from audience.profiles.week_kernels import (
     KIND_CODES,
     add_counts,
     group_rows,
-    user_key_totals,
+    user_histories,
     user_profile_sums,
 )
 
+# a week of the up0.01_ip0.01 subsample (~54 M rows) in one chunk: ~2.5 GB of working memory; a bigger week
+# (the full dataset's) is reduced chunk by chunk and its histories merged
+AGGREGATE_CHUNK_ROWS = 64_000_000
 BASE_KINDS = ("all", "positive", "negative", "timespent")  # 'recency' is 'all' weighted at combination
 HISTORIES = ("user_author_views", "user_author_positives", "user_item_positives")
 _CODE_FILES = (
@@ -187,6 +197,24 @@ def flag_tables(
     return weight, positive, bit["dislike"]
 
 
+def packed_flags(positive_flags: Sequence[str], settings: ProfileSettings) -> tuple[str, ...]:
+    """Every flag the week pass reads, in the order of their bits in the packed column."""
+    return tuple(c for c in profile_columns(settings, positive_flags) if c != "timespent")
+
+
+def week_chunks(
+    weeks: Sequence[Path],
+    catalog: Catalog,
+    positive_flags: Sequence[str],
+    settings: ProfileSettings,
+    chunk_rows: int = AGGREGATE_CHUNK_ROWS,
+) -> Iterator[WeekBatch]:
+    """The chunks of `weeks` in order, as the week pass reads them (timespent and the packed flags)."""
+    packed = packed_flags(positive_flags, settings)
+    for week in weeks:
+        yield from iter_week_chunks(week, catalog.users, catalog.items, ("timespent",), chunk_rows, packed)
+
+
 def aggregate_week(
     path: Path,
     catalog: Catalog,
@@ -196,12 +224,15 @@ def aggregate_week(
     table: np.ndarray | None = None,
     rows_of: np.ndarray | None = None,
     histories: bool = True,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int = AGGREGATE_CHUNK_ROWS,
     bar=None,
+    chunks: Iterable[WeekBatch] | None = None,
 ) -> WeekAggregate:
     """Reduce one week file. `table` (n_items, d): the space profiles are summed in (default: the catalog's
-    embeddings); `rows_of` (bool per clip): keep only the rows of these clips (None keeps every row).
-    Memory: one chunk of rows plus (kinds, n_users, d) float32 accumulators over the catalog's users."""
+    embeddings); `rows_of` (bool per clip): keep only the rows of these clips (None keeps every row);
+    `chunks`: the week's chunks already being read (`week_chunks`), else they are read here.
+    Memory: one chunk of rows (~40 bytes a row with the kernels' scratch) plus (kinds, n_users, d) float32
+    accumulators over the catalog's users."""
     table = catalog.embedding if table is None else table
     n_users, n_items, n_authors = catalog.n_users, catalog.n_items, len(catalog.authors)
     sums = np.zeros((len(kinds), n_users, table.shape[1]), dtype=np.float32)
@@ -209,12 +240,13 @@ def aggregate_week(
     counts = {k: np.zeros(n, dtype=np.int64) for k, n in (("user", n_users), ("item", n_items))}
     positives = {k: np.zeros(n, dtype=np.int64) for k, n in (("user", n_users), ("item", n_items))}
     parts: dict[str, list[sparse.csr_matrix]] = {name: [] for name in HISTORIES}
-    packed = tuple(c for c in profile_columns(settings, positive_flags) if c != "timespent")
+    packed = packed_flags(positive_flags, settings)
     tables = flag_tables(packed, positive_flags, settings)
     codes = np.array([KIND_CODES[k] for k in kinds], dtype=np.int64)
     duration = np.maximum(catalog.item_duration.astype(np.float32), 1.0)
     settings_f32 = np.float32(settings.skip_share), np.float32(settings.watch_cap)
-    chunks = iter_week_chunks(path, catalog.users, catalog.items, ("timespent",), chunk_rows, packed)
+    if chunks is None:
+        chunks = prefetched(week_chunks([path], catalog, positive_flags, settings, chunk_rows))
     for batch in chunks:
         n_read = len(batch)
         if rows_of is not None:
@@ -223,9 +255,6 @@ def aggregate_week(
                 batch.path, batch.user[keep], batch.item[keep], {c: v[keep] for c, v in batch.columns.items()}
             )
         flags = batch.columns[PACKED_FLAGS]
-        positive = tables[1][flags]
-        for side, index in (("user", batch.user), ("item", batch.item)):
-            add_counts(index, positive, counts[side], positives[side])
         starts, order = group_rows(batch.user, n_users)
         user_profile_sums(
             starts,
@@ -242,16 +271,20 @@ def aggregate_week(
             sums,
             totals,
         )
+        positive = tables[1][flags]
+        add_counts(batch.item, positive, counts["item"], positives["item"])
+        counts["user"] += np.diff(starts)
         if histories:
-            author = catalog.item_author[batch.item]
-            keyed = {
-                "user_author_views": (author, n_authors),
-                "user_author_positives": (np.where(positive, author, -1), n_authors),
-                "user_item_positives": (np.where(positive, batch.item, -1), n_items),
-            }
-            for name, (keys, n_keys) in keyed.items():
-                indptr, indices, data = user_key_totals(starts, order, keys, n_keys, get_num_threads())
+            *pairs, user_positives = user_histories(
+                starts, order, batch.item, flags, tables[1], catalog.item_author, n_authors, get_num_threads()
+            )
+            positives["user"] += user_positives
+            for name, (indptr, indices, data), n_keys in zip(
+                HISTORIES, pairs, (n_authors, n_authors, n_items), strict=True
+            ):
                 parts[name].append(sparse.csr_matrix((data, indices, indptr), shape=(n_users, n_keys)))
+        else:
+            positives["user"] += np.bincount(batch.user[positive], minlength=n_users)
         if bar is not None:
             bar.update(n_read)
     active = np.flatnonzero(counts["user"])
@@ -297,7 +330,7 @@ class AggregateStore:
     positive_flags: tuple[str, ...]
     settings: ProfileSettings
     metadata: tuple[Path, ...]  # the metadata files whose content the aggregates read (authors, embeddings)
-    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    chunk_rows: int = AGGREGATE_CHUNK_ROWS
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -323,27 +356,29 @@ class AggregateStore:
         return self.folder / f"{_week_name(week)}-{digest}"
 
     def build_missing(self, weeks: Sequence[Path], progress: bool = True) -> None:
-        """Build (and cache) the aggregates of `weeks` that are not on disk yet, under one progress bar."""
+        """Build (and cache) the aggregates of `weeks` that are not on disk yet, under one progress bar; the
+        next chunk (of this week or the next) is read while the current one is reduced."""
         missing = [w for w in weeks if not self.path(w).is_dir()]
-        if missing:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            bar = progress_report.bar("week aggregates", count_rows(missing), "rows", enabled=progress)
-            for week in missing:
-                self._build(week, bar)
-            bar.close()
+        if not missing:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        bar = progress_report.bar("week aggregates", count_rows(missing), "rows", enabled=progress)
+        reads = prefetched(
+            week_chunks(missing, self.catalog, self.positive_flags, self.settings, self.chunk_rows)
+        )
+        for week, chunks in groupby(reads, key=lambda batch: batch.path):
+            self._build(week, bar, chunks)
+        for week in missing:  # weeks without rows yield no chunk
+            if not self.path(week).is_dir():
+                self._build(week, bar, iter(()))
+        bar.close()
 
     def load(self, week: Path) -> WeekAggregate:
         return WeekAggregate.load(self.path(week), lazy=("user_author_views",))
 
-    def _build(self, week: Path, bar) -> None:
+    def _build(self, week: Path, bar, chunks: Iterable[WeekBatch]) -> None:
         aggregate = aggregate_week(
-            week,
-            self.catalog,
-            self.positive_flags,
-            self.settings,
-            self.kinds,
-            chunk_rows=self.chunk_rows,
-            bar=bar,
+            week, self.catalog, self.positive_flags, self.settings, self.kinds, bar=bar, chunks=chunks
         )
         target = self.path(week)
         aggregate.save(target)
