@@ -40,11 +40,15 @@ class AuthorFansSource:
         return self
 
     def recommend(self, clips: ClipQueries, k: int) -> TopK:
+        """Clips of one author share its list: one sparse top-k per distinct author of the queries."""
         assert self.author_users is not None, "fit first"
         out = TopK.empty(len(clips), k)
         rows = np.flatnonzero(clips.author >= 0)
-        for start in range(0, rows.size, self.batch):  # batches of clips, each one sparse gather + top-k
-            part = rows[start : start + self.batch]
-            top = sparse_top_k(self.author_users[clips.author[part]], k)
-            out.ids[part], out.scores[part] = top.ids, top.scores
+        authors, clip_author = np.unique(clips.author[rows], return_inverse=True)
+        lists = TopK.empty(len(authors), k)
+        for start in range(0, authors.size, self.batch):  # batches of authors: a sparse gather + top-k each
+            part = slice(start, start + self.batch)
+            top = sparse_top_k(self.author_users[authors[part]], k)
+            lists.ids[part], lists.scores[part] = top.ids, top.scores
+        out.ids[rows], out.scores[rows] = lists.ids[clip_author], lists.scores[clip_author]
         return out

@@ -3,7 +3,10 @@
 * `BprBridgeSource` ('bpr_bridge'): BPR is fitted on the fit weeks' positives (users x clips). A ridge
   regression maps a clip's content embedding plus its author's mean clip factor to its BPR factor (fitted
   on old clips); a new clip's mapped factor queries an inner-product HNSW over the user factors.
-  Limits: BPR costs epochs x positives samples; the map is (dim + factors)^2; the index n_users x factors.
+  Limits: BPR costs epochs x positives SGD samples on one thread (Hogwild over threads would make the
+  factors run-dependent), ~3 M samples/s: the epochs are cut so a fit takes at most `sample_budget` samples
+  (150 M, under a minute; at VK density, 58 M positives, that is 2 epochs instead of 30); the map is
+  (dim + factors)^2; the index n_users x factors.
 * `NeighbourBridgeSource` ('ease_bridge', 'slim_bridge'): a new clip stands in as the similarity-weighted sum
   of its nearest old clips (by embedding) among the model's scored clips; a user's score is
   X_u . B s_c (B the model's clip x clip weights, s_c those similarities). EASE keeps `max_items` clips
@@ -54,8 +57,10 @@ class BprBridgeSource:
         hnsw: HnswConfig | None = None,
         n_threads: int = 1,
         seed: int = 0,
+        sample_budget: int = 150_000_000,
     ):
         self.factors, self.epochs, self.ridge = factors, epochs, ridge
+        self.sample_budget = sample_budget
         self.hnsw = hnsw or HnswConfig()
         self.n_threads, self.seed = n_threads, seed
 
@@ -65,7 +70,8 @@ class BprBridgeSource:
 
     def fit(self, data: FitData, catalog: Catalog) -> BprBridgeSource:
         X = positives_matrix(data)
-        model = BPR(factors=self.factors, epochs=self.epochs, n_threads=1, seed=self.seed).fit(X)
+        epochs = max(1, min(self.epochs, self.sample_budget // max(X.nnz, 1)))
+        model = BPR(factors=self.factors, epochs=epochs, n_threads=1, seed=self.seed).fit(X)
         old = np.flatnonzero(catalog.has_embedding & (np.diff(X.tocsc().indptr) > 0))
         self.author_factor = _author_mean(model.item_factors, catalog.item_author, old, len(catalog.authors))
         A = self._features(catalog.embedding[old], catalog.item_author[old]).astype(np.float64)
