@@ -32,6 +32,8 @@ from audience.rank._booster import (
 )
 from audience.rank.features import feature_columns
 
+PREDICT_BLOCK_ROWS = 1_000_000
+
 
 class Reranker:
     def __init__(self, cfg: RerankerConfig, n_threads: int = 1, seed: int = 0):
@@ -137,13 +139,15 @@ class Reranker:
             summary["refit_trees"] = refit_trees
         return summary
 
-    def predict(self, frame: pl.DataFrame) -> np.ndarray:
-        """The mean of every booster's prediction (probabilities for binary:logistic)."""
+    def predict(self, frame: pl.DataFrame, block_rows: int = PREDICT_BLOCK_ROWS) -> np.ndarray:
+        """The mean of every booster's prediction (probabilities for binary:logistic), `block_rows` rows at
+        a time: the float32 copy XGBoost reads is one block (~200 MB), not the whole pool (GBs at VK size)."""
         assert self.boosters, "fit first"
-        matrix = self._matrix(frame, self.features, False)
         total = np.zeros(frame.height, dtype=np.float64)
-        for booster, n_trees in zip(self.boosters, self.n_trees, strict=True):
-            total += booster.predict(matrix, iteration_range=(0, n_trees))
+        for start in range(0, frame.height, block_rows):
+            matrix = self._matrix(frame.slice(start, block_rows), self.features, False)
+            for booster, n_trees in zip(self.boosters, self.n_trees, strict=True):
+                total[start : start + block_rows] += booster.predict(matrix, iteration_range=(0, n_trees))
         return (total / len(self.boosters)).astype(np.float32)
 
     def importance(self) -> dict[str, float]:

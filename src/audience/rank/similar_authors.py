@@ -3,32 +3,71 @@
 similar(u, a) = sum over a's `k` nearest other authors b of cos(a, b) x history(u, b), where history is a
 recency-weighted user x author matrix (FitData.histories) and cos(a, b) is the cosine of the two authors'
 audiences: columns of log1p(user x author views). It reaches the users the author-fans source cannot:
-those who never saw this author but follow its neighbours. `per_user` can keep only each user's most
-viewed authors, which bounds the co-occurrence product at about n_users x per_user^2 pairs but loses
-most of the features' signal; the default (None) keeps every author.
+those who never saw this author but follow its neighbours.
 
-Limits: the neighbour search runs over the distinct authors of the target clips only, in blocks of `block`
-authors (memory ~ block x n_authors x 12 bytes at most); the per-pair sums (numba) read each pool user's
-history row once into a dense n_authors buffer, then `k` direct lookups per pair, so they scale with
-pool rows x k plus the pool users' history entries."""
+Limits: the neighbour search runs over the distinct authors of the target clips only, in blocks of
+authors (a dense block of at most 2**25 similarities); its cost is about sum over users of
+(authors seen) x (target authors seen) pairs. Within `pair_budget` (4e9 pairs, ~10 s) every author
+counts; above it (VK density: ~1,400 authors a user, 2.8e10 pairs for 4,000 target clips: 117 s, and
+47,765 targets would take 15 min) each user's audience
+is cut to its `per_user` most viewed authors, the largest number that fits the budget (logged). Setting
+`per_user` fixes it. The per-pair sums (numba) read each pool user's history row once into a dense
+n_authors buffer, then `k` direct lookups per pair: pool rows x k plus the pool users' history entries.
+"""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
-from numba import njit
+from numba import njit, prange
 from scipy import sparse
 
-from audience.arrays import ranked_entries, sparse_top_k
+from audience.arrays import top_k
+
+log = logging.getLogger(__name__)
 
 
 def top_per_row(matrix: sparse.csr_matrix, n: int) -> sparse.csr_matrix:
-    """The `n` largest entries of each row (ties: lower column first), same shape; O(nnz log nnz)."""
+    """The `n` largest entries of each row (ties: lower column first), same shape; one sort per row of more
+    than `n` entries, rows in parallel (numba)."""
     matrix = sparse.csr_matrix(matrix)
-    order, rows, position = ranked_entries(matrix)
-    keep = position < n
-    return sparse.csr_matrix(
-        (matrix.data[order][keep], (rows[keep], matrix.indices[order][keep])), shape=matrix.shape
-    )
+    matrix.sort_indices()
+    keep = _top_mask(matrix.indptr.astype(np.int64), matrix.data, n)
+    indptr = np.zeros(matrix.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.minimum(np.diff(matrix.indptr), n), out=indptr[1:])
+    return sparse.csr_matrix((matrix.data[keep], matrix.indices[keep], indptr), shape=matrix.shape)
+
+
+@njit(parallel=True, cache=True)
+def _top_mask(indptr: np.ndarray, data: np.ndarray, n: int) -> np.ndarray:  # pragma: no cover - numba
+    """Per row (columns ascending), the entries among its `n` largest values, ties to the lower column."""
+    keep = np.zeros(data.shape[0], dtype=np.bool_)
+    for r in prange(indptr.shape[0] - 1):
+        lo, hi = indptr[r], indptr[r + 1]
+        if hi - lo <= n:
+            keep[lo:hi] = True
+        else:
+            order = np.argsort(-data[lo:hi], kind="mergesort")  # stable: equal values keep column order
+            for j in range(n):
+                keep[lo + order[j]] = True
+    return keep
+
+
+def budget_per_user(seen: np.ndarray, target_share: float, pair_budget: float) -> int | None:
+    """The largest per-user author count p with sum(min(seen, p)^2) x target_share <= pair_budget (None
+    when every author fits): the similarity product's cost when each user keeps p authors."""
+    seen = np.asarray(seen, dtype=np.float64)
+    if (seen**2).sum() * target_share <= pair_budget:
+        return None
+    low, high = 1, int(seen.max())
+    while low < high:  # the cost grows with p: binary search
+        mid = (low + high + 1) // 2
+        if (np.minimum(seen, mid) ** 2).sum() * target_share <= pair_budget:
+            low = mid
+        else:
+            high = mid - 1
+    return low
 
 
 def author_neighbours(
@@ -36,12 +75,19 @@ def author_neighbours(
     authors: np.ndarray,
     k: int = 50,
     per_user: int | None = None,
-    block: int = 512,
+    pair_budget: float = 4e9,
+    block: int | None = None,
 ) -> sparse.csr_matrix:
     """(len(authors) x n_authors) CSR: row i holds the `k` authors most similar to authors[i] (itself
     excluded), valued by their audience cosine."""
     audience = sparse.csr_matrix(user_author_views, dtype=np.float32, copy=True)
-    if per_user is not None:
+    n_authors = audience.shape[1]
+    if per_user is None:
+        share = len(authors) / max(n_authors, 1)
+        per_user = budget_per_user(np.diff(audience.indptr), share, pair_budget)
+        if per_user is not None:
+            log.info("similar authors: each user's audience cut to its %d most viewed authors", per_user)
+    if per_user is not None and np.diff(audience.indptr).max(initial=0) > per_user:
         audience = top_per_row(audience, per_user)
     audience.data = np.log1p(audience.data)
     norm = np.sqrt(np.asarray(audience.multiply(audience).sum(axis=0)).ravel())
@@ -50,13 +96,13 @@ def author_neighbours(
     audience = audience.tocsr()
     authors = np.asarray(authors, dtype=np.int64)
     rows, cols, values = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
-    for start in range(0, authors.size, block):  # blocks of target authors, each one sparse product
+    block = block or max(1, min(512, (1 << 25) // max(n_authors, 1)))
+    for start in range(0, authors.size, block):  # blocks of target authors: a sparse product, dense top-k
         part = authors[start : start + block]
-        sim = (by_author[part] @ audience).tocsr()
-        own = np.repeat(part, np.diff(sim.indptr))
-        sim.data[sim.indices == own] = 0.0  # an author is not its own neighbour
-        sim.eliminate_zeros()
-        top = sparse_top_k(sim, k)
+        sim = (by_author[part] @ audience).toarray()
+        sim[np.arange(part.size), part] = 0.0  # an author is not its own neighbour
+        sim[sim <= 0] = -np.inf
+        top = top_k(sim, k)
         found = top.ids >= 0
         rows.append(np.nonzero(found)[0] + start)
         cols.append(top.ids[found].astype(np.int64))
