@@ -161,7 +161,7 @@ def mode_figures(run: dict, run_dir: Path) -> dict:
     if "failed" in run:
         return run
     final = read_json(run_dir / "config.json")["final_method"]
-    methods = run["methods"]
+    methods = {row["method"]: row for row in run["methods"]}
     out = run | {"final_method": final, "ndcg_capped": methods[final]["ndcg_capped"]}
     if "oracle" in methods:
         out |= {"oracle": methods["oracle"]["ndcg_capped"]}

@@ -252,6 +252,49 @@ def block_global_metadata(root: Path) -> list[str]:
     ]
 
 
+def block_scale(root: Path) -> list[str]:
+    """The `vk` workload end to end: the week pass and each mode's wall time and peak RSS
+    (benchmarks/bench_scale_vk.py)."""
+    path = RESULTS / "scale_vk.json"
+    figs = read_json(path)
+    wp = figs["week_pass"]
+    body = []
+    for mode, run in figs["modes"].items():
+        stages = run["stages"]
+        total = sum(s["wall_s"] for s in stages.values())
+        slowest = max(stages, key=lambda k: stages[k]["wall_s"])
+        score = (
+            f"{run['ndcg_capped']:.4f}" if "ndcg_capped" in run else f"stopped in {run['failed']['stage']}"
+        )
+        if run.get("oracle"):
+            score += f" ({share(run['ndcg_capped'], run['oracle'])} of the oracle)"
+        body.append(
+            [
+                mode,
+                f"{total / 60:.1f}",
+                f"{slowest} {stages[slowest]['wall_s'] / 60:.1f}",
+                f"{max(s['peak_rss_gib'] for s in stages.values()):.1f}",
+                score,
+            ]
+        )
+    header = ["mode", "wall min", "slowest stage (min)", "peak GiB", "NDCG@100 of the final method"]
+    wp_machine = wp.get("machine", figs["machine"])
+    return [
+        *table(header, body, "lrlrl"),
+        "",
+        *prose(
+            f"`vk`: {figs['rows']:,} train rows over {wp['weeks']} weeks, metadata of the global size;"
+            f" generated in {figs['generation_s'] / 60:.0f} min. **Week pass**"
+            f" {wp['week_pass_rows_per_s'] / 1e6:.1f} M rows/s ({wp['week_pass_s']:.0f} s, peak"
+            f" {wp['child']['peak_rss_gib']:.1f} GiB; a numba scatter-add of the embedding rows alone, one"
+            f" thread: {wp['scatter_reference_rows_per_s'] / 1e6:.1f} M rows/s"
+            + ("" if wp_machine == figs["machine"] else f", measured {machine_text(wp_machine)}")
+            + "); the modes reuse its aggregates, every stage in a fresh process. Measured"
+            f" {machine_text(figs['machine'])} (`{path.relative_to(root)}`; per stage in its .md)."
+        ),
+    ]
+
+
 NOT_SOURCES = ("oracle", "reranked", "blend", "quota", "mixigen", "union of sources")
 
 
@@ -304,6 +347,7 @@ BLOCKS: dict[str, Callable[[Path], list[str]]] = {
     "ann": block_ann,
     "global-metadata": block_global_metadata,
     "shapes": block_shapes,
+    "scale": block_scale,
 }
 
 
