@@ -78,6 +78,28 @@ class SyntheticConfig:
         return self.n_train_weeks + 2
 
 
+# shaped like the challenge's up0.01_ip0.01 subsample: 100,000 users (the most active 1 %), 196,277
+# clips, ~544 views per user-week kept (1.36 B train rows), 47,765 new clips in the test week, global
+# metadata. At this density a user sees a large share of the live catalogue, so clips live longer and
+# quality is less concentrated than in the other presets; about half the draws repeat a (user, clip)
+# pair and are dropped, hence 1,375 drawn views per active user-week.
+VK_PRESET = SyntheticConfig(
+    name="vk",
+    n_users=100_000,
+    n_items=196_277,
+    n_authors=20_000,
+    n_train_weeks=25,
+    views_per_user_week=1_375.0,
+    rate_multiplier=1.0,
+    item_lifetime_weeks=12,
+    freshness_decay=0.85,
+    quality_sigma=0.4,
+    activity_sigma=0.8,
+    test_new_items=47_765,
+    global_metadata=True,
+)
+
+
 PRESETS: dict[str, SyntheticConfig] = {
     "tiny": SyntheticConfig(
         name="tiny",
@@ -116,43 +138,13 @@ PRESETS: dict[str, SyntheticConfig] = {
         rate_multiplier=1.0,
         oracle=False,
     ),
-    # shaped like the challenge's up0.01_ip0.01 subsample: 100,000 users (the most active 1 %), 196,277
-    # clips, ~544 views per user-week kept (1.36 B train rows), 47,765 new clips in the test week, global
-    # metadata. At this density a user sees a large share of the live catalogue, so clips live longer and
-    # quality is less concentrated than in the other presets; about half the draws repeat a (user, clip)
-    # pair and are dropped, hence 1,375 drawn views per active user-week.
-    "vk": SyntheticConfig(
-        name="vk",
-        n_users=100_000,
-        n_items=196_277,
-        n_authors=20_000,
-        n_train_weeks=25,
-        views_per_user_week=1_375.0,
-        rate_multiplier=1.0,
-        item_lifetime_weeks=12,
-        freshness_decay=0.85,
-        quality_sigma=0.4,
-        activity_sigma=0.8,
-        test_new_items=47_765,
-        global_metadata=True,
-    ),
+    "vk": VK_PRESET,
     # vk's per-user density (views per user-week, share of the live catalogue seen) with a tenth of its users,
     # for tests and quick runs: the same catalogue (a tenth of the clips would make users see most of it,
     # and de-duplication would halve the density); the test week releases vk's share of new clips per user
     # (4,777); metadata not padded.
-    "vk-small": SyntheticConfig(
-        name="vk-small",
-        n_users=10_000,
-        n_items=196_277,
-        n_authors=20_000,
-        n_train_weeks=25,
-        views_per_user_week=1_375.0,
-        rate_multiplier=1.0,
-        item_lifetime_weeks=12,
-        freshness_decay=0.85,
-        quality_sigma=0.4,
-        activity_sigma=0.8,
-        test_new_items=4_777,
+    "vk-small": replace(
+        VK_PRESET, name="vk-small", n_users=10_000, test_new_items=4_777, global_metadata=False
     ),
 }
 
