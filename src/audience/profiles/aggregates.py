@@ -11,12 +11,14 @@ by subtracting the aggregate of their rows alone (one filtered read).
 Cache (`AggregateStore`): a folder of .npy files per week, named by the week and a digest of what shapes it
 (the file's size and mtime, the metadata files' stamps, the flags and profile settings, the embedding
 dimension and the code of this module, its kernels and the readers), written atomically; a changed week
-file or edited code gives a new digest and the stale file is removed when the new one lands.
+file or edited code gives a new digest and the stale folder is removed when the new one lands.
 
 Operating limits: a week's aggregate costs O(active users x dim x kinds) floats plus its distinct
-(user, author) and positive (user, clip) pairs; building it holds one chunk of rows and (kinds, n_users,
-dim) float32 accumulators over the run's users. Combining holds the run's float64 sums and the growing
-sparse histories (their size is the run's distinct (user, author) pairs).
+(user, author) and positive (user, clip) pairs (~370 MB a week on `vk`); building it holds one chunk of
+rows (~40 bytes a row with the kernels' scratch) and (kinds, n_users, dim) float32 accumulators over the
+run's users: 11.8 M rows/s on 2 cores on `vk`. Combining holds the run's float64 sums, one week at a
+time, the growing positive histories, and the user x author views built by blocks of users and pruned
+(profiles/author_views.py): 49 s for vk's 25 weeks.
 """
 
 from __future__ import annotations
