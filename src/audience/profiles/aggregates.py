@@ -26,10 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import groupby
@@ -50,9 +48,15 @@ from audience.data.weeks import (
     prefetched,
 )
 from audience.errors import DataError
-from audience.io import file_stamp
+from audience.io import atomic_dir, file_stamp
 from audience.profiles.author_views import WeekPairs, combine_author_views
-from audience.profiles.fit_data import PROFILE_WEIGHTS, FitData, normalised_profiles, profile_columns
+from audience.profiles.fit_data import (
+    PROFILE_WEIGHTS,
+    FitData,
+    normalised_profiles,
+    profile_columns,
+    without_items,
+)
 from audience.profiles.week_kernels import (
     KIND_CODES,
     add_counts,
@@ -168,21 +172,6 @@ class NpyRows:
         )
 
 
-@contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
-    """A temporary folder beside `path`, renamed onto it when the block succeeds, removed when it fails."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def flag_tables(
     packed: Sequence[str], positive_flags: Sequence[str], settings: ProfileSettings
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -247,15 +236,12 @@ def aggregate_week(
     codes = np.array([KIND_CODES[k] for k in kinds], dtype=np.int64)
     duration = np.maximum(catalog.item_duration.astype(np.float32), 1.0)
     settings_f32 = np.float32(settings.skip_share), np.float32(settings.watch_cap)
+    hidden = None if rows_of is None else ~rows_of
     if chunks is None:
         chunks = prefetched(week_chunks([path], catalog, positive_flags, settings, chunk_rows))
     for batch in chunks:
         n_read = len(batch)
-        if rows_of is not None:
-            keep = rows_of[batch.item]
-            batch = WeekBatch(
-                batch.path, batch.user[keep], batch.item[keep], {c: v[keep] for c, v in batch.columns.items()}
-            )
+        batch = without_items(batch, hidden)
         flags = batch.columns[PACKED_FLAGS]
         starts, order = group_rows(batch.user, n_users)
         user_profile_sums(
@@ -393,15 +379,6 @@ def _week_name(week: Path) -> str:
     return f"{Path(week).parent.name}-{Path(week).stem}"
 
 
-def _indices(ids: np.ndarray, lookup, what: str) -> np.ndarray:
-    index = lookup.lookup(ids)
-    if (index < 0).any():
-        raise DataError(
-            f"{what}: {int((index < 0).sum())} id(s) not in the run's index, e.g. {ids[index < 0][:5]}"
-        )
-    return index
-
-
 def combine(
     weeks: Iterable[tuple[WeekAggregate, int, float]],
     catalog: Catalog,
@@ -429,8 +406,8 @@ def combine(
     author_weeks: list[WeekPairs] = []
     for aggregate, age, sign in progress_report.iterate(weeks, "combine weeks", "part", enabled=progress):
         recency = 0.5 ** (age / settings.recency_half_life)
-        users = _indices(aggregate.users, catalog.users, "week aggregate users")
-        items = _indices(aggregate.items, catalog.items, "week aggregate clips")
+        users = catalog.users.index(aggregate.users, "week aggregate", "users")
+        items = catalog.items.index(aggregate.items, "week aggregate", "items")
         user_views[users] += int(sign) * aggregate.user_views
         user_positives[users] += int(sign) * aggregate.user_positives
         item_views[items] += int(sign) * aggregate.item_views
@@ -443,13 +420,13 @@ def combine(
                 author_weeks.append(WeekPairs(users, indptr, keys, data, sign * recency))
                 continue
             rows = np.repeat(users, np.diff(indptr))
-            cols = _indices(keys, key_maps[name], f"week aggregate {name}")
+            cols = key_maps[name].index(keys, "week aggregate", f"{name} keys")
             history[name] = history[name] + sparse.csr_matrix(
                 ((sign * recency) * data, (rows, cols)), shape=shapes[name], dtype=np.float32
             )
     for prefix, parts in (spaces or {}).items():
         for aggregate, sign in parts:
-            users = _indices(aggregate.users, catalog.users, "week aggregate users")
+            users = catalog.users.index(aggregate.users, "week aggregate", "users")
             for k, kind in enumerate(aggregate.kinds):
                 profile_sums.add(f"{prefix}_{kind}", users, aggregate, k, sign)
     for matrix in history.values():

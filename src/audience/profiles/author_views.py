@@ -132,11 +132,9 @@ def combine_author_views(
             if lo == hi:
                 continue
             first, last = int(week.indptr[lo]), int(week.indptr[hi])
-            cols = authors.lookup(np.asarray(week.keys[first:last]))
-            if (cols < 0).any():
-                raise DataError(
-                    f"week aggregate user_author_views: {int((cols < 0).sum())} author id(s) not indexed"
-                )
+            cols = authors.index(
+                np.asarray(week.keys[first:last]), "week aggregate", "user_author_views keys"
+            )
             counts = np.diff(np.asarray(week.indptr[lo : hi + 1]))
             _scatter_rows(
                 buffer,
