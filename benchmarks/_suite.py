@@ -79,6 +79,17 @@ def run_child(cmd: list[str], timeout: float | None, log: Path | None = None) ->
 
 
 MODES = ("validate", "submit")
+# the columns of a candidate generator's row, in bench_generators' tables and the suite's report
+GENERATOR_COLUMNS = (
+    "generator",
+    "fit s",
+    "stored MB",
+    "latency ms (1 clip)",
+    "clips/s (1 at a time)",
+    "clips/s (batch)",
+    "NDCG@100",
+    "recall@300",
+)
 
 
 def run_mode(data: Path, run_dir: Path, mode: str, quiet: bool = True, timeout: float | None = None) -> dict:

@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine, machine_line
 from _suite import (
+    GENERATOR_COLUMNS,
     RESULTS,
     ROOT,
     data_dir,
@@ -220,18 +221,7 @@ def markdown(figures: dict) -> str:
                 *process,
             ]
         )
-    header = [
-        "generator",
-        "fit s",
-        "stored MB",
-        "latency ms (1 clip)",
-        "clips/s (1 at a time)",
-        "clips/s (batch)",
-        "NDCG@100",
-        "recall@300",
-        "process wall s",
-        "peak RSS GiB",
-    ]
+    header = [*GENERATOR_COLUMNS, "process wall s", "peak RSS GiB"]
     lines += table(header, rows)
     if figures.get("oracle_ndcg@100") is not None:
         lines += ["", f"Oracle NDCG@100 (true expected positives): {figures['oracle_ndcg@100']:.4f}."]

@@ -34,7 +34,17 @@ import matplotlib
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine, machine_line
-from _suite import PRESET_ORDER, RESULTS, ROOT, ensure_data, read_json, run_child, write_atomic, write_json
+from _suite import (
+    GENERATOR_COLUMNS,
+    PRESET_ORDER,
+    RESULTS,
+    ROOT,
+    ensure_data,
+    read_json,
+    run_child,
+    write_atomic,
+    write_json,
+)
 
 from audience.markdown import fmt, fmt_duration, table
 
@@ -630,16 +640,7 @@ def section_generators(figs: dict, presets: list[str]) -> list[str]:
             extra.append(f"oracle NDCG@100 {f['oracle_ndcg@100']:.4f}")
         if f.get("union_recall@300") is not None:
             extra.append(f"union of the pools recall@300 {f['union_recall@300']:.4f}")
-        header = [
-            "generator",
-            "fit s",
-            "stored MB",
-            "latency ms (1 clip)",
-            "clips/s (1 at a time)",
-            "clips/s (batch)",
-            "NDCG@100",
-            "recall@300",
-        ]
+        header = list(GENERATOR_COLUMNS)
         lines += [
             f"### {p}: {f['split']['n_targets']:,} new clips, {f['split']['users_with_history']:,} users "
             f"with history, depth {f['candidate_depth']}",
