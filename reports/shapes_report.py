@@ -66,12 +66,16 @@ def variants(
     ]
 
 
-def measure(cfg: RunConfig) -> dict:
+def measure(cfg: RunConfig, cached_only: bool = False) -> dict | None:
+    """The run's results (and wall time), reused when its config is unchanged; None if `cached_only` and
+    it has not run."""
     done = cfg.artifacts / "results.json"
     config = json.loads(json.dumps(cfg.to_dict(), default=str))
     if done.is_file() and (cfg.artifacts / "shape_config.json").is_file():
         if read_json(cfg.artifacts / "shape_config.json") == config:
             return read_json(done) | {"wall_s": read_json(cfg.artifacts / "shape_wall.json")}
+    if cached_only:
+        return None
     start = time.perf_counter()
     run_all(cfg)
     wall = round(time.perf_counter() - start, 1)
@@ -101,6 +105,7 @@ def main() -> None:
     parser.add_argument(
         "--only", nargs="*", metavar="SHAPE/NAME", help="run only these (e.g. rolling/new warm/exclude)"
     )
+    parser.add_argument("--cached-only", action="store_true", help="report the runs done, run nothing")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     report: dict = {"machine": machine_line(), "n_threads": args.n_threads, "shapes": {}}
@@ -112,7 +117,9 @@ def main() -> None:
         if args.only and f"{shape}/{name}" not in args.only:
             continue
         print(f"== {shape} / {name}", flush=True)
-        results = measure(cfg)
+        results = measure(cfg, args.cached_only)
+        if results is None:
+            continue
         training = cfg.artifacts / "training.json"
         report["shapes"].setdefault(shape, {})[name] = {
             "data": str(cfg.data_dir),

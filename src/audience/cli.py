@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from audience import progress
-from audience.config import MODES, STAGES, load_config
+from audience.config import ENGINES, MODES, STAGES, load_config
 from audience.errors import DataError, SubmissionError
 
 
@@ -43,6 +43,11 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
         help="also train MixiGen and tune the fixed quota on the holdout weeks (methods mixigen, quota)",
     )
     parser.add_argument("--quiet", action="store_true", default=None)
+    parser.add_argument("--engine", choices=ENGINES, help="local (default) or dask: see engine/")
+    parser.add_argument(
+        "--scheduler", help="Dask scheduler address (tcp://host:8786); default a LocalCluster on this machine"
+    )
+    parser.add_argument("--workers", type=int, help="LocalCluster workers (default one per core)")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -62,8 +67,11 @@ def config_from_args(args: argparse.Namespace):
         "candidate_depth",
         "learned_blend",
         "quiet",
+        "engine",
     )
-    return load_config(args.config, **{k: getattr(args, k) for k in keys})
+    cfg = load_config(args.config, **{k: getattr(args, k) for k in keys})
+    cluster = {k: getattr(args, k) for k in ("scheduler", "workers") if getattr(args, k) is not None}
+    return replace(cfg, dask=replace(cfg.dask, **cluster)) if cluster else cfg
 
 
 def build_parser() -> argparse.ArgumentParser:

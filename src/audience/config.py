@@ -22,6 +22,7 @@ COVARIANCE_TYPES = ("spherical", "diag", "tied", "full")  # GMM covariance struc
 INITS = ("kmeans", "k-means++", "random_from_data")  # GMM initialisations
 SHAPES = ("rolling", "stocked")  # synthetic data shapes (data/synthetic.py)
 QUOTA_OBJECTIVES = ("ndcg", "recall")  # what the fixed-quota search maximises (rank/mixigen.py)
+ENGINES = ("local", "dask")  # where the heavy passes run (engine/)
 
 
 @dataclass(frozen=True)
@@ -328,6 +329,31 @@ class HoldoutTargets:
 
 
 @dataclass(frozen=True)
+class DaskConfig:
+    """The Dask engine (`engine = "dask"`): which cluster, and how work is cut into tasks (engine/)."""
+
+    scheduler: str | None = None  # a running scheduler's address (tcp://host:8786); None: a LocalCluster
+    workers: int | None = None  # LocalCluster workers; default one per core
+    threads_per_worker: int = 1
+    # LocalCluster memory per worker ("6GB"); default the machine's memory split evenly. A worker above 95 %
+    # of it is restarted by its nanny and its tasks rerun elsewhere
+    memory_limit: str | None = None
+    # rows of one aggregation task (whole row groups: a bigger row group is a task alone); a task holds
+    # ~part_rows x (40 + 4 x kinds x dim) bytes at most (every row a different user)
+    part_rows: int = 8_000_000
+    merge_fan_in: int = 4  # partial aggregates merged per task of the reduction tree
+    clip_block: int = 2_048  # target clips per candidates / pair-features task
+    # rows of one xgboost.dask partition (whole clips; a group never straddles two); the reranker's
+    # training frame is cut into about rows / train_partition_rows partitions
+    train_partition_rows: int = 2_000_000
+
+    def __post_init__(self) -> None:
+        for name in ("part_rows", "merge_fan_in", "clip_block", "train_partition_rows", "threads_per_worker"):
+            if getattr(self, name) < 1 or (name == "merge_fan_in" and self.merge_fan_in < 2):
+                raise ValueError(f"dask.{name}={getattr(self, name)} is too small")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     data_dir: Path = Path("data/synthetic-small")
     subsample: str | None = None
@@ -377,8 +403,14 @@ class RunConfig:
     # soft-cluster profiles are built when a 'gmm:<kind>' source is configured
     gmm: GmmConfig = field(default_factory=lambda: GmmConfig(covariance_type="diag"))
     quiet: bool = False
+    # "local": this process (the default); "dask": the weekly aggregation, candidate queries, pair features
+    # and the reranker's boosting run on a Dask cluster (`dask`), the rest in this process (engine/)
+    engine: str = "local"
+    dask: DaskConfig = DaskConfig()
 
     def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         bad_weights = [f for f in self.profiles.flag_weights if f not in FLAG_COLUMNS]
@@ -432,11 +464,15 @@ class RunConfig:
 
 
 def _coerce(name: str, value: Any, current: Any) -> Any:
-    if name in ("data_dir", "out", "targets", "run_dir", "weeks_dir"):
+    if name in ("data_dir", "targets"):  # data may live at a URL (data/location.py)
+        from audience.data.location import data_path
+
+        return None if value in (None, "") else data_path(value)
+    if name in ("out", "run_dir", "weeks_dir"):
         return None if value in (None, "") else Path(value)
     if name in ("positive_flags", "sources", "baselines"):
         return tuple(value.split(",")) if isinstance(value, str) else tuple(value)
-    if name in ("hnsw", "profiles", "reranker", "gmm", "mixigen") and isinstance(value, dict):
+    if name in ("hnsw", "profiles", "reranker", "gmm", "mixigen", "dask") and isinstance(value, dict):
         known = {f.name for f in fields(current)}
         if set(value) - known:
             raise ValueError(f"unknown [{name}] key(s) {sorted(set(value) - known)}; known: {sorted(known)}")

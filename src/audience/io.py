@@ -43,9 +43,11 @@ def atomic_dir(path: Path) -> Iterator[Path]:
 
 
 def file_stamp(path: Path) -> list[int]:
-    """[size, mtime in ns] of a data file: changes whenever the file is rewritten (a cache key part)."""
-    stat = Path(path).stat()
-    return [stat.st_size, stat.st_mtime_ns]
+    """[size, mtime in ns] of a data file (a remote one: size and a digest of its listing): changes
+    whenever the file is rewritten (a cache key part)."""
+    from audience.data.location import stamp
+
+    return stamp(path)
 
 
 def write_json(data: Any, path: Path) -> Path:

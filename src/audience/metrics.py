@@ -22,6 +22,7 @@ import numba as nb
 import numpy as np
 import polars as pl
 
+from audience.data.location import scan_parquet
 from audience.data.schema import INTERACTIONS_SCHEMA, check_schema
 from audience.errors import DataError
 
@@ -350,7 +351,7 @@ def truth_positives(path: Path, flags: tuple[str, ...], target_ids: np.ndarray) 
     truth-week user or clip missing from the metadata cannot stop the scoring)."""
     check_schema(path, INTERACTIONS_SCHEMA, ("user_id", "item_id", *flags))
     targets = pl.Series(target_ids, dtype=pl.UInt32).implode()
-    return positives(pl.scan_parquet(path).filter(pl.col("item_id").is_in(targets)), flags)
+    return positives(scan_parquet(path).filter(pl.col("item_id").is_in(targets)), flags)
 
 
 def novelty_at_k(recommended: np.ndarray, item_popularity: np.ndarray, k: int) -> float:

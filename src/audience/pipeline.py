@@ -34,7 +34,6 @@ from audience.candidates.popular import fallback_order
 from audience.config import DEFAULT_SUBMISSION, STAGES, RunConfig
 from audience.data.catalog import Catalog, RunNeeds, load_catalog
 from audience.data.ids import IdMap, unique_sorted
-from audience.data.weeks import distinct_ids
 from audience.errors import DataError, TooLittleData
 from audience.evaluation.oracle import oracle_candidates
 from audience.io import atomic_path, read_json, write_json, write_parquet
@@ -105,7 +104,7 @@ def _index_catalog(
     """The run's catalog (only the users and clips it needs) and its target clip ids; saves the catalog.
     `pseudo_new`, `warm_sample`: a holdout run's sampled clips (rank/protocol.holdout_samples)."""
     cfg = run.cfg
-    fit_users, fit_items = distinct_ids(split.fit_weeks, progress=not cfg.quiet, cache_dir=cfg.weeks_cache)
+    fit_users, fit_items = run.engine.distinct_ids(split.fit_weeks, not cfg.quiet, cfg.weeks_cache)
     # pseudo-new clips count as unseen: their fit-week rows are hidden from the profile pass
     seen = np.setdiff1d(fit_items, pseudo_new, assume_unique=True)  # both sorted, each clip once
     target_ids = run_target_ids(cfg, split, seen, pseudo_new, warm_sample)
@@ -142,6 +141,7 @@ def stage_profiles(run: Run) -> None:
         hidden_items=np.isin(catalog.items.ids, pseudo_new) if pseudo_new.size else None,
         posteriors=posteriors,
         progress=not cfg.quiet,
+        engine=run.engine,
     )
     fit.gmm = gmm
     seen_ids = catalog.items.ids[fit.item_views > 0]
@@ -207,7 +207,7 @@ def stage_candidates(run: Run) -> None:
         start = time.perf_counter()
         source.fit(fit, run.catalog)
         fitted = time.perf_counter()
-        results[name] = source.recommend(queries, cfg.candidate_depth)
+        results[name] = run.engine.recommend(source, queries, cfg.candidate_depth)
         done = time.perf_counter()
         write_parquet(results[name].to_frame(name), run.path("candidates", f"{file_key(name)}.parquet"))
         report[name] = {
@@ -291,9 +291,8 @@ def stage_rank(run: Run) -> None:
     cfg = run.cfg
     if not cfg.rerank:
         return
-    model, record, built = train_with_fallbacks(
-        run, Reranker(cfg.reranker, cfg.n_threads, cfg.seed).fit, "reranker", run_stage
-    )
+    reranker = Reranker(cfg.reranker, cfg.n_threads, cfg.seed, run.engine.boosting(cfg.n_threads))
+    model, record, built = train_with_fallbacks(run, reranker.fit, "reranker", run_stage)
     if model is None:  # the last resort: the source that ranks best on the holdout pools built so far
         pools = training_frames(run, built, run_stage) if built is not None else None
         best, scores = best_source_on_pools(pools, cfg.sources, cfg.list_size)

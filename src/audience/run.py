@@ -14,6 +14,7 @@ from audience.candidates import ClipQueries
 from audience.config import RunConfig
 from audience.data.catalog import Catalog
 from audience.data.layout import DatasetLayout
+from audience.engine import engine_for
 from audience.io import read_json, write_json
 from audience.profiles.fit_data import FitData
 from audience.split import Split, make_split
@@ -33,6 +34,7 @@ class Run:
         self.dir = cfg.artifacts
         self.layout = DatasetLayout(cfg.data_dir, cfg.subsample)
         self._catalog: Catalog | None = None
+        self._engine = None
 
     def path(self, *parts: str) -> Path:
         return self.dir.joinpath(*parts)
@@ -43,6 +45,13 @@ class Run:
         if self._catalog is None:
             self._catalog = Catalog.load(self.require("catalog.npz", "profiles"))
         return self._catalog
+
+    @property
+    def engine(self):
+        """Where the run's heavy passes execute (engine/: local or a Dask cluster)."""
+        if self._engine is None:
+            self._engine = engine_for(self.cfg)
+        return self._engine
 
     def split(self) -> Split:
         return make_split(self.layout, self.cfg.mode, self.cfg.targets, self.cfg.holdout)

@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from audience.data.layout import WEEK_PATTERN, DatasetLayout
+from audience.data.location import data_path, read_parquet
 from audience.data.schema import check_schema, read_parquet_schema
 from audience.data.weeks import week_item_ids
 from audience.errors import DataError, TooLittleData
@@ -72,7 +73,7 @@ def read_targets_file(path: Path) -> np.ndarray:
         raise DataError(f"{path}: missing column 'item_id' (expected UInt32 clip ids; found {list(schema)})")
     if not schema["item_id"].is_integer():
         raise DataError(f"{path}: column 'item_id' has dtype {schema['item_id']}, expected UInt32")
-    ids = pl.read_parquet(path, columns=["item_id"])["item_id"]
+    ids = read_parquet(data_path(path), columns=["item_id"])["item_id"]
     if ids.null_count():
         raise DataError(f"{path}: column 'item_id' has {ids.null_count()} null value(s)")
     if ids.min() is not None and (ids.min() < 0 or ids.max() > np.iinfo(np.uint32).max):

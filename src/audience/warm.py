@@ -22,6 +22,7 @@ from audience.arrays import TopK
 from audience.candidates.base import CandidateSource, ClipQueries
 from audience.data.catalog import Catalog
 from audience.data.ids import unique_sorted
+from audience.data.location import scan_parquet
 from audience.data.schema import INTERACTIONS_SCHEMA, check_schema
 from audience.io import write_parquet
 from audience.profiles.fit_data import FitData
@@ -42,7 +43,7 @@ def target_history(
     for k, path in enumerate(fit_weeks):
         check_schema(path, INTERACTIONS_SCHEMA, ("user_id", "item_id", *positive_flags))
         parts.append(
-            pl.scan_parquet(path)
+            scan_parquet(path)
             .filter(pl.col("item_id").is_in(wanted))
             .select(
                 "item_id",
@@ -87,11 +88,17 @@ class ExcludeSeen:
     def __init__(self, inner: CandidateSource, history: pl.DataFrame):
         self.inner, self.history = inner, history
         self.name = inner.name
+        self.whole_batch = getattr(inner, "whole_batch", False)
         self.catalog: Catalog | None = None
+        # users asked for beyond k: the largest audience of any target (so a clip's list does not depend
+        # on which other clips share its batch)
+        self.extra = 0
 
     def fit(self, data: FitData, catalog: Catalog) -> ExcludeSeen:
         self.inner.fit(data, catalog)
         self.catalog = catalog
+        audience = self.history.select("item_id", "user_id").unique()["item_id"].value_counts()
+        self.extra = int(audience["count"].max()) if audience.height else 0
         return self
 
     def recommend(self, clips: ClipQueries, k: int) -> TopK:
@@ -99,7 +106,7 @@ class ExcludeSeen:
         row, user = seen_pairs(self.history, clips.item_ids, self.catalog)
         if row.size == 0:
             return self.inner.recommend(clips, k)
-        extra = int(min(np.bincount(row).max(), k))
+        extra = min(self.extra, k)
         top = self.inner.recommend(clips, k + extra)
         n_users = np.int64(self.catalog.n_users)
         seen_keys = unique_sorted(row * n_users + user)

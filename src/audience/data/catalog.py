@@ -24,6 +24,7 @@ import polars as pl
 from audience.data.embeddings import embedding_ids, read_embedding_rows
 from audience.data.ids import IdMap, unique_sorted
 from audience.data.layout import DatasetLayout
+from audience.data.location import read_parquet
 from audience.data.schema import ITEMS_SCHEMA, USERS_SCHEMA, check_schema
 from audience.errors import DataError
 from audience.io import atomic_path
@@ -110,7 +111,7 @@ class Catalog:
 
 def _read_metadata(path: Path, schema: dict) -> pl.DataFrame:
     check_schema(path, schema)
-    frame = pl.read_parquet(path, columns=list(schema))
+    frame = read_parquet(path, columns=list(schema))
     if frame.height == 0:
         raise DataError(f"{path}: no rows (expected one row per {'user' if 'age' in schema else 'clip'})")
     return frame

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from audience.data.ids import unique_sorted
+from audience.data.location import data_path, is_local, open_binary
 from audience.errors import DataError
 
 EMBEDDING_KEYS = ("item_id", "embedding")
@@ -21,11 +22,11 @@ DEFAULT_CHUNK_ROWS = 1 << 20
 
 
 def _npz(path: Path) -> zipfile.ZipFile:
-    path = Path(path)
+    path = data_path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        archive = zipfile.ZipFile(path)
+        archive = zipfile.ZipFile(path if is_local(path) else open_binary(path))
     except Exception as exc:
         raise DataError(f"{path}: not a readable npz file ({type(exc).__name__}: {exc})") from exc
     found = [name.removesuffix(".npy") for name in archive.namelist()]
@@ -60,7 +61,7 @@ def embedding_ids(path: Path, check_duplicates: bool = True) -> np.ndarray:
     """The file's `item_id` array (uint32), checked: 1-d integers within UInt32, one per `embedding` row
     (from that array's header only) and, with `check_duplicates`, no id twice (a sort of the whole array: a
     run checks only the rows it keeps)."""
-    path = Path(path)
+    path = data_path(path)
     with _npz(path) as archive, archive.open("item_id.npy") as member:
         try:
             item_id = np.lib.format.read_array(member)
@@ -95,7 +96,7 @@ def read_embedding_rows(
     """Rows `rows` (ascending positions; None = every row) of the `embedding` array, first `dim` dimensions,
     in the file's dtype. Checks shape, dtype and that the rows returned are finite (an error names the
     rows by `row_ids`, their clip ids, when given)."""
-    path = Path(path)
+    path = data_path(path)
     with _npz(path) as archive, archive.open("embedding.npy") as member:
         n, d, fortran, dtype = _embedding_header(member, path)
         if not np.issubdtype(dtype, np.floating):

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from audience.data.location import data_path
 from audience.errors import DataError
 
 WEEK_PATTERN = re.compile(r"^week_(\d+)\.parquet$")
@@ -21,7 +22,7 @@ class DatasetLayout:
     subsample: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
+        object.__setattr__(self, "root", data_path(self.root))
 
     @property
     def interactions_root(self) -> Path:

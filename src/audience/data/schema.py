@@ -6,6 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
+from audience.data.location import data_path, parquet_schema
 from audience.errors import DataError
 
 FLAG_COLUMNS: tuple[str, ...] = ("like", "dislike", "share", "bookmark", "click_on_author", "open_comments")
@@ -39,11 +40,11 @@ ITEMS_SCHEMA: dict[str, pl.DataType] = {
 
 def read_parquet_schema(path: Path) -> dict[str, pl.DataType]:
     """Schema of a parquet file, or a DataError naming the file when it is missing or unreadable."""
-    path = Path(path)
+    path = data_path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        return dict(pl.read_parquet_schema(path))
+        return parquet_schema(path)
     except Exception as exc:  # polars raises several types for truncated/corrupt files
         raise DataError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc})") from exc
 

@@ -15,10 +15,10 @@ from typing import TypeVar
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 
 from audience import progress as progress_report
 from audience.data.ids import IdMap, unique_sorted
+from audience.data.location import data_path, parquet_file, resolved, scan_parquet
 from audience.data.schema import INTERACTIONS_SCHEMA, check_schema
 from audience.errors import DataError
 from audience.io import atomic_path, file_stamp
@@ -61,7 +61,37 @@ def _to_batch(
 ) -> WeekBatch:
     user = users.index(frame["user_id"].to_numpy(), path, "user_id")
     item = items.index(frame["item_id"].to_numpy(), path, "item_id")
-    return WeekBatch(Path(path), user, item, {c: frame[c].to_numpy() for c in columns})
+    return WeekBatch(data_path(path), user, item, {c: frame[c].to_numpy() for c in columns})
+
+
+def _selection(columns: Sequence[str], packed: Sequence[str]) -> tuple[list[pl.Expr], list[str], tuple]:
+    """The expressions a week read selects (the plain columns, and `packed` flags as one uint8 column),
+    the plain column names and every column read."""
+    if len(packed) > 8:
+        raise ValueError(f"at most 8 packed flags, got {list(packed)}")
+    plain = [c for c in _wanted(columns) if c not in packed]
+    select = [pl.col(c) for c in plain]
+    if packed:
+        bits = [pl.col(f).cast(pl.UInt8) * (1 << k) for k, f in enumerate(packed)]
+        select.append(pl.sum_horizontal(bits).cast(pl.UInt8).alias(PACKED_FLAGS))
+    return select, plain, _wanted((*columns, *packed))
+
+
+def _checked_batch(
+    rows: pl.LazyFrame,
+    path: Path,
+    users: IdMap,
+    items: IdMap,
+    columns: Sequence[str],
+    packed: Sequence[str],
+) -> WeekBatch:
+    """Collect `rows` (a slice of one week) as a WeekBatch; a null names the file and the column."""
+    select, plain, wanted = _selection(columns, packed)
+    frame = rows.select(select).collect()
+    if any(frame[c].null_count() for c in frame.columns):
+        full = rows.select(wanted).collect()
+        raise _null_error(path, full, wanted) or DataError(f"{path}: null values (expected none)")
+    return _to_batch(frame, path, users, items, [*plain[2:], *([PACKED_FLAGS] if packed else [])])
 
 
 def iter_week_chunks(
@@ -75,28 +105,60 @@ def iter_week_chunks(
     """Yield one week file (schema-checked) in chunks of at most `chunk_rows` rows, ids mapped to indices.
     `packed` boolean columns come as one uint8 column PACKED_FLAGS (bit k = packed[k], at most 8): one
     zero-copy array instead of a byte per flag unpacked from arrow's bitmaps."""
-    wanted = _wanted((*columns, *packed))
-    if len(packed) > 8:
-        raise ValueError(f"at most 8 packed flags, got {list(packed)}")
+    _, _, wanted = _selection(columns, packed)
     check_schema(path, INTERACTIONS_SCHEMA, wanted)
-    plain = [c for c in _wanted(columns) if c not in packed]
-    select = [pl.col(c) for c in plain]
-    if packed:
-        bits = [pl.col(f).cast(pl.UInt8) * (1 << k) for k, f in enumerate(packed)]
-        select.append(pl.sum_horizontal(bits).cast(pl.UInt8).alias(PACKED_FLAGS))
     try:
-        n_rows = pq.ParquetFile(path).metadata.num_rows
-        scan = pl.scan_parquet(path)
+        n_rows = parquet_file(path).metadata.num_rows
+        scan = scan_parquet(path)
         for offset in range(0, n_rows, chunk_rows):
-            frame = scan.select(select).slice(offset, chunk_rows).collect()
-            if any(frame[c].null_count() for c in frame.columns):
-                full = scan.select(wanted).slice(offset, chunk_rows).collect()
-                raise _null_error(path, full, wanted) or DataError(f"{path}: null values (expected none)")
-            yield _to_batch(frame, path, users, items, [*plain[2:], *([PACKED_FLAGS] if packed else [])])
+            yield _checked_batch(scan.slice(offset, chunk_rows), path, users, items, columns, packed)
     except DataError:
         raise
     except Exception as exc:
         raise DataError(f"{path}: cannot read parquet data ({type(exc).__name__}: {exc})") from exc
+
+
+@dataclass(frozen=True)
+class WeekPart:
+    """Whole row groups of one week file: the unit of a distributed read (engine/)."""
+
+    path: Path
+    row_groups: tuple[int, ...]
+    rows: int
+
+
+def week_parts(path: Path, part_rows: int) -> list[WeekPart]:
+    """`path` cut into runs of consecutive row groups of at most `part_rows` rows (a bigger row group is a
+    part alone), from the file's footer."""
+    meta = parquet_file(path).metadata
+    parts: list[WeekPart] = []
+    groups: list[int] = []
+    rows = 0
+    for g in range(meta.num_row_groups):
+        n = meta.row_group(g).num_rows
+        if groups and rows + n > part_rows:
+            parts.append(WeekPart(path, tuple(groups), rows))
+            groups, rows = [], 0
+        groups.append(g)
+        rows += n
+    if groups:
+        parts.append(WeekPart(path, tuple(groups), rows))
+    return parts
+
+
+def read_week_part(
+    part: WeekPart, users: IdMap, items: IdMap, columns: Sequence[str] = (), packed: Sequence[str] = ()
+) -> WeekBatch:
+    """One part's rows as a WeekBatch (what `iter_week_chunks` yields for the same rows)."""
+    _, _, wanted = _selection(columns, packed)
+    check_schema(part.path, INTERACTIONS_SCHEMA, wanted)
+    try:
+        table = parquet_file(part.path).read_row_groups(list(part.row_groups), columns=list(wanted))
+        return _checked_batch(pl.from_arrow(table).lazy(), part.path, users, items, columns, packed)
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{part.path}: cannot read parquet data ({type(exc).__name__}: {exc})") from exc
 
 
 _DONE = object()
@@ -118,10 +180,10 @@ def read_week(path: Path, users: IdMap, items: IdMap, columns: Sequence[str] = (
     chunks = list(iter_week_chunks(path, users, items, columns))
     if not chunks:
         return WeekBatch(
-            Path(path), np.zeros(0, np.int32), np.zeros(0, np.int32), {c: np.zeros(0) for c in columns}
+            data_path(path), np.zeros(0, np.int32), np.zeros(0, np.int32), {c: np.zeros(0) for c in columns}
         )
     return WeekBatch(
-        Path(path),
+        data_path(path),
         np.concatenate([c.user for c in chunks]),
         np.concatenate([c.item for c in chunks]),
         {k: np.concatenate([c.columns[k] for c in chunks]) for k in chunks[0].columns},
@@ -133,7 +195,7 @@ def count_rows(paths: Sequence[Path]) -> int:
     total = 0
     for path in paths:
         check_schema(path, INTERACTIONS_SCHEMA, ("user_id", "item_id"))
-        total += pq.ParquetFile(path).metadata.num_rows
+        total += parquet_file(path).metadata.num_rows
     return total
 
 
@@ -157,7 +219,7 @@ def iter_weeks(
             log.warning("%s: week has no rows; skipped", path)
         n_rows += week_rows
     if paths and n_rows == 0:
-        raise DataError(f"{Path(paths[0]).parent}: every week file is empty (expected interactions)")
+        raise DataError(f"{data_path(paths[0]).parent}: every week file is empty (expected interactions)")
 
 
 def distinct_ids(
@@ -168,7 +230,7 @@ def distinct_ids(
     week's ids are kept there, keyed by the file's path and stamp (every run of a dataset shares them)."""
     users, items = [], []
     for path in progress_report.iterate(paths, "index", "week", enabled=progress):
-        week_users, week_items = _week_ids(Path(path), cache_dir)
+        week_users, week_items = week_ids(data_path(path), cache_dir)
         users.append(week_users)
         items.append(week_items)
     empty = np.zeros(0, dtype=np.uint32)
@@ -178,17 +240,18 @@ def distinct_ids(
     )
 
 
-def _week_ids(path: Path, cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
+def week_ids(path: Path, cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (user_id, item_id) values of one week (sorted), cached under `cache_dir` when given."""
     check_schema(path, INTERACTIONS_SCHEMA, ("user_id", "item_id"))
     cached = None
     if cache_dir is not None:
-        key = json.dumps([str(path.resolve()), file_stamp(path)]).encode()
+        key = json.dumps([resolved(path), file_stamp(path)]).encode()
         prefix = f"{path.parent.name}-{path.stem}-ids-"
         cached = Path(cache_dir) / f"{prefix}{hashlib.sha1(key).hexdigest()[:12]}.npz"
         if cached.is_file():
             with np.load(cached) as npz:
                 return npz["users"], npz["items"]
-    scan = pl.scan_parquet(path)
+    scan = scan_parquet(path)
     found = pl.collect_all([scan.select(pl.col(c).drop_nulls().unique()) for c in ("user_id", "item_id")])
     week_users = unique_sorted(found[0]["user_id"].to_numpy())
     week_items = unique_sorted(found[1]["item_id"].to_numpy())
@@ -204,4 +267,4 @@ def _week_ids(path: Path, cache_dir: Path | None) -> tuple[np.ndarray, np.ndarra
 def week_item_ids(path: Path) -> np.ndarray:
     """Distinct item ids of one week (schema-checked), cheap: one column only."""
     check_schema(path, INTERACTIONS_SCHEMA, ("item_id",))
-    return pl.scan_parquet(path).select(pl.col("item_id").unique()).collect()["item_id"].to_numpy()
+    return scan_parquet(path).select(pl.col("item_id").unique()).collect()["item_id"].to_numpy()

@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 
 from audience.data.layout import DatasetLayout
+from audience.data.location import read_parquet
 
 
 def oracle_candidates(layout: DatasetLayout, week: int | None, target_ids: np.ndarray) -> pl.DataFrame | None:
@@ -21,7 +22,7 @@ def oracle_candidates(layout: DatasetLayout, week: int | None, target_ids: np.nd
         return None
     targets = pl.DataFrame({"item_id": pl.Series(target_ids, dtype=pl.UInt32)}).with_row_index("clip")
     frame = (
-        pl.read_parquet(path)
+        read_parquet(path)
         .join(targets, on="item_id", how="inner")
         .explode("user_id", "score")
         .with_columns(

@@ -28,7 +28,7 @@ import json
 import logging
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import groupby
 from pathlib import Path
@@ -40,12 +40,16 @@ from scipy import sparse
 from audience import progress as progress_report
 from audience.config import ProfileSettings
 from audience.data.catalog import Catalog
+from audience.data.ids import unique_sorted
+from audience.data.location import data_path, resolved
 from audience.data.weeks import (
     PACKED_FLAGS,
     WeekBatch,
+    WeekPart,
     count_rows,
     iter_week_chunks,
     prefetched,
+    read_week_part,
 )
 from audience.errors import DataError
 from audience.io import atomic_dir, file_stamp
@@ -218,14 +222,18 @@ def aggregate_week(
     chunk_rows: int = AGGREGATE_CHUNK_ROWS,
     bar=None,
     chunks: Iterable[WeekBatch] | None = None,
+    users: np.ndarray | None = None,
 ) -> WeekAggregate:
     """Reduce one week file. `table` (n_items, d): the space profiles are summed in (default: the catalog's
     embeddings); `rows_of` (bool per clip): keep only the rows of these clips (None keeps every row);
-    `chunks`: the week's chunks already being read (`week_chunks`), else they are read here.
+    `chunks`: the week's chunks already being read (`week_chunks`), else they are read here; `users`
+    (sorted catalog user indices, every chunk's users among them): accumulate over these users only.
     Memory: one chunk of rows (~40 bytes a row with the kernels' scratch) plus (kinds, n_users, d) float32
-    accumulators over the catalog's users."""
+    accumulators over the catalog's users (or `users`)."""
     table = catalog.embedding if table is None else table
-    n_users, n_items, n_authors = catalog.n_users, catalog.n_items, len(catalog.authors)
+    n_items, n_authors = catalog.n_items, len(catalog.authors)
+    n_users = catalog.n_users if users is None else len(users)
+    user_ids = catalog.users.ids if users is None else catalog.users.ids[users]
     sums = np.zeros((len(kinds), n_users, table.shape[1]), dtype=np.float32)
     totals = np.zeros((len(kinds), n_users), dtype=np.float64)
     counts = {k: np.zeros(n, dtype=np.int64) for k, n in (("user", n_users), ("item", n_items))}
@@ -237,11 +245,17 @@ def aggregate_week(
     duration = np.maximum(catalog.item_duration.astype(np.float32), 1.0)
     settings_f32 = np.float32(settings.skip_share), np.float32(settings.watch_cap)
     hidden = None if rows_of is None else ~rows_of
+    position = None  # catalog user index -> row in `users`
     if chunks is None:
         chunks = prefetched(week_chunks([path], catalog, positive_flags, settings, chunk_rows))
     for batch in chunks:
         n_read = len(batch)
         batch = without_items(batch, hidden)
+        if users is not None:
+            if position is None:
+                position = np.full(catalog.n_users, -1, dtype=np.int32)
+                position[users] = np.arange(users.size, dtype=np.int32)
+            batch = replace(batch, user=position[batch.user])
         flags = batch.columns[PACKED_FLAGS]
         starts, order = group_rows(batch.user, n_users)
         user_profile_sums(
@@ -290,7 +304,7 @@ def aggregate_week(
                 _counts(matrix.data),
             )
     return WeekAggregate(
-        users=catalog.users.ids[active],
+        users=user_ids[active],
         user_views=counts["user"][active],
         user_positives=positives["user"][active],
         items=catalog.items.ids[items],
@@ -301,6 +315,102 @@ def aggregate_week(
         totals=totals[:, active],
         histories=merged,
     )
+
+
+def aggregate_part(
+    part: WeekPart,
+    catalog: Catalog,
+    positive_flags: Sequence[str],
+    settings: ProfileSettings,
+    kinds: Sequence[str] = BASE_KINDS,
+    table: np.ndarray | None = None,
+    rows_of: np.ndarray | None = None,
+    histories: bool = True,
+) -> WeekAggregate:
+    """The aggregate of one part of a week (whole row groups), accumulated over the part's own users
+    only: the unit task of the Dask engine. Memory: the part's rows (~40 bytes each) plus
+    (kinds, users in the part, d) float32."""
+    packed = packed_flags(positive_flags, settings)
+    batch = read_week_part(part, catalog.users, catalog.items, ("timespent",), packed)
+    users = np.flatnonzero(np.bincount(batch.user, minlength=catalog.n_users))
+    return aggregate_week(
+        part.path,
+        catalog,
+        positive_flags,
+        settings,
+        kinds,
+        table,
+        rows_of,
+        histories,
+        chunks=[batch],
+        users=users,
+    )
+
+
+def merge_aggregates(parts: Sequence[WeekAggregate]) -> WeekAggregate:
+    """One aggregate of the rows of every part (parts of one week, or weeks summed with equal weight):
+    counts and histories exactly, sums in float32 in the parts' order. Cost: the parts' users x kinds x d
+    additions, and one linear merge of sorted CSR rows per history and part (scipy's sparse addition)."""
+    if len(parts) == 1:
+        return parts[0]
+    kinds = parts[0].kinds
+    if any(p.kinds != kinds for p in parts):
+        raise ValueError(f"cannot merge aggregates of different kinds: {[p.kinds for p in parts]}")
+    users = unique_sorted(np.concatenate([p.users for p in parts]))
+    items = unique_sorted(np.concatenate([p.items for p in parts]))
+    at_user = [np.searchsorted(users, p.users) for p in parts]
+    at_item = [np.searchsorted(items, p.items) for p in parts]
+
+    def summed(values: str, positions: list[np.ndarray], n: int) -> np.ndarray:
+        out = np.zeros(n, dtype=np.int64)
+        for part, pos in zip(parts, positions, strict=True):
+            out[pos] += getattr(part, values)  # positions are distinct within a part
+        return out
+
+    sums = np.zeros((len(kinds), users.size, parts[0].sums.shape[2]), dtype=np.float32)
+    totals = np.zeros((len(kinds), users.size), dtype=np.float64)
+    for part, pos in zip(parts, at_user, strict=True):
+        sums[:, pos] += part.sums
+        totals[:, pos] += part.totals
+    merged = {}
+    for name in parts[0].histories:
+        width = 1 + max(int(np.asarray(p.histories[name][1][:]).max(initial=0)) for p in parts)
+        total = None
+        for part, pos in zip(parts, at_user, strict=True):
+            matrix = _history_rows(part.histories[name], pos, users.size, width)
+            total = matrix if total is None else total + matrix  # sorted rows merged, duplicates summed
+        total.sort_indices()
+        merged[name] = (total.indptr.astype(np.int64), total.indices.astype(np.uint32), _counts(total.data))
+    return WeekAggregate(
+        users=users.astype(np.uint32),
+        user_views=summed("user_views", at_user, users.size),
+        user_positives=summed("user_positives", at_user, users.size),
+        items=items.astype(np.uint32),
+        item_views=summed("item_views", at_item, items.size),
+        item_positives=summed("item_positives", at_item, items.size),
+        kinds=kinds,
+        sums=sums,
+        totals=totals,
+        histories=merged,
+    )
+
+
+def _history_rows(
+    history: tuple[np.ndarray, np.ndarray, np.ndarray], rows: np.ndarray, n_rows: int, width: int
+) -> sparse.csr_matrix:
+    """A part's history (CSR over its users) as rows `rows` of an (n_rows x width) CSR, keys as columns."""
+    indptr, keys, data = (np.asarray(a[:]) for a in history)
+    if rows.size > 1 and np.any(np.diff(rows) < 0):  # place the part's rows in the merged users' order
+        order = np.argsort(rows, kind="stable")
+        part = sparse.csr_matrix(
+            (data.astype(np.int64), keys.astype(np.int32), indptr), shape=(rows.size, width)
+        )[order]
+        rows, indptr, keys, data = rows[order], part.indptr, part.indices, part.data
+    counts = np.zeros(n_rows, dtype=np.int64)
+    counts[rows] = np.diff(indptr)
+    full = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(counts, out=full[1:])
+    return sparse.csr_matrix((data.astype(np.int64), keys.astype(np.int32), full), shape=(n_rows, width))
 
 
 def _counts(values: np.ndarray) -> np.ndarray:
@@ -327,7 +437,7 @@ class AggregateStore:
     def key(self, week: Path) -> dict:
         s = self.settings
         return {
-            "week": str(Path(week).resolve()),
+            "week": resolved(week),
             "stamp": file_stamp(week),
             "metadata": [file_stamp(p) for p in self.metadata],
             "positive_flags": list(self.positive_flags),
@@ -341,7 +451,7 @@ class AggregateStore:
 
     def path(self, week: Path) -> Path:
         digest = hashlib.sha1(json.dumps(self.key(week), sort_keys=True).encode()).hexdigest()[:12]
-        return self.folder / f"{_week_name(week)}-{digest}"
+        return self.folder / f"{week_name(week)}-{digest}"
 
     def build_missing(self, weeks: Sequence[Path], progress: bool = True) -> None:
         """Build (and cache) the aggregates of `weeks` that are not on disk yet, under one progress bar; the
@@ -370,13 +480,14 @@ class AggregateStore:
         )
         target = self.path(week)
         aggregate.save(target)
-        for stale in self.folder.glob(f"{_week_name(week)}-*"):
+        for stale in self.folder.glob(f"{week_name(week)}-*"):
             if stale != target and stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
 
 
-def _week_name(week: Path) -> str:
-    return f"{Path(week).parent.name}-{Path(week).stem}"
+def week_name(week: Path) -> str:
+    week = data_path(week)
+    return f"{week.parent.name}-{week.stem}"
 
 
 def combine(
@@ -477,13 +588,19 @@ def fit_from_aggregates(
     hidden_items: np.ndarray | None = None,
     posteriors: np.ndarray | None = None,
     progress: bool = True,
+    engine=None,
 ) -> FitData:
     """What `build_fit_data` computes, from the cached weekly aggregates (one in memory at a time): the
     pseudo-new clips' (`hidden_items`, bool per clip) rows subtracted by one filtered read of the weeks;
     soft-cluster profiles ('gmm_all', 'gmm_positive' over `posteriors`) summed by one more pass (they
-    depend on the run's mixture, so they are not cached)."""
-    weeks = [Path(w) for w in weeks]
-    store.build_missing(weeks, progress)
+    depend on the run's mixture, so they are not cached). `engine` (engine/) builds the missing
+    aggregates and runs the extra passes; default this process."""
+    if engine is None:
+        from audience.engine import LocalEngine
+
+        engine = LocalEngine()
+    weeks = [data_path(w) for w in weeks]
+    engine.build_aggregates(store, weeks, progress)
     if weeks and count_rows(weeks) == 0:
         raise DataError(f"{weeks[0].parent}: every week file is empty (expected interactions)")
     hide = hidden_items is not None and bool(hidden_items.any())
@@ -492,25 +609,25 @@ def fit_from_aggregates(
         "hidden clips / soft clusters", extra_rows, "rows", enabled=progress and extra_rows > 0
     )
     read = partial(
-        aggregate_week, catalog=store.catalog, positive_flags=store.positive_flags, settings=store.settings
+        engine.aggregate_weeks, weeks, store.catalog, store.positive_flags, store.settings, bar=bar
     )
     spaces: dict[str, list[tuple[WeekAggregate, float]]] = {}
     if posteriors is not None:
         table = np.ascontiguousarray(posteriors, dtype=np.float32)
         keep = ~hidden_items if hide else None
-        spaces["gmm"] = [
-            (read(w, kinds=("all", "positive"), table=table, rows_of=keep, histories=False, bar=bar), 1.0)
-            for w in weeks
-        ]
+        soft = read(kinds=("all", "positive"), table=table, rows_of=keep, histories=False)
+        spaces["gmm"] = [(aggregate, 1.0) for aggregate in soft]
+    # the pseudo-new clips' rows, read week by week as the combination reaches them
+    hidden = read(kinds=store.kinds, rows_of=hidden_items) if hide else iter([None] * len(weeks))
 
     def entries() -> Iterator[tuple[WeekAggregate, int, float]]:
-        for k, week in enumerate(weeks):
+        for k, (week, subtracted) in enumerate(zip(weeks, hidden, strict=True)):
             aggregate = store.load(week)
             if aggregate.rows == 0:
                 log.warning("%s: week has no rows; skipped", week)
             yield aggregate, len(weeks) - 1 - k, 1.0
-            if hide:
-                yield read(week, kinds=store.kinds, rows_of=hidden_items, bar=bar), len(weeks) - 1 - k, -1.0
+            if subtracted is not None:
+                yield subtracted, len(weeks) - 1 - k, -1.0
 
     fit = combine(entries(), store.catalog, store.settings, spaces, progress)
     bar.close()

@@ -17,6 +17,7 @@ from scipy import sparse
 from audience import progress as progress_report
 from audience.config import ProfileSettings
 from audience.data.catalog import Catalog
+from audience.data.location import data_path
 from audience.data.weeks import DEFAULT_CHUNK_ROWS, WeekBatch, count_rows, iter_weeks
 from audience.io import atomic_path
 from audience.profiles.author_views import prune_author_views
@@ -188,7 +189,7 @@ def build_fit_data(
     if unknown:
         raise ValueError(f"unknown profile type(s) {unknown}; known: {sorted(PROFILE_WEIGHTS)}")
     duration = np.maximum(catalog.item_duration.astype(np.float32), 1.0)
-    week_number = {Path(p): k for k, p in enumerate(weeks)}
+    week_number = {data_path(p): k for k, p in enumerate(weeks)}
     n_users, n_items = catalog.n_users, catalog.n_items
     user_views = np.zeros(n_users, dtype=np.int64)
     user_positives = np.zeros(n_users, dtype=np.int64)

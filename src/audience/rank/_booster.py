@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import xgboost as xgb
 
 from audience import progress
@@ -59,6 +60,29 @@ def train_early_stopped(
 def train_rounds(params: dict, dtrain: xgb.DMatrix, n_rounds: int, desc: str = "boosting") -> xgb.Booster:
     """Boost exactly `n_rounds` on `dtrain`, with a progress report named `desc`."""
     return xgb.train(params, dtrain, n_rounds, callbacks=[BoostProgress(desc, n_rounds)])
+
+
+class LocalBoosting:
+    """Boosting in this process: XGBoost matrices from numpy, `train_early_stopped` / `train_rounds`.
+    The Dask engine's twin (engine/dask_boosting.py) has the same three methods over xgboost.dask."""
+
+    def __init__(self, n_threads: int = 1):
+        self.n_threads = n_threads
+
+    def matrix(
+        self, data: np.ndarray, label: np.ndarray | None, qid: np.ndarray, features: list[str]
+    ) -> xgb.DMatrix:
+        return xgb.DMatrix(data, label=label, qid=qid, feature_names=features, missing=np.nan)
+
+    def train_early_stopped(
+        self, params: dict, dtrain, dvalid, n_rounds: int, patience: int, desc: str
+    ) -> tuple[xgb.Booster, float]:
+        return train_early_stopped(
+            {**params, "nthread": self.n_threads}, dtrain, dvalid, n_rounds, patience, desc
+        )
+
+    def train_rounds(self, params: dict, dtrain, n_rounds: int, desc: str) -> xgb.Booster:
+        return train_rounds({**params, "nthread": self.n_threads}, dtrain, n_rounds, desc)
 
 
 def gain_shares(*boosters: xgb.Booster) -> dict[str, float]:

@@ -17,6 +17,7 @@ are computed in blocks of pairs so memory stays at about block x dim x 8 bytes."
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -53,84 +54,138 @@ def _blocked_dot(clip_vectors: np.ndarray, user_vectors: np.ndarray, clip: np.nd
     return out
 
 
-def pair_features(pool: pl.DataFrame, fit: FitData, catalog: Catalog, queries: ClipQueries) -> pl.DataFrame:
-    """The pool with every feature column added (float32; NaN where unknown)."""
+@dataclass
+class PoolContext:
+    """What the pair features read besides the pairs themselves, computed once per pool: per-user and
+    per-author tables and the target authors' neighbours. A block of the pool's clips gets the same
+    features with it as the whole pool does (the Dask engine scores blocks on workers)."""
+
+    user_cols: dict[str, np.ndarray]  # float32 per user
+    author_cols: dict[str, np.ndarray]  # float64/float32 per author (gathered with NaN for unknown authors)
+    recent_total: dict[str, np.ndarray]  # float32 per user: recency-weighted views / positives, all authors
+    neighbours: sparse.csr_matrix  # (target authors x n_authors) similar_authors.author_neighbours
+    row_of_author: np.ndarray  # int64 per author: its row in `neighbours`, -1 if not a target author
+    clip_vectors: np.ndarray  # float32 (n_clips, dim) unit clip embeddings
+    posteriors: np.ndarray | None  # float32 (n_clips, components) GMM posteriors of the clips
+
+
+def pool_context(pool: pl.DataFrame, fit: FitData, catalog: Catalog, queries: ClipQueries) -> PoolContext:
+    """The pool-wide part of `pair_features` (see PoolContext)."""
     clip = pool["clip"].to_numpy()
     user = pool["user"].to_numpy()
     author = queries.author[clip]
-    known_author = author >= 0
-    safe_author = np.maximum(author, 0)
-
     views = fit.user_views.astype(np.float32)
     positives = fit.user_positives.astype(np.float32)
     users_meta = catalog.users_frame
-    cols: dict[str, np.ndarray] = {
-        "user_log_views": np.log1p(views)[user],
-        "user_log_positives": np.log1p(positives)[user],
-        "user_positive_rate": (positives / np.maximum(views, 1.0))[user],
-        "user_age": users_meta["age"].to_numpy().astype(np.float32)[user],
-        "user_gender": users_meta["gender"].to_numpy().astype(np.float32)[user],
-        "user_geo": users_meta["geo"].to_numpy().astype(np.float32)[user],
-        "user_pool_clips": np.bincount(user, minlength=fit.n_users).astype(np.float32)[user],
-        "clip_duration": queries.duration[clip].astype(np.float32),
-        "clip_has_embedding": queries.has_embedding[clip].astype(np.float32),
+    audience = sparse.csr_matrix(fit.histories["user_author_views"])
+    engaged = sparse.csr_matrix(fit.histories["user_author_positives"])
+    user_cols = {
+        "user_log_views": np.log1p(views),
+        "user_log_positives": np.log1p(positives),
+        "user_positive_rate": positives / np.maximum(views, 1.0),
+        "user_age": users_meta["age"].to_numpy().astype(np.float32),
+        "user_gender": users_meta["gender"].to_numpy().astype(np.float32),
+        "user_geo": users_meta["geo"].to_numpy().astype(np.float32),
+        "user_pool_clips": np.bincount(user, minlength=fit.n_users).astype(np.float32),
+        "user_distinct_authors": np.diff(audience.indptr).astype(np.float32),
+        "user_views": views,
     }
     n_authors = len(catalog.authors)
     author_views = np.bincount(catalog.item_author, weights=fit.item_views, minlength=n_authors)
     author_pos = np.bincount(catalog.item_author, weights=fit.item_positives, minlength=n_authors)
-    author_clips = np.bincount(catalog.item_author[fit.item_views > 0], minlength=n_authors)
-    nan = np.float32(np.nan)
-    cols["author_log_views"] = np.where(known_author, np.log1p(author_views)[safe_author], nan)
-    cols["author_positive_rate"] = np.where(
-        known_author, (author_pos / np.maximum(author_views, 1.0))[safe_author], nan
-    )
-    cols["author_clips"] = np.where(known_author, author_clips[safe_author], nan)
-    clip_author = queries.author[queries.author >= 0]
-    cols["author_target_clips"] = np.where(
-        known_author, np.bincount(clip_author, minlength=n_authors).astype(np.float32)[safe_author], nan
-    )
-    audience = sparse.csr_matrix(fit.histories["user_author_views"])
     recent_author_views = np.asarray(audience.sum(axis=0)).ravel()
-    cols["author_recent_views"] = np.where(known_author, np.log1p(recent_author_views)[safe_author], nan)
-    cols["author_recent_share"] = np.where(  # is the author's audience growing or fading
-        known_author, (recent_author_views / np.maximum(author_views, 1.0))[safe_author], nan
-    )
-    engaged = sparse.csr_matrix(fit.histories["user_author_positives"])
+    clip_author = queries.author[queries.author >= 0]
+    author_cols = {
+        "author_log_views": np.log1p(author_views),
+        "author_positive_rate": author_pos / np.maximum(author_views, 1.0),
+        "author_clips": np.bincount(catalog.item_author[fit.item_views > 0], minlength=n_authors),
+        "author_target_clips": np.bincount(clip_author, minlength=n_authors).astype(np.float32),
+        "author_recent_views": np.log1p(recent_author_views),
+        # is the author's audience growing or fading
+        "author_recent_share": recent_author_views / np.maximum(author_views, 1.0),
+    }
     for name, history in (("author_audience", audience), ("author_engaged_users", engaged)):
-        distinct_users = np.bincount(history.indices, minlength=n_authors)
-        cols[name] = np.where(known_author, np.log1p(distinct_users)[safe_author], nan)
-    cols["user_distinct_authors"] = np.diff(audience.indptr).astype(np.float32)[user]
-    target_authors = np.unique(author[known_author])
-    neighbours = author_neighbours(audience, target_authors)
+        author_cols[name] = np.log1p(np.bincount(history.indices, minlength=n_authors))
+    recent_total = {
+        name: np.asarray(fit.histories[name].sum(axis=1)).ravel().astype(np.float32)
+        for name in ("user_author_views", "user_author_positives")
+    }
+    target_authors = np.unique(author[author >= 0])
     row_of_author = np.full(n_authors, -1, dtype=np.int64)
     row_of_author[target_authors] = np.arange(target_authors.size)
-    pair_row = np.where(known_author, row_of_author[safe_author], -1)
-    recent_total = {}  # recency-weighted views / positives of each user, over every author
-    for name in ("user_author_views", "user_author_positives"):
-        history = fit.histories[name]
-        value = sparse_values_at(history, user, safe_author).astype(np.float32)
-        cols[name] = np.where(known_author, value, nan)
-        recent_total[name] = np.asarray(history.sum(axis=1)).ravel().astype(np.float32)
-        cols[f"{name}_share"] = cols[name] / np.maximum(recent_total[name][user], 1e-3)
-        similar = neighbour_affinity(history, neighbours, user, pair_row)
-        cols[f"similar_{name}"] = similar
-        cols[f"similar_{name}_share"] = similar / np.maximum(recent_total[name][user], 1e-3)
-    cols["user_author_rate"] = cols["user_author_positives"] / np.maximum(cols["user_author_views"], 1e-3)
-    cols["user_recent_views"] = recent_total["user_author_views"][user]
-    cols["user_recent_share"] = cols["user_recent_views"] / np.maximum(views[user], 1.0)  # activity trend
     unit = np.linalg.norm(queries.embedding, axis=1, keepdims=True)
     clip_vectors = np.where(unit > 0, queries.embedding / np.maximum(unit, 1e-12), 0.0).astype(np.float32)
     posteriors = None
     if fit.gmm is not None:
         posteriors = fit.gmm.predict_proba(queries.embedding) * queries.has_embedding[:, None]
+        posteriors = posteriors.astype(np.float32)
+    return PoolContext(
+        user_cols,
+        author_cols,
+        recent_total,
+        author_neighbours(audience, target_authors),
+        row_of_author,
+        clip_vectors,
+        posteriors,
+    )
+
+
+def pair_features(
+    pool: pl.DataFrame,
+    fit: FitData,
+    catalog: Catalog,
+    queries: ClipQueries,
+    context: PoolContext | None = None,
+) -> pl.DataFrame:
+    """The pool with every feature column added (float32; NaN where unknown). `context`: the pool-wide
+    tables (`pool_context` of the whole pool; computed here when None)."""
+    context = pool_context(pool, fit, catalog, queries) if context is None else context
+    clip = pool["clip"].to_numpy()
+    user = pool["user"].to_numpy()
+    author = queries.author[clip]
+    known_author = author >= 0
+    safe_author = np.maximum(author, 0)
+    nan = np.float32(np.nan)
+    u = context.user_cols
+    cols: dict[str, np.ndarray] = {
+        name: u[name][user]
+        for name in (
+            "user_log_views",
+            "user_log_positives",
+            "user_positive_rate",
+            "user_age",
+            "user_gender",
+            "user_geo",
+            "user_pool_clips",
+        )
+    }
+    cols["clip_duration"] = queries.duration[clip].astype(np.float32)
+    cols["clip_has_embedding"] = queries.has_embedding[clip].astype(np.float32)
+    for name, values in context.author_cols.items():
+        cols[name] = np.where(known_author, values[safe_author], nan)
+    cols["user_distinct_authors"] = u["user_distinct_authors"][user]
+    pair_row = np.where(known_author, context.row_of_author[safe_author], -1)
+    for name in ("user_author_views", "user_author_positives"):
+        history = fit.histories[name]
+        total = context.recent_total[name][user]
+        value = sparse_values_at(history, user, safe_author).astype(np.float32)
+        cols[name] = np.where(known_author, value, nan)
+        cols[f"{name}_share"] = cols[name] / np.maximum(total, 1e-3)
+        similar = neighbour_affinity(history, context.neighbours, user, pair_row)
+        cols[f"similar_{name}"] = similar
+        cols[f"similar_{name}_share"] = similar / np.maximum(total, 1e-3)
+    cols["user_author_rate"] = cols["user_author_positives"] / np.maximum(cols["user_author_views"], 1e-3)
+    cols["user_recent_views"] = context.recent_total["user_author_views"][user]
+    # activity trend
+    cols["user_recent_share"] = cols["user_recent_views"] / np.maximum(u["user_views"][user], 1.0)
     for kind, profile in fit.profiles.items():
         if kind.startswith("gmm_"):  # soft-cluster profile: the user's affinity to the clip's clusters
-            if posteriors is None:
+            if context.posteriors is None:
                 continue
-            affinity = _blocked_dot(posteriors.astype(np.float32), profile, clip, user)
+            affinity = _blocked_dot(context.posteriors, profile, clip, user)
             cols[f"cluster_affinity__{kind}"] = np.where(queries.has_embedding[clip], affinity, nan)
             continue
-        cosine = _blocked_dot(clip_vectors, profile[:, : clip_vectors.shape[1]], clip, user)
+        cosine = _blocked_dot(context.clip_vectors, profile[:, : context.clip_vectors.shape[1]], clip, user)
         cols[f"cos__{kind}"] = np.where(queries.has_embedding[clip], cosine, nan)
     extra = pl.DataFrame({name: np.asarray(v, dtype=np.float32) for name, v in cols.items()})
     return pl.concat([pool, extra], how="horizontal")

@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from audience.config import HoldoutTargets, RerankerConfig, RunConfig
+from audience.data.location import data_path, scan_parquet
 from audience.data.schema import INTERACTIONS_SCHEMA, check_schema
 from audience.rank.mixigen import pool_ndcg
 from audience.split import Split, default_targets, read_targets_file
@@ -55,7 +56,7 @@ def week_clip_counts(fit_weeks: Sequence[Path], lookback: int) -> list[tuple[int
     frames = []
     for k, path in enumerate(fit_weeks):
         check_schema(path, INTERACTIONS_SCHEMA, ("item_id",))
-        items = pl.scan_parquet(path).select(pl.col("item_id").unique()).with_columns(pl.lit(k).alias("week"))
+        items = scan_parquet(path).select(pl.col("item_id").unique()).with_columns(pl.lit(k).alias("week"))
         frames.append(items)
     if len(frames) < 2:
         return []
@@ -71,7 +72,7 @@ def week_clip_counts(fit_weeks: Sequence[Path], lookback: int) -> list[tuple[int
     out = []
     for holdout in range(1, min(lookback, n - 1) + 1):
         new, clips = counts.get(n - holdout, (0, 0))
-        out.append((holdout, Path(fit_weeks[n - holdout]), int(new), int(clips)))
+        out.append((holdout, data_path(fit_weeks[n - holdout]), int(new), int(clips)))
     return out
 
 
@@ -125,14 +126,14 @@ def holdout_samples(split: Split, cfg: RunConfig) -> tuple[np.ndarray, np.ndarra
     first = (
         pl.concat(
             [
-                pl.scan_parquet(p).select(pl.col("item_id").unique(), pl.lit(k).alias("week"))
+                scan_parquet(p).select(pl.col("item_id").unique(), pl.lit(k).alias("week"))
                 for k, p in enumerate(split.fit_weeks)
             ]
         )
         .group_by("item_id")
         .agg(pl.col("week").min().alias("first"))
     )
-    week = pl.scan_parquet(split.truth_week).group_by("item_id").agg(pl.len().alias("views"))
+    week = scan_parquet(split.truth_week).group_by("item_id").agg(pl.len().alias("views"))
     pool = week.join(first, on="item_id").collect().sort("item_id")
     rng = np.random.default_rng([cfg.seed, cfg.holdout, 16])
     shuffled = pool.with_columns(pl.Series("draw", rng.permutation(pool.height)))

@@ -23,21 +23,19 @@ import xgboost as xgb
 
 from audience.config import RerankerConfig
 from audience.errors import TooLittleData
-from audience.rank._booster import (
-    gain_shares,
-    load_boosters,
-    save_boosters,
-    train_early_stopped,
-    train_rounds,
-)
+from audience.rank._booster import LocalBoosting, gain_shares, load_boosters, save_boosters
 from audience.rank.features import feature_columns
 
 PREDICT_BLOCK_ROWS = 1_000_000
 
 
 class Reranker:
-    def __init__(self, cfg: RerankerConfig, n_threads: int = 1, seed: int = 0):
+    """`boosting`: where the boosters train (rank/_booster.LocalBoosting by default, or the Dask engine's
+    xgboost.dask twin); prediction always runs here, on the saved boosters."""
+
+    def __init__(self, cfg: RerankerConfig, n_threads: int = 1, seed: int = 0, boosting=None):
         self.cfg, self.n_threads, self.seed = cfg, n_threads, seed
+        self.boosting = boosting or LocalBoosting(n_threads)
         self.boosters: list[xgb.Booster] = []
         self.n_trees: list[int] = []  # per booster, the trees used to predict
         self.features: list[str] = []
@@ -53,23 +51,18 @@ class Reranker:
             "subsample": c.subsample,
             "colsample_bytree": c.colsample_bytree,
             "tree_method": "hist",
-            "nthread": self.n_threads,
             "seed": seed,
             "eval_metric": "ndcg@100",
         }
 
     @staticmethod
-    def _matrix(frame: pl.DataFrame, features: list[str], label: bool) -> xgb.DMatrix:
+    def _arrays(frame: pl.DataFrame, features: list[str], label: bool) -> tuple:
         # cast in polars: one float32 copy instead of a float64 one and its float32 cast (GBs on medium)
         data = frame.select(pl.col(features).cast(pl.Float32)).to_numpy()
-        qid = frame["clip"].to_numpy()
-        return xgb.DMatrix(
-            data,
-            label=frame["label"].to_numpy() if label else None,
-            qid=qid,
-            feature_names=features,
-            missing=np.nan,
-        )
+        return data, frame["label"].to_numpy() if label else None, frame["clip"].to_numpy(), features
+
+    def _matrix(self, frame: pl.DataFrame, features: list[str], label: bool):
+        return self.boosting.matrix(*self._arrays(frame, features, label))
 
     def fit(self, frame: pl.DataFrame, features: list[str] | None = None) -> Reranker:
         """`frame`: clip, user, label and the feature columns (`features`; default every other column)."""
@@ -116,7 +109,7 @@ class Reranker:
         summary = {"seed": seed, "train_rows": train.height, "valid_rows": valid.height}
         dtrain, dvalid = self._matrix(train, self.features, True), self._matrix(valid, self.features, True)
         del train, valid
-        booster, best_score = train_early_stopped(
+        booster, best_score = self.boosting.train_early_stopped(
             self._params(seed),
             dtrain,
             dvalid,
@@ -133,7 +126,9 @@ class Reranker:
             refit_trees = max(1, round(best_trees * self.cfg.refit_scale))
             whole = self._matrix(frame, self.features, True)
             self.boosters.append(
-                train_rounds(self._params(seed), whole, refit_trees, f"reranker refit, seed {seed}")
+                self.boosting.train_rounds(
+                    self._params(seed), whole, refit_trees, f"reranker refit, seed {seed}"
+                )
             )
             self.n_trees.append(refit_trees)
             summary["refit_trees"] = refit_trees
@@ -145,8 +140,10 @@ class Reranker:
         assert self.boosters, "fit first"
         total = np.zeros(frame.height, dtype=np.float64)
         for start in range(0, frame.height, block_rows):
-            matrix = self._matrix(frame.slice(start, block_rows), self.features, False)
+            data, _, qid, _ = self._arrays(frame.slice(start, block_rows), self.features, False)
+            matrix = LocalBoosting(self.n_threads).matrix(data, None, qid, self.features)
             for booster, n_trees in zip(self.boosters, self.n_trees, strict=True):
+                booster.set_param({"nthread": self.n_threads})  # a cluster-trained booster has its workers'
                 total[start : start + block_rows] += booster.predict(matrix, iteration_range=(0, n_trees))
         return (total / len(self.boosters)).astype(np.float32)
 

@@ -32,7 +32,7 @@ from audience.config import RunConfig
 from audience.errors import DataError, TooLittleData
 from audience.io import file_stamp, read_json, write_json, write_parquet
 from audience.metrics import truth_positives
-from audience.rank.features import add_labels, candidate_pool, pair_features
+from audience.rank.features import add_labels, candidate_pool
 from audience.rank.protocol import LabelWeek, TrainingPlan, training_plans
 from audience.run import Run
 from audience.split import Split, make_split
@@ -114,7 +114,7 @@ def pool_features(run: Run) -> pl.DataFrame:
     clip-history features, sorted by clip, user: what the models train on (holdout runs) and score."""
     cfg = run.cfg
     pool = candidate_pool({name: run.candidates(name) for name in cfg.sources}, cfg.reranker.pool_depth)
-    features = pair_features(pool, run.fit_data(), run.catalog, run.queries())
+    features = run.engine.pair_features(pool, run.fit_data(), run.catalog, run.queries())
     return history_features(features, run.targets()["item_id"].to_numpy(), run.target_history())
 
 

@@ -1,0 +1,258 @@
+"""The weekly aggregation on the Dask engine (1 and 2 LocalCluster workers) beside the local engine, on the
+same data in the same run; the per-part figures the README's capacity plan for the full dataset is
+derived from.
+
+    python benchmarks/bench_dask.py [--preset vk] [--part-rows 8000000] [--report]
+
+Each configuration runs in a fresh child process from an empty cache (deleted afterwards): index the train
+weeks, load the run's catalog, then time building every week's aggregate. Per configuration: wall, rows/s,
+rows/s per worker, the client's and each worker's peak RSS; on Dask also every aggregation task's compute
+time (the task stream), the bytes broadcast to each worker (the pickled catalog) and the parts' sizes.
+Writes benchmarks/results/dask_<preset>.{json,md}; `--report` rewrites the md from the json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from _machine import machine
+from _suite import RESULTS, ROOT, data_dir, publish, read_json, run_child, write_atomic, write_json
+
+from audience.markdown import table
+
+FULL_ROWS = 40_800_000_000  # VK-LSVD's interactions over its 27 weeks (the dataset card)
+FULL_GB = 452  # its parquet files (the dataset card)
+KINDS, DIM = 4, 64  # profile kinds a week aggregates, embedding dimensions
+CHILD_CODE = "import sys; sys.path.insert(0, 'benchmarks'); import bench_dask as b; b.child()"
+CONFIGS = {"local": 0, "dask, 1 worker": 1, "dask, 2 workers": 2}
+
+
+def _peak_gib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)
+
+
+def child() -> None:
+    """argv: data dir, cache dir, workers (0 = local engine), part rows, result json."""
+    from audience.config import DEFAULT_POSITIVE_FLAGS, DaskConfig, ProfileSettings
+    from audience.data.catalog import RunNeeds, load_catalog
+    from audience.data.layout import DatasetLayout
+    from audience.data.weeks import count_rows, week_parts
+    from audience.engine import LocalEngine
+    from audience.engine.cluster import close_clients, local_cluster_shape
+    from audience.engine.dask_engine import DaskEngine
+    from audience.profiles.aggregates import AggregateStore
+
+    data, cache, workers, part_rows, out = (
+        Path(sys.argv[1]),
+        Path(sys.argv[2]),
+        *map(int, sys.argv[3:5]),
+        Path(sys.argv[5]),
+    )
+    layout = DatasetLayout(data)
+    weeks = layout.train_weeks()
+    shutil.rmtree(cache, ignore_errors=True)
+    dask_cfg = DaskConfig(workers=workers, part_rows=part_rows)
+    engine = DaskEngine(dask_cfg) if workers else LocalEngine()
+    figures: dict = {"weeks": len(weeks), "rows": count_rows(weeks), "workers": workers}
+    if workers:
+        memory = local_cluster_shape(dask_cfg)[1]
+        figures |= {"part_rows": part_rows, "worker_memory_gib": round(memory / 2**30, 2)}
+        parts = [p.rows for w in weeks for p in week_parts(w, part_rows)]
+        figures |= {"parts": len(parts), "part_rows_mean": round(float(np.mean(parts)))}
+        clock = time.perf_counter()
+        engine.client  # noqa: B018 - start the LocalCluster outside the timings
+        figures["cluster_start_s"] = round(time.perf_counter() - clock, 2)
+    clock = time.perf_counter()
+    users, items = engine.distinct_ids(weeks, False, cache)
+    figures["index_s"] = round(time.perf_counter() - clock, 2)
+    catalog = load_catalog(layout, 64, RunNeeds(users, items))
+    figures["catalog_broadcast_mib"] = round(len(pickle.dumps(catalog, protocol=5)) / 2**20, 1)
+    store = AggregateStore(
+        cache,
+        catalog,
+        DEFAULT_POSITIVE_FLAGS,
+        ProfileSettings(),
+        (layout.items_metadata, layout.item_embeddings),
+    )
+    stream = None
+    clock, cpu = time.perf_counter(), time.process_time()
+    if workers:
+        from distributed import get_task_stream
+
+        with get_task_stream(engine.client) as stream:
+            engine.build_aggregates(store, weeks, progress=True)
+    else:
+        engine.build_aggregates(store, weeks, progress=True)
+    wall = time.perf_counter() - clock
+    figures |= {"aggregate_s": round(wall, 2), "client_cpu_s": round(time.process_time() - cpu, 2)}
+    figures["rows_per_s"] = round(figures["rows"] / wall)
+    figures["rows_per_s_per_worker"] = round(figures["rows"] / wall / max(workers, 1))
+    figures["client_peak_rss_gib"] = _peak_gib()
+    if workers:
+        peaks = engine.client.run(_peak_gib)
+        figures["worker_peak_rss_gib"] = sorted(peaks.values())
+        tasks: dict[str, list[float]] = {}
+        for task in stream.data:
+            name = task["key"].split("-")[0] if isinstance(task["key"], str) else str(task["key"][0])
+            compute = sum(s["stop"] - s["start"] for s in task["startstops"] if s["action"] == "compute")
+            tasks.setdefault(name, []).append(compute)
+        figures["tasks"] = {
+            name: {"count": len(t), "compute_s": round(sum(t), 2), "max_s": round(max(t), 2)}
+            for name, t in tasks.items()
+        }
+        part_s = figures["tasks"].get("aggregate_part", {}).get("compute_s")
+        if part_s:
+            figures["part_rows_per_compute_s"] = round(figures["rows"] / part_s)
+        close_clients()
+    figures["cache_gib"] = round(sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) / 2**30, 2)
+    shutil.rmtree(cache, ignore_errors=True)
+    write_atomic(out, json.dumps(figures, indent=2))
+
+
+def measure(data: Path, name: str, workers: int, part_rows: int) -> dict:
+    slug = name.replace(", ", "-").replace(" ", "-")
+    out = ROOT / "artifacts" / f"bench-dask-{slug}.json"
+    out.unlink(missing_ok=True)
+    cache = ROOT / "artifacts" / f"bench-dask-{slug}-weeks"
+    cmd = [sys.executable, "-c", CHILD_CODE, str(data), str(cache), str(workers), str(part_rows), str(out)]
+    child_run = run_child(cmd, timeout=None, log=ROOT / "artifacts" / f"bench-dask-{slug}.log")
+    if not out.is_file():
+        raise SystemExit(f"{name} failed: {child_run}; see artifacts/bench-dask-{slug}.log")
+    return read_json(out) | {"child": child_run}
+
+
+def capacity(figures: dict) -> dict:
+    """The full dataset's needs, extrapolated linearly from the 1- and 2-worker runs (and vk's histories per
+    user from scale_vk.json); every size not measured is computed from dtypes, as named."""
+    from audience.data.metadata_padding import REAL_ITEMS, REAL_USERS
+
+    one, two = figures["runs"]["dask, 1 worker"], figures["runs"]["dask, 2 workers"]
+    per_worker = two["rows_per_s_per_worker"]  # end to end: parts, merges, saves, scheduling
+    core_hours = FULL_ROWS / per_worker / 3600
+    catalog = REAL_ITEMS * (4 * DIM + 4 + 4 + 1 + 1) + REAL_USERS * (4 + 4 + 1 + 1 + 1)  # float32 rows, ids
+    working = max(two["worker_peak_rss_gib"]) - two["catalog_broadcast_mib"] / 1024
+    week = REAL_USERS * (KINDS * DIM * 4 + KINDS * 8 + 3 * 8)  # float32 sums, float64 totals, counts
+    scale = read_json(RESULTS / "scale_vk.json")
+    pairs = sum(scale["week_pass"]["history_pairs"].values())
+    users = scale["modes"]["validate"]["index"]["users_with_history"]
+    return {
+        "full_rows": FULL_ROWS,
+        "full_gb": FULL_GB,
+        "full_users": REAL_USERS,
+        "full_clips": REAL_ITEMS,
+        "part_rows": two["part_rows"],
+        "part_rows_per_core_s": two["part_rows_per_compute_s"],
+        "rows_per_s_per_worker": per_worker,
+        "scaling_1_to_2": two["rows_per_s"] / (2 * one["rows_per_s"]),
+        "aggregation_core_hours": core_hours,
+        "hours_on": {workers: core_hours / workers for workers in (16, 64)},
+        "catalog_gib": catalog / 2**30,
+        "part_working_gib": working,
+        "week_aggregate_gib": week / 2**30,
+        "worker_gib": catalog / 2**30 + working + 3 * week / 2**30,
+        "client_profiles_gib": REAL_USERS * 5 * DIM * 8 / 2**30,
+        "pairs_per_user": pairs / users,
+        "client_histories_gib": REAL_USERS * pairs / users * 8 / 2**30,  # float32 value + int32 key per pair
+        "hnsw_index_gib": REAL_USERS * (4 * DIM + 8 * 16) / 2**30,  # hnswlib: vectors + 2M links (M = 16)
+    }
+
+
+def summary(figures: dict) -> str:
+    m = figures["machine"]
+    runs = figures["runs"]
+    lines = [
+        f"# Weekly aggregation: Dask engine vs local (`{figures['preset']}`)",
+        "",
+        f"Machine: {m['date']}, {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB RAM,"
+        f" Python {m['python']}.",
+        f"Rows: {figures['rows']:,} over {figures['weeks']} train weeks; every configuration in a fresh"
+        " process from an empty cache; Dask on a LocalCluster of single-threaded worker processes.",
+        "",
+    ]
+    rows = []
+    for name, r in runs.items():
+        workers = r["worker_peak_rss_gib"] if r["workers"] else []
+        rows.append(
+            [
+                name,
+                str(r["aggregate_s"]),
+                f"{r['rows_per_s'] / 1e6:.2f}",
+                f"{r['rows_per_s_per_worker'] / 1e6:.2f}" if r["workers"] else "",
+                str(r["client_peak_rss_gib"]),
+                ", ".join(str(w) for w in workers),
+                str(r["index_s"]),
+            ]
+        )
+    lines += table(
+        [
+            "engine",
+            "aggregation s",
+            "M rows/s",
+            "M rows/s per worker",
+            "client peak GiB",
+            "worker peaks GiB",
+            "index s",
+        ],
+        rows,
+    )
+    dask_runs = [r for r in runs.values() if r["workers"]]
+    if dask_runs:
+        r = dask_runs[-1]
+        tasks = ", ".join(
+            f"{k} {v['count']} tasks {v['compute_s']} s (max {v['max_s']} s)" for k, v in r["tasks"].items()
+        )
+        lines += [
+            "",
+            f"Parts: {r['parts']} of up to {r['part_rows']:,} rows (mean {r['part_rows_mean']:,}); the"
+            f" catalog broadcast to each worker: {r['catalog_broadcast_mib']} MiB; per worker memory limit"
+            f" {r['worker_memory_gib']} GiB. Tasks ({r['workers']} workers): {tasks}. Aggregation"
+            f" compute per part: {r['part_rows_per_compute_s'] / 1e6:.2f} M rows per core-second.",
+        ]
+    if "capacity" in figures:
+        c = figures["capacity"]
+        lines += ["", "## Capacity plan for the full dataset (extrapolated)", ""]
+        lines += table(["quantity", "value"], [[k, json.dumps(v)] for k, v in c.items()])
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--preset", default="vk")
+    parser.add_argument("--part-rows", type=int, default=8_000_000)
+    parser.add_argument("--only", nargs="*", choices=list(CONFIGS), help="measure only these configurations")
+    parser.add_argument("--report", action="store_true", help="rewrite the md from the json")
+    args = parser.parse_args()
+    stem = RESULTS / f"dask_{args.preset}"
+    if args.report:
+        figures = read_json(stem.with_suffix(".json"))
+        figures["capacity"] = capacity(figures)
+        write_json(stem.with_suffix(".json"), figures)
+        write_atomic(stem.with_suffix(".md"), summary(figures))
+        return
+    data = data_dir(args.preset)
+    if not (data / "metadata" / "items_metadata.parquet").is_file():
+        raise SystemExit(
+            f"{data}: generate it first (python scripts/01_synthetic_data.py --preset {args.preset})"
+        )
+    old = read_json(stem.with_suffix(".json")) if stem.with_suffix(".json").is_file() else {"runs": {}}
+    figures = {"preset": args.preset, "machine": machine(), "runs": dict(old.get("runs", {}))}
+    for name, workers in CONFIGS.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"== {name}", flush=True)
+        figures["runs"][name] = measure(data, name, workers, args.part_rows)
+        figures["rows"], figures["weeks"] = figures["runs"][name]["rows"], figures["runs"][name]["weeks"]
+        if {"dask, 1 worker", "dask, 2 workers"} <= set(figures["runs"]):
+            figures["capacity"] = capacity(figures)
+        publish(stem, figures, summary(figures))
+
+
+if __name__ == "__main__":
+    main()

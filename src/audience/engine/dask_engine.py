@@ -1,0 +1,220 @@
+"""The Dask engine: the passes over interactions and over target clips as tasks on a Dask cluster.
+
+- Weekly aggregation: each week file is cut into parts of whole row groups (`DaskConfig.part_rows`); a task
+  reduces one part over its own users only (profiles/aggregates.aggregate_part), partial aggregates of a
+  week are merged in a tree (`merge_fan_in` at a time), and a worker writes the week's aggregate into the
+  shared cache folder. The uncached passes (pseudo-new clips' rows, soft-cluster profiles) run the same way
+  and come back to the client one week at a time. The distinct ids of each week are tasks too.
+- Candidate queries: the fitted source is broadcast to every worker and blocks of `clip_block` target clips
+  are queried there (a broadcast, not a sharded, index: a source is fitted on the client from the split's
+  profiles, and at VK scale its index is ~100-300 MB, cheaper to copy than to shard; sources whose draws
+  depend on the whole batch (random) answer on the client).
+- Pair features: the pool-wide tables (rank/features.PoolContext) are computed on the client, broadcast
+  with the fit data, and blocks of clips get their features on the workers.
+- Reranker boosting: xgboost.dask (engine/dask_boosting.py).
+
+Broadcast objects are scattered to every worker, so a lost worker leaves copies on the others; a lost
+worker's tasks are recomputed from the parts they read (the scheduler's retries).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from audience import progress as progress_report
+from audience.arrays import TopK
+from audience.candidates.base import CandidateSource, ClipQueries
+from audience.config import DaskConfig, ProfileSettings
+from audience.data.catalog import Catalog
+from audience.data.ids import unique_sorted
+from audience.data.weeks import week_ids, week_parts
+from audience.engine.cluster import client_for
+from audience.engine.dask_boosting import DaskBoosting
+from audience.profiles.aggregates import (
+    AggregateStore,
+    WeekAggregate,
+    aggregate_part,
+    aggregate_week,
+    merge_aggregates,
+    week_name,
+)
+from audience.profiles.fit_data import FitData
+from audience.rank.features import PoolContext, pair_features, pool_context
+
+log = logging.getLogger(__name__)
+
+
+def _save(aggregate: WeekAggregate, path: str) -> int:
+    aggregate.save(Path(path))
+    return aggregate.rows
+
+
+def _recommend_block(source: CandidateSource, queries: ClipQueries, k: int) -> TopK:
+    return source.recommend(queries, k)
+
+
+def _features_block(
+    pool: pl.DataFrame, shared: tuple[FitData, Catalog, ClipQueries, PoolContext]
+) -> pl.DataFrame:
+    return pair_features(pool, *shared)
+
+
+def clip_blocks(n_clips: int, block: int) -> list[slice]:
+    return [slice(start, min(start + block, n_clips)) for start in range(0, n_clips, block)]
+
+
+class DaskEngine:
+    name = "dask"
+
+    def __init__(self, cfg: DaskConfig):
+        self.cfg = cfg
+
+    @property
+    def client(self):
+        return client_for(self.cfg)
+
+    def _broadcast(self, value):
+        return self.client.scatter(value, broadcast=True, hash=False)
+
+    def _reduce(self, futures: list):
+        """One future: `futures` (partial aggregates) merged in a tree, `merge_fan_in` at a time."""
+        fan_in = self.cfg.merge_fan_in
+        while len(futures) > 1:
+            futures = [
+                self.client.submit(merge_aggregates, futures[i : i + fan_in], pure=False)
+                for i in range(0, len(futures), fan_in)
+            ]
+        return futures[0]
+
+    def _week_futures(
+        self,
+        weeks: Sequence[Path],
+        catalog,
+        positive_flags: Sequence[str],
+        settings: ProfileSettings,
+        bar,
+        finish: Callable | None = None,
+        **options,
+    ) -> list:
+        """Per week, the future of its merged aggregate, or of `finish(week, that future)` (None for a week
+        without row groups), submitted week by week so that a week's merges and `finish` run before the
+        next week's parts (the scheduler favours earlier submissions) and workers hold about one week of
+        partial aggregates at a time; `bar` advances as parts finish."""
+        from distributed import as_completed
+
+        reduced, part_rows, parts_done = [], {}, []
+        for week in weeks:
+            parts = week_parts(week, self.cfg.part_rows)
+            futures = [
+                self.client.submit(
+                    aggregate_part, part, catalog, positive_flags, settings, pure=False, **options
+                )
+                for part in parts
+            ]
+            part_rows.update({f.key: part.rows for f, part in zip(futures, parts, strict=True)})
+            parts_done += futures
+            merged = self._reduce(futures) if futures else None
+            reduced.append(merged if merged is None or finish is None else finish(week, merged))
+        if bar is not None:
+            for future in as_completed(parts_done):
+                bar.update(part_rows[future.key])
+        return reduced
+
+    def build_aggregates(self, store: AggregateStore, weeks: Sequence[Path], progress: bool = True) -> None:
+        missing = [w for w in weeks if not store.path(w).is_dir()]
+        if not missing:
+            return
+        store.folder.mkdir(parents=True, exist_ok=True)
+        rows = sum(p.rows for w in missing for p in week_parts(w, self.cfg.part_rows))
+        bar = progress_report.bar("week aggregates (dask)", rows, "rows", enabled=progress)
+        saves = self._week_futures(
+            missing,
+            self._broadcast(store.catalog),
+            store.positive_flags,
+            store.settings,
+            bar,
+            lambda week, merged: self.client.submit(_save, merged, str(store.path(week)), pure=False),
+            kinds=store.kinds,
+        )
+        for week, save in zip(missing, saves, strict=True):
+            if save is None:  # a file without row groups: its (empty) aggregate, here
+                empty = aggregate_week(
+                    week, store.catalog, store.positive_flags, store.settings, store.kinds, chunks=iter(())
+                )
+                empty.save(store.path(week))
+        self.client.gather([save for save in saves if save is not None])
+        bar.close()
+        for week in missing:
+            target = store.path(week)
+            for stale in store.folder.glob(f"{week_name(week)}-*"):
+                if stale != target and stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+
+    def aggregate_weeks(
+        self,
+        weeks: Sequence[Path],
+        catalog: Catalog,
+        positive_flags: Sequence[str],
+        settings: ProfileSettings,
+        bar=None,
+        **options,
+    ) -> Iterator[WeekAggregate]:
+        """Uncached aggregates of `weeks` (aggregate_week's `options`: arrays are broadcast once), every
+        week submitted at once and handed back in week order."""
+        shared = {k: self._broadcast(v) if isinstance(v, np.ndarray) else v for k, v in options.items()}
+        catalog_future = self._broadcast(catalog)
+        reduced = self._week_futures(weeks, catalog_future, positive_flags, settings, bar, **shared)
+        for week, future in zip(weeks, reduced, strict=True):
+            if future is None:
+                yield aggregate_week(week, catalog, positive_flags, settings, chunks=iter(()), **options)
+            else:
+                yield future.result()
+
+    def distinct_ids(
+        self, weeks: Sequence[Path], progress: bool = False, cache_dir: Path | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        futures = self.client.map(week_ids, list(weeks), cache_dir=cache_dir, pure=False)
+        found = list(progress_report.iterate(self.client.gather(futures), "index (dask)", "week", progress))
+        empty = np.zeros(0, dtype=np.uint32)
+        return tuple(  # type: ignore[return-value]
+            unique_sorted(np.concatenate([empty, *(f[i] for f in found)])).astype(np.uint32) for i in (0, 1)
+        )
+
+    def recommend(self, source: CandidateSource, queries: ClipQueries, k: int) -> TopK:
+        if getattr(source, "whole_batch", False) or len(queries) <= self.cfg.clip_block:
+            return source.recommend(queries, k)
+        shared = self._broadcast(source)
+        blocks = clip_blocks(len(queries), self.cfg.clip_block)
+        futures = [
+            self.client.submit(_recommend_block, shared, queries.subset(b), k, pure=False) for b in blocks
+        ]
+        answers = self.client.gather(futures)
+        return TopK(np.concatenate([a.ids for a in answers]), np.concatenate([a.scores for a in answers]))
+
+    def pair_features(
+        self, pool: pl.DataFrame, fit: FitData, catalog: Catalog, queries: ClipQueries
+    ) -> pl.DataFrame:
+        """The pool (sorted by clip) cut into blocks of clips, each block's features computed on a worker
+        with the pool-wide tables computed here."""
+        context = pool_context(pool, fit, catalog, queries)
+        clip = pool["clip"].to_numpy()
+        bounds = np.searchsorted(clip, [b.start for b in clip_blocks(len(queries), self.cfg.clip_block)])
+        bounds = [*bounds.tolist(), pool.height]
+        if len(bounds) <= 2:
+            return pair_features(pool, fit, catalog, queries, context)
+        shared = self._broadcast((fit, catalog, queries, context))
+        futures = [
+            self.client.submit(_features_block, pool.slice(lo, hi - lo), shared, pure=False)
+            for lo, hi in itertools.pairwise(bounds)
+        ]
+        return pl.concat(self.client.gather(futures))
+
+    def boosting(self, n_threads: int) -> DaskBoosting:
+        return DaskBoosting(self.client, self.cfg.train_partition_rows)

@@ -1,0 +1,276 @@
+"""The Dask engine on a 2-worker LocalCluster: weekly aggregates equal the local engine's (counts and
+histories exactly, sums to float32 rounding), whole pipeline's NDCG@100 table on tiny equals the local
+run's to 4 decimals, and a worker killed in the middle of the aggregation changes nothing."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import tiny_config
+from distributed import Client, LocalCluster
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from audience.config import DEFAULT_POSITIVE_FLAGS, DaskConfig, ProfileSettings
+from audience.data.catalog import RunNeeds, load_catalog
+from audience.data.layout import DatasetLayout
+from audience.data.weeks import distinct_ids, week_parts
+from audience.engine.cluster import close_clients
+from audience.engine.dask_boosting import group_partitions
+from audience.engine.dask_engine import DaskEngine
+from audience.profiles.aggregates import (
+    AggregateStore,
+    WeekAggregate,
+    aggregate_part,
+    aggregate_week,
+    merge_aggregates,
+)
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import the tests folder
+ROW_GROUP = 1_500  # tiny's weeks (9-13 thousand rows) rewritten in row groups of this many rows
+SETTINGS = ProfileSettings(recency_half_life=2.0)
+
+
+@pytest.fixture(scope="module")
+def grouped_dir(tiny_dir, tmp_path_factory) -> Path:
+    """tiny with every week file rewritten in small row groups, so a week is several aggregation parts."""
+    root = tmp_path_factory.mktemp("tiny-row-groups")
+    shutil.copytree(tiny_dir, root, dirs_exist_ok=True)
+    for week in (root / "interactions").rglob("week_*.parquet"):
+        table = pq.read_table(week)
+        pq.write_table(table, week, row_group_size=ROW_GROUP)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as found:
+        yield found
+        close_clients()  # the engine's clients of this cluster, before it goes
+
+
+def engine_on(cluster, **options) -> DaskEngine:
+    return DaskEngine(
+        DaskConfig(scheduler=cluster.scheduler_address, part_rows=3_000, merge_fan_in=2, **options)
+    )
+
+
+def store_of(folder: Path, layout: DatasetLayout) -> AggregateStore:
+    weeks = layout.train_weeks()
+    catalog = load_catalog(layout, 16, RunNeeds(*distinct_ids(weeks)))
+    metadata = (layout.items_metadata, layout.item_embeddings)
+    return AggregateStore(folder, catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS, metadata)
+
+
+def by_user(aggregate: WeekAggregate) -> dict:
+    """The aggregate's arrays in user-id order, histories as (user id, key) -> count."""
+    order = np.argsort(aggregate.users)
+    items = np.argsort(aggregate.items)
+    out = {
+        "users": aggregate.users[order],
+        "user_views": aggregate.user_views[order],
+        "user_positives": aggregate.user_positives[order],
+        "items": aggregate.items[items],
+        "item_views": aggregate.item_views[items],
+        "item_positives": aggregate.item_positives[items],
+        "sums": aggregate.sums[:, order],
+        "totals": aggregate.totals[:, order],
+    }
+    for name, (indptr, keys, data) in aggregate.histories.items():
+        rows = np.repeat(aggregate.users, np.diff(indptr))
+        out[name] = dict(
+            zip(
+                zip(rows.tolist(), np.asarray(keys[:]).tolist(), strict=False),
+                np.asarray(data[:]).tolist(),
+                strict=False,
+            )
+        )
+    return out
+
+
+def assert_same_aggregate(got: WeekAggregate, want: WeekAggregate) -> None:
+    a, b = by_user(got), by_user(want)
+    assert set(a) == set(b)
+    for name in a:
+        if name in ("sums", "totals"):
+            np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-4, err_msg=name)
+        elif isinstance(a[name], dict):
+            assert a[name] == b[name], name
+        else:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_parts_merged_equal_the_whole_week(grouped_dir):
+    """No cluster: a week's parts (whole row groups, each over its own users) merged equal one pass."""
+    layout = DatasetLayout(grouped_dir)
+    store = store_of(grouped_dir / "unused", layout)
+    week = layout.train_weeks()[0]
+    parts = week_parts(week, 3_000)
+    assert len(parts) >= 3 and sum(p.rows for p in parts) == pq.ParquetFile(week).metadata.num_rows
+    assert all(p.rows <= 3_000 for p in parts)
+    pieces = [aggregate_part(p, store.catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS) for p in parts]
+    assert all(len(piece.users) < store.catalog.n_users for piece in pieces)  # each over its own users
+    whole = aggregate_week(week, store.catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS)
+    assert_same_aggregate(merge_aggregates(pieces), whole)
+    # merged in any grouping (the reduction tree's shape) the counts agree
+    nested = merge_aggregates([merge_aggregates(pieces[:2]), merge_aggregates(pieces[2:])])
+    assert_same_aggregate(nested, whole)
+
+
+def test_dask_aggregates_equal_local(grouped_dir, tmp_path, cluster):
+    layout = DatasetLayout(grouped_dir)
+    local, remote = store_of(tmp_path / "local", layout), store_of(tmp_path / "dask", layout)
+    weeks = layout.train_weeks()
+    local.build_missing(weeks, progress=False)
+    engine = engine_on(cluster)
+    engine.build_aggregates(remote, weeks, progress=False)
+    for week in weeks:
+        assert remote.path(week).is_dir()
+        assert_same_aggregate(remote.load(week), local.load(week))
+    for got, want in zip(engine.distinct_ids(weeks), distinct_ids(weeks), strict=True):
+        np.testing.assert_array_equal(got, want)
+    hidden = np.zeros(local.catalog.n_items, dtype=bool)
+    hidden[::7] = True
+    options = {"kinds": local.kinds, "rows_of": hidden}
+    for got, week in zip(
+        engine.aggregate_weeks(weeks, local.catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS, **options),
+        weeks,
+        strict=True,
+    ):
+        assert_same_aggregate(
+            got, aggregate_week(week, local.catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS, **options)
+        )
+
+
+class KillFirstPart(WorkerPlugin):
+    """Kills its worker's process the first time (over the whole cluster: a marker file) an aggregation
+    part starts executing there."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def transition(self, key, start, finish, **kwargs):
+        if finish == "executing" and "aggregate_part" in str(key) and not os.path.exists(self.marker):
+            Path(self.marker).write_text(str(key))
+            os._exit(1)
+
+
+def test_a_worker_killed_mid_aggregation_changes_nothing(grouped_dir, tmp_path):
+    layout = DatasetLayout(grouped_dir)
+    local, remote = store_of(tmp_path / "local", layout), store_of(tmp_path / "dask", layout)
+    weeks = layout.train_weeks()
+    local.build_missing(weeks, progress=False)
+    marker = tmp_path / "killed"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        with Client(cluster) as client:
+            client.register_plugin(KillFirstPart(str(marker)))
+            engine_on(cluster).build_aggregates(remote, weeks, progress=False)
+            close_clients()
+    assert marker.is_file(), "no worker was killed: the test did not test anything"
+    for week in weeks:
+        assert_same_aggregate(remote.load(week), local.load(week))
+
+
+def test_group_partitions_cut_only_between_clips():
+    qid = np.repeat(np.arange(50), np.random.default_rng(0).integers(1, 40, size=50))
+    ranges = group_partitions(qid, 100)
+    assert ranges[0][0] == 0 and ranges[-1][1] == qid.size
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+    for lo, hi in ranges:
+        assert lo == 0 or qid[lo] != qid[lo - 1]  # a clip never straddles two partitions
+        assert hi - lo < 100 + 40
+    assert group_partitions(qid, 10**9) == [(0, qid.size)]
+
+
+def test_pipeline_on_dask_equals_local(tiny_run, tmp_path, cluster):
+    """`engine = "dask"` end to end on tiny: the NDCG@100 table equals the local engine's to 4 decimals
+    (the reranker's training frame is one xgboost.dask partition; clip blocks of 64 cut every query and
+    feature pass into several tasks)."""
+    from audience.pipeline import run_all
+
+    cfg = tiny_config(tiny_run.cfg.data_dir, tmp_path / "run", weeks_dir=tmp_path / "weeks", engine="dask")
+    cfg = replace(cfg, dask=DaskConfig(scheduler=cluster.scheduler_address, part_rows=3_000, clip_block=64))
+    run_all(cfg)
+
+    def table(run_dir: Path) -> dict:
+        results = json.loads((run_dir / "results.json").read_text())
+        return {r["method"]: round(r["ndcg_capped"], 4) for r in results["methods"] if "ndcg_capped" in r}
+
+    local, remote = table(tiny_run.dir), table(cfg.artifacts)
+    assert set(local) == set(remote) and "reranked" in local
+    assert remote == local
+    assert json.loads((cfg.artifacts / "config.json").read_text())["engine"] == "dask"
+
+
+HUB_ROOT = "hf://datasets/deepvk/VK-LSVD"
+
+
+def mirror_filesystem(root: str) -> type:
+    """An fsspec filesystem for the `hf` protocol that serves `root` (a local mirror of the hub's layout:
+    root/datasets/deepvk/VK-LSVD/...)."""
+    from fsspec.implementations.dirfs import DirFileSystem
+    from fsspec.implementations.local import LocalFileSystem
+
+    class HubMirror(DirFileSystem):
+        protocol = "hf"
+        sep = "/"  # the hub's: DirFileSystem's own is a property of the wrapped instance
+        root_marker = ""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(path=root, fs=LocalFileSystem())
+
+    return HubMirror
+
+
+class ServeHubMirror(WorkerPlugin):
+    """Registers the mirror as the `hf` protocol in every worker (and any worker restarted later)."""
+
+    def __init__(self, root: str):
+        self.root = root
+
+    def setup(self, worker):
+        import fsspec
+
+        fsspec.register_implementation("hf", mirror_filesystem(self.root), clobber=True)
+
+
+@pytest.fixture
+def hub_mirror(tiny_run, tmp_path, monkeypatch):
+    import fsspec
+
+    root = tmp_path / "hub"
+    shutil.copytree(tiny_run.cfg.data_dir, root / "datasets" / "deepvk" / "VK-LSVD")
+    original = fsspec.get_filesystem_class("hf")
+    fsspec.register_implementation("hf", mirror_filesystem(str(root)), clobber=True)
+    yield root
+    fsspec.register_implementation("hf", original, clobber=True)
+
+
+def test_workers_read_the_hub_layout_through_fsspec(tiny_run, hub_mirror, tmp_path, cluster):
+    """`--data-dir hf://datasets/deepvk/VK-LSVD`: the client reads footers, metadata and the truth week
+    through fsspec, the workers read the weeks themselves (the hub's `hf` protocol served here by a local
+    mirror); the results equal the local run's on the local copy."""
+    from audience.pipeline import run_all
+
+    with Client(cluster.scheduler_address) as client:
+        client.register_plugin(ServeHubMirror(str(hub_mirror)))
+    cfg = tiny_config(HUB_ROOT, tmp_path / "run", weeks_dir=tmp_path / "weeks", engine="dask")
+    assert not isinstance(cfg.data_dir, Path) and str(cfg.data_dir) == HUB_ROOT
+    cfg = replace(cfg, dask=DaskConfig(scheduler=cluster.scheduler_address, part_rows=3_000, clip_block=64))
+    run_all(cfg)
+    local = json.loads((tiny_run.dir / "results.json").read_text())["methods"]
+    remote = json.loads((cfg.artifacts / "results.json").read_text())["methods"]
+    assert {r["method"]: round(r["ndcg_capped"], 4) for r in remote if "ndcg_capped" in r} == {
+        r["method"]: round(r["ndcg_capped"], 4) for r in local if "ndcg_capped" in r
+    }
+    split = json.loads((cfg.artifacts / "split.json").read_text())
+    assert split["fit_weeks"][0].startswith(f"{HUB_ROOT}/interactions/train/week_00")
