@@ -19,6 +19,18 @@ RESULTS = ROOT / "benchmarks" / "results"
 PRESET_ORDER = ("tiny", "small", "medium", "large")
 
 
+def week_store(layout, cache: Path, users, items):
+    """The default run's weekly-aggregate store over `cache` for a catalog of these users and clips (64-d),
+    as a pipeline run builds it: what the week-pass benchmarks time."""
+    from audience.config import DEFAULT_POSITIVE_FLAGS, ProfileSettings
+    from audience.data.catalog import RunNeeds, load_catalog
+    from audience.profiles.aggregates import AggregateStore
+
+    catalog = load_catalog(layout, 64, RunNeeds(users, items))
+    metadata = (layout.items_metadata, layout.item_embeddings)
+    return AggregateStore(cache, catalog, DEFAULT_POSITIVE_FLAGS, ProfileSettings(), metadata)
+
+
 def data_dir(preset: str) -> Path:
     return ROOT / "data" / f"synthetic-{preset}"
 

@@ -23,7 +23,17 @@ from pathlib import Path
 
 import numpy as np
 from _machine import machine
-from _suite import RESULTS, ROOT, data_dir, publish, read_json, run_child, write_atomic, write_json
+from _suite import (
+    RESULTS,
+    ROOT,
+    data_dir,
+    publish,
+    read_json,
+    run_child,
+    week_store,
+    write_atomic,
+    write_json,
+)
 
 from audience.markdown import table
 
@@ -40,14 +50,12 @@ def _peak_gib() -> float:
 
 def child() -> None:
     """argv: data dir, cache dir, workers (0 = local engine), part rows, result json."""
-    from audience.config import DEFAULT_POSITIVE_FLAGS, DaskConfig, ProfileSettings
-    from audience.data.catalog import RunNeeds, load_catalog
+    from audience.config import DaskConfig
     from audience.data.layout import DatasetLayout
     from audience.data.weeks import count_rows, week_parts
     from audience.engine import LocalEngine
     from audience.engine.cluster import close_clients, local_cluster_shape
     from audience.engine.dask_engine import DaskEngine
-    from audience.profiles.aggregates import AggregateStore
 
     data, cache, workers, part_rows, out = (
         Path(sys.argv[1]),
@@ -72,15 +80,8 @@ def child() -> None:
     clock = time.perf_counter()
     users, items = engine.distinct_ids(weeks, False, cache)
     figures["index_s"] = round(time.perf_counter() - clock, 2)
-    catalog = load_catalog(layout, 64, RunNeeds(users, items))
-    figures["catalog_broadcast_mib"] = round(len(pickle.dumps(catalog, protocol=5)) / 2**20, 1)
-    store = AggregateStore(
-        cache,
-        catalog,
-        DEFAULT_POSITIVE_FLAGS,
-        ProfileSettings(),
-        (layout.items_metadata, layout.item_embeddings),
-    )
+    store = week_store(layout, cache, users, items)
+    figures["catalog_broadcast_mib"] = round(len(pickle.dumps(store.catalog, protocol=5)) / 2**20, 1)
     stream = None
     clock, cpu = time.perf_counter(), time.process_time()
     if workers:

@@ -23,7 +23,18 @@ from pathlib import Path
 
 import numpy as np
 from _machine import machine
-from _suite import MODES, RESULTS, ROOT, data_dir, publish, read_json, run_child, run_mode, write_atomic
+from _suite import (
+    MODES,
+    RESULTS,
+    ROOT,
+    data_dir,
+    publish,
+    read_json,
+    run_child,
+    run_mode,
+    week_store,
+    write_atomic,
+)
 from numba import njit
 
 from audience.markdown import table
@@ -41,11 +52,9 @@ def _scatter_add(user: np.ndarray, item: np.ndarray, table: np.ndarray, out: np.
 
 def week_pass_child() -> None:
     """argv: data dir, cache dir, result json. Times the week pass and the scatter reference."""
-    from audience.config import DEFAULT_POSITIVE_FLAGS, ProfileSettings
-    from audience.data.catalog import RunNeeds, load_catalog
     from audience.data.layout import DatasetLayout
     from audience.data.weeks import count_rows, distinct_ids, read_week
-    from audience.profiles.aggregates import AggregateStore, fit_from_aggregates
+    from audience.profiles.aggregates import fit_from_aggregates
 
     data, cache, out = (Path(a) for a in sys.argv[1:4])
     layout = DatasetLayout(data)
@@ -56,15 +65,9 @@ def week_pass_child() -> None:
     users, items = distinct_ids(weeks, cache_dir=cache)
     figures["index_s"] = round(time.perf_counter() - clock, 2)
     clock = time.perf_counter()
-    catalog = load_catalog(layout, 64, RunNeeds(users, items))
+    store = week_store(layout, cache, users, items)
+    catalog = store.catalog
     figures["catalog_s"] = round(time.perf_counter() - clock, 2)
-    store = AggregateStore(
-        cache,
-        catalog,
-        DEFAULT_POSITIVE_FLAGS,
-        ProfileSettings(),
-        (layout.items_metadata, layout.item_embeddings),
-    )
     clock, cpu = time.perf_counter(), time.process_time()
     store.build_missing(weeks, progress=True)
     wall = time.perf_counter() - clock

@@ -43,6 +43,8 @@ def client_for(cfg: DaskConfig):
         return client
     from distributed import Client, LocalCluster
 
+    # the in-process scheduler and client log every connection at INFO: keep the run's own log readable
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     if cfg.scheduler:
         client = Client(cfg.scheduler)
     else:

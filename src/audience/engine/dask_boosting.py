@@ -74,7 +74,8 @@ class DaskBoosting:
         import xgboost.dask as dxgb
 
         progress.note(f"{desc}: up to {n_rounds} rounds on the Dask cluster (xgboost.dask)")
-        return dxgb.train(self.client, params, dtrain, n_rounds, verbose_eval=False, **options)
+        quiet = {**params, "verbosity": 0}  # the workers' trackers log every rank and empty partition
+        return dxgb.train(self.client, quiet, dtrain, n_rounds, verbose_eval=False, **options)
 
     def train_early_stopped(
         self, params: dict, dtrain, dvalid, n_rounds: int, patience: int, desc: str
