@@ -255,15 +255,16 @@ def hub_mirror(tiny_run, tmp_path, monkeypatch):
     fsspec.register_implementation("hf", original, clobber=True)
 
 
-def test_workers_read_the_hub_layout_through_fsspec(tiny_run, hub_mirror, tmp_path, cluster):
-    """`--data-dir hf://datasets/deepvk/VK-LSVD`: the client reads footers, metadata and the truth week
-    through fsspec, the workers read the weeks themselves (the hub's `hf` protocol served here by a local
-    mirror); the results equal the local run's on the local copy."""
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_a_run_reads_the_hub_layout_through_fsspec(tiny_run, hub_mirror, tmp_path, cluster, engine):
+    """`--data-dir hf://datasets/deepvk/VK-LSVD` (the hub's `hf` protocol served here by a local mirror):
+    the local engine reads everything through fsspec; on Dask the client reads footers, metadata and the
+    truth week and the workers read the weeks themselves. Both give the local run's results."""
     from audience.pipeline import run_all
 
     with Client(cluster.scheduler_address) as client:
         client.register_plugin(ServeHubMirror(str(hub_mirror)))
-    cfg = tiny_config(HUB_ROOT, tmp_path / "run", weeks_dir=tmp_path / "weeks", engine="dask")
+    cfg = tiny_config(HUB_ROOT, tmp_path / "run", weeks_dir=tmp_path / "weeks", engine=engine)
     assert not isinstance(cfg.data_dir, Path) and str(cfg.data_dir) == HUB_ROOT
     cfg = replace(cfg, dask=DaskConfig(scheduler=cluster.scheduler_address, part_rows=3_000, clip_block=64))
     run_all(cfg)
