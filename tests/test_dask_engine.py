@@ -126,6 +126,37 @@ def test_parts_merged_equal_the_whole_week(grouped_dir):
     assert_same_aggregate(nested, whole)
 
 
+def test_merge_sums_shared_users_and_keys_across_the_whole_uint32_range():
+    """Parts sharing a user and a history key are summed; keys (dataset ids) may lie anywhere in UInt32."""
+    big = np.iinfo(np.uint32).max - 1
+
+    def part(users, keys_per_user, views):
+        n = len(users)
+        indptr = np.r_[0, np.cumsum([len(k) for k in keys_per_user])].astype(np.int64)
+        keys = np.array([k for ks in keys_per_user for k in ks], dtype=np.uint32)
+        history = (indptr, keys, np.ones(keys.size, dtype=np.uint16))
+        return WeekAggregate(
+            users=np.array(users, dtype=np.uint32),
+            user_views=np.array(views, dtype=np.int64),
+            user_positives=np.zeros(n, dtype=np.int64),
+            items=np.array([7], dtype=np.uint32),
+            item_views=np.array([sum(views)], dtype=np.int64),
+            item_positives=np.zeros(1, dtype=np.int64),
+            kinds=("all",),
+            sums=np.ones((1, n, 2), dtype=np.float32),
+            totals=np.ones((1, n)),
+            histories={"user_author_views": history},
+        )
+
+    merged = merge_aggregates([part([9, 3], [[big, 5], [big]], [2, 1]), part([3], [[5, big]], [4])])
+    assert merged.users.tolist() == [3, 9] and merged.user_views.tolist() == [5, 2]
+    assert merged.item_views.tolist() == [7]
+    np.testing.assert_array_equal(merged.sums[0], [[2, 2], [1, 1]])
+    indptr, keys, data = merged.histories["user_author_views"]
+    assert indptr.tolist() == [0, 2, 4]
+    assert keys.tolist() == [5, big, 5, big] and data.tolist() == [1, 2, 1, 1]
+
+
 def test_dask_aggregates_equal_local(grouped_dir, tmp_path, cluster):
     layout = DatasetLayout(grouped_dir)
     local, remote = store_of(tmp_path / "local", layout), store_of(tmp_path / "dask", layout)

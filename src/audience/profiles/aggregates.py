@@ -13,6 +13,10 @@ Cache (`AggregateStore`): a folder of .npy files per week, named by the week and
 dimension and the code of this module, its kernels and the readers), written atomically; a changed week
 file or edited code gives a new digest and the stale folder is removed when the new one lands.
 
+The Dask engine (engine/) reduces a week by parts of whole row groups (`aggregate_part`, each over its own
+users) and merges the parts' aggregates in a tree (`merge_aggregates`): the same aggregate, sums to
+float32 rounding.
+
 Operating limits: a week's aggregate costs O(active users x dim x kinds) floats plus its distinct
 (user, author) and positive (user, clip) pairs (~370 MB a week on `vk`); building it holds one chunk of
 rows (~40 bytes a row with the kernels' scratch) and (kinds, n_users, dim) float32 accumulators over the
@@ -400,17 +404,25 @@ def _history_rows(
 ) -> sparse.csr_matrix:
     """A part's history (CSR over its users) as rows `rows` of an (n_rows x width) CSR, keys as columns."""
     indptr, keys, data = (np.asarray(a[:]) for a in history)
+    keys = keys.astype(np.int64 if width > np.iinfo(np.int32).max else np.int32)  # ids span all of UInt32
     if rows.size > 1 and np.any(np.diff(rows) < 0):  # place the part's rows in the merged users' order
         order = np.argsort(rows, kind="stable")
-        part = sparse.csr_matrix(
-            (data.astype(np.int64), keys.astype(np.int32), indptr), shape=(rows.size, width)
-        )[order]
+        part = sparse.csr_matrix((data.astype(np.int64), keys, indptr), shape=(rows.size, width))[order]
         rows, indptr, keys, data = rows[order], part.indptr, part.indices, part.data
     counts = np.zeros(n_rows, dtype=np.int64)
     counts[rows] = np.diff(indptr)
     full = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(counts, out=full[1:])
-    return sparse.csr_matrix((data.astype(np.int64), keys.astype(np.int32), full), shape=(n_rows, width))
+    matrix = sparse.csr_matrix((data.astype(np.int64), keys, full), shape=(n_rows, width))
+    rising = np.diff(keys.astype(np.int64)) > 0
+    starts = full[1:-1]
+    rising[starts[(starts > 0) & (starts < keys.size)] - 1] = True  # a row's first key follows anything
+    if not rising.all():
+        matrix.sort_indices()
+    # a part's row holds each key once: sorted rows are canonical, and scipy then adds two matrices by a
+    # linear merge of their rows (its general path allocates width-long buffers: 34 GB at UInt32 ids)
+    matrix.has_canonical_format = True
+    return matrix
 
 
 def _counts(values: np.ndarray) -> np.ndarray:
