@@ -16,12 +16,12 @@
 Broadcast objects are scattered to every worker, so a lost worker leaves copies on the others; a lost
 worker's tasks are recomputed from the parts they read (the scheduler's retries).
 
-Operating limits (benchmarks/results/dask_vk.md, `vk` on 2 cores): a part reduces at ~5.6 M rows per
-core-second; end to end (merges, saves, scheduling) a worker aggregates ~3.5 M rows/s, 1 -> 2 workers scale
-95 %, and one machine's 2 workers reach 58 % of the local engine (which overlaps reading with the kernels
-and merges nothing). A worker holds the catalog (43 MiB on `vk`), about one week's partial aggregates and
-the merges in flight (peak 5.5-7.3 GiB per worker on `vk`); a merged week aggregate is users x kinds x d
-float32 (~10 GiB for the full dataset's 10 M users).
+Operating limits (benchmarks/results/dask_vk.md, `vk` on 2 cores): a part reduces at ~5.5 M rows per
+core-second; end to end (merges, saves, scheduling) a worker aggregates ~3.6-4.1 M rows/s, 1 -> 2 workers
+scale 88 %, and one machine's 2 workers reach 56 % of the local engine (which overlaps reading with the
+kernels and merges nothing). A worker holds the catalog (43 MiB on `vk`), about one week's partial
+aggregates and the merges in flight (peak 6.4-6.8 GiB per worker on `vk`); a merged week aggregate is
+users x kinds x d float32 (~10 GiB for the full dataset's 10 M users).
 """
 
 from __future__ import annotations
