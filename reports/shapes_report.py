@@ -106,9 +106,12 @@ def main() -> None:
         "--only", nargs="*", metavar="SHAPE/NAME", help="run only these (e.g. rolling/new warm/exclude)"
     )
     parser.add_argument("--cached-only", action="store_true", help="report the runs done, run nothing")
+    parser.add_argument(
+        "--note", default="", help="a line for the report's header (e.g. how the machine was shared)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    report: dict = {"machine": machine_line(), "n_threads": args.n_threads, "shapes": {}}
+    report: dict = {"machine": machine_line(), "n_threads": args.n_threads, "note": args.note, "shapes": {}}
     chosen = variants(args.rolling, args.stocked, args.work, args.warm_targets, args.n_threads)
     unknown = set(args.only or ()) - {f"{shape}/{name}" for shape, name, _ in chosen}
     if unknown:
@@ -140,6 +143,7 @@ def write_report(report: dict, name: str) -> None:
         f"n_threads={report.get('n_threads', 1)}). "
         f"Machine: {report['machine']}.",
         "The oracle ranks only new clips (synthetic truth): its warm-group figure is not a ceiling.",
+        *([report["note"]] if report.get("note") else []),
     ]
     for shape, runs in report["shapes"].items():
         columns = ["ndcg_capped"] + (["ndcg_capped_cold", "ndcg_capped_warm"] if shape == "warm" else [])

@@ -343,42 +343,57 @@ NOT_SOURCES = ("oracle", "reranked", "blend", "quota", "mixigen", "union of sour
 
 
 def block_shapes(root: Path) -> list[str]:
-    """The default against the best single source and the RRF blend on each data shape
-    (reports/shapes_report.py)."""
-    path = root / "reports" / "shapes_small.json"
-    figs = read_json(path)
-    shapes = figs["shapes"]
+    """The default against the best single source (and, on small, the RRF blend) on each data shape, on
+    small and medium (reports/shapes_report.py; a variant not run on medium is left blank)."""
+    paths = {name: root / "reports" / f"shapes_{name}.json" for name in ("small", "medium")}
+    figs = {name: read_json(path) for name, path in paths.items() if path.is_file()}
 
-    def cells(shape: str, variant: str, key: str = "ndcg_capped") -> list[str]:
-        methods = shapes[shape][variant]["methods"]
+    def cells(name: str, shape: str, variant: str, key: str, blend: bool) -> list[str]:
+        runs = figs.get(name, {}).get("shapes", {}).get(shape, {})
+        if variant not in runs:
+            return ["", ""] + ([""] if blend else [])
+        methods = runs[variant]["methods"]
         sources = {m: r[key] for m, r in methods.items() if m not in NOT_SOURCES and key in r}
         best = max(sources, key=sources.get)
-        return [
-            f"{methods['reranked'][key]:.4f}",
-            f"{sources[best]:.4f} {best}",
-            f"{methods['blend'][key]:.4f}",
-        ]
+        found = [f"{methods['reranked'][key]:.4f}", f"{sources[best]:.4f} {best}"]
+        return found + ([f"{methods['blend'][key]:.4f}"] if blend else [])
 
-    rows = [
-        ["rolling (new clips every week), protocol new: the default", *cells("rolling", "new")],
-        ["rolling, new + pseudo-new clips", *cells("rolling", "both")],
-        ["rolling, pseudo-new clips only", *cells("rolling", "pseudo")],
-        [
+    variants = [
+        ("rolling (new clips every week), protocol new: the default", "rolling", "new", "ndcg_capped"),
+        ("rolling, new + pseudo-new clips", "rolling", "both", "ndcg_capped"),
+        ("rolling, pseudo-new clips only", "rolling", "pseudo", "ndcg_capped"),
+        (
             "stocked (no new clip in a train week), validate: falls back to pseudo-new",
-            *cells("stocked", "new->pseudo"),
-        ],
-        ["stocked, submit: the validation week's new clips", *cells("stocked", "submit-new")],
-        ["warm targets mixed in: the cold group", *cells("warm", "exclude", "ndcg_capped_cold")],
-        ["warm targets mixed in: the warm group", *cells("warm", "exclude", "ndcg_capped_warm")],
-        ["warm group without the seen-user exclusion", *cells("warm", "neither", "ndcg_capped_warm")],
-        ["warm group with the own_audience source added", *cells("warm", "exclude+own", "ndcg_capped_warm")],
+            "stocked",
+            "new->pseudo",
+            "ndcg_capped",
+        ),
+        ("stocked, submit: the validation week's new clips", "stocked", "submit-new", "ndcg_capped"),
+        ("warm targets mixed in: the cold group", "warm", "exclude", "ndcg_capped_cold"),
+        ("warm targets mixed in: the warm group", "warm", "exclude", "ndcg_capped_warm"),
+        ("warm group without the seen-user exclusion", "warm", "neither", "ndcg_capped_warm"),
+        ("warm group with the own_audience source added", "warm", "exclude+own", "ndcg_capped_warm"),
     ]
+    rows = [
+        [label, *cells("small", *where, True), *cells("medium", *where, False)] for label, *where in variants
+    ]
+    header = [
+        "shape, variant",
+        "small: default",
+        "best single source",
+        "RRF blend",
+        "medium: default",
+        "best",
+    ]
+    machines = "; ".join(f"{name} {f['machine']}" for name, f in figs.items())
+    files = ", ".join(f"`{p.relative_to(root)}`" for name, p in paths.items() if name in figs)
     return [
-        *table(["shape, variant", "default (reranked)", "best single source", "RRF blend"], rows, "lrrr"),
+        *table(header, rows, "lrrrrr"),
         "",
         *prose(
-            "NDCG@100 after the cap, synthetic small, validate mode unless said;"
-            f" measured {figs['machine']} (`{path.relative_to(root)}`; all methods in its .md)."
+            "NDCG@100 after the cap, synthetic data, validate mode unless said; the default is the reranked"
+            f" list. Measured: {machines} ({files}; every method, the protocol used and wall times in"
+            " their .md)."
         ),
     ]
 
