@@ -73,6 +73,16 @@ def _features_block(
     return pair_features(pool, *shared)
 
 
+def gathered(futures: list, desc: str) -> list:
+    """The futures' results in their order, with a progress report as they finish (one step a block)."""
+    from distributed import as_completed
+
+    with progress_report.bar(desc, len(futures), "block") as bar:
+        for _ in as_completed(futures):
+            bar.update(1)
+    return [future.result() for future in futures]
+
+
 def clip_blocks(n_clips: int, block: int) -> list[slice]:
     return [slice(start, min(start + block, n_clips)) for start in range(0, n_clips, block)]
 
@@ -202,7 +212,7 @@ class DaskEngine:
         futures = [
             self.client.submit(_recommend_block, shared, queries.subset(b), k, pure=False) for b in blocks
         ]
-        answers = self.client.gather(futures)
+        answers = gathered(futures, f"{source.name} (dask)")
         return TopK(np.concatenate([a.ids for a in answers]), np.concatenate([a.scores for a in answers]))
 
     def pair_features(
@@ -221,7 +231,7 @@ class DaskEngine:
             self.client.submit(_features_block, pool.slice(lo, hi - lo), shared, pure=False)
             for lo, hi in itertools.pairwise(bounds)
         ]
-        return pl.concat(self.client.gather(futures))
+        return pl.concat(gathered(futures, "pair features (dask)"))
 
     def boosting(self, n_threads: int) -> DaskBoosting:
         return DaskBoosting(self.client, self.cfg.train_partition_rows)
