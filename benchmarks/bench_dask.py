@@ -117,6 +117,34 @@ def child() -> None:
     write_atomic(out, json.dumps(figures, indent=2))
 
 
+def pipeline(data: Path, mode: str = "validate") -> dict:
+    """`audience run` end to end on each engine (one process each, as a user runs it; the Dask one on a
+    LocalCluster of one worker per core), from empty run and aggregate folders: wall time, the client's peak
+    RSS, per-stage times and whether the NDCG@100 tables agree to 4 decimals."""
+    runs = {}
+    for engine in ("local", "dask"):
+        run_dir = ROOT / "artifacts" / f"bench-dask-pipeline-{engine}"
+        weeks = ROOT / "artifacts" / f"bench-dask-pipeline-{engine}-weeks"
+        for folder in (run_dir, weeks):
+            shutil.rmtree(folder, ignore_errors=True)
+        cmd = [sys.executable, "-m", "audience", "run", "--engine", engine, "--data-dir", str(data)]
+        cmd += ["--mode", mode, "--run-dir", str(run_dir), "--weeks-dir", str(weeks), "--quiet"]
+        print(f"== pipeline, {engine}", flush=True)
+        child = run_child(cmd, timeout=None, log=run_dir.parent / f"{run_dir.name}.log")
+        if child["status"] != "ok":
+            raise SystemExit(f"pipeline on {engine} failed: {child}; see {run_dir.parent / run_dir.name}.log")
+        results = read_json(run_dir / "results.json")
+        runs[engine] = {
+            **{k: child[k] for k in ("wall_s", "cpu_s", "peak_rss_gib")},
+            "stages": read_json(run_dir / "timings.json"),
+            "ndcg_capped": {r["method"]: r["ndcg_capped"] for r in results["methods"] if "ndcg_capped" in r},
+            "n_targets": results["n_targets"],
+        }
+        shutil.rmtree(weeks, ignore_errors=True)
+    tables = [{m: round(v, 4) for m, v in r["ndcg_capped"].items()} for r in runs.values()]
+    return {"mode": mode, "runs": runs, "tables_equal": tables[0] == tables[1]}
+
+
 def measure(data: Path, name: str, workers: int, part_rows: int) -> dict:
     slug = name.replace(", ", "-").replace(" ", "-")
     out = ROOT / "artifacts" / f"bench-dask-{slug}.json"
@@ -223,13 +251,41 @@ def summary(figures: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pipeline_summary(figures: dict) -> str:
+    m, runs = figures["machine"], figures["runs"]
+    lines = [
+        f"# `audience run --mode {figures['mode']}` on each engine (`{figures['preset']}`)",
+        "",
+        f"Machine: {m['date']}, {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB RAM,"
+        f" Python {m['python']}. One process per engine from empty folders; Dask on a LocalCluster of one"
+        f" worker per core. NDCG@100 tables equal to 4 decimals: {figures['tables_equal']}.",
+        "",
+    ]
+    stages = list(next(iter(runs.values()))["stages"])
+    rows = [
+        [engine, f"{r['wall_s']:.0f}", f"{r['peak_rss_gib']:.1f}", f"{r['ndcg_capped']['reranked']:.4f}"]
+        + [f"{r['stages'].get(s, 0):.0f}" for s in stages]
+        for engine, r in runs.items()
+    ]
+    lines += table(["engine", "wall s", "client peak GiB", "reranked", *[f"{s} s" for s in stages]], rows)
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--preset", default="vk")
     parser.add_argument("--part-rows", type=int, default=8_000_000)
     parser.add_argument("--only", nargs="*", choices=list(CONFIGS), help="measure only these configurations")
     parser.add_argument("--report", action="store_true", help="rewrite the md from the json")
+    parser.add_argument(
+        "--pipeline", action="store_true", help="time `audience run` (validate) on each engine instead"
+    )
     args = parser.parse_args()
+    if args.pipeline:
+        figures = {"preset": args.preset, "machine": machine(), **pipeline(data_dir(args.preset))}
+        stem = RESULTS / f"dask_pipeline_{args.preset}"
+        publish(stem, figures, pipeline_summary(figures))
+        return
     stem = RESULTS / f"dask_{args.preset}"
     if args.report:
         figures = read_json(stem.with_suffix(".json"))

@@ -281,6 +281,21 @@ def block_scale(root: Path) -> list[str]:
     ]
 
 
+def pipeline_sentence(root: Path) -> str:
+    """`audience run` end to end on each engine (benchmarks/bench_dask.py --pipeline), when measured."""
+    path = RESULTS / "dask_pipeline_vk-small.json"
+    if not path.is_file():
+        return ""
+    figs = read_json(path)
+    local, dask = figs["runs"]["local"], figs["runs"]["dask"]
+    same = "the same" if figs["tables_equal"] else "a different"
+    return (
+        f" End to end (`audience run`, {figs['mode']}, `{figs['preset']}`, {local['n_targets']:,} targets):"
+        f" local {local['wall_s'] / 60:.1f} min, Dask {dask['wall_s'] / 60:.1f} min, {same} NDCG@100 table"
+        f" (reranked {local['ndcg_capped']['reranked']:.4f}; `{path.relative_to(root)}`)."
+    )
+
+
 def block_dask(root: Path) -> list[str]:
     """The weekly aggregation on the Dask engine beside the local engine, and the capacity plan for the full
     dataset derived from it (benchmarks/bench_dask.py)."""
@@ -315,6 +330,7 @@ def block_dask(root: Path) -> list[str]:
             f" {c['part_rows']:,} rows; aggregation compute {c['part_rows_per_core_s'] / 1e6:.1f} M rows per"
             f" core-second per part; 1 -> 2 workers scale {c['scaling_1_to_2']:.0%}. Measured"
             f" {machine_text(figs['machine'])} (`{path.relative_to(root)}`; tasks and broadcasts in its .md)."
+            + pipeline_sentence(root)
         ),
         "",
         *prose(
