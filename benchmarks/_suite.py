@@ -19,6 +19,18 @@ RESULTS = ROOT / "benchmarks" / "results"
 PRESET_ORDER = ("tiny", "small", "medium", "large")
 
 
+def child_figures(code: str, args: list[str], name: str) -> dict:
+    """Run `python -c code *args OUT` in a child process (its log artifacts/bench-<name>.log) and return the
+    figures it wrote to OUT = artifacts/bench-<name>.json, with the child's wall time and peak RSS."""
+    out = ROOT / "artifacts" / f"bench-{name}.json"
+    out.unlink(missing_ok=True)
+    log = ROOT / "artifacts" / f"bench-{name}.log"
+    child = run_child([sys.executable, "-c", code, *args, str(out)], timeout=None, log=log)
+    if not out.is_file():
+        raise SystemExit(f"{name} failed: {child}; see {log.relative_to(ROOT)}")
+    return read_json(out) | {"child": child}
+
+
 def week_store(layout, cache: Path, users, items):
     """The default run's weekly-aggregate store over `cache` for a catalog of these users and clips (64-d),
     as a pipeline run builds it: what the week-pass benchmarks time."""

@@ -26,6 +26,7 @@ from _machine import machine
 from _suite import (
     RESULTS,
     ROOT,
+    child_figures,
     data_dir,
     publish,
     read_json,
@@ -35,11 +36,15 @@ from _suite import (
     write_json,
 )
 
+from audience.config import HnswConfig, ProfileSettings, RunConfig
 from audience.markdown import table
+from audience.profiles.aggregates import base_kinds
 
 FULL_ROWS = 40_800_000_000  # VK-LSVD's interactions over its 27 weeks (the dataset card)
 FULL_GB = 452  # its parquet files (the dataset card)
-KINDS, DIM = 4, 64  # profile kinds a week aggregates, embedding dimensions
+PROFILES = ProfileSettings()
+KINDS = len(base_kinds(PROFILES.kinds))  # profile kinds a week aggregates
+DIM = RunConfig().embedding_dim
 CHILD_CODE = "import sys; sys.path.insert(0, 'benchmarks'); import bench_dask as b; b.child()"
 CONFIGS = {"local": 0, "dask, 1 worker": 1, "dask, 2 workers": 2}
 
@@ -146,15 +151,9 @@ def pipeline(data: Path, mode: str = "validate") -> dict:
 
 
 def measure(data: Path, name: str, workers: int, part_rows: int) -> dict:
-    slug = name.replace(", ", "-").replace(" ", "-")
-    out = ROOT / "artifacts" / f"bench-dask-{slug}.json"
-    out.unlink(missing_ok=True)
-    cache = ROOT / "artifacts" / f"bench-dask-{slug}-weeks"
-    cmd = [sys.executable, "-c", CHILD_CODE, str(data), str(cache), str(workers), str(part_rows), str(out)]
-    child_run = run_child(cmd, timeout=None, log=ROOT / "artifacts" / f"bench-dask-{slug}.log")
-    if not out.is_file():
-        raise SystemExit(f"{name} failed: {child_run}; see artifacts/bench-dask-{slug}.log")
-    return read_json(out) | {"child": child_run}
+    slug = "dask-" + name.replace(", ", "-").replace(" ", "-")
+    cache = ROOT / "artifacts" / f"bench-{slug}-weeks"
+    return child_figures(CHILD_CODE, [str(data), str(cache), str(workers), str(part_rows)], slug)
 
 
 def capacity(figures: dict) -> dict:
@@ -186,10 +185,10 @@ def capacity(figures: dict) -> dict:
         "part_working_gib": working,
         "week_aggregate_gib": week / 2**30,
         "worker_gib": catalog / 2**30 + working + 3 * week / 2**30,
-        "client_profiles_gib": REAL_USERS * 5 * DIM * 8 / 2**30,
+        "client_profiles_gib": REAL_USERS * len(PROFILES.kinds) * DIM * 8 / 2**30,
         "pairs_per_user": pairs / users,
         "client_histories_gib": REAL_USERS * pairs / users * 8 / 2**30,  # float32 value + int32 key per pair
-        "hnsw_index_gib": REAL_USERS * (4 * DIM + 8 * 16) / 2**30,  # hnswlib: vectors + 2M links (M = 16)
+        "hnsw_index_gib": REAL_USERS * (4 * DIM + 8 * HnswConfig().m) / 2**30,  # hnswlib: vectors, 2M links
     }
 
 

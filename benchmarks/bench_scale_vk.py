@@ -27,6 +27,7 @@ from _suite import (
     MODES,
     RESULTS,
     ROOT,
+    child_figures,
     data_dir,
     publish,
     read_json,
@@ -92,16 +93,7 @@ def week_pass_child() -> None:
 
 
 def week_pass(data: Path, cache: Path) -> dict:
-    out = ROOT / "artifacts" / "bench-week-pass.json"
-    out.unlink(missing_ok=True)
-    child = run_child(
-        [sys.executable, "-c", WEEK_PASS_CODE, str(data), str(cache), str(out)],
-        timeout=None,
-        log=ROOT / "artifacts" / "bench-week-pass.log",
-    )
-    if not out.is_file():
-        raise SystemExit(f"week pass failed: {child}; see artifacts/bench-week-pass.log")
-    return read_json(out) | {"child": child}
+    return child_figures(WEEK_PASS_CODE, [str(data), str(cache)], "week-pass")
 
 
 def same_files(a: Path, b: Path) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+from audience.data.location import is_local
 
 
 @contextmanager
@@ -43,11 +46,15 @@ def atomic_dir(path: Path) -> Iterator[Path]:
 
 
 def file_stamp(path: Path) -> list[int]:
-    """[size, mtime in ns] of a data file (a remote one: size and a digest of its listing): changes
-    whenever the file is rewritten (a cache key part)."""
-    from audience.data.location import stamp
-
-    return stamp(path)
+    """[size, mtime in ns] of a data file; [size, a digest of its listing] of a remote one (the hub lists a
+    file's blob id, so a re-uploaded file gets a new stamp): changes whenever the file is rewritten (a cache
+    key part)."""
+    if is_local(path):
+        stat = Path(path).stat()
+        return [stat.st_size, stat.st_mtime_ns]
+    info = path.fs.info(path.path)
+    listed = {k: str(v) for k, v in sorted(info.items()) if k != "name"}
+    return [int(info.get("size") or 0), int(hashlib.sha1(repr(listed).encode()).hexdigest()[:15], 16)]
 
 
 def write_json(data: Any, path: Path) -> Path:

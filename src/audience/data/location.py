@@ -11,7 +11,6 @@ footers, the metadata and the truth week.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -80,18 +79,6 @@ def parquet_schema(path: DataPath) -> dict[str, pl.DataType]:
 def open_binary(path: DataPath):
     """A seekable binary file object (npz archives are read member by member)."""
     return open(path, "rb") if is_local(path) else path.open("rb")
-
-
-def stamp(path: DataPath) -> list[int]:
-    """[size, mtime in ns] of a local file; [size, a digest of its listing] of a remote one (the hub lists a
-    file's blob id, so a re-uploaded file gets a new stamp)."""
-    if is_local(path):
-        stat = Path(path).stat()
-        return [stat.st_size, stat.st_mtime_ns]
-    fs, inner = _fs(path)
-    info = fs.info(inner)
-    listed = {k: str(v) for k, v in sorted(info.items()) if k not in ("name",)}
-    return [int(info.get("size") or 0), int(hashlib.sha1(repr(listed).encode()).hexdigest()[:15], 16)]
 
 
 def resolved(path: DataPath) -> str:

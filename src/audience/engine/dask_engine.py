@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from audience.candidates.base import CandidateSource, ClipQueries
 from audience.config import DaskConfig, ProfileSettings
 from audience.data.catalog import Catalog
 from audience.data.ids import unique_sorted
-from audience.data.weeks import week_ids, week_parts
+from audience.data.weeks import WeekPart, week_ids, week_parts
 from audience.engine.cluster import client_for
 from audience.engine.dask_boosting import DaskBoosting
 from audience.profiles.aggregates import (
@@ -50,7 +49,6 @@ from audience.profiles.aggregates import (
     aggregate_part,
     aggregate_week,
     merge_aggregates,
-    week_name,
 )
 from audience.profiles.fit_data import FitData
 from audience.rank.features import PoolContext, pair_features, pool_context
@@ -113,6 +111,7 @@ class DaskEngine:
     def _week_futures(
         self,
         weeks: Sequence[Path],
+        parts_of: Sequence[list[WeekPart]],
         catalog,
         positive_flags: Sequence[str],
         settings: ProfileSettings,
@@ -120,15 +119,14 @@ class DaskEngine:
         finish: Callable | None = None,
         **options,
     ) -> list:
-        """Per week, the future of its merged aggregate, or of `finish(week, that future)` (None for a week
-        without row groups), submitted week by week so that a week's merges and `finish` run before the
-        next week's parts (the scheduler favours earlier submissions) and workers hold about one week of
-        partial aggregates at a time; `bar` advances as parts finish."""
+        """Per week (its parts in `parts_of`), the future of its merged aggregate, or of `finish(week, that
+        future)` (None for a week without row groups), submitted week by week so that a week's merges and
+        `finish` run before the next week's parts (the scheduler favours earlier submissions) and workers
+        hold about one week of partial aggregates at a time; `bar` advances as parts finish."""
         from distributed import as_completed
 
         reduced, part_rows, parts_done = [], {}, []
-        for week in weeks:
-            parts = week_parts(week, self.cfg.part_rows)
+        for week, parts in zip(weeks, parts_of, strict=True):
             futures = [
                 self.client.submit(
                     aggregate_part, part, catalog, positive_flags, settings, pure=False, **options
@@ -149,10 +147,12 @@ class DaskEngine:
         if not missing:
             return
         store.folder.mkdir(parents=True, exist_ok=True)
-        rows = sum(p.rows for w in missing for p in week_parts(w, self.cfg.part_rows))
+        parts_of = [week_parts(week, self.cfg.part_rows) for week in missing]
+        rows = sum(part.rows for parts in parts_of for part in parts)
         bar = progress_report.bar("week aggregates (dask)", rows, "rows", enabled=progress)
         saves = self._week_futures(
             missing,
+            parts_of,
             self._broadcast(store.catalog),
             store.positive_flags,
             store.settings,
@@ -162,17 +162,11 @@ class DaskEngine:
         )
         for week, save in zip(missing, saves, strict=True):
             if save is None:  # a file without row groups: its (empty) aggregate, here
-                empty = aggregate_week(
-                    week, store.catalog, store.positive_flags, store.settings, store.kinds, chunks=iter(())
-                )
-                empty.save(store.path(week))
+                store.build(week, iter(()))
         self.client.gather([save for save in saves if save is not None])
         bar.close()
         for week in missing:
-            target = store.path(week)
-            for stale in store.folder.glob(f"{week_name(week)}-*"):
-                if stale != target and stale.is_dir():
-                    shutil.rmtree(stale, ignore_errors=True)
+            store.drop_stale(week)
 
     def aggregate_weeks(
         self,
@@ -186,8 +180,10 @@ class DaskEngine:
         """Uncached aggregates of `weeks` (aggregate_week's `options`: arrays are broadcast once), every
         week submitted at once and handed back in week order."""
         shared = {k: self._broadcast(v) if isinstance(v, np.ndarray) else v for k, v in options.items()}
-        catalog_future = self._broadcast(catalog)
-        reduced = self._week_futures(weeks, catalog_future, positive_flags, settings, bar, **shared)
+        parts_of = [week_parts(week, self.cfg.part_rows) for week in weeks]
+        reduced = self._week_futures(
+            weeks, parts_of, self._broadcast(catalog), positive_flags, settings, bar, **shared
+        )
         for week, future in zip(weeks, reduced, strict=True):
             if future is None:
                 yield aggregate_week(week, catalog, positive_flags, settings, chunks=iter(()), **options)

@@ -477,21 +477,26 @@ class AggregateStore:
             week_chunks(missing, self.catalog, self.positive_flags, self.settings, self.chunk_rows)
         )
         for week, chunks in groupby(reads, key=lambda batch: batch.path):
-            self._build(week, bar, chunks)
+            self.build(week, chunks, bar)
         for week in missing:  # weeks without rows yield no chunk
             if not self.path(week).is_dir():
-                self._build(week, bar, iter(()))
+                self.build(week, iter(()), bar)
         bar.close()
 
     def load(self, week: Path) -> WeekAggregate:
         return WeekAggregate.load(self.path(week), lazy=("user_author_views",))
 
-    def _build(self, week: Path, bar, chunks: Iterable[WeekBatch]) -> None:
+    def build(self, week: Path, chunks: Iterable[WeekBatch], bar=None) -> None:
+        """The aggregate of `week` from its `chunks` (none: an empty week), saved in place of stale ones."""
         aggregate = aggregate_week(
             week, self.catalog, self.positive_flags, self.settings, self.kinds, bar=bar, chunks=chunks
         )
+        aggregate.save(self.path(week))
+        self.drop_stale(week)
+
+    def drop_stale(self, week: Path) -> None:
+        """Remove the aggregates of `week` built under another key (an older file or code)."""
         target = self.path(week)
-        aggregate.save(target)
         for stale in self.folder.glob(f"{week_name(week)}-*"):
             if stale != target and stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
@@ -613,10 +618,11 @@ def fit_from_aggregates(
         engine = LocalEngine()
     weeks = [data_path(w) for w in weeks]
     engine.build_aggregates(store, weeks, progress)
-    if weeks and count_rows(weeks) == 0:
+    rows = count_rows(weeks)
+    if weeks and rows == 0:
         raise DataError(f"{weeks[0].parent}: every week file is empty (expected interactions)")
     hide = hidden_items is not None and bool(hidden_items.any())
-    extra_rows = count_rows(weeks) if (hide or posteriors is not None) else 0
+    extra_rows = rows if (hide or posteriors is not None) else 0
     bar = progress_report.bar(
         "hidden clips / soft clusters", extra_rows, "rows", enabled=progress and extra_rows > 0
     )
