@@ -55,6 +55,7 @@ from audience.config import STRATEGIES
 __all__ = [
     "AssignmentResult",
     "assign_with_cap",
+    "candidates_by_clip",
     "descending_order",
     "top_k_uncapped",
 ]
@@ -368,6 +369,24 @@ def _global_order(
     return clip[order], user[order], score[order]
 
 
+def _by_clip(
+    ordered_clip: np.ndarray, ordered_user: np.ndarray, ordered_score: np.ndarray, n_clips: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR (indptr, users, scores) of triples in global order: each clip's slice best first."""
+    by_clip = np.argsort(ordered_clip, kind="stable")
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(ordered_clip, minlength=n_clips))])
+    return indptr, ordered_user[by_clip], ordered_score[by_clip]
+
+
+def candidates_by_clip(
+    clip: np.ndarray, user: np.ndarray, score: np.ndarray, n_clips: int, n_users: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each clip's distinct candidates by descending score (a repeated pair keeps its best score, ties in
+    input order, as `assign_with_cap` reads them): CSR (indptr int64, users int32, scores float64)."""
+    clip, user, score = _check_triples(clip, user, score, n_clips, n_users)
+    return _by_clip(*_global_order(clip, user, score, n_clips, n_users), n_clips)
+
+
 def replacement_scores(clip: np.ndarray, score: np.ndarray, n_clips: int, list_size: int) -> np.ndarray:
     """(n_clips,) float64: each clip's (list_size + 1)-th best score, or its lowest score when it has at most
     list_size triples (0 for a clip with none). One sort of the triples, no loop over clips."""
@@ -440,10 +459,9 @@ def assign_with_cap(
             ordered_clip, ordered_user, n_users, list_size, user_cap, users
         )
     else:
-        by_clip = np.argsort(ordered_clip, kind="stable")  # each clip's candidates, best first
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(ordered_clip, minlength=n_clips))])
+        indptr, clip_users, clip_scores = _by_clip(ordered_clip, ordered_user, ordered_score, n_clips)
         count, load, displaced = _slots_kernel(
-            indptr, ordered_user[by_clip], ordered_score[by_clip], n_users, list_size, user_cap, users
+            indptr, clip_users, clip_scores, n_users, list_size, user_cap, users
         )
     n_from_candidates = int(count.sum())
     filled = _fill_kernel(users, count, load, fallback, user_cap)

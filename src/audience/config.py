@@ -18,6 +18,7 @@ MODES = ("validate", "submit")
 DEFAULT_SUBMISSION = "submissions/submission.parquet"
 STAGES = ("profiles", "candidates", "blend", "rank", "assign", "evaluate", "submission")
 STRATEGIES = ("slots", "global", "margin")  # cap-aware assignment strategies (assign.py)
+ASSIGNMENTS = (*STRATEGIES, "prices")  # a run's choices: the greedy strategies, or matching.assign_by_prices
 COVARIANCE_TYPES = ("spherical", "diag", "tied", "full")  # GMM covariance structures (profiles/gmm.py)
 INITS = ("kmeans", "k-means++", "random_from_data")  # GMM initialisations
 SHAPES = ("rolling", "stocked")  # synthetic data shapes (data/synthetic.py)
@@ -383,9 +384,12 @@ class RunConfig:
     blend_rrf_k: float = 60.0
     list_size: int = 100
     user_cap: int = 100
-    # cap-aware assignment strategy of every method (assign.py, one of STRATEGIES); the oracle always
-    # uses "slots" (its scores are all ties)
+    # cap-aware assignment of every method: a greedy strategy of assign.py, or "prices" (matching.py: the
+    # best priced greedy along the Lagrangian bound's subgradient steps); the oracle always uses "slots"
     assignment: str = "margin"
+    # subgradient steps of the Lagrangian bound on the final method's assignment (reported by the assign
+    # stage) and of the "prices" assignment; each costs about one pass over the pairs x list_size
+    bound_steps: int = 40
     final_method: str = "reranked"
     # learn the value of each source's positions on the holdout weeks and merge the sources by it
     # ("mixigen"), beside the same holdout weeks' best fixed quota per source ("quota"); costs the MixiGen
@@ -425,8 +429,8 @@ class RunConfig:
             raise ValueError(
                 f"final_method {self.final_method!r} must be one of the run's methods {self.methods}"
             )
-        if self.assignment not in STRATEGIES:
-            raise ValueError(f"assignment must be one of {STRATEGIES}, got {self.assignment!r}")
+        if self.assignment not in ASSIGNMENTS:
+            raise ValueError(f"assignment must be one of {ASSIGNMENTS}, got {self.assignment!r}")
         if self.candidate_depth < self.list_size:
             raise ValueError(
                 f"candidate_depth ({self.candidate_depth}) must be >= list_size ({self.list_size})"

@@ -27,7 +27,7 @@ import polars as pl
 from threadpoolctl import threadpool_limits
 
 from audience.arrays import TopK, rank_within_clip
-from audience.assign import assign_with_cap
+from audience.assign import assign_with_cap, candidates_by_clip
 from audience.candidates import ClipQueries, make_source
 from audience.candidates.ann import recall_against_exact
 from audience.candidates.popular import fallback_order
@@ -37,6 +37,7 @@ from audience.data.ids import IdMap, unique_sorted
 from audience.errors import DataError, TooLittleData
 from audience.evaluation.oracle import oracle_candidates
 from audience.io import atomic_path, read_json, write_json, write_parquet
+from audience.matching import assign_by_prices, lagrangian_bound, list_gain
 from audience.metrics import ndcg_per_clip, recall_at_depth, truth_positives
 from audience.profiles.aggregates import AggregateStore, fit_from_aggregates
 from audience.profiles.gmm import fit_gmm
@@ -71,6 +72,9 @@ from audience.warm import (
 
 log = logging.getLogger(__name__)
 ORACLE = "oracle"
+# the oracle's order restricted to the final method's pool (pool users it does not list follow in the final
+# method's order): the best the pool allows
+POOL_CEILING = "pool_ceiling"
 POOL_DEPTHS = (100, 300, 1000)  # candidate-pool depths whose recall of the truth week is reported
 
 
@@ -356,21 +360,26 @@ def _assign(
     clip, user, score = (frame[c].to_numpy() for c in ("clip", "user", "score"))
     n_users = run.catalog.n_users if user_ids is None else len(user_ids)
 
-    def assign(user_cap: int):
-        return assign_with_cap(
+    if strategy == "prices":
+        result, _ = assign_by_prices(
             clip,
             user,
-            score,
+            _non_negative(score),
             n_clips,
             n_users,
             cfg.list_size,
-            user_cap,
+            cfg.user_cap,
             fallback_order=fallback,
-            strategy=strategy,
+            steps=cfg.bound_steps,
         )
-
-    result = assign(cfg.user_cap)
-    uncapped = assign(max(n_clips, 1)).users  # the cap lifted, so cap_cost measures the cap alone
+    else:
+        result = assign_with_cap(
+            clip, user, score, n_clips, n_users, cfg.list_size, cfg.user_cap, fallback, strategy
+        )
+    # the cap lifted (every strategy then gives each clip its top list), so cap_cost measures the cap alone
+    uncapped = assign_with_cap(
+        clip, user, score, n_clips, n_users, cfg.list_size, max(n_clips, 1), fallback, "global"
+    ).users
     saved = {"capped": result.users, "uncapped": uncapped}
     if user_ids is not None and len(user_ids) != run.catalog.n_users:
         saved["user_ids"] = user_ids
@@ -385,6 +394,52 @@ def _assign(
         "displaced_by_cap": int(result.n_displaced),
         "max_user_load": int(result.user_load.max()),
     }
+
+
+def _non_negative(score: np.ndarray) -> np.ndarray:
+    """Scores shifted to start at 0 when some are negative (the gain model reads them as probabilities)."""
+    low = float(score.min()) if score.size else 0.0
+    return score - low if low < 0 else score
+
+
+def assignment_bound(run: Run, method: str, n_clips: int) -> dict:
+    """The Lagrangian bound (matching.py) on the gain of `method`'s capped assignment under its own scores,
+    with the gain of its uncapped top lists and of the lists the assign stage chose."""
+    cfg = run.cfg
+    start = time.perf_counter()
+    frame = run.candidates(method)
+    clip, user = frame["clip"].to_numpy(), frame["user"].to_numpy()
+    score = _non_negative(frame["score"].to_numpy().astype(np.float64))
+    n_users = run.catalog.n_users
+    bound = lagrangian_bound(
+        clip, user, score, n_clips, n_users, cfg.list_size, cfg.user_cap, cfg.bound_steps
+    )
+    capped = np.load(run.path("lists", f"{file_key(method)}.capped.npy"))
+    gain = list_gain(capped, candidates_by_clip(clip, user, score, n_clips, n_users), n_users)
+    return {
+        "method": method,
+        "bound": bound.bound,
+        "uncapped_gain": bound.uncapped,
+        "capped_gain": gain,
+        "gap_to_bound": 1.0 - gain / bound.bound if bound.bound > 0 else 0.0,
+        "steps": bound.steps,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def pool_ceiling_frame(pool: pl.DataFrame, oracle: pl.DataFrame) -> pl.DataFrame:
+    """The pool's pairs scored by the oracle; pairs beyond the oracle's list (its top `oracle_depth`, so
+    below every pair it lists) follow in the pool's own order, with negative scores -rank."""
+    truth = oracle.select("clip", "user", pl.col("score").cast(pl.Float64).alias("truth"))
+    return (
+        pool.select("clip", "user", "rank")
+        .join(truth, on=["clip", "user"], how="left")
+        .select(
+            "clip",
+            "user",
+            pl.coalesce("truth", -pl.col("rank").cast(pl.Float64)).alias("score"),
+        )
+    )
 
 
 def stage_assign(run: Run) -> None:
@@ -402,7 +457,12 @@ def stage_assign(run: Run) -> None:
         # the oracle's scores are all ties: it is always drafted by slots, so the ceiling the methods are
         # measured against does not move with the strategy under test
         report[ORACLE] = _assign(run, ORACLE, oracle[0], n_clips, fallback, "slots", seen, oracle[1])
+        ceiling = pool_ceiling_frame(run.candidates(cfg.final_method), oracle[0])
+        report[POOL_CEILING] = _assign(
+            run, POOL_CEILING, ceiling, n_clips, fallback, "slots", seen, oracle[1]
+        )
     write_json(report, run.path("lists", "assignment.json"))
+    write_json(assignment_bound(run, cfg.final_method, n_clips), run.path("lists", "bound.json"))
 
 
 def lists_frame(item_ids: np.ndarray, lists: np.ndarray, user_ids: np.ndarray) -> pl.DataFrame:
@@ -456,7 +516,7 @@ def stage_evaluate(run: Run) -> dict:
                 row[f"ndcg_{name}"] = float(per_clip["ndcg"].mean()) if per_clip.height else float("nan")
                 row.update(group_ndcg(per_clip, targets, name) if name == "capped" else {})
             row["cap_cost"] = row["ndcg_uncapped"] - row["ndcg_capped"]
-            if method != ORACLE:
+            if method not in (ORACLE, POOL_CEILING):
                 row.update(pool_recall(run.candidates(method)))
             rows.append(row)
         union = pl.concat([run.candidates(m).select("clip", "user", "rank") for m in cfg.sources])
@@ -470,6 +530,9 @@ def stage_evaluate(run: Run) -> dict:
         "final_method": cfg.final_method,
         "methods": rows,
     }
+    bound_path = run.path("lists", "bound.json")
+    if rows and bound_path.is_file():
+        results["decomposition"] = decomposition(rows, read_json(bound_path), cfg.final_method)
     write_json(results, run.path("results.json"))
     table = results_table(results)
     with atomic_path(run.path("results.md")) as tmp:
@@ -477,6 +540,57 @@ def stage_evaluate(run: Run) -> dict:
     if not cfg.quiet:
         print(table)
     return results
+
+
+def decomposition(rows: list[dict], bound: dict, final_method: str) -> dict:
+    """Where the gap to the oracle goes: the oracle, the pool's ceiling, our ranking uncapped, the best any
+    assignment could keep of it, and our capped lists (NDCG@100; None where the run has no oracle).
+    `assignment_bound` scales our uncapped NDCG by bound / uncapped gain under our own scores: the share
+    of the ranking's expected gain that no cap-respecting assignment can exceed."""
+    by = {row["method"]: row for row in rows}
+    final = by[final_method]
+
+    def ndcg(method: str, kind: str) -> float | None:
+        return by[method][f"ndcg_{kind}"] if method in by else None
+
+    kept = bound["bound"] / bound["uncapped_gain"] if bound["uncapped_gain"] > 0 else 1.0
+    oracle_capped = ndcg(ORACLE, "capped")
+    return {
+        "oracle_capped": oracle_capped,
+        "oracle_uncapped": ndcg(ORACLE, "uncapped"),
+        "pool_ceiling_capped": ndcg(POOL_CEILING, "capped"),
+        "pool_ceiling_uncapped": ndcg(POOL_CEILING, "uncapped"),
+        "ranking_uncapped": final["ndcg_uncapped"],
+        "assignment_bound": final["ndcg_uncapped"] * kept,
+        "final_capped": final["ndcg_capped"],
+        "assignment_gap": bound["gap_to_bound"],
+        "oracle_share": final["ndcg_capped"] / oracle_capped if oracle_capped else None,
+    }
+
+
+DECOMPOSITION_LABELS = {
+    "oracle_uncapped": "oracle, uncapped",
+    "oracle_capped": "oracle, capped",
+    "pool_ceiling_uncapped": "oracle within our pool, uncapped",
+    "pool_ceiling_capped": "oracle within our pool, capped",
+    "ranking_uncapped": "our ranking, uncapped",
+    "assignment_bound": "our ranking, capped by the best assignment (bound)",
+    "final_capped": "our final lists, capped",
+}
+
+
+def decomposition_table(parts: dict) -> str:
+    """The decomposition as a markdown table (NDCG@100, best first)."""
+    lines = ["| where | NDCG@100 |", "|---|---:|"]
+    for key, label in DECOMPOSITION_LABELS.items():
+        if parts.get(key) is not None:
+            lines.append(f"| {label} | {parts[key]:.4f} |")
+    lines.append(
+        f"| assignment's gap to its bound (our scores' expected gain) | {parts['assignment_gap']:.2%} |"
+    )
+    if parts.get("oracle_share") is not None:
+        lines.append(f"| final share of the capped oracle | {parts['oracle_share']:.1%} |")
+    return "\n".join(lines)
 
 
 def results_table(results: dict) -> str:
@@ -494,6 +608,8 @@ def results_table(results: dict) -> str:
     for row in ranked:
         cells = [f"{row[c]:.4f}" if isinstance(row.get(c), float) else "" for c in columns]
         lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
+    if results.get("decomposition"):
+        lines += ["", "Where the gap goes:", "", decomposition_table(results["decomposition"])]
     return "\n".join(lines)
 
 

@@ -1,0 +1,272 @@
+"""The cap-aware assignment as a b-matching: an upper bound on what any assignment can gain, and an
+assignment guided by the bound's user prices.
+
+The problem: every clip c gets at most `list_size` distinct users from its candidates (the fill tops lists
+up with users the model scores 0), no user is in more than `user_cap` lists, and the gain of a list is
+sum_k d_k s(c, u_k) with d_k = 1 / log2(k + 1): a pair's score (its probability) times its position's
+discount, i.e. the list's expected DCG when scores are calibrated. The gain of an assignment is the sum over
+clips.
+
+The bound (`lagrangian_bound`). With one price lambda_u >= 0 per user on the cap,
+    D(lambda) = user_cap x sum_u lambda_u + sum_c max_{list of c} sum_k (d_k s(c, u_k) - lambda_{u_k})
+is at least the gain of every feasible assignment (weak duality: each cap term is non-negative there).
+A clip's inner maximum is solved exactly by a dynamic programme over its candidates in descending score
+order (`_dual_kernel`: a chosen set is best placed in score order, so choosing a subsequence is enough),
+O(candidates x list_size) per clip, clips in parallel. The prices are lowered by projected subgradient
+steps (Polyak's step towards the best assignment found): g_u = user_cap - (lists that want u).
+
+The assignment (`assign_by_prices`). Every few steps the greedy of `assign.assign_with_cap` runs on the
+priced scores s(c, u) - lambda_u three ways: "global", where a heavy user goes to the clips where it beats
+its price, not merely where it scores highest; "margin" (over each clip's replacement); and "global" with
+the clips' own best lists under the prices taken first (a repair: a user the prices leave over the cap
+keeps its best-priced lists, the freed slots go to the next priced candidates). Each list is then put back
+in descending score order and scored; the best assignment seen is returned with the bound. Step 0 (no
+prices) includes the plain "global" and "margin" greedies, so the result never gains less than either.
+
+Limits: each dual step costs one pass of the programme, about P x list_size operations for P candidate
+pairs (47,765 clips x 600 candidates x 100 positions: ~3 G, a second or two on 2 cores); each primal step
+one sort of P triples. Memory: the CSR of the pairs (16 bytes a pair) plus per-clip programme tables of
+candidates x list_size bytes. Subgradient steps converge slowly near the optimum: the bound returned is
+the lowest seen, valid whatever the number of steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+
+from audience.assign import AssignmentResult, assign_with_cap, candidates_by_clip
+
+__all__ = ["BoundResult", "assign_by_prices", "discounts", "lagrangian_bound", "list_gain"]
+
+
+def discounts(list_size: int) -> np.ndarray:
+    """(list_size,) float64: the NDCG position discounts 1 / log2(k + 1), k = 1..list_size."""
+    return 1.0 / np.log2(np.arange(2, list_size + 2, dtype=np.float64))
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def _dual_kernel(indptr, users, scores, prices, disc, chosen):  # pragma: no cover - numba
+    """Per clip, the best list under `prices` (value of the inner maximum; `chosen` marks its pairs)."""
+    n_clips = indptr.size - 1
+    list_size = disc.size
+    values = np.zeros(n_clips, dtype=np.float64)
+    for c in nb.prange(n_clips):
+        lo, hi = indptr[c], indptr[c + 1]
+        n = hi - lo
+        for j in range(n):
+            chosen[lo + j] = False
+        cap_k = min(n, list_size)
+        if cap_k == 0:
+            continue
+        best = np.full(cap_k + 1, -np.inf)
+        best[0] = 0.0
+        take = np.zeros((n, cap_k + 1), dtype=np.bool_)
+        reach = 0  # the most pairs any state holds so far
+        for j in range(n):
+            s = scores[lo + j]
+            p = prices[users[lo + j]]
+            if s <= p:  # worth less than its price at every position: never in an optimal list
+                continue
+            top = min(reach + 1, cap_k)
+            for k in range(top, 0, -1):
+                v = best[k - 1] + disc[k - 1] * s - p
+                if v > best[k]:
+                    best[k] = v
+                    take[j, k] = True
+            reach = top
+        k_best = 0
+        for k in range(1, cap_k + 1):
+            if best[k] > best[k_best]:
+                k_best = k
+        values[c] = best[k_best]
+        k = k_best
+        for j in range(n - 1, -1, -1):
+            if k == 0:
+                break
+            if take[j, k]:
+                chosen[lo + j] = True
+                k -= 1
+    return values
+
+
+@nb.njit(cache=True, nogil=True)
+def _slot_scores(indptr, users, scores, lists, n_users):  # pragma: no cover - numba
+    """(n_clips, list_size) float64: each listed user's score for its clip (0 when not a candidate)."""
+    n_clips, list_size = lists.shape
+    out = np.zeros((n_clips, list_size), dtype=np.float64)
+    where = np.full(n_users, -1, dtype=np.int64)
+    for c in range(n_clips):
+        for i in range(indptr[c], indptr[c + 1]):
+            where[users[i]] = i
+        for k in range(list_size):
+            u = lists[c, k]
+            if u >= 0:
+                i = where[u]
+                if i >= indptr[c] and i < indptr[c + 1] and users[i] == u:
+                    out[c, k] = scores[i]
+        for i in range(indptr[c], indptr[c + 1]):
+            where[users[i]] = -1
+    return out
+
+
+def list_gain(lists: np.ndarray, pairs: tuple[np.ndarray, np.ndarray, np.ndarray], n_users: int) -> float:
+    """Total gain sum_c sum_k d_k s(c, lists[c, k]) of an assignment under the pair scores (`pairs`: the
+    CSR of `assign.candidates_by_clip`); users not among a clip's candidates count 0."""
+    indptr, users, scores = pairs
+    slot = _slot_scores(indptr, users, scores, np.ascontiguousarray(lists, dtype=np.int32), n_users)
+    return float((slot * discounts(lists.shape[1])[None, :]).sum())
+
+
+def _sort_lists_by_score(lists: np.ndarray, pairs: tuple, n_users: int) -> np.ndarray:
+    """Each row by descending pair score (a stable sort: fill users, scored 0, keep their order last)."""
+    indptr, users, scores = pairs
+    slot = _slot_scores(indptr, users, scores, lists, n_users)
+    order = np.argsort(-slot, axis=1, kind="stable")
+    return np.take_along_axis(lists, order, axis=1)
+
+
+@dataclass(frozen=True)
+class BoundResult:
+    """bound: the lowest D(lambda) seen (no assignment gains more); uncapped: the gain with the cap lifted
+    (every clip its top list); prices: the user prices at the bound; best_gain: the best assignment's gain
+    found by the priced greedy (0 when none was run); steps: dual steps taken."""
+
+    bound: float
+    uncapped: float
+    prices: np.ndarray
+    best_gain: float
+    steps: int
+
+
+def _subgradient(
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
+    n_users: int,
+    list_size: int,
+    user_cap: int,
+    steps: int,
+    primal,
+    primal_every: int,
+) -> tuple[BoundResult, object]:
+    """Projected subgradient on the prices; `primal(prices, chosen) -> (gain, assignment)` (`chosen`: the
+    pairs of the clips' best lists under the prices) is called on the first step and every `primal_every`
+    steps after. Returns the bound and the best primal's assignment."""
+    indptr, users, scores = pairs
+    disc = discounts(list_size)
+    prices = np.zeros(n_users, dtype=np.float64)
+    chosen = np.zeros(users.size, dtype=np.bool_)
+    best_bound, best_prices, uncapped = np.inf, prices.copy(), 0.0
+    best_gain, best_assignment = -np.inf, None
+    theta, stall = 1.0, 0
+    for step in range(steps):
+        values = _dual_kernel(indptr, users, scores, prices, disc, chosen)
+        dual = user_cap * prices.sum() + values.sum()
+        if step == 0:
+            uncapped = float(values.sum())
+        if step == 0 or dual < best_bound - 1e-12 * max(abs(best_bound), 1.0):
+            best_bound, best_prices, stall = dual, prices.copy(), 0
+        else:
+            stall += 1
+            if stall >= 4:
+                theta, stall = theta / 2, 0
+        if primal is not None and step % primal_every == 0:
+            gain, assignment = primal(prices, chosen)
+            if assignment is not None and gain > best_gain:
+                best_gain, best_assignment = gain, assignment
+        load = np.bincount(users[chosen], minlength=n_users)
+        grad = (user_cap - load).astype(np.float64)
+        grad[(prices <= 0) & (grad > 0)] = 0.0  # projected: a free user's price stays at 0
+        norm = float(grad @ grad)
+        if norm == 0.0:  # the priced lists respect the cap: they are optimal
+            break
+        target = best_gain if np.isfinite(best_gain) else 0.0
+        gap = max(best_bound - target, 1e-9 * max(best_bound, 1.0))
+        prices = np.maximum(prices - theta * gap / norm * grad, 0.0)
+    result = BoundResult(
+        float(best_bound), uncapped, best_prices, float(max(best_gain, 0.0)), step + 1 if steps else 0
+    )
+    return result, best_assignment
+
+
+def lagrangian_bound(
+    clip: np.ndarray,
+    user: np.ndarray,
+    score: np.ndarray,
+    n_clips: int,
+    n_users: int,
+    list_size: int = 100,
+    user_cap: int = 100,
+    steps: int = 40,
+) -> BoundResult:
+    """Upper bound on the gain of any cap-respecting assignment of these candidate triples (module
+    docstring). Scores must be >= 0 (probabilities)."""
+    pairs = _pairs(clip, user, score, n_clips, n_users)
+    return _subgradient(pairs, n_users, list_size, user_cap, steps, None, 1)[0]
+
+
+def _pairs(clip, user, score, n_clips, n_users):
+    score = np.asarray(score, dtype=np.float64)
+    if score.size and score.min() < 0:
+        raise ValueError(f"scores must be >= 0 (probabilities) for the gain bound; found {score.min()}")
+    return candidates_by_clip(clip, user, score, n_clips, n_users)
+
+
+def assign_by_prices(
+    clip: np.ndarray,
+    user: np.ndarray,
+    score: np.ndarray,
+    n_clips: int,
+    n_users: int,
+    list_size: int = 100,
+    user_cap: int = 100,
+    fallback_order: np.ndarray | None = None,
+    steps: int = 40,
+    primal_every: int = 5,
+) -> tuple[AssignmentResult, BoundResult]:
+    """The best priced-greedy assignment over the subgradient's prices, and the bound (module docstring).
+    Inputs as `assign.assign_with_cap` (scores >= 0); lists hold candidates by descending score, then the
+    fill."""
+    pairs = _pairs(clip, user, score, n_clips, n_users)
+    indptr, users, scores = pairs
+    pair_clip = np.repeat(np.arange(n_clips, dtype=np.int32), np.diff(indptr))
+
+    def greedy(priority: np.ndarray, strategy: str = "global") -> tuple[float, AssignmentResult]:
+        result = assign_with_cap(
+            pair_clip,
+            users,
+            priority,
+            n_clips,
+            n_users,
+            list_size,
+            user_cap,
+            fallback_order=fallback_order,
+            strategy=strategy,
+        )
+        lists = _sort_lists_by_score(result.users, pairs, n_users)
+        result = AssignmentResult(
+            lists, result.n_from_candidates, result.n_from_fallback, result.n_displaced, result.user_load
+        )
+        return list_gain(lists, pairs, n_users), result
+
+    def primal(prices: np.ndarray, chosen: np.ndarray):
+        priced = scores - prices[users]
+        # the clips' own best lists under the prices first (a user over the cap keeps its best-priced
+        # lists), then the rest by priced score
+        repair = np.where(chosen, priced + (priced.max() - priced.min() + 1.0), priced)
+        tries = []
+        for priority, strategy in ((priced, "global"), (priced, "margin"), (repair, "global")):
+            try:
+                tries.append(greedy(priority, strategy))
+            except ValueError:  # the greedy fill ran out of users on a tight instance
+                continue
+        return max(tries, key=lambda pair: pair[0]) if tries else (-np.inf, None)
+
+    bound, best = _subgradient(pairs, n_users, list_size, user_cap, steps, primal, primal_every)
+    if best is None:
+        raise ValueError(
+            f"no priced greedy could fill every list ({n_clips} clips x {list_size} users, cap {user_cap}, "
+            f"{n_users} users): the instance is too tight for the greedy fill"
+        )
+    return best, bound
