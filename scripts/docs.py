@@ -238,6 +238,31 @@ def block_global_metadata(root: Path) -> list[str]:
     ]
 
 
+DECOMPOSITION = (
+    ("oracle_uncapped", "oracle uncapped"),
+    ("oracle_capped", "oracle capped"),
+    ("pool_ceiling_uncapped", "oracle in our pool, uncapped"),
+    ("pool_ceiling_capped", "oracle in our pool, capped"),
+    ("ranking_uncapped", "our ranking uncapped"),
+    ("assignment_bound", "capped by the best assignment"),
+    ("final_capped", "our final lists"),
+)
+
+
+def decomposition_rows(modes: dict) -> list[str]:
+    """Where the gap to the oracle goes, one row per mode that measured it (NDCG@100; the assignment's gap
+    to its Lagrangian bound in our scores' expected gain)."""
+    runs = {mode: run["decomposition"] for mode, run in modes.items() if run.get("decomposition")}
+    if not runs:
+        return []
+    header = ["mode", *(label for _, label in DECOMPOSITION), "assignment gap to bound"]
+    body = [
+        [mode, *(fmt(d.get(key), 3) for key, _ in DECOMPOSITION), f"{100 * d['assignment_gap']:.2f}%"]
+        for mode, d in runs.items()
+    ]
+    return ["Where the gap to the oracle goes (NDCG@100):", "", *table(header, body, "l" + "r" * 8), ""]
+
+
 def block_scale(root: Path) -> list[str]:
     """The `vk` workload end to end: the week pass and each mode's wall time and peak RSS
     (benchmarks/bench_scale_vk.py)."""
@@ -268,6 +293,7 @@ def block_scale(root: Path) -> list[str]:
     return [
         *table(header, body, "lrlrl"),
         "",
+        *decomposition_rows(figs["modes"]),
         *prose(
             f"`vk`: {figs['rows']:,} train rows over {wp['weeks']} weeks, metadata of the global size;"
             f" generated in {figs['generation_s'] / 60:.0f} min. **Week pass**"

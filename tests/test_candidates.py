@@ -24,6 +24,8 @@ SOURCES = [
     "exact:all",
     "hnsw:positive",
     "exact:positive",
+    "reach:recency",
+    "reach:all",
     "author_fans",
     "coengagement",
 ]
@@ -158,6 +160,31 @@ def test_author_fans_matches_formula_by_brute_force(world):
         ranked = np.lexsort((np.arange(column.size), -column))[:10]
         ranked = ranked[np.isfinite(column[ranked])]
         assert top.ids[row, : len(ranked)].tolist() == ranked.tolist()
+
+
+def test_reach_matches_brute_force_inner_product(world):
+    """reach:<profile> ranks users by weight x cosine(profile, clip): an exact inner product over every
+    user with a weight, which the lifted cosine search must reproduce."""
+    catalog, fit, queries = world
+    for profile in ("recency", "all"):
+        top = (
+            make_source(f"reach:{profile}", load_config(n_threads=1)).fit(fit, catalog).recommend(queries, 20)
+        )
+        weight = fit.profile_weight[profile]
+        p = fit.profiles[profile] / np.maximum(
+            np.linalg.norm(fit.profiles[profile], axis=1, keepdims=True), 1e-12
+        )
+        for row in (2, 30, 120):
+            q = queries.embedding[row, : p.shape[1]].astype(np.float64)
+            scores = np.where(weight > 0, weight * (p @ (q / np.linalg.norm(q))), -np.inf)
+            ranked = np.argsort(-scores)[:20]
+            assert len(set(top.ids[row]) & set(ranked)) >= 18
+            assert np.allclose(top.scores[row, :5], scores[top.ids[row, :5]], rtol=1e-3, atol=1e-4)
+        # heavier viewers of the same taste come first: the weight matters, not only the cosine
+        cos = (
+            make_source(f"hnsw:{profile}", load_config(n_threads=1)).fit(fit, catalog).recommend(queries, 20)
+        )
+        assert weight[top.ids[:, :20]].mean() > weight[cos.ids[:, :20][cos.ids[:, :20] >= 0]].mean()
 
 
 def test_coengagement_matches_brute_force(world):

@@ -57,9 +57,10 @@ def check_author_and_activity_features(frame: pl.DataFrame, fit, queries) -> Non
             row["user_recent_share"], views[user].sum() / max(fit.user_views[user], 1), rtol=1e-5
         )
         if author < 0:
-            assert np.isnan(row["author_target_clips"]) and np.isnan(row["user_author_views_share"])
+            assert np.isnan(row["author_target_share"]) and np.isnan(row["user_author_views_share"])
             continue
-        assert row["author_target_clips"] == int((queries.author == author).sum())
+        n_same = int((queries.author == author).sum())
+        assert np.isclose(row["author_target_share"], n_same / len(queries), rtol=1e-6)
         share = views[user, author] / max(views[user].sum(), 1e-3)
         assert np.isclose(row["user_author_views_share"], share, rtol=1e-5, atol=1e-7)
         share = positives[user, author] / max(positives[user].sum(), 1e-3)

@@ -39,12 +39,35 @@ import numpy as np
 
 from audience.assign import AssignmentResult, assign_with_cap, candidates_by_clip
 
-__all__ = ["BoundResult", "assign_by_prices", "discounts", "lagrangian_bound", "list_gain"]
+__all__ = [
+    "BoundResult",
+    "assign_by_prices",
+    "discounts",
+    "expected_ndcg_weights",
+    "lagrangian_bound",
+    "list_gain",
+]
 
 
 def discounts(list_size: int) -> np.ndarray:
     """(list_size,) float64: the NDCG position discounts 1 / log2(k + 1), k = 1..list_size."""
     return 1.0 / np.log2(np.arange(2, list_size + 2, dtype=np.float64))
+
+
+def expected_ndcg_weights(clip: np.ndarray, score: np.ndarray, n_clips: int, list_size: int) -> np.ndarray:
+    """(n_clips,) float64: 1 / IDCG of each clip's expected positives, the sum of its candidates' scores
+    (probabilities), clipped to [1, list_size] and interpolated between whole counts. NDCG divides a
+    clip's DCG by its IDCG, so a probability on a clip with few expected positives is worth more than the
+    same probability on a clip with many: scaling scores by this weight makes the cross-clip gain the
+    expected NDCG's, not the DCG's. Limits: the sum covers the candidates only, so it undercounts a clip
+    whose audience lies mostly outside them; scores inflated by negative sampling inflate it too."""
+    expected = np.bincount(clip, weights=np.asarray(score, dtype=np.float64), minlength=n_clips)
+    count = np.clip(expected, 1.0, float(list_size))
+    cumulative = np.concatenate([[0.0], np.cumsum(discounts(list_size))])
+    whole = np.floor(count).astype(np.int64)
+    nxt = np.minimum(whole + 1, list_size)
+    idcg = cumulative[whole] + (count - whole) * (cumulative[nxt] - cumulative[whole])
+    return 1.0 / idcg
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)

@@ -37,7 +37,7 @@ from audience.data.ids import IdMap, unique_sorted
 from audience.errors import DataError, TooLittleData
 from audience.evaluation.oracle import oracle_candidates
 from audience.io import atomic_path, read_json, write_json, write_parquet
-from audience.matching import assign_by_prices, lagrangian_bound, list_gain
+from audience.matching import assign_by_prices, expected_ndcg_weights, lagrangian_bound, list_gain
 from audience.metrics import ndcg_per_clip, recall_at_depth, truth_positives
 from audience.profiles.aggregates import AggregateStore, fit_from_aggregates
 from audience.profiles.gmm import fit_gmm
@@ -359,6 +359,8 @@ def _assign(
         frame = fill_unseen(frame, *seen, fallback, cfg.list_size)
     clip, user, score = (frame[c].to_numpy() for c in ("clip", "user", "score"))
     n_users = run.catalog.n_users if user_ids is None else len(user_ids)
+    if cfg.ndcg_weights and method == "reranked" and score.size and 0 <= score.min() and score.max() <= 1:
+        score = score * expected_ndcg_weights(clip, score, n_clips, cfg.list_size)[clip]
 
     if strategy == "prices":
         result, _ = assign_by_prices(
@@ -545,15 +547,15 @@ def stage_evaluate(run: Run) -> dict:
 def decomposition(rows: list[dict], bound: dict, final_method: str) -> dict:
     """Where the gap to the oracle goes: the oracle, the pool's ceiling, our ranking uncapped, the best any
     assignment could keep of it, and our capped lists (NDCG@100; None where the run has no oracle).
-    `assignment_bound` scales our uncapped NDCG by bound / uncapped gain under our own scores: the share
-    of the ranking's expected gain that no cap-respecting assignment can exceed."""
+    `assignment_bound` scales our capped NDCG by bound / capped gain under our own scores: what our lists
+    would score if the assignment reached the bound and NDCG moved with our scores' expected gain."""
     by = {row["method"]: row for row in rows}
     final = by[final_method]
 
     def ndcg(method: str, kind: str) -> float | None:
         return by[method][f"ndcg_{kind}"] if method in by else None
 
-    kept = bound["bound"] / bound["uncapped_gain"] if bound["uncapped_gain"] > 0 else 1.0
+    headroom = bound["bound"] / bound["capped_gain"] if bound["capped_gain"] > 0 else 1.0
     oracle_capped = ndcg(ORACLE, "capped")
     return {
         "oracle_capped": oracle_capped,
@@ -561,7 +563,7 @@ def decomposition(rows: list[dict], bound: dict, final_method: str) -> dict:
         "pool_ceiling_capped": ndcg(POOL_CEILING, "capped"),
         "pool_ceiling_uncapped": ndcg(POOL_CEILING, "uncapped"),
         "ranking_uncapped": final["ndcg_uncapped"],
-        "assignment_bound": final["ndcg_uncapped"] * kept,
+        "assignment_bound": final["ndcg_capped"] * headroom,
         "final_capped": final["ndcg_capped"],
         "assignment_gap": bound["gap_to_bound"],
         "oracle_share": final["ndcg_capped"] / oracle_capped if oracle_capped else None,

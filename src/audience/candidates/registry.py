@@ -1,8 +1,8 @@
 """Build generators by name: 'popular', 'random', 'author_fans', 'coengagement', '<backend>:<profile>'
-('hnsw:all', 'exact:positive'), 'gmm:<all|positive>' (soft-cluster profiles), 'bpr_bridge', 'ease_bridge',
-'slim_bridge' (collaborative models bridged to new clips), 'own_audience' (warm targets: users like the
-clip's own engaged users). Each comes wrapped in `Reported`, which prints one progress line per answered
-batch (fit and query time)."""
+('hnsw:all', 'exact:positive'), 'reach:<profile>' (activity x taste), 'gmm:<all|positive>' (soft-cluster
+profiles), 'bpr_bridge', 'ease_bridge', 'slim_bridge' (collaborative models bridged to new clips),
+'own_audience' (warm targets: users like the clip's own engaged users). Each comes wrapped in `Reported`,
+which prints one progress line per answered batch (fit and query time)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from audience.candidates.gmm_clusters import GmmSource
 from audience.candidates.own_audience import OwnAudienceSource
 from audience.candidates.popular import PopularSource
 from audience.candidates.random_users import RandomSource
+from audience.candidates.reach import ReachSource
 from audience.config import RunConfig
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
@@ -77,12 +78,14 @@ def _build(name: str, cfg: RunConfig) -> CandidateSource:
     if name == "coengagement":
         return CoEngagementSource(hnsw=cfg.hnsw, n_threads=cfg.n_threads, seed=cfg.seed)
     backend, _, profile = name.partition(":")
+    if backend == "reach" and profile:
+        return ReachSource(profile, hnsw=cfg.hnsw, n_threads=cfg.n_threads, seed=cfg.seed)
     if backend == "gmm" and profile:
         return GmmSource(profile, "hnsw", hnsw=cfg.hnsw, n_threads=cfg.n_threads, seed=cfg.seed)
     if backend in ("hnsw", "exact") and profile:
         return EmbeddingSource(profile, backend, cfg.hnsw, cfg.n_threads, cfg.seed)
     raise ValueError(
         f"unknown candidate source {name!r}; use popular, random, author_fans, coengagement, "
-        "hnsw:<profile>, exact:<profile>, gmm:<all|positive>, bpr_bridge, ease_bridge, slim_bridge or "
-        "own_audience"
+        "hnsw:<profile>, exact:<profile>, reach:<profile>, gmm:<all|positive>, bpr_bridge, ease_bridge, "
+        "slim_bridge or own_audience"
     )

@@ -1,11 +1,13 @@
 """Features of (clip, user) candidate pairs for the reranker, all from the fit weeks (never the label week).
 
-Per source: its score and rank (NaN when the source did not propose the pair). Per user: activity (all
-fit weeks and recency-weighted, and their ratio: is the user fading or growing), engagement rate,
-demographics, how many distinct authors they watch, how many target clips propose them (cap pressure). Per
+Per source: its score and rank (NaN when the source did not propose the pair), and over the sources the
+pair's best rank and how many propose it. Per user: activity (all fit weeks and recency-weighted, and
+their ratio: is the user fading or growing), engagement rate, demographics, how many distinct authors they
+watch, the share of the target clips whose pool holds them, and holds them near the top (cap pressure, as
+shares so that a label week of a few thousand clips and a test week of tens of thousands read alike). Per
 clip: duration, its author's size, audience (distinct viewers and engaged users), recent share of views
-(growing or fading) and engagement rate, how many of the target clips share its author, whether it has an
-embedding. Per pair:
+(growing or fading) and engagement rate, the share of the target clips that share its author, whether it
+has an embedding. Per pair:
 cosine between the clip and each embedding profile kind, the user's affinity to the clip's GMM clusters
 (their soft-cluster profile dotted with the clip's posterior, when a gmm: source built one), and the user's
 recency-weighted views / positives with the clip's author and with the authors most like it
@@ -46,6 +48,18 @@ def candidate_pool(frames: Mapping[str, pl.DataFrame], depth: int) -> pl.DataFra
     return pool.sort("clip", "user")
 
 
+TOP_RANK = 100  # a pool pair "near the top" has this rank or better in some source
+
+
+def _rank_columns(pool: pl.DataFrame) -> list[str]:
+    return [c for c in pool.columns if c.startswith("rank__")]
+
+
+def best_rank(pool: pl.DataFrame) -> np.ndarray:
+    """(rows,) each pair's best (lowest) rank over the sources that propose it."""
+    return pool.select(pl.min_horizontal(_rank_columns(pool))).to_series().to_numpy()
+
+
 def _blocked_dot(clip_vectors: np.ndarray, user_vectors: np.ndarray, clip: np.ndarray, user: np.ndarray):
     out = np.empty(clip.shape[0], dtype=np.float32)
     for start in range(0, clip.shape[0], COSINE_BLOCK):  # blocks of pairs, each one vectorized product
@@ -74,6 +88,8 @@ def pool_context(pool: pl.DataFrame, fit: FitData, catalog: Catalog, queries: Cl
     clip = pool["clip"].to_numpy()
     user = pool["user"].to_numpy()
     author = queries.author[clip]
+    n_targets = max(len(queries), 1)
+    near_top = best_rank(pool) <= TOP_RANK
     views = fit.user_views.astype(np.float32)
     positives = fit.user_positives.astype(np.float32)
     users_meta = catalog.users_frame
@@ -86,7 +102,10 @@ def pool_context(pool: pl.DataFrame, fit: FitData, catalog: Catalog, queries: Cl
         "user_age": users_meta["age"].to_numpy().astype(np.float32),
         "user_gender": users_meta["gender"].to_numpy().astype(np.float32),
         "user_geo": users_meta["geo"].to_numpy().astype(np.float32),
-        "user_pool_clips": np.bincount(user, minlength=fit.n_users).astype(np.float32),
+        # cap pressure as shares of the targets, comparable between a label week's few thousand new clips
+        # and a test week's tens of thousands: in how many pools, and in how many near the top
+        "user_pool_share": np.bincount(user, minlength=fit.n_users).astype(np.float32) / n_targets,
+        "user_top_share": np.bincount(user[near_top], minlength=fit.n_users).astype(np.float32) / n_targets,
         "user_distinct_authors": np.diff(audience.indptr).astype(np.float32),
         "user_views": views,
     }
@@ -99,7 +118,7 @@ def pool_context(pool: pl.DataFrame, fit: FitData, catalog: Catalog, queries: Cl
         "author_log_views": np.log1p(author_views),
         "author_positive_rate": author_pos / np.maximum(author_views, 1.0),
         "author_clips": np.bincount(catalog.item_author[fit.item_views > 0], minlength=n_authors),
-        "author_target_clips": np.bincount(clip_author, minlength=n_authors).astype(np.float32),
+        "author_target_share": np.bincount(clip_author, minlength=n_authors).astype(np.float32) / n_targets,
         "author_recent_views": np.log1p(recent_author_views),
         # is the author's audience growing or fading
         "author_recent_share": recent_author_views / np.maximum(author_views, 1.0),
@@ -156,9 +175,15 @@ def pair_features(
             "user_age",
             "user_gender",
             "user_geo",
-            "user_pool_clips",
+            "user_pool_share",
+            "user_top_share",
         )
     }
+    # where the pair stands in its clip's pool: its best rank over the sources and how many propose it
+    cols["pair_best_rank"] = best_rank(pool).astype(np.float32)
+    cols["pair_sources"] = sum(pool[c].is_not_null().to_numpy() for c in _rank_columns(pool)).astype(
+        np.float32
+    )
     cols["clip_duration"] = queries.duration[clip].astype(np.float32)
     cols["clip_has_embedding"] = queries.has_embedding[clip].astype(np.float32)
     for name, values in context.author_cols.items():

@@ -41,7 +41,7 @@ CONTEXT_FEATURES = (
     "user_log_views",
     "user_log_positives",
     "user_positive_rate",
-    "user_pool_clips",
+    "user_pool_share",
     "clip_duration",
     "clip_has_embedding",
     "author_log_views",
