@@ -81,6 +81,7 @@ def block_demo(root: Path) -> list[str]:
             f" code {res['commit']}: `{res['command']}`; stage wall times {stages}"
             f" (`{path.relative_to(root)}`).",
         ),
+        *(["", *decomposition_rows({"validate": res})] if res.get("decomposition") else []),
     ]
 
 
