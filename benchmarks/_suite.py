@@ -135,7 +135,8 @@ def run_mode(data: Path, run_dir: Path, mode: str, quiet: bool = True, timeout: 
             return {"stages": stages, "failed": {"stage": stage, "status": child["status"]}}
     results = read_json(run_dir / "results.json")
     split = read_json(run_dir / "split.json")
-    return {"stages": stages, "index": split["index"], "methods": results["methods"]}
+    figures = {"stages": stages, "index": split["index"], "methods": results["methods"]}
+    return figures | ({"decomposition": results["decomposition"]} if "decomposition" in results else {})
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -221,7 +221,8 @@ def main() -> None:
     figures["generation_s"] = figures["generation"]["generation_s"]
     cache = ROOT / "artifacts" / f"{data.name}-weeks"  # where the pipeline's runs find the aggregates
     if args.keep_week_pass:  # a stale or missing aggregate is rebuilt by the first stage that needs it
-        figures["week_pass"] = read_json(path.with_suffix(".json"))["week_pass"]
+        kept = read_json(path.with_suffix(".json"))
+        figures["week_pass"] = {"machine": kept["machine"]} | kept["week_pass"]
     else:
         figures["week_pass"] = week_pass(data, cache)
     figures["rows"] = figures["week_pass"]["rows"]

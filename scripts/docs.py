@@ -280,6 +280,8 @@ def block_scale(root: Path) -> list[str]:
         )
         if run.get("oracle"):
             score += f" ({share(run['ndcg_capped'], run['oracle'])} of the oracle)"
+        if run.get("code"):  # a mode measured on other code than the file's other modes
+            score += f"; code {run['code']}"
         body.append(
             [
                 mode,
