@@ -49,7 +49,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check src tests scripts benchmarks reports
 	$(PY) -m ruff format --check src tests scripts benchmarks reports
 
-# Rewrites the README's generated blocks (figures and tables) from the committed result files.
+# Rewrites the generated blocks of README.md and docs/figures.md (figures and tables) from the committed result files.
 docs: $(STAMP)
 	$(PY) scripts/docs.py
 

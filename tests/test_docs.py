@@ -33,7 +33,7 @@ def test_readme_is_a_manual_of_bounded_size():
 
 def test_every_block_has_a_generator_and_a_marker():
     docs = load_docs()
-    text = (ROOT / "README.md").read_text()
+    text = "".join(page.read_text() for page in docs.PAGES)
     for name in docs.BLOCKS:
         assert f"<!-- figures:{name} -->" in text and f"<!-- /figures:{name} -->" in text
 
