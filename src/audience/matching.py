@@ -44,8 +44,10 @@ __all__ = [
     "assign_by_prices",
     "discounts",
     "expected_ndcg_weights",
+    "gain_pairs",
     "lagrangian_bound",
     "list_gain",
+    "pairs_bound",
 ]
 
 
@@ -225,11 +227,26 @@ def lagrangian_bound(
 ) -> BoundResult:
     """Upper bound on the gain of any cap-respecting assignment of these candidate triples (module
     docstring). Scores must be >= 0 (probabilities)."""
-    pairs = _pairs(clip, user, score, n_clips, n_users)
+    pairs = gain_pairs(clip, user, score, n_clips, n_users)
+    return pairs_bound(pairs, n_users, list_size, user_cap, steps)
+
+
+def pairs_bound(
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
+    n_users: int,
+    list_size: int = 100,
+    user_cap: int = 100,
+    steps: int = 40,
+) -> BoundResult:
+    """`lagrangian_bound` of the CSR that `gain_pairs` made (one sort serves the bound and `list_gain`)."""
     return _subgradient(pairs, n_users, list_size, user_cap, steps, None, 1)[0]
 
 
-def _pairs(clip, user, score, n_clips, n_users):
+def gain_pairs(
+    clip: np.ndarray, user: np.ndarray, score: np.ndarray, n_clips: int, n_users: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The triples as `assign.candidates_by_clip`'s CSR, scores checked >= 0 (the gain reads them as
+    probabilities)."""
     score = np.asarray(score, dtype=np.float64)
     if score.size and score.min() < 0:
         raise ValueError(f"scores must be >= 0 (probabilities) for the gain bound; found {score.min()}")
@@ -251,7 +268,7 @@ def assign_by_prices(
     """The best priced-greedy assignment over the subgradient's prices, and the bound (module docstring).
     Inputs as `assign.assign_with_cap` (scores >= 0); lists hold candidates by descending score, then the
     fill."""
-    pairs = _pairs(clip, user, score, n_clips, n_users)
+    pairs = gain_pairs(clip, user, score, n_clips, n_users)
     indptr, users, scores = pairs
     pair_clip = np.repeat(np.arange(n_clips, dtype=np.int32), np.diff(indptr))
 

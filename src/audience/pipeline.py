@@ -27,7 +27,7 @@ import polars as pl
 from threadpoolctl import threadpool_limits
 
 from audience.arrays import TopK, rank_within_clip
-from audience.assign import assign_with_cap, candidates_by_clip
+from audience.assign import assign_with_cap
 from audience.candidates import ClipQueries, make_source
 from audience.candidates.ann import recall_against_exact
 from audience.candidates.popular import fallback_order
@@ -37,7 +37,7 @@ from audience.data.ids import IdMap, unique_sorted
 from audience.errors import DataError, TooLittleData
 from audience.evaluation.oracle import oracle_candidates
 from audience.io import atomic_path, read_json, write_json, write_parquet
-from audience.matching import assign_by_prices, expected_ndcg_weights, lagrangian_bound, list_gain
+from audience.matching import assign_by_prices, expected_ndcg_weights, gain_pairs, list_gain, pairs_bound
 from audience.metrics import ndcg_per_clip, recall_at_depth, truth_positives
 from audience.profiles.aggregates import AggregateStore, fit_from_aggregates
 from audience.profiles.gmm import fit_gmm
@@ -404,20 +404,18 @@ def _non_negative(score: np.ndarray) -> np.ndarray:
     return score - low if low < 0 else score
 
 
-def assignment_bound(run: Run, method: str, n_clips: int) -> dict:
-    """The Lagrangian bound (matching.py) on the gain of `method`'s capped assignment under its own scores,
-    with the gain of its uncapped top lists and of the lists the assign stage chose."""
+def assignment_bound(run: Run, method: str, frame: pl.DataFrame, n_clips: int) -> dict:
+    """The Lagrangian bound (matching.py) on the gain of `method`'s capped assignment under its own scores
+    (`frame`: its candidates), with the gain of its uncapped top lists and of the lists the assign stage
+    chose."""
     cfg = run.cfg
     start = time.perf_counter()
-    frame = run.candidates(method)
-    clip, user = frame["clip"].to_numpy(), frame["user"].to_numpy()
     score = _non_negative(frame["score"].to_numpy().astype(np.float64))
     n_users = run.catalog.n_users
-    bound = lagrangian_bound(
-        clip, user, score, n_clips, n_users, cfg.list_size, cfg.user_cap, cfg.bound_steps
-    )
+    pairs = gain_pairs(frame["clip"].to_numpy(), frame["user"].to_numpy(), score, n_clips, n_users)
+    bound = pairs_bound(pairs, n_users, cfg.list_size, cfg.user_cap, cfg.bound_steps)
     capped = np.load(run.path("lists", f"{file_key(method)}.capped.npy"))
-    gain = list_gain(capped, candidates_by_clip(clip, user, score, n_clips, n_users), n_users)
+    gain = list_gain(capped, pairs, n_users)
     return {
         "method": method,
         "bound": bound.bound,
@@ -454,17 +452,18 @@ def stage_assign(run: Run) -> None:
     report = {
         m: _assign(run, m, run.candidates(m), n_clips, fallback, cfg.assignment, seen) for m in cfg.methods
     }
+    final = run.candidates(cfg.final_method)
     oracle = oracle_frame(run, item_ids)
     if oracle is not None:
         # the oracle's scores are all ties: it is always drafted by slots, so the ceiling the methods are
         # measured against does not move with the strategy under test
         report[ORACLE] = _assign(run, ORACLE, oracle[0], n_clips, fallback, "slots", seen, oracle[1])
-        ceiling = pool_ceiling_frame(run.candidates(cfg.final_method), oracle[0])
+        ceiling = pool_ceiling_frame(final, oracle[0])
         report[POOL_CEILING] = _assign(
             run, POOL_CEILING, ceiling, n_clips, fallback, "slots", seen, oracle[1]
         )
     write_json(report, run.path("lists", "assignment.json"))
-    write_json(assignment_bound(run, cfg.final_method, n_clips), run.path("lists", "bound.json"))
+    write_json(assignment_bound(run, cfg.final_method, final, n_clips), run.path("lists", "bound.json"))
 
 
 def lists_frame(item_ids: np.ndarray, lists: np.ndarray, user_ids: np.ndarray) -> pl.DataFrame:

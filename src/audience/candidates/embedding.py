@@ -36,12 +36,15 @@ class EmbeddingSource:
         self.ids: np.ndarray | None = None
         self.index: HnswIndex | None = None
 
-    def fit(self, data: FitData, catalog: Catalog) -> EmbeddingSource:
+    def profile_rows(self, data: FitData) -> tuple[np.ndarray, np.ndarray]:
+        """(user indices with a usable history, their profile rows) of this source's profile kind."""
         if self.profile not in data.profiles:
             raise ValueError(f"profile {self.profile!r} was not built; built: {sorted(data.profiles)}")
-        profiles = data.profiles[self.profile]
-        self.ids = np.flatnonzero(data.profile_weight[self.profile] > 0).astype(np.int32)
-        self.vectors = profiles[self.ids]
+        ids = np.flatnonzero(data.profile_weight[self.profile] > 0).astype(np.int32)
+        return ids, data.profiles[self.profile][ids]
+
+    def fit(self, data: FitData, catalog: Catalog) -> EmbeddingSource:
+        self.ids, self.vectors = self.profile_rows(data)
         if self.backend == "hnsw":
             self.index = HnswIndex.from_config("cosine", self.hnsw, self.n_threads, self.seed).build(
                 self.vectors, self.ids

@@ -30,11 +30,8 @@ class ReachSource(EmbeddingSource):
         self.max_norm = 0.0
 
     def fit(self, data: FitData, catalog: Catalog) -> ReachSource:
-        if self.profile not in data.profiles:
-            raise ValueError(f"profile {self.profile!r} was not built; built: {sorted(data.profiles)}")
-        weight = data.profile_weight[self.profile]
-        self.ids = np.flatnonzero(weight > 0).astype(np.int32)
-        scaled = unit_rows(data.profiles[self.profile][self.ids]) * weight[self.ids, None]
+        self.ids, profiles = self.profile_rows(data)
+        scaled = unit_rows(profiles) * data.profile_weight[self.profile][self.ids, None]
         norms = np.linalg.norm(scaled, axis=1)
         self.max_norm = float(norms.max()) if norms.size else 1.0
         lift = np.sqrt(np.maximum(self.max_norm**2 - norms**2, 0.0))[:, None]
@@ -44,13 +41,13 @@ class ReachSource(EmbeddingSource):
         )
         return self
 
+    def query_vectors(self, clips: ClipQueries, rows: np.ndarray) -> np.ndarray:
+        """Unit clip embeddings cut to the profile width, 0 on the lifting coordinate."""
+        assert self.vectors is not None
+        unit = unit_rows(clips.embedding[rows, : self.vectors.shape[1] - 1])
+        return np.hstack([unit, np.zeros((rows.size, 1), dtype=unit.dtype)])
+
     def recommend(self, clips: ClipQueries, k: int) -> TopK:
-        assert self.vectors is not None and self.index is not None, "fit first"
-        out = TopK.empty(len(clips), k)
-        rows = np.flatnonzero(clips.has_embedding)
-        dim = self.vectors.shape[1] - 1
-        queries = np.hstack([unit_rows(clips.embedding[rows, :dim]), np.zeros((rows.size, 1))])
-        found = self.index.query(queries.astype(np.float32), k)
-        # the cosine over lifted vectors is <x_u, e_c> / M: scaled back to the inner product
-        out.ids[rows], out.scores[rows] = found.ids, found.scores * self.max_norm
-        return out
+        top = super().recommend(clips, k)
+        np.multiply(top.scores, self.max_norm, out=top.scores)  # the lifted cosine is <x_u, e_c> / M
+        return top
