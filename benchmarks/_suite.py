@@ -135,6 +135,9 @@ def run_mode(data: Path, run_dir: Path, mode: str, quiet: bool = True, timeout: 
             return {"stages": stages, "failed": {"stage": stage, "status": child["status"]}}
     results = read_json(run_dir / "results.json")
     split = read_json(run_dir / "split.json")
+    substeps = read_json(run_dir / "timings.json").get("substeps", {})
+    for stage, times in substeps.items():
+        stages[stage]["substeps"] = times
     figures = {"stages": stages, "index": split["index"], "methods": results["methods"]}
     return figures | ({"decomposition": results["decomposition"]} if "decomposition" in results else {})
 

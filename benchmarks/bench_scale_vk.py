@@ -145,6 +145,7 @@ def summary(figures: dict) -> str:
         peak = max(s["peak_rss_gib"] for s in run["stages"].values())
         rows.append([mode, "**total**", f"{total:.1f}", "", str(peak)])
     lines += [*table(["mode", "stage", "wall s", "CPU s", "peak GiB"], rows), ""]
+    lines += substep_lines(figures["modes"])
     for mode, run in figures["modes"].items():
         if run.get("decomposition"):
             lines += [f"{mode}: where the gap goes", "", decomposition_table(run["decomposition"]), ""]
@@ -161,6 +162,19 @@ def summary(figures: dict) -> str:
                 )
             )
     return "\n".join(lines)
+
+
+def substep_lines(modes: dict, shown: int = 8) -> list[str]:
+    """Where each stage's time goes: its `shown` longest substeps (timings.json), wall seconds."""
+    rows = []
+    for mode, run in modes.items():
+        for stage, s in run["stages"].items():
+            longest = sorted(s.get("substeps", {}).items(), key=lambda item: -item[1])[:shown]
+            if longest:
+                rows.append([mode, stage, ", ".join(f"{name} {seconds:.0f}" for name, seconds in longest)])
+    if not rows:
+        return []
+    return ["Substeps (wall s, the longest first):", "", *table(["mode", "stage", "substeps"], rows), ""]
 
 
 def mode_figures(run: dict, run_dir: Path) -> dict:

@@ -8,11 +8,12 @@ import pytest
 from audience.arrays import TopK
 from audience.candidates import ClipQueries, make_source
 from audience.candidates.ann import HnswIndex, exact_search, recall_against_exact
-from audience.config import load_config
+from audience.config import GmmConfig, load_config
 from audience.data.catalog import load_catalog
 from audience.data.layout import DatasetLayout
 from audience.data.schema import DEFAULT_POSITIVE_FLAGS
 from audience.profiles.fit_data import build_fit_data
+from audience.profiles.gmm import fit_gmm
 
 SOURCES = [
     "bpr_bridge",
@@ -204,9 +205,6 @@ def test_coengagement_matches_brute_force(world):
 
 
 def test_gmm_source_scores_clip_posteriors_against_mean_posteriors(tiny_dir):
-    from audience.config import GmmConfig
-    from audience.profiles.gmm import fit_gmm
-
     layout = DatasetLayout(tiny_dir)
     catalog = load_catalog(layout)
     gmm = fit_gmm(catalog.embedding[catalog.has_embedding], GmmConfig(n_components=8, covariance_type="diag"))
@@ -225,3 +223,33 @@ def test_gmm_source_scores_clip_posteriors_against_mean_posteriors(tiny_dir):
     for row in range(5):
         best = has[np.argsort(-exact[row])[:20]]
         assert len(set(best) & set(top.ids[row])) >= 18
+
+
+def test_reach_over_soft_clusters_is_the_users_volume_in_the_clips_clusters(tiny_dir):
+    """reach:gmm_<kind> scores w_u <p_u, q_c>: the profile weight times the mean posterior (shares summing to
+    1) dotted with the clip's posterior, exactly, through the lifted search."""
+    layout = DatasetLayout(tiny_dir)
+    catalog = load_catalog(layout)
+    gmm = fit_gmm(catalog.embedding[catalog.has_embedding], GmmConfig(n_components=8, covariance_type="diag"))
+    posteriors = gmm.predict_proba(catalog.embedding)
+    fit = build_fit_data(
+        layout.train_weeks(), catalog, DEFAULT_POSITIVE_FLAGS, progress=False, posteriors=posteriors
+    )
+    fit.gmm = gmm
+    queries = ClipQueries.from_catalog(catalog, catalog.items.ids[:50])
+    for kind in ("positive", "all"):
+        source = make_source(f"reach:gmm_{kind}", load_config(n_threads=1))
+        top = source.fit(fit, catalog).recommend(queries, 20)
+        weight = fit.profile_weight[f"gmm_{kind}"]
+        profiles = fit.profiles[f"gmm_{kind}"].astype(np.float64)
+        shares = profiles / np.maximum(profiles.sum(axis=1, keepdims=True), 1e-12)
+        q = posteriors[catalog.items.lookup(queries.item_ids)].astype(np.float64)
+        scores = np.where(weight > 0, weight * (shares @ q.T).T, -np.inf)
+        for row in (0, 7, 33):
+            ranked = np.argsort(-scores[row])[:20]
+            assert len(set(top.ids[row]) & set(ranked)) >= 18
+            expected = scores[row, top.ids[row, :5]]
+            np.testing.assert_allclose(top.scores[row, :5], expected, rtol=1e-3, atol=1e-5)
+    fit.gmm = None
+    with pytest.raises(ValueError, match="no mixture"):
+        make_source("reach:gmm_positive", load_config(n_threads=1)).fit(fit, catalog)

@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 from conftest import tiny_config
 
+from audience import timing
 from audience.config import preset
 from audience.data.embeddings import load_embeddings
 from audience.data.layout import DatasetLayout
@@ -40,6 +41,7 @@ def test_results_table_has_every_method_and_sane_order(tiny_run):
         "hnsw:positive",
         "hnsw:timespent",
         "reach:recency",
+        "reach:gmm_positive",
         "bpr_bridge",
     }
     reported = {"random", "hnsw:all", "exact:all", "blend", "reranked", "oracle", "union of sources"}
@@ -304,5 +306,28 @@ def test_saved_reranker_reproduces_the_reranked_scores(tiny_run):
 def test_every_stage_records_wall_time_and_peak_memory(tiny_run):
     timings = read_json(tiny_run.path("timings.json"))
     memory = read_json(tiny_run.path("memory.json"))
+    substeps = timings.pop("substeps")
     assert set(memory) == set(timings) >= {"profiles", "candidates", "rank", "evaluate"}
     assert all(0.05 < gib < 24 for gib in memory.values()), memory
+    cfg = tiny_run.cfg
+    timed_sources = {f"{s} fit" for s in cfg.sources} | {f"{s} query" for s in cfg.sources}
+    assert timed_sources <= set(substeps["candidates"])
+    rank = substeps["rank"]
+    assert {"boosting", "pair features", "prediction"} <= set(rank)
+    # the rank stage's own substeps and its holdout runs' stages account for its wall time, within it
+    assert 0.5 * timings["rank"] < sum(rank.values()) <= timings["rank"] * 1.001
+    assert f"reranked ({cfg.final_assignment})" in substeps["assign"] and "bound" in substeps["assign"]
+    assert sum(substeps["assign"].values()) <= timings["assign"] * 1.001
+
+
+def test_substeps_add_up_in_the_innermost_recorder():
+    with timing.recorder() as outer:
+        with timing.substep("a"):
+            pass
+        with timing.recorder() as inner:
+            timing.add("b", 2.0)
+            timing.add("b", 1.0)
+        timing.add("c", 0.5)
+    timing.add("nowhere", 1.0)  # no recorder open: nothing happens
+    assert inner == {"b": 3.0}
+    assert set(outer) == {"a", "c"} and outer["c"] == 0.5 and 0 <= outer["a"] < 1

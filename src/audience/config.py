@@ -377,6 +377,7 @@ class RunConfig:
         "hnsw:positive",
         "hnsw:timespent",
         "reach:recency",
+        "reach:gmm_positive",
         "bpr_bridge",
     )
     # scored for the report only: random, the plain averaged-embedding HNSW and its exact reference
@@ -388,6 +389,8 @@ class RunConfig:
     # cap-aware assignment of every method: a greedy strategy of assign.py, or "prices" (matching.py: the
     # best priced greedy along the Lagrangian bound's subgradient steps); the oracle always uses "slots"
     assignment: str = "margin"
+    # the final method's assignment (its lists become the submission); the others keep `assignment`
+    final_assignment: str = "prices"
     # subgradient steps of the Lagrangian bound on the final method's assignment (reported by the assign
     # stage) and of the "prices" assignment; each costs about one pass over the pairs x list_size
     bound_steps: int = 40
@@ -434,8 +437,9 @@ class RunConfig:
             raise ValueError(
                 f"final_method {self.final_method!r} must be one of the run's methods {self.methods}"
             )
-        if self.assignment not in ASSIGNMENTS:
-            raise ValueError(f"assignment must be one of {ASSIGNMENTS}, got {self.assignment!r}")
+        for name in ("assignment", "final_assignment"):
+            if getattr(self, name) not in ASSIGNMENTS:
+                raise ValueError(f"{name} must be one of {ASSIGNMENTS}, got {getattr(self, name)!r}")
         if self.candidate_depth < self.list_size:
             raise ValueError(
                 f"candidate_depth ({self.candidate_depth}) must be >= list_size ({self.list_size})"

@@ -15,13 +15,14 @@ order (`_dual_kernel`: a chosen set is best placed in score order, so choosing a
 O(candidates x list_size) per clip, clips in parallel. The prices are lowered by projected subgradient
 steps (Polyak's step towards the best assignment found): g_u = user_cap - (lists that want u).
 
-The assignment (`assign_by_prices`). Every few steps the greedy of `assign.assign_with_cap` runs on the
-priced scores s(c, u) - lambda_u three ways: "global", where a heavy user goes to the clips where it beats
-its price, not merely where it scores highest; "margin" (over each clip's replacement); and "global" with
-the clips' own best lists under the prices taken first (a repair: a user the prices leave over the cap
-keeps its best-priced lists, the freed slots go to the next priced candidates). Each list is then put back
-in descending score order and scored; the best assignment seen is returned with the bound. Step 0 (no
-prices) includes the plain "global" and "margin" greedies, so the result never gains less than either.
+The assignment (`assign_by_prices`). Every few steps, and on the lowest bound's prices at the end, the greedy
+of `assign.assign_with_cap` runs on the priced scores s(c, u) - lambda_u three ways: "global", where a heavy
+user goes to the clips where it beats its price, not merely where it scores highest; "margin" (over each
+clip's replacement); and "global" with the clips' own best lists under the prices taken first (a repair: a
+user the prices leave over the cap keeps its best-priced lists, the freed slots go to the next priced
+candidates). Each list is then put back in descending score order and scored; the best assignment seen is
+returned with the bound. Step 0 (no prices) includes the plain "global" and "margin" greedies, so the result
+never gains less than either.
 
 Limits: each dual step costs one pass of the programme, about P x list_size operations for P candidate
 pairs (47,765 clips x 600 candidates x 100 positions: ~3 G, a second or two on 2 cores); each primal step
@@ -176,22 +177,23 @@ def _subgradient(
     primal_every: int,
 ) -> tuple[BoundResult, object]:
     """Projected subgradient on the prices; `primal(prices, chosen) -> (gain, assignment)` (`chosen`: the
-    pairs of the clips' best lists under the prices) is called on the first step and every `primal_every`
-    steps after. Returns the bound and the best primal's assignment."""
+    pairs of the clips' best lists under the prices) is called on the first step, every `primal_every`
+    steps after, and on the best bound's prices at the end. Returns the bound and the best primal's
+    assignment."""
     indptr, users, scores = pairs
     disc = discounts(list_size)
     prices = np.zeros(n_users, dtype=np.float64)
     chosen = np.zeros(users.size, dtype=np.bool_)
     best_bound, best_prices, uncapped = np.inf, prices.copy(), 0.0
     best_gain, best_assignment = -np.inf, None
-    theta, stall = 1.0, 0
+    theta, stall, best_step = 1.0, 0, 0
     for step in range(steps):
         values = _dual_kernel(indptr, users, scores, prices, disc, chosen)
         dual = user_cap * prices.sum() + values.sum()
         if step == 0:
             uncapped = float(values.sum())
         if step == 0 or dual < best_bound - 1e-12 * max(abs(best_bound), 1.0):
-            best_bound, best_prices, stall = dual, prices.copy(), 0
+            best_bound, best_prices, best_step, stall = dual, prices.copy(), step, 0
         else:
             stall += 1
             if stall >= 4:
@@ -209,6 +211,12 @@ def _subgradient(
         target = best_gain if np.isfinite(best_gain) else 0.0
         gap = max(best_bound - target, 1e-9 * max(best_bound, 1.0))
         prices = np.maximum(prices - theta * gap / norm * grad, 0.0)
+    if primal is not None and steps and best_step % primal_every:
+        # the best bound's prices, once more (with the clips' best lists under them)
+        _dual_kernel(indptr, users, scores, best_prices, disc, chosen)
+        gain, assignment = primal(best_prices, chosen)
+        if assignment is not None and gain > best_gain:
+            best_gain, best_assignment = gain, assignment
     result = BoundResult(
         float(best_bound), uncapped, best_prices, float(max(best_gain, 0.0)), step + 1 if steps else 0
     )
@@ -263,7 +271,7 @@ def assign_by_prices(
     user_cap: int = 100,
     fallback_order: np.ndarray | None = None,
     steps: int = 40,
-    primal_every: int = 5,
+    primal_every: int = 10,
 ) -> tuple[AssignmentResult, BoundResult]:
     """The best priced-greedy assignment over the subgradient's prices, and the bound (module docstring).
     Inputs as `assign.assign_with_cap` (scores >= 0); lists hold candidates by descending score, then the

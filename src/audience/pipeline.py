@@ -26,11 +26,13 @@ import numpy as np
 import polars as pl
 from threadpoolctl import threadpool_limits
 
+from audience import timing
 from audience.arrays import TopK, rank_within_clip
 from audience.assign import assign_with_cap
 from audience.candidates import ClipQueries, make_source
 from audience.candidates.ann import recall_against_exact
 from audience.candidates.popular import fallback_order
+from audience.candidates.registry import needs_mixture
 from audience.config import DEFAULT_SUBMISSION, STAGES, RunConfig
 from audience.data.catalog import Catalog, RunNeeds, load_catalog
 from audience.data.ids import IdMap, unique_sorted
@@ -91,10 +93,14 @@ def _timed(run: Run, stage: str):
     _stage_depth += 1
     start = time.perf_counter()
     try:
-        yield
+        with timing.recorder() as substeps:
+            yield
     finally:
         _stage_depth -= 1
-    run.record_timing(stage, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    run.record_timing(stage, seconds, substeps)
+    if not outermost:  # a holdout run's stage, inside the rank stage
+        timing.add(f"holdout {stage}", seconds)
     if outermost:
         path = run.path("memory.json")
         memory = read_json(path) if path.exists() else {}
@@ -128,7 +134,7 @@ def stage_profiles(run: Run) -> None:
     pseudo_new, warm_sample = holdout_samples(split, cfg)  # both empty unless a holdout run asks for them
     catalog, target_ids = _index_catalog(run, split, pseudo_new, warm_sample)
     gmm, posteriors = None, None
-    if any(name.startswith("gmm:") for name in (*cfg.sources, *cfg.baselines)):
+    if needs_mixture((*cfg.sources, *cfg.baselines)):
         gmm = fit_gmm(catalog.embedding[catalog.has_embedding], cfg.gmm)
         posteriors = gmm.predict_proba(catalog.embedding) * catalog.has_embedding[:, None]
     layout = run.layout
@@ -213,6 +219,8 @@ def stage_candidates(run: Run) -> None:
         fitted = time.perf_counter()
         results[name] = run.engine.recommend(source, queries, cfg.candidate_depth)
         done = time.perf_counter()
+        timing.add(f"{name} fit", fitted - start)
+        timing.add(f"{name} query", done - fitted)
         write_parquet(results[name].to_frame(name), run.path("candidates", f"{file_key(name)}.parquet"))
         report[name] = {
             "fit_s": round(fitted - start, 3),
@@ -290,13 +298,23 @@ def stage_blend(run: Run) -> None:
     )
 
 
+def timed(name: str, function: Callable) -> Callable:
+    """`function`, its calls timed as substep `name`."""
+
+    def call(*args, **kwargs):
+        with timing.substep(name):
+            return function(*args, **kwargs)
+
+    return call
+
+
 def stage_rank(run: Run) -> None:
     """Train the reranker on `train_weeks` holdout splits, then score this run's candidate pool."""
     cfg = run.cfg
     if not cfg.rerank:
         return
     reranker = Reranker(cfg.reranker, cfg.n_threads, cfg.seed, run.engine.boosting(cfg.n_threads))
-    model, record, built = train_with_fallbacks(run, reranker.fit, "reranker", run_stage)
+    model, record, built = train_with_fallbacks(run, timed("boosting", reranker.fit), "reranker", run_stage)
     if model is None:  # the last resort: the source that ranks best on the holdout pools built so far
         pools = training_frames(run, built, run_stage) if built is not None else None
         best, scores = best_source_on_pools(pools, cfg.sources, cfg.list_size)
@@ -311,10 +329,11 @@ def stage_rank(run: Run) -> None:
         ranked = run.candidates(best).with_columns(pl.lit("reranked").alias("source"))
     else:
         model.save(run.path("ranker"))
-        frame = pool_features(run)
-        scored = frame.select("clip", "user").with_columns(
-            pl.Series("score", model.predict(frame), dtype=pl.Float32)
-        )
+        with timing.substep("pair features"):
+            frame = pool_features(run)
+        with timing.substep("prediction"):
+            score = model.predict(frame)
+        scored = frame.select("clip", "user").with_columns(pl.Series("score", score, dtype=pl.Float32))
         ranked = rank_within_clip(scored).with_columns(pl.lit("reranked").alias("source"))
     write_json(record, run.path("training.json"))
     write_parquet(ranked, run.path("candidates", "reranked.parquet"))
@@ -398,6 +417,11 @@ def _assign(
     }
 
 
+def run_strategy(cfg: RunConfig, method: str) -> str:
+    """The assignment of `method`'s lists: `final_assignment` for the final method, else `assignment`."""
+    return cfg.final_assignment if method == cfg.final_method else cfg.assignment
+
+
 def _non_negative(score: np.ndarray) -> np.ndarray:
     """Scores shifted to start at 0 when some are negative (the gain model reads them as probabilities)."""
     low = float(score.min()) if score.size else 0.0
@@ -449,21 +473,25 @@ def stage_assign(run: Run) -> None:
     fallback = fallback_order(run.fit_data(), run.catalog)
     item_ids = targets["item_id"].to_numpy()
     seen = seen_pairs(run.target_history(), item_ids, run.catalog) if cfg.exclude_seen else None
-    report = {
-        m: _assign(run, m, run.candidates(m), n_clips, fallback, cfg.assignment, seen) for m in cfg.methods
-    }
+    report = {}
+    for m in cfg.methods:
+        with timing.substep(f"{m} ({run_strategy(cfg, m)})"):
+            report[m] = _assign(run, m, run.candidates(m), n_clips, fallback, run_strategy(cfg, m), seen)
     final = run.candidates(cfg.final_method)
     oracle = oracle_frame(run, item_ids)
     if oracle is not None:
         # the oracle's scores are all ties: it is always drafted by slots, so the ceiling the methods are
         # measured against does not move with the strategy under test
-        report[ORACLE] = _assign(run, ORACLE, oracle[0], n_clips, fallback, "slots", seen, oracle[1])
-        ceiling = pool_ceiling_frame(final, oracle[0])
-        report[POOL_CEILING] = _assign(
-            run, POOL_CEILING, ceiling, n_clips, fallback, "slots", seen, oracle[1]
-        )
+        with timing.substep("oracle and pool ceiling (slots)"):
+            report[ORACLE] = _assign(run, ORACLE, oracle[0], n_clips, fallback, "slots", seen, oracle[1])
+            ceiling = pool_ceiling_frame(final, oracle[0])
+            report[POOL_CEILING] = _assign(
+                run, POOL_CEILING, ceiling, n_clips, fallback, "slots", seen, oracle[1]
+            )
     write_json(report, run.path("lists", "assignment.json"))
-    write_json(assignment_bound(run, cfg.final_method, final, n_clips), run.path("lists", "bound.json"))
+    with timing.substep("bound"):
+        bound = assignment_bound(run, cfg.final_method, final, n_clips)
+    write_json(bound, run.path("lists", "bound.json"))
 
 
 def lists_frame(item_ids: np.ndarray, lists: np.ndarray, user_ids: np.ndarray) -> pl.DataFrame:

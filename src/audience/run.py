@@ -80,8 +80,11 @@ class Run:
     def candidates(self, method: str) -> pl.DataFrame:
         return pl.read_parquet(self.require(f"candidates/{file_key(method)}.parquet", "candidates"))
 
-    def record_timing(self, stage: str, seconds: float) -> None:
+    def record_timing(self, stage: str, seconds: float, substeps: dict[str, float] | None = None) -> None:
+        """The stage's wall seconds in timings.json, and its substeps (timing.py) under `substeps`."""
         path = self.path("timings.json")
         timings = read_json(path) if path.exists() else {}
         timings[stage] = round(seconds, 3)
+        if substeps:
+            timings.setdefault("substeps", {})[stage] = {k: round(v, 3) for k, v in substeps.items()}
         write_json(timings, path)

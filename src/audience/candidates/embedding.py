@@ -66,5 +66,9 @@ class EmbeddingSource:
             found = self.index.query(queries, k)
         else:
             found = exact_search(self.vectors, self.ids, queries, k)
-        out.ids[rows], out.scores[rows] = found.ids, found.scores
+        out.ids[rows], out.scores[rows] = found.ids, found.scores * self.score_scale(queries)
         return out
+
+    def score_scale(self, queries: np.ndarray) -> np.ndarray | float:
+        """What the index's cosines are multiplied by to give this source's scores (per query row)."""
+        return 1.0

@@ -6,6 +6,11 @@ is the expected volume of the user's viewing near the clip: activity times taste
 averaged-embedding sources ('hnsw:<profile>') rank by taste alone and 'popular' by activity alone. On
 dense data (hundreds of views per user-week) who engages is mostly who watches a lot of the clip's kind.
 
+Over soft clusters ('reach:gmm_all', 'reach:gmm_positive': a gmm: source or this one makes the profiles
+stage fit the mixture), p_u is the user's mean posterior (shares summing to 1) and the clip's posterior q_c
+replaces the cosine: score = w_u <p_u, q_c>, the user's expected views (or positives) in the clip's
+clusters. A user of several interests keeps each one's volume, where the mean embedding blurs them.
+
 Search: a maximum inner product over x_u = w_u p_u, turned into a cosine search for hnswlib by one extra
 coordinate sqrt(M^2 - |x_u|^2) (M the largest norm; the query gets 0 there), so every indexed vector has
 norm M and the cosine order is the inner-product order. Limits: as 'hnsw:<profile>' (an index of
@@ -15,12 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from audience.arrays import TopK, unit_rows
+from audience.arrays import unit_rows
 from audience.candidates.ann import HnswIndex
 from audience.candidates.base import ClipQueries
 from audience.candidates.embedding import EmbeddingSource
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
+from audience.profiles.gmm import GmmModel
 
 
 class ReachSource(EmbeddingSource):
@@ -28,10 +34,19 @@ class ReachSource(EmbeddingSource):
         super().__init__(profile, "hnsw", **kwargs)
         self.name = f"reach:{profile}"
         self.max_norm = 0.0
+        self.model: GmmModel | None = None  # the mixture, for profiles over soft clusters
 
     def fit(self, data: FitData, catalog: Catalog) -> ReachSource:
         self.ids, profiles = self.profile_rows(data)
-        scaled = unit_rows(profiles) * data.profile_weight[self.profile][self.ids, None]
+        if self.profile.startswith("gmm_"):
+            if data.gmm is None:
+                raise ValueError(f"{self.name}: the profiles stage fitted no mixture")
+            self.model = data.gmm
+            # the stored profiles are unit rows of non-negative mean posteriors: back to shares summing to 1
+            shares = profiles / np.maximum(profiles.sum(axis=1, keepdims=True), 1e-12)
+        else:
+            shares = unit_rows(profiles)
+        scaled = shares * data.profile_weight[self.profile][self.ids, None]
         norms = np.linalg.norm(scaled, axis=1)
         self.max_norm = float(norms.max()) if norms.size else 1.0
         lift = np.sqrt(np.maximum(self.max_norm**2 - norms**2, 0.0))[:, None]
@@ -42,12 +57,15 @@ class ReachSource(EmbeddingSource):
         return self
 
     def query_vectors(self, clips: ClipQueries, rows: np.ndarray) -> np.ndarray:
-        """Unit clip embeddings cut to the profile width, 0 on the lifting coordinate."""
+        """The clips' unit embeddings cut to the profile width (or their posteriors), 0 on the lifting
+        coordinate."""
         assert self.vectors is not None
-        unit = unit_rows(clips.embedding[rows, : self.vectors.shape[1] - 1])
-        return np.hstack([unit, np.zeros((rows.size, 1), dtype=unit.dtype)])
+        if self.model is not None:
+            query = self.model.predict_proba(clips.embedding[rows]).astype(np.float32)
+        else:
+            query = unit_rows(clips.embedding[rows, : self.vectors.shape[1] - 1])
+        return np.hstack([query, np.zeros((rows.size, 1), dtype=query.dtype)])
 
-    def recommend(self, clips: ClipQueries, k: int) -> TopK:
-        top = super().recommend(clips, k)
-        np.multiply(top.scores, self.max_norm, out=top.scores)  # the lifted cosine is <x_u, e_c> / M
-        return top
+    def score_scale(self, queries: np.ndarray) -> np.ndarray:
+        """The lifted cosine is <x_u, q_c> / (M |q_c|)."""
+        return (self.max_norm * np.linalg.norm(queries, axis=1))[:, None]

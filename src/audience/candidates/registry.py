@@ -7,6 +7,7 @@ which prints one progress line per answered batch (fit and query time)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from audience import progress
@@ -53,6 +54,12 @@ class Reported:
         if attr == "source":  # not set yet (unpickling): no recursion
             raise AttributeError(attr)
         return getattr(self.source, attr)
+
+
+def needs_mixture(names: Iterable[str]) -> bool:
+    """Whether any of these sources reads the soft-cluster (GMM) profiles, which the profiles stage then
+    fits (a mixture and one more pass over the fit weeks)."""
+    return any(name.startswith(("gmm:", "reach:gmm_")) for name in names)
 
 
 def make_source(name: str, cfg: RunConfig) -> CandidateSource:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import polars as pl
 
+from audience import timing
 from audience.config import RunConfig
 from audience.errors import DataError, TooLittleData
 from audience.io import file_stamp, read_json, write_json, write_parquet
@@ -184,7 +185,8 @@ def training_frame(run: Run, week: LabelWeek, run_stage: StageRunner) -> pl.Data
     train_run = holdout_run(run, week, run_stage)
     cached = _pool_path(train_run)
     if not cached.is_file():
-        write_parquet(labelled_pool(train_run), cached)
+        with timing.substep("holdout pair features"):
+            write_parquet(labelled_pool(train_run), cached)
     return shift_clips(pl.read_parquet(cached), week.holdout, cached)
 
 
