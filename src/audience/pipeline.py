@@ -58,7 +58,7 @@ from audience.rank.protocol import (
     run_target_ids,
 )
 from audience.rank.reranker import Reranker
-from audience.rank.simple_blend import rrf_blend
+from audience.rank.simple_blend import rrf_blend_files
 from audience.rank.training_data import pool_features, train_with_fallbacks, training_frames
 from audience.resources import peak_rss_gib, reset_peak_rss
 from audience.run import Run, file_key
@@ -244,8 +244,8 @@ def stage_blend(run: Run) -> None:
     """Reciprocal-rank fusion ('blend'); with `learned_blend`, also the holdout-tuned fixed quota ('quota')
     and the MixiGen k-way merge by learned position value ('mixigen')."""
     cfg = run.cfg
-    frames = {name: run.candidates(name) for name in cfg.sources}
-    blended = rrf_blend(frames, k=cfg.blend_rrf_k, depth=cfg.candidate_depth)
+    paths = {name: run.require(f"candidates/{file_key(name)}.parquet", "candidates") for name in cfg.sources}
+    blended = rrf_blend_files(paths, run.targets().height, k=cfg.blend_rrf_k, depth=cfg.candidate_depth)
     write_parquet(blended, run.path("candidates", "blend.parquet"))
     if not cfg.learned_blend:
         return
