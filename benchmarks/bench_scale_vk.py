@@ -160,6 +160,7 @@ def summary(figures: dict) -> str:
                     if run.get("oracle")
                     else "."
                 )
+                + (f" Measured on code {run['code']}." if run.get("code") else "")
             )
     return "\n".join(lines)
 
