@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -204,7 +206,10 @@ def test_coengagement_matches_brute_force(world):
         assert len(set(top.ids[row]) & set(ranked)) >= 9
 
 
-def test_gmm_source_scores_clip_posteriors_against_mean_posteriors(tiny_dir):
+@pytest.fixture(scope="module")
+def soft_world(tiny_dir):
+    """The tiny catalog, its fit data with soft-cluster profiles of an 8-component mixture, the mixture's
+    posteriors of every clip, and queries for 50 clips."""
     layout = DatasetLayout(tiny_dir)
     catalog = load_catalog(layout)
     gmm = fit_gmm(catalog.embedding[catalog.has_embedding], GmmConfig(n_components=8, covariance_type="diag"))
@@ -213,7 +218,11 @@ def test_gmm_source_scores_clip_posteriors_against_mean_posteriors(tiny_dir):
         layout.train_weeks(), catalog, DEFAULT_POSITIVE_FLAGS, progress=False, posteriors=posteriors
     )
     fit.gmm = gmm
-    queries = ClipQueries.from_catalog(catalog, catalog.items.ids[:50])
+    return catalog, fit, posteriors, ClipQueries.from_catalog(catalog, catalog.items.ids[:50])
+
+
+def test_gmm_source_scores_clip_posteriors_against_mean_posteriors(soft_world):
+    catalog, fit, posteriors, queries = soft_world
     top = make_source("gmm:positive", load_config(n_threads=1)).fit(fit, catalog).recommend(queries, 20)
     profiles = fit.profiles["gmm_positive"]
     has = np.flatnonzero(fit.profile_weight["gmm_positive"] > 0)
@@ -225,18 +234,10 @@ def test_gmm_source_scores_clip_posteriors_against_mean_posteriors(tiny_dir):
         assert len(set(best) & set(top.ids[row])) >= 18
 
 
-def test_reach_over_soft_clusters_is_the_users_volume_in_the_clips_clusters(tiny_dir):
+def test_reach_over_soft_clusters_is_the_users_volume_in_the_clips_clusters(soft_world):
     """reach:gmm_<kind> scores w_u <p_u, q_c>: the profile weight times the mean posterior (shares summing to
     1) dotted with the clip's posterior, exactly, through the lifted search."""
-    layout = DatasetLayout(tiny_dir)
-    catalog = load_catalog(layout)
-    gmm = fit_gmm(catalog.embedding[catalog.has_embedding], GmmConfig(n_components=8, covariance_type="diag"))
-    posteriors = gmm.predict_proba(catalog.embedding)
-    fit = build_fit_data(
-        layout.train_weeks(), catalog, DEFAULT_POSITIVE_FLAGS, progress=False, posteriors=posteriors
-    )
-    fit.gmm = gmm
-    queries = ClipQueries.from_catalog(catalog, catalog.items.ids[:50])
+    catalog, fit, posteriors, queries = soft_world
     for kind in ("positive", "all"):
         source = make_source(f"reach:gmm_{kind}", load_config(n_threads=1))
         top = source.fit(fit, catalog).recommend(queries, 20)
@@ -250,6 +251,6 @@ def test_reach_over_soft_clusters_is_the_users_volume_in_the_clips_clusters(tiny
             assert len(set(top.ids[row]) & set(ranked)) >= 18
             expected = scores[row, top.ids[row, :5]]
             np.testing.assert_allclose(top.scores[row, :5], expected, rtol=1e-3, atol=1e-5)
-    fit.gmm = None
+    without = replace(fit, gmm=None)
     with pytest.raises(ValueError, match="no mixture"):
-        make_source("reach:gmm_positive", load_config(n_threads=1)).fit(fit, catalog)
+        make_source("reach:gmm_positive", load_config(n_threads=1)).fit(without, catalog)

@@ -101,7 +101,7 @@ def _timed(run: Run, stage: str):
     run.record_timing(stage, seconds, substeps)
     if not outermost:  # a holdout run's stage, inside the rank stage
         timing.add(f"holdout {stage}", seconds)
-    if outermost:
+    else:
         path = run.path("memory.json")
         memory = read_json(path) if path.exists() else {}
         memory[stage] = round(peak_rss_gib(), 3)
@@ -244,7 +244,7 @@ def stage_blend(run: Run) -> None:
     """Reciprocal-rank fusion ('blend'); with `learned_blend`, also the holdout-tuned fixed quota ('quota')
     and the MixiGen k-way merge by learned position value ('mixigen')."""
     cfg = run.cfg
-    paths = {name: run.require(f"candidates/{file_key(name)}.parquet", "candidates") for name in cfg.sources}
+    paths = {name: run.candidates_path(name) for name in cfg.sources}
     blended = rrf_blend_files(paths, run.targets().height, k=cfg.blend_rrf_k, depth=cfg.candidate_depth)
     write_parquet(blended, run.path("candidates", "blend.parquet"))
     if not cfg.learned_blend:
@@ -298,23 +298,15 @@ def stage_blend(run: Run) -> None:
     )
 
 
-def timed(name: str, function: Callable) -> Callable:
-    """`function`, its calls timed as substep `name`."""
-
-    def call(*args, **kwargs):
-        with timing.substep(name):
-            return function(*args, **kwargs)
-
-    return call
-
-
 def stage_rank(run: Run) -> None:
     """Train the reranker on `train_weeks` holdout splits, then score this run's candidate pool."""
     cfg = run.cfg
     if not cfg.rerank:
         return
     reranker = Reranker(cfg.reranker, cfg.n_threads, cfg.seed, run.engine.boosting(cfg.n_threads))
-    model, record, built = train_with_fallbacks(run, timed("boosting", reranker.fit), "reranker", run_stage)
+    model, record, built = train_with_fallbacks(
+        run, timing.substep("boosting")(reranker.fit), "reranker", run_stage
+    )
     if model is None:  # the last resort: the source that ranks best on the holdout pools built so far
         pools = training_frames(run, built, run_stage) if built is not None else None
         best, scores = best_source_on_pools(pools, cfg.sources, cfg.list_size)
@@ -475,8 +467,9 @@ def stage_assign(run: Run) -> None:
     seen = seen_pairs(run.target_history(), item_ids, run.catalog) if cfg.exclude_seen else None
     report = {}
     for m in cfg.methods:
-        with timing.substep(f"{m} ({run_strategy(cfg, m)})"):
-            report[m] = _assign(run, m, run.candidates(m), n_clips, fallback, run_strategy(cfg, m), seen)
+        strategy = run_strategy(cfg, m)
+        with timing.substep(f"{m} ({strategy})"):
+            report[m] = _assign(run, m, run.candidates(m), n_clips, fallback, strategy, seen)
     final = run.candidates(cfg.final_method)
     oracle = oracle_frame(run, item_ids)
     if oracle is not None:

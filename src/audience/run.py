@@ -77,14 +77,18 @@ class Run:
     def queries(self) -> ClipQueries:
         return ClipQueries.from_catalog(self.catalog, self.targets()["item_id"].to_numpy())
 
+    def candidates_path(self, method: str) -> Path:
+        """`method`'s candidate file, which the candidates stage (or blend, rank) wrote."""
+        return self.require(f"candidates/{file_key(method)}.parquet", "candidates")
+
     def candidates(self, method: str) -> pl.DataFrame:
-        return pl.read_parquet(self.require(f"candidates/{file_key(method)}.parquet", "candidates"))
+        return pl.read_parquet(self.candidates_path(method))
 
     def record_timing(self, stage: str, seconds: float, substeps: dict[str, float] | None = None) -> None:
         """The stage's wall seconds in timings.json, and its substeps (timing.py) under `substeps`."""
         path = self.path("timings.json")
         timings = read_json(path) if path.exists() else {}
         timings[stage] = round(seconds, 3)
-        if substeps:
-            timings.setdefault("substeps", {})[stage] = {k: round(v, 3) for k, v in substeps.items()}
+        recorded = timings.setdefault("substeps", {})
+        recorded[stage] = {k: round(v, 3) for k, v in (substeps or {}).items()}  # a rerun replaces them
         write_json(timings, path)
