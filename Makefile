@@ -43,6 +43,7 @@ demo: $(STAMP) $(DATA_STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check src tests scripts benchmarks reports
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from audience.config import load_config
 from audience.io import read_json
-from audience.run import Run
+from audience.stages.run import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 

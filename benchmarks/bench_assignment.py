@@ -18,11 +18,12 @@ from _runs import open_run
 from audience.assign import assign_with_cap
 from audience.candidates.popular import fallback_order
 from audience.config import STRATEGIES
+from audience.evaluation.report import lists_frame
 from audience.io import read_json
 from audience.markdown import table
 from audience.metrics import ndcg_per_clip, truth_positives
-from audience.pipeline import lists_frame, oracle_frame
-from audience.run import file_key
+from audience.stages.assign import oracle_frame
+from audience.stages.run import file_key
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,7 +25,7 @@ from audience.markdown import table
 
 
 def child_generate(preset: str, out: str, weeks: int | None, local_metadata: bool) -> None:
-    from audience.config import preset as get_preset
+    from audience.data.presets import preset as get_preset
     from audience.data.synthetic import generate
 
     overrides = {"global_metadata": False} if local_metadata else {}
@@ -43,8 +43,8 @@ def child_oracle(preset: str, out: str) -> None:
     """The oracle of the preset's test week for every clip released in it (what the full run computes)."""
     import numpy as np
 
-    from audience.config import preset as get_preset
     from audience.data.layout import DatasetLayout
+    from audience.data.presets import preset as get_preset
     from audience.data.synthetic import build_world, oracle_top
 
     cfg = get_preset(preset)
@@ -153,7 +153,7 @@ def main() -> None:
         return
     import numba
 
-    from audience.config import preset
+    from audience.data.presets import preset
 
     scratch = ROOT / "data" / "bench-generation"
     logs = ROOT / "artifacts" / "bench-generation"

@@ -51,7 +51,7 @@ from audience.io import write_parquet
 from audience.markdown import table
 from audience.pipeline import run_all
 from audience.profiles.gmm import fit_gmm
-from audience.run import Run, file_key
+from audience.stages.run import Run, file_key
 
 GENERATORS = (
     "popular",

@@ -44,7 +44,7 @@ from audience.config import STAGES
 from audience.markdown import table
 from audience.rank.mixigen import MixiGen, long_candidates
 from audience.rank.reranker import Reranker
-from audience.rank.training_data import pool_features
+from audience.stages.training_data import pool_features
 
 BENCH_ARTIFACTS = ROOT / "artifacts" / "bench-rankers"
 SINGLE_CALLS = 50

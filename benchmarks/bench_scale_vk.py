@@ -38,8 +38,8 @@ from _suite import (
 )
 from numba import njit
 
+from audience.evaluation.report import decomposition_table
 from audience.markdown import table
-from audience.pipeline import decomposition_table
 
 WEEK_PASS_CODE = (
     "import sys; sys.path.insert(0, 'benchmarks'); import bench_scale_vk as b; b.week_pass_child()"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from audience.config import RunConfig, load_config, preset
+from audience.config import RunConfig, load_config
+from audience.data.presets import preset
 from audience.data.synthetic import generate
 
 

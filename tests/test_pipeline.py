@@ -15,14 +15,14 @@ import pytest
 from conftest import tiny_config
 
 from audience import timing
-from audience.config import preset
 from audience.data.embeddings import load_embeddings
 from audience.data.layout import DatasetLayout
+from audience.data.presets import preset
 from audience.data.schema import FLAG_COLUMNS
 from audience.data.synthetic import generate
 from audience.io import read_json
 from audience.pipeline import run_all, run_stage
-from audience.rank import training_data
+from audience.stages import training_data
 from audience.submission import read_submission, validate_submission
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -292,7 +292,7 @@ def test_rewritten_data_or_edited_code_rebuilds_the_holdout_runs(tiny_dir, tmp_p
 
 def test_saved_reranker_reproduces_the_reranked_scores(tiny_run):
     from audience.rank.reranker import Reranker
-    from audience.rank.training_data import pool_features
+    from audience.stages.training_data import pool_features
 
     model = Reranker.load(tiny_run.path("ranker"))
     frame = pool_features(tiny_run)

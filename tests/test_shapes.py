@@ -14,6 +14,7 @@ from conftest import tiny_config
 from scipy import sparse
 
 from audience.candidates.base import ClipQueries
+from audience.candidates.exclude_seen import ExcludeSeen
 from audience.candidates.own_audience import OwnAudienceSource
 from audience.candidates.popular import PopularSource
 from audience.config import RerankerConfig
@@ -21,13 +22,14 @@ from audience.data.catalog import load_catalog
 from audience.data.layout import DatasetLayout
 from audience.data.targets import mixed_targets, mixed_targets_path
 from audience.data.weeks import week_item_ids
+from audience.evaluation.report import group_ndcg
 from audience.io import read_json
 from audience.pipeline import run_all
 from audience.profiles.fit_data import build_fit_data
+from audience.rank.clip_history import history_features
 from audience.rank.protocol import best_source_on_pools, holdout_samples, training_plans
 from audience.split import make_split
 from audience.submission import read_submission, validate_submission
-from audience.warm import ExcludeSeen, group_ndcg, history_features
 
 
 def new_clips_per_week(layout: DatasetLayout) -> list[int]:
@@ -131,7 +133,7 @@ def test_last_fallback_is_the_best_single_source(tiny_dir, tmp_path, caplog):
     the holdout pools, the run says so once, records it, and still writes a valid submission."""
     cfg = tiny_config(tiny_dir, tmp_path / "run")
     reranker = replace(cfg.reranker, min_new_clips=10**9, pseudo_clips=1, train_weeks=1)
-    with caplog.at_level(logging.WARNING, logger="audience.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="audience.stages"):
         run = run_all(replace(cfg, reranker=reranker))
     training = read_json(run.path("training.json"))
     assert [t["protocol"] for t in training["tried"]] == ["new", "pseudo"] and training["used"] is None

@@ -9,9 +9,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from audience.config import preset
 from audience.data.embeddings import load_embeddings
 from audience.data.layout import DatasetLayout
+from audience.data.presets import preset
 from audience.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, USERS_SCHEMA, check_schema
 from audience.data.synthetic import REAL_RATES, GroupedSampler, build_world, generate
 from audience.io import read_json

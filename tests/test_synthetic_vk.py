@@ -13,10 +13,10 @@ import polars as pl
 import pytest
 
 from audience.cli import main as cli_main
-from audience.config import preset
 from audience.data import synthetic
 from audience.data import synthetic_kernels as kernels
 from audience.data.layout import DatasetLayout
+from audience.data.presets import preset
 from audience.data.schema import INTERACTIONS_SCHEMA
 from audience.data.targets import mixed_targets_path
 from audience.io import read_json

@@ -10,8 +10,8 @@ from conftest import tiny_config
 
 from audience.data.layout import DatasetLayout
 from audience.errors import DataError
-from audience.rank.training_data import HOLDOUT_CLIP_OFFSET, holdout_dir, holdout_key, shift_clips
 from audience.split import make_split
+from audience.stages.training_data import HOLDOUT_CLIP_OFFSET, holdout_dir, holdout_key, shift_clips
 
 
 def test_submit_mode_shares_validate_modes_holdout_run(tiny_dir, tmp_path):

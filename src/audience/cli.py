@@ -75,7 +75,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from audience.config import PRESETS, SHAPES
+    from audience.data.presets import PRESETS, SHAPES
 
     parser = argparse.ArgumentParser(prog="audience", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,8 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "synth":
-            from audience.config import preset
             from audience.data.metadata_padding import REAL_ITEMS, REAL_USERS, pad_metadata
+            from audience.data.presets import preset
             from audience.data.synthetic import generate
 
             out = args.data_dir or Path(f"data/synthetic-{args.preset}")

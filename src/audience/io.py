@@ -13,7 +13,10 @@ from typing import Any
 
 import polars as pl
 
-from audience.data.location import is_local
+
+def is_local(path: Any) -> bool:
+    """Whether `path` is on this machine (a `pathlib.Path`), not a URL (an fsspec `UPath`)."""
+    return isinstance(path, Path)
 
 
 @contextmanager

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from audience.data.ids import unique_sorted
-from audience.data.location import data_path, is_local, open_binary
+from audience.data.location import data_path, open_binary
 from audience.errors import DataError
+from audience.io import is_local
 
 EMBEDDING_KEYS = ("item_id", "embedding")
 DEFAULT_CHUNK_ROWS = 1 << 20

@@ -17,6 +17,8 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
+from audience.io import is_local
+
 DataPath = Any  # pathlib.Path, or upath.UPath for a URL
 
 
@@ -34,10 +36,6 @@ def data_path(value: str | Path | DataPath) -> DataPath:
 
         return UPath(str(value))
     return Path(str(value).removeprefix("file://"))
-
-
-def is_local(path: DataPath) -> bool:
-    return isinstance(path, Path)
 
 
 def _fs(path: DataPath):

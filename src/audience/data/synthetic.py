@@ -38,10 +38,10 @@ from scipy import sparse
 from scipy.special import expit
 
 from audience import progress as progress_report
-from audience.config import SyntheticConfig
 from audience.data import synthetic_kernels as kernels
 from audience.data.layout import DatasetLayout
 from audience.data.metadata_padding import REAL_ITEMS, REAL_USERS, pad_metadata
+from audience.data.presets import SyntheticConfig
 from audience.data.schema import FLAG_COLUMNS, INTERACTIONS_SCHEMA, ITEMS_SCHEMA, USERS_SCHEMA
 from audience.io import atomic_path, write_parquet
 

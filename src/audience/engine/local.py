@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -10,33 +10,19 @@ import polars as pl
 
 from audience.arrays import TopK
 from audience.candidates.base import CandidateSource, ClipQueries
-from audience.config import ProfileSettings
 from audience.data.catalog import Catalog
 from audience.data.weeks import distinct_ids
-from audience.profiles.aggregates import AggregateStore, WeekAggregate, aggregate_week
+from audience.profiles.aggregates import LocalAggregation
 from audience.profiles.fit_data import FitData
 from audience.rank._booster import LocalBoosting
 from audience.rank.features import pair_features
 
 
-class LocalEngine:
+class LocalEngine(LocalAggregation):
+    """Every heavy pass in this process: the weekly passes (LocalAggregation), the distinct ids, the sources'
+    queries, the pair features and the boosting."""
+
     name = "local"
-
-    def build_aggregates(self, store: AggregateStore, weeks: Sequence[Path], progress: bool = True) -> None:
-        store.build_missing(weeks, progress)
-
-    def aggregate_weeks(
-        self,
-        weeks: Sequence[Path],
-        catalog: Catalog,
-        positive_flags: Sequence[str],
-        settings: ProfileSettings,
-        bar=None,
-        **options,
-    ) -> Iterator[WeekAggregate]:
-        """Uncached aggregates of `weeks` (aggregate_week's `options`), one week at a time."""
-        for week in weeks:
-            yield aggregate_week(week, catalog, positive_flags, settings, bar=bar, **options)
 
     def distinct_ids(
         self, weeks: Sequence[Path], progress: bool = False, cache_dir: Path | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from audience.data.ids import IdMap, unique_sorted
 from audience.data.layout import DatasetLayout
 from audience.data.location import read_parquet
 
@@ -30,3 +31,19 @@ def oracle_candidates(layout: DatasetLayout, week: int | None, target_ids: np.nd
         )
     )
     return frame.select(pl.col("clip").cast(pl.Int32), "user_id", "score", "rank")
+
+
+def oracle_on_users(
+    layout: DatasetLayout, week: int | None, target_ids: np.ndarray, known: IdMap
+) -> tuple[pl.DataFrame, np.ndarray] | None:
+    """The oracle's candidates on user indices, and the external ids those indices name: the run's users
+    (`known`, in index order), then the truth week's users the run never indexed (so the ceiling keeps
+    every user). None without an oracle."""
+    oracle = oracle_candidates(layout, week, target_ids)
+    if oracle is None:
+        return None
+    ids = oracle["user_id"].to_numpy()
+    outside = unique_sorted(ids[known.lookup(ids) < 0])
+    user_ids = np.concatenate([known.ids, outside]).astype(np.uint32)
+    users = IdMap(user_ids, "users of the run and of the oracle")
+    return oracle.with_columns(pl.Series("user", users.lookup(ids))).drop("user_id"), user_ids

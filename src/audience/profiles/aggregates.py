@@ -599,23 +599,41 @@ class _ProfileSums:
         return self.sums, self.totals
 
 
+class LocalAggregation:
+    """The weekly passes in this process: builds the store's missing aggregates and streams uncached ones.
+    The engines (engine/) offer the same two calls; the Dask engine runs them as tasks."""
+
+    def build_aggregates(self, store: AggregateStore, weeks: Sequence[Path], progress: bool = True) -> None:
+        store.build_missing(weeks, progress)
+
+    def aggregate_weeks(
+        self,
+        weeks: Sequence[Path],
+        catalog: Catalog,
+        positive_flags: Sequence[str],
+        settings: ProfileSettings,
+        bar=None,
+        **options,
+    ) -> Iterator[WeekAggregate]:
+        """Uncached aggregates of `weeks` (aggregate_week's `options`), one week at a time."""
+        for week in weeks:
+            yield aggregate_week(week, catalog, positive_flags, settings, bar=bar, **options)
+
+
 def fit_from_aggregates(
     store: AggregateStore,
     weeks: Sequence[Path],
     hidden_items: np.ndarray | None = None,
     posteriors: np.ndarray | None = None,
     progress: bool = True,
-    engine=None,
+    engine: LocalAggregation | None = None,
 ) -> FitData:
     """What `build_fit_data` computes, from the cached weekly aggregates (one in memory at a time): the
     pseudo-new clips' (`hidden_items`, bool per clip) rows subtracted by one filtered read of the weeks;
     soft-cluster profiles ('gmm_all', 'gmm_positive' over `posteriors`) summed by one more pass (they
-    depend on the run's mixture, so they are not cached). `engine` (engine/) builds the missing
-    aggregates and runs the extra passes; default this process."""
-    if engine is None:
-        from audience.engine import LocalEngine
-
-        engine = LocalEngine()
+    depend on the run's mixture, so they are not cached). `engine` builds the missing aggregates and runs
+    the extra passes (LocalAggregation, or an engine of engine/ with its two calls); default this process."""
+    engine = LocalAggregation() if engine is None else engine
     weeks = [data_path(w) for w in weeks]
     engine.build_aggregates(store, weeks, progress)
     rows = count_rows(weeks)

@@ -10,7 +10,7 @@ sources are fitted on the weeks before it, its positives label the pool of its t
   dropped from the fit weeks while they stream (profiles/fit_data.build_fit_data), so they are new to the
   holdout run and labelled by the label week. Works on any dataset, also where clips live in every week.
 - "both": the new clips and the pseudo-new clips of the same weeks.
-Fallback chain (pipeline.stage_rank): the configured protocol, then "pseudo", then the best single source
+Fallback chain (stages/rank.py): the configured protocol, then "pseudo", then the best single source
 on the holdout pools built so far (or the first configured source when none could be built).
 Warm targets: when the run's targets include clips with history, each label week also labels a sample of
 its warm clips (history kept), so the reranker sees the clip-history features it will meet."""

@@ -1,8 +1,8 @@
-"""One run folder (`RunConfig.artifacts`): the paths of its artifacts and cached loads of them.
+"""One run folder (`RunConfig.artifacts`): the paths of its artifacts and cached loads of them, and the
+run's engine (made here, at the top, and passed down to the passes that use it).
 
-The stages (pipeline.py) and the reranker's training data (rank/training_data.py) both open runs: a run of
-the configured split and the holdout runs shifted back from it. Living below both, this module lets them
-import it without importing each other."""
+Every stage and the training data (stages/training_data.py) open runs: a run of the configured split and
+the holdout runs shifted back from it."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from audience.candidates import ClipQueries
 from audience.config import RunConfig
 from audience.data.catalog import Catalog
 from audience.data.layout import DatasetLayout
+from audience.data.target_history import read_target_history
 from audience.engine import engine_for
 from audience.io import read_json, write_json
 from audience.profiles.fit_data import FitData
 from audience.split import Split, make_split
-from audience.warm import read_target_history
 
 
 def file_key(method: str) -> str:

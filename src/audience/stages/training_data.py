@@ -14,8 +14,8 @@ Building one costs a profile pass and every candidate source, so holdout runs ar
   by h x `HOLDOUT_CLIP_OFFSET` so no two weeks share one.
 * `train_with_fallbacks`: fits a model on the first protocol of the fallback chain that can train.
 
-The stages that build a holdout run live in pipeline.py, which imports this module: callers pass the
-pipeline's `run_stage` in (`StageRunner`) rather than this module importing it back."""
+A holdout run is built by calling the profiles and candidates stages on it (stages/execute.py records
+them as any stage); the blend and rank stages call this module for their training data."""
 
 from __future__ import annotations
 
@@ -26,23 +26,28 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from audience import timing
 from audience.config import RunConfig
+from audience.data.catalog import Catalog
+from audience.data.target_history import seen_pairs, target_history
 from audience.errors import DataError, TooLittleData
 from audience.io import file_stamp, read_json, write_json, write_parquet
 from audience.metrics import truth_positives
+from audience.rank.clip_history import history_features
 from audience.rank.features import add_labels, candidate_pool
-from audience.rank.protocol import LabelWeek, TrainingPlan, training_plans
-from audience.run import Run
+from audience.rank.protocol import LabelWeek, TrainingPlan, holdout_samples, training_plans
 from audience.split import Split, make_split
-from audience.warm import history_features, without_hidden_audience
+from audience.stages.candidates import stage_candidates
+from audience.stages.execute import execute
+from audience.stages.profiles import stage_profiles
+from audience.stages.run import Run
 
 __all__ = [
     "HOLDOUT_CLIP_OFFSET",
     "UPSTREAM_CODE",
-    "StageRunner",
     "holdout_dir",
     "holdout_key",
     "holdout_run",
@@ -66,10 +71,7 @@ UPSTREAM_CODE = hashlib.sha1(
 # share a clip id (a pool holds far fewer target clips)
 HOLDOUT_CLIP_OFFSET = 10_000_000
 # the stages a holdout run needs before its pool can be labelled
-HOLDOUT_STAGES = ("profiles", "candidates")
-
-StageRunner = Callable[[RunConfig, str, Run], object]
-"""Runs one named stage of a run (pipeline.run_stage)."""
+HOLDOUT_STAGES = {"profiles": stage_profiles, "candidates": stage_candidates}
 
 
 def holdout_key(cfg: RunConfig, split: Split) -> dict:
@@ -121,7 +123,7 @@ def pool_features(run: Run) -> pl.DataFrame:
 
 def labelled_pool(train_run: Run) -> pl.DataFrame:
     """A holdout run's pool features labelled by its truth week's positives, without the hidden audience of
-    its pseudo-new clips (warm.without_hidden_audience)."""
+    its pseudo-new clips (without_hidden_audience)."""
     cfg = train_run.cfg
     targets = train_run.targets()["item_id"].to_numpy()
     truth = truth_positives(train_run.split().truth_week, cfg.positive_flags, targets)
@@ -134,11 +136,28 @@ def labelled_pool(train_run: Run) -> pl.DataFrame:
     return add_labels(pool, truth.filter(pl.col("user") >= 0).cast({"clip": pl.Int32}))
 
 
+def without_hidden_audience(
+    pool: pl.DataFrame, item_ids: np.ndarray, split: Split, cfg: RunConfig, catalog: Catalog
+) -> pl.DataFrame:
+    """A holdout run's pool (clip rows follow `item_ids`) without the (pseudo-new clip, user) pairs whose
+    interaction was hidden from its fit weeks: pairs do not repeat, so those users cannot be positives of
+    the label week, and keeping them as negatives teaches the reranker that users like a clip's audience do
+    not engage with it. Real new clips have no such users. Costs one fit-week scan filtered to the clips."""
+    pseudo, _ = holdout_samples(split, cfg)
+    if pseudo.size == 0:
+        return pool
+    row, user = seen_pairs(target_history(split.fit_weeks, pseudo, cfg.positive_flags), item_ids, catalog)
+    hidden = pl.DataFrame({"clip": row, "user": user}).cast(
+        {"clip": pool.schema["clip"], "user": pool.schema["user"]}
+    )
+    return pool.join(hidden, on=["clip", "user"], how="anti")
+
+
 def _pool_path(train_run: Run) -> Path:
     return train_run.path(f"labelled_pool_depth{train_run.cfg.reranker.pool_depth}.parquet")
 
 
-def holdout_run(run: Run, week: LabelWeek, run_stage: StageRunner) -> Run:
+def holdout_run(run: Run, week: LabelWeek) -> Run:
     """`run` shifted back `week.holdout` weeks, fitted on the weeks before the label week, its targets the
     clips `week.targets` asks for; its profiles and candidates are built unless its folder's holdout.json
     holds the same key. A rebuild drops the labelled pools made from the old build, of every pool depth:
@@ -164,8 +183,8 @@ def holdout_run(run: Run, week: LabelWeek, run_stage: StageRunner) -> Run:
     if not (stamp.is_file() and read_json(stamp) == key):
         for stale in train_run.dir.glob("labelled_pool_depth*.parquet"):
             stale.unlink()
-        for stage in HOLDOUT_STAGES:
-            run_stage(train_cfg, stage, train_run)
+        for stage, function in HOLDOUT_STAGES.items():
+            execute(train_run, stage, function)
         write_json(key, stamp)
     return train_run
 
@@ -178,11 +197,11 @@ def shift_clips(pool: pl.DataFrame, holdout: int, source: Path | str = "pool") -
     return pool.with_columns(pl.col("clip") + holdout * HOLDOUT_CLIP_OFFSET)
 
 
-def training_frame(run: Run, week: LabelWeek, run_stage: StageRunner) -> pl.DataFrame:
+def training_frame(run: Run, week: LabelWeek) -> pl.DataFrame:
     """Features and labels of the pipeline shifted back `week.holdout` weeks (`holdout_run`), its clip ids
     shifted apart from other weeks' (`shift_clips`). The labelled pool is cached in the holdout run's folder:
     written by the first of the blend and rank stages to need it, read by the other."""
-    train_run = holdout_run(run, week, run_stage)
+    train_run = holdout_run(run, week)
     cached = _pool_path(train_run)
     if not cached.is_file():
         with timing.substep("holdout pair features"):
@@ -190,9 +209,9 @@ def training_frame(run: Run, week: LabelWeek, run_stage: StageRunner) -> pl.Data
     return shift_clips(pl.read_parquet(cached), week.holdout, cached)
 
 
-def training_frames(run: Run, plan: TrainingPlan, run_stage: StageRunner) -> pl.DataFrame:
+def training_frames(run: Run, plan: TrainingPlan) -> pl.DataFrame:
     """The labelled pools of the plan's label weeks, stacked (clip ids kept apart per week)."""
-    return pl.concat([training_frame(run, week, run_stage) for week in plan.weeks], how="diagonal_relaxed")
+    return pl.concat([training_frame(run, week) for week in plan.weeks], how="diagonal_relaxed")
 
 
 def _n_warm_targets(run: Run) -> int:
@@ -201,7 +220,7 @@ def _n_warm_targets(run: Run) -> int:
 
 
 def train_with_fallbacks(
-    run: Run, fit: Callable[[pl.DataFrame], object], what: str, run_stage: StageRunner
+    run: Run, fit: Callable[[pl.DataFrame], object], what: str
 ) -> tuple[object | None, dict, TrainingPlan | None]:
     """Fit a model (`fit`: labelled pools -> model) on the first protocol of the chain that can train
     (rank/protocol.py). Returns (model or None, record, last plan whose pools were built or None); says
@@ -215,7 +234,7 @@ def train_with_fallbacks(
             record["tried"].append({**plan.to_dict(), "error": plan.note})
             continue
         try:
-            frames = [training_frames(run, plan, run_stage)]
+            frames = [training_frames(run, plan)]
             built = plan
             model = fit(frames.pop())  # no reference kept: fit drops the unsampled frame once sampled
         except TooLittleData as exc:

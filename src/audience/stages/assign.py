@@ -1,0 +1,182 @@
+"""The assign stage: every method's candidates assigned under the cap (and without it) -> lists/<method>.npy;
+on synthetic data also the oracle and the pool's ceiling; the Lagrangian bound of the final method's
+assignment under its own scores -> lists/bound.json."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import polars as pl
+
+from audience import timing
+from audience.assign import assign_with_cap
+from audience.candidates.popular import fallback_order
+from audience.config import RunConfig
+from audience.data.ids import unique_sorted
+from audience.data.target_history import seen_pairs
+from audience.evaluation.oracle import oracle_on_users
+from audience.evaluation.report import ORACLE, POOL_CEILING, pool_ceiling_frame
+from audience.io import atomic_path, write_json
+from audience.matching import assign_by_prices, expected_ndcg_weights, gain_pairs, list_gain, pairs_bound
+from audience.stages.run import Run, file_key
+
+
+def oracle_frame(run: Run, target_ids: np.ndarray) -> tuple[pl.DataFrame, np.ndarray] | None:
+    """The synthetic oracle's candidates on user indices, and the external ids those indices name: the
+    run's users, then the truth week's users the run never indexed (so the ceiling keeps every user)."""
+    return oracle_on_users(run.layout, run.split().truth_week_number, target_ids, run.catalog.users)
+
+
+def list_user_ids(run: Run, method: str) -> np.ndarray:
+    """External ids of the user indices in `method`'s lists (the run's users, or the oracle's own)."""
+    path = run.path("lists", f"{file_key(method)}.user_ids.npy")
+    return np.load(path) if path.is_file() else run.catalog.users.ids
+
+
+def fill_unseen(
+    frame: pl.DataFrame, clips: np.ndarray, users: np.ndarray, fallback: np.ndarray, list_size: int
+) -> pl.DataFrame:
+    """`frame` (clip, user, score) plus, for every clip with seen users (`clips`, `users`: the seen pairs),
+    the first users of `fallback` it has not seen, enough for a full list, scored below every candidate: the
+    assignment's shortfall fill (one global order) would otherwise hand a warm clip its own audience."""
+    if clips.size == 0:
+        return frame
+    warm, n_seen = np.unique(clips, return_counts=True)
+    depth = int(min(list_size + n_seen.max(), fallback.size))
+    n_users = np.int64(max(int(fallback.max()), int(users.max())) + 1)
+    seen_keys = unique_sorted(clips.astype(np.int64) * n_users + users)
+    grid_users = np.broadcast_to(fallback[:depth], (warm.size, depth))
+    keys = warm.astype(np.int64)[:, None] * n_users + grid_users
+    keep = ~np.isin(keys, seen_keys)
+    lowest = float(frame["score"].min()) if frame.height else 0.0
+    position = np.broadcast_to(np.arange(depth), (warm.size, depth))
+    fill = pl.DataFrame(
+        {
+            "clip": np.broadcast_to(warm[:, None], (warm.size, depth))[keep],
+            "user": grid_users[keep],
+            "score": (lowest - 1.0 - position[keep] / depth).astype(np.float32),
+        }
+    ).cast({"clip": frame.schema["clip"], "user": frame.schema["user"], "score": frame.schema["score"]})
+    return pl.concat([frame.select("clip", "user", "score"), fill])
+
+
+def _assign(
+    run: Run,
+    method: str,
+    frame: pl.DataFrame,
+    n_clips: int,
+    fallback: np.ndarray,
+    strategy: str,
+    seen: tuple[np.ndarray, np.ndarray] | None,
+    user_ids: np.ndarray | None = None,
+) -> dict:
+    """Assign `method`'s candidates with and without the cap and save both. `seen` (clip rows, users of the
+    targets' fit-week audience, or None): a short warm list is filled with fallback users who have not seen
+    the clip. `user_ids` (default the run's users) are the external ids of the frame's user indices, saved
+    beside the lists when they differ."""
+    cfg = run.cfg
+    if seen is not None:
+        frame = fill_unseen(frame, *seen, fallback, cfg.list_size)
+    clip, user, score = (frame[c].to_numpy() for c in ("clip", "user", "score"))
+    n_users = run.catalog.n_users if user_ids is None else len(user_ids)
+    if cfg.ndcg_weights and method == "reranked" and score.size and 0 <= score.min() and score.max() <= 1:
+        score = score * expected_ndcg_weights(clip, score, n_clips, cfg.list_size)[clip]
+
+    if strategy == "prices":
+        result, _ = assign_by_prices(
+            clip,
+            user,
+            _non_negative(score),
+            n_clips,
+            n_users,
+            cfg.list_size,
+            cfg.user_cap,
+            fallback_order=fallback,
+            steps=cfg.bound_steps,
+        )
+    else:
+        result = assign_with_cap(
+            clip, user, score, n_clips, n_users, cfg.list_size, cfg.user_cap, fallback, strategy
+        )
+    # the cap lifted (every strategy then gives each clip its top list), so cap_cost measures the cap alone
+    uncapped = assign_with_cap(
+        clip, user, score, n_clips, n_users, cfg.list_size, max(n_clips, 1), fallback, "global"
+    ).users
+    saved = {"capped": result.users, "uncapped": uncapped}
+    if user_ids is not None and len(user_ids) != run.catalog.n_users:
+        saved["user_ids"] = user_ids
+    else:
+        run.path("lists", f"{file_key(method)}.user_ids.npy").unlink(missing_ok=True)
+    for name, array in saved.items():
+        with atomic_path(run.path("lists", f"{file_key(method)}.{name}.npy")) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, array if name == "user_ids" else array.astype(np.int32))
+    return {
+        "from_candidates": int(result.n_from_candidates),
+        "from_fallback": int(result.n_from_fallback),
+        "displaced_by_cap": int(result.n_displaced),
+        "max_user_load": int(result.user_load.max()),
+    }
+
+
+def run_strategy(cfg: RunConfig, method: str) -> str:
+    """The assignment of `method`'s lists: `final_assignment` for the final method, else `assignment`."""
+    return cfg.final_assignment if method == cfg.final_method else cfg.assignment
+
+
+def _non_negative(score: np.ndarray) -> np.ndarray:
+    """Scores shifted to start at 0 when some are negative (the gain model reads them as probabilities)."""
+    low = float(score.min()) if score.size else 0.0
+    return score - low if low < 0 else score
+
+
+def assignment_bound(run: Run, method: str, frame: pl.DataFrame, n_clips: int) -> dict:
+    """The Lagrangian bound (matching.py) on the gain of `method`'s capped assignment under its own scores
+    (`frame`: its candidates), with the gain of its uncapped top lists and of the lists the assign stage
+    chose."""
+    cfg = run.cfg
+    start = time.perf_counter()
+    score = _non_negative(frame["score"].to_numpy().astype(np.float64))
+    n_users = run.catalog.n_users
+    pairs = gain_pairs(frame["clip"].to_numpy(), frame["user"].to_numpy(), score, n_clips, n_users)
+    bound = pairs_bound(pairs, n_users, cfg.list_size, cfg.user_cap, cfg.bound_steps)
+    capped = np.load(run.path("lists", f"{file_key(method)}.capped.npy"))
+    gain = list_gain(capped, pairs, n_users)
+    return {
+        "method": method,
+        "bound": bound.bound,
+        "uncapped_gain": bound.uncapped,
+        "capped_gain": gain,
+        "gap_to_bound": 1.0 - gain / bound.bound if bound.bound > 0 else 0.0,
+        "steps": bound.steps,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def stage_assign(run: Run) -> None:
+    cfg = run.cfg
+    targets = run.targets()
+    n_clips = targets.height
+    fallback = fallback_order(run.fit_data(), run.catalog)
+    item_ids = targets["item_id"].to_numpy()
+    seen = seen_pairs(run.target_history(), item_ids, run.catalog) if cfg.exclude_seen else None
+    report = {}
+    for m in cfg.methods:
+        strategy = run_strategy(cfg, m)
+        with timing.substep(f"{m} ({strategy})"):
+            report[m] = _assign(run, m, run.candidates(m), n_clips, fallback, strategy, seen)
+    final = run.candidates(cfg.final_method)
+    oracle = oracle_frame(run, item_ids)
+    if oracle is not None:
+        # the oracle's scores are all ties: it is always drafted by slots, so the ceiling the methods are
+        # measured against does not move with the strategy under test
+        with timing.substep("oracle and pool ceiling (slots)"):
+            report[ORACLE] = _assign(run, ORACLE, oracle[0], n_clips, fallback, "slots", seen, oracle[1])
+            ceiling = pool_ceiling_frame(final, oracle[0])
+            report[POOL_CEILING] = _assign(
+                run, POOL_CEILING, ceiling, n_clips, fallback, "slots", seen, oracle[1]
+            )
+    write_json(report, run.path("lists", "assignment.json"))
+    with timing.substep("bound"):
+        bound = assignment_bound(run, cfg.final_method, final, n_clips)
+    write_json(bound, run.path("lists", "bound.json"))
