@@ -1,4 +1,4 @@
-"""Rewrite the README's generated blocks from the committed result files (`make docs`).
+"""Rewrite the generated blocks of the README and docs/ from the committed result files (`make docs`).
 
 A block is the text between `<!-- figures:NAME -->` and `<!-- /figures:NAME -->`; `BLOCKS` maps each NAME
 to a function that returns the block's lines, read from files under the repository (benchmarks/results/,
@@ -24,7 +24,8 @@ from audience.config import STAGES  # noqa: E402
 from audience.markdown import fmt, fmt_duration, parse_table, table  # noqa: E402
 
 README = ROOT / "README.md"
-PAGES = (README, ROOT / "docs" / "figures.md")  # the pages whose marked blocks `make docs` rewrites
+DOC_PAGES = ("figures", "results", "scale", "engine", "shapes", "models")  # docs/<name>.md
+PAGES = (README, *(ROOT / "docs" / f"{name}.md" for name in DOC_PAGES))  # the pages `make docs` rewrites
 RESULTS = ROOT / "benchmarks" / "results"
 WIDTH = 180  # generated prose wraps here (the README allows 200)
 ANN_EF = 256  # the pipeline's query ef (HnswConfig.ef): the row shown per index
