@@ -3,8 +3,9 @@
     python scripts/01_download_data.py --data-dir data/vk-lsvd --subsample up0.01_ip0.01
     python scripts/01_download_data.py --subsample full --no-test --weeks 0,1,2
 
-Re-running is cheap: complete files are skipped. Exit code 2 when the hub cannot be reached (the message
-points to the synthetic data generator instead), 1 on other data errors.
+Re-running is cheap: complete files are skipped. Exit code 2, with one line, when the hub cannot be reached
+(the message points to the synthetic data generator instead) or the data is bad; any other error is a bug
+and keeps its traceback (exit 1).
 """
 
 from __future__ import annotations
@@ -77,12 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.quiet,
             timeout=args.timeout,
         )
-    except HubUnreachableError as exc:
+    except (HubUnreachableError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     total_mb = sum(p.stat().st_size for p in paths) / 1e6
     print(f"{len(paths)} files ({total_mb:.1f} MB) under {args.data_dir}")
     return 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audience.assign import assign_with_cap, descending_order, top_k_uncapped
+from audience.assign import assign_with_cap, cap_infeasibility, descending_order, top_k_uncapped
 
 
 def _reference_top(clip, user, score, n_clips, k):
@@ -164,7 +164,7 @@ def test_infeasible_instances_raise():
     empty = np.zeros(0, dtype=np.int32)
     with pytest.raises(ValueError, match="infeasible"):
         assign_with_cap(empty, empty, np.zeros(0), n_clips=11, n_users=10, list_size=10, user_cap=10)
-    with pytest.raises(ValueError, match="n_users=5 < list_size=10"):
+    with pytest.raises(ValueError, match="5 users < list_size 10"):
         assign_with_cap(empty, empty, np.zeros(0), n_clips=1, n_users=5, list_size=10, user_cap=10)
 
 
@@ -380,3 +380,11 @@ def test_margin_is_global_on_scores_less_each_clips_replacement():
                     best[int(u)] = max(best.get(int(u), -np.inf), float(s))
             in_list = [best[int(u)] for u in got.users[c] if int(u) in best]
             assert in_list == sorted(in_list, reverse=True)
+
+
+def test_cap_infeasibility_is_the_one_check():
+    assert cap_infeasibility(10, 10, 10, 10) is None  # exactly as many slots as the cap allows
+    assert "11 target clips need 110 slots, but 10 users x cap 10 allow only 100" in cap_infeasibility(
+        11, 10, 10, 10
+    )
+    assert cap_infeasibility(0, 10, 5, 10) is None  # no clip: nothing to fill

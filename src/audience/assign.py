@@ -56,6 +56,7 @@ __all__ = [
     "AssignmentResult",
     "assign_with_cap",
     "candidates_by_clip",
+    "cap_infeasibility",
     "descending_order",
     "top_k_uncapped",
 ]
@@ -401,6 +402,20 @@ def replacement_scores(clip: np.ndarray, score: np.ndarray, n_clips: int, list_s
     return out
 
 
+def cap_infeasibility(n_clips: int, list_size: int, n_users: int, user_cap: int) -> str | None:
+    """Why no assignment can give `n_clips` lists of `list_size` distinct users with no user in more than
+    `user_cap` lists, or None when one can: the one feasibility check of the cap (the profiles stage and the
+    assignment both ask it)."""
+    if n_clips > 0 and n_users < list_size:
+        return f"{n_users} users < list_size {list_size} (a list needs distinct users)"
+    if n_clips * list_size > n_users * user_cap:
+        return (
+            f"{n_clips} target clips need {n_clips * list_size} slots, but {n_users} users x cap {user_cap} "
+            f"allow only {n_users * user_cap}"
+        )
+    return None
+
+
 def assign_with_cap(
     clip: np.ndarray,
     user: np.ndarray,
@@ -423,16 +438,9 @@ def assign_with_cap(
     """
     if list_size < 1 or user_cap < 1:
         raise ValueError(f"list_size and user_cap must be >= 1 (got {list_size}, {user_cap})")
-    if n_users < list_size:
-        raise ValueError(
-            f"infeasible: n_users={n_users} < list_size={list_size} (a list needs distinct users)"
-        )
-    if n_clips * list_size > n_users * user_cap:
-        raise ValueError(
-            f"infeasible: n_clips * list_size = {n_clips * list_size} slots > n_users * user_cap = "
-            f"{n_users * user_cap} (n_clips={n_clips}, list_size={list_size}, n_users={n_users}, "
-            f"user_cap={user_cap})"
-        )
+    problem = cap_infeasibility(n_clips, list_size, n_users, user_cap)
+    if problem:
+        raise ValueError(f"infeasible: {problem}")
     clip, user, score = _check_triples(clip, user, score, n_clips, n_users)
     if fallback_order is None:
         fallback = np.arange(n_users, dtype=np.int32)

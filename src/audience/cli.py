@@ -12,7 +12,7 @@ from pathlib import Path
 
 from audience import progress
 from audience.config import ENGINES, MODES, STAGES, load_config
-from audience.errors import DataError, SubmissionError
+from audience.errors import USER_ERRORS, ConfigError
 
 
 def _run_flags(parser: argparse.ArgumentParser) -> None:
@@ -161,10 +161,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             stages = tuple(args.stages.split(",")) if args.stages else STAGES
             unknown = set(stages) - set(STAGES)
             if unknown:
-                raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages: {STAGES}")
+                raise ConfigError(f"unknown stage(s) {sorted(unknown)}; stages: {STAGES}")
             run_all(cfg, stages)
         return 0
-    except (DataError, SubmissionError, FileNotFoundError, FileExistsError, ValueError) as exc:
+    # bad input, a bad setting or a cluster that does not answer: one line, exit 2; anything else is a bug and
+    # keeps its traceback (exit 1)
+    except (*USER_ERRORS, FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

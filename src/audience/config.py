@@ -16,6 +16,7 @@ from typing import Any
 
 from audience.data.location import data_path
 from audience.data.schema import DEFAULT_POSITIVE_FLAGS, FLAG_COLUMNS
+from audience.errors import ConfigError
 
 MODES = ("validate", "submit")
 DEFAULT_SUBMISSION = "submissions/submission.parquet"
@@ -50,11 +51,11 @@ class GmmConfig:
 
     def __post_init__(self) -> None:
         if self.covariance_type not in COVARIANCE_TYPES:
-            raise ValueError(f"covariance_type={self.covariance_type!r}, expected one of {COVARIANCE_TYPES}")
+            raise ConfigError(f"covariance_type={self.covariance_type!r}, expected one of {COVARIANCE_TYPES}")
         if self.init not in INITS:
-            raise ValueError(f"init={self.init!r}, expected one of {INITS}")
+            raise ConfigError(f"init={self.init!r}, expected one of {INITS}")
         if self.n_components < 1:
-            raise ValueError(f"n_components={self.n_components}, expected >= 1")
+            raise ConfigError(f"n_components={self.n_components}, expected >= 1")
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class MixiGenConfig:
     def __post_init__(self) -> None:
         if self.quota_objective not in QUOTA_OBJECTIVES:
             known = sorted(QUOTA_OBJECTIVES)
-            raise ValueError(f"mixigen.quota_objective must be one of {known}, got {self.quota_objective!r}")
+            raise ConfigError(f"mixigen.quota_objective must be one of {known}, got {self.quota_objective!r}")
 
 
 @dataclass(frozen=True)
@@ -176,11 +177,11 @@ class RerankerConfig:
 
     def __post_init__(self) -> None:
         if self.bag_seeds < 1:
-            raise ValueError(f"reranker.bag_seeds must be >= 1, got {self.bag_seeds}")
+            raise ConfigError(f"reranker.bag_seeds must be >= 1, got {self.bag_seeds}")
         if self.label_clips not in LABEL_CLIPS:
-            raise ValueError(f"reranker.label_clips must be one of {LABEL_CLIPS}, got {self.label_clips!r}")
+            raise ConfigError(f"reranker.label_clips must be one of {LABEL_CLIPS}, got {self.label_clips!r}")
         if self.pseudo_pick not in PSEUDO_PICKS:
-            raise ValueError(f"reranker.pseudo_pick must be one of {PSEUDO_PICKS}, got {self.pseudo_pick!r}")
+            raise ConfigError(f"reranker.pseudo_pick must be one of {PSEUDO_PICKS}, got {self.pseudo_pick!r}")
 
 
 LABEL_CLIPS = ("new", "pseudo", "both")
@@ -204,6 +205,7 @@ class DaskConfig:
     """The Dask engine (`engine = "dask"`): which cluster, and how work is cut into tasks (engine/)."""
 
     scheduler: str | None = None  # a running scheduler's address (tcp://host:8786); None: a LocalCluster
+    connect_timeout_s: float = 10.0  # how long to wait for that scheduler before giving up with one line
     workers: int | None = None  # LocalCluster workers; default one per core
     threads_per_worker: int = 1
     # LocalCluster memory per worker ("6GB"); default the machine's memory split evenly. A worker above 95 %
@@ -221,7 +223,7 @@ class DaskConfig:
     def __post_init__(self) -> None:
         for name in ("part_rows", "merge_fan_in", "clip_block", "train_partition_rows", "threads_per_worker"):
             if getattr(self, name) < 1 or (name == "merge_fan_in" and self.merge_fan_in < 2):
-                raise ValueError(f"dask.{name}={getattr(self, name)} is too small")
+                raise ConfigError(f"dask.{name}={getattr(self, name)} is too small")
 
 
 @dataclass(frozen=True)
@@ -292,26 +294,26 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+            raise ConfigError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+            raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
         bad_weights = [f for f in self.profiles.flag_weights if f not in FLAG_COLUMNS]
         if bad_weights:
-            raise ValueError(f"profiles.flag_weights {bad_weights}: each must be one of {FLAG_COLUMNS}")
+            raise ConfigError(f"profiles.flag_weights {bad_weights}: each must be one of {FLAG_COLUMNS}")
         unknown = [f for f in self.positive_flags if f not in FLAG_COLUMNS]
         if unknown or not self.positive_flags:
-            raise ValueError(
+            raise ConfigError(
                 f"positive_flags {list(self.positive_flags)}: each must be one of {FLAG_COLUMNS}"
             )
         if self.final_method not in self.methods:
-            raise ValueError(
+            raise ConfigError(
                 f"final_method {self.final_method!r} must be one of the run's methods {self.methods}"
             )
         for name in ("assignment", "final_assignment"):
             if getattr(self, name) not in ASSIGNMENTS:
-                raise ValueError(f"{name} must be one of {ASSIGNMENTS}, got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be one of {ASSIGNMENTS}, got {getattr(self, name)!r}")
         if self.candidate_depth < self.list_size:
-            raise ValueError(
+            raise ConfigError(
                 f"candidate_depth ({self.candidate_depth}) must be >= list_size ({self.list_size})"
             )
 
@@ -356,7 +358,7 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
     if name in ("hnsw", "profiles", "reranker", "gmm", "mixigen", "dask") and isinstance(value, dict):
         known = {f.name for f in fields(current)}
         if set(value) - known:
-            raise ValueError(f"unknown [{name}] key(s) {sorted(set(value) - known)}; known: {sorted(known)}")
+            raise ConfigError(f"unknown [{name}] key(s) {sorted(set(value) - known)}; known: {sorted(known)}")
         for key in ("kinds", "quota_multipliers"):
             if key in value:
                 value = {**value, key: tuple(value[key])}
@@ -374,6 +376,6 @@ def load_config(toml_path: Path | None = None, **overrides: Any) -> RunConfig:
     known = {f.name for f in fields(RunConfig)}
     unknown = set(values) - known
     if unknown:
-        raise ValueError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(known)}")
+        raise ConfigError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(known)}")
     base = RunConfig()
     return replace(base, **{k: _coerce(k, v, getattr(base, k)) for k, v in values.items()})

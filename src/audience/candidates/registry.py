@@ -24,6 +24,7 @@ from audience.candidates.random_users import RandomSource
 from audience.candidates.reach import ReachSource
 from audience.config import RunConfig
 from audience.data.catalog import Catalog
+from audience.errors import ConfigError
 from audience.profiles.fit_data import FitData
 
 
@@ -91,7 +92,7 @@ def _build(name: str, cfg: RunConfig) -> CandidateSource:
         return GmmSource(profile, "hnsw", hnsw=cfg.hnsw, n_threads=cfg.n_threads, seed=cfg.seed)
     if backend in ("hnsw", "exact") and profile:
         return EmbeddingSource(profile, backend, cfg.hnsw, cfg.n_threads, cfg.seed)
-    raise ValueError(
+    raise ConfigError(
         f"unknown candidate source {name!r}; use popular, random, author_fans, coengagement, "
         "hnsw:<profile>, exact:<profile>, reach:<profile>, gmm:<all|positive>, bpr_bridge, ease_bridge, "
         "slim_bridge or own_audience"

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from audience.errors import ConfigError
+
 SHAPES = ("rolling", "stocked")  # synthetic data shapes (data/synthetic.py)
 
 
@@ -56,7 +58,7 @@ class SyntheticConfig:
 
     def __post_init__(self) -> None:
         if self.shape not in SHAPES:
-            raise ValueError(f"synthetic shape must be one of {SHAPES}, got {self.shape!r}")
+            raise ConfigError(f"synthetic shape must be one of {SHAPES}, got {self.shape!r}")
 
     @property
     def n_weeks(self) -> int:
@@ -137,5 +139,5 @@ PRESETS: dict[str, SyntheticConfig] = {
 def preset(name: str, **overrides) -> SyntheticConfig:
     """A named preset, optionally with fields overridden (e.g. seed=1)."""
     if name not in PRESETS:
-        raise ValueError(f"unknown synthetic preset {name!r}; choose from {sorted(PRESETS)}")
+        raise ConfigError(f"unknown synthetic preset {name!r}; choose from {sorted(PRESETS)}")
     return replace(PRESETS[name], **overrides)

@@ -16,6 +16,7 @@ import logging
 import os
 
 from audience.config import DaskConfig
+from audience.errors import SchedulerUnreachable
 
 log = logging.getLogger(__name__)
 _clients: dict[tuple, object] = {}
@@ -46,7 +47,12 @@ def client_for(cfg: DaskConfig):
     # the in-process scheduler and client log every connection at INFO: keep the run's own log readable
     logging.getLogger("distributed").setLevel(logging.WARNING)
     if cfg.scheduler:
-        client = Client(cfg.scheduler)
+        try:
+            client = Client(cfg.scheduler, timeout=cfg.connect_timeout_s)
+        except OSError as exc:  # distributed raises OSError ("Timed out trying to connect") after the timeout
+            raise SchedulerUnreachable(
+                f"dask scheduler {cfg.scheduler}: no answer within {cfg.connect_timeout_s:g} s ({exc})"
+            ) from None
     else:
         workers, memory = local_cluster_shape(cfg)
         cluster = LocalCluster(

@@ -9,6 +9,7 @@ import logging
 import numpy as np
 import polars as pl
 
+from audience.assign import cap_infeasibility
 from audience.candidates import ClipQueries
 from audience.candidates.registry import needs_mixture
 from audience.data.catalog import Catalog, RunNeeds, load_catalog
@@ -74,12 +75,9 @@ def stage_profiles(run: Run) -> None:
     seen_ids = catalog.items.ids[fit.item_views > 0]
     queries = ClipQueries.from_catalog(catalog, target_ids)
     warm_targets = np.isin(queries.item_ids, seen_ids)  # targets with interactions in the fit weeks
-    if len(queries) * cfg.list_size > catalog.n_users * cfg.user_cap:
-        n_meta = catalog.index_counts["metadata_users"]
-        raise DataError(
-            f"{split.targets_from}: {len(queries)} target clips need {len(queries) * cfg.list_size} slots, "
-            f"but {n_meta} users x cap {cfg.user_cap} allow only {n_meta * cfg.user_cap}"
-        )
+    problem = cap_infeasibility(len(queries), cfg.list_size, catalog.n_users, cfg.user_cap)
+    if problem:  # the catalog holds every metadata user when the fit weeks' cannot fill the lists
+        raise DataError(f"{split.targets_from}: {problem} (users in the metadata)")
     for what, mask in (("metadata", queries.has_metadata), ("an embedding", queries.has_embedding)):
         if (~mask).any():
             log.warning(
