@@ -11,7 +11,10 @@ by subtracting the aggregate of their rows alone (one filtered read).
 Cache (`AggregateStore`): a folder of .npy files per week, named by the week and a digest of what shapes it
 (the file's size and mtime, the metadata files' stamps, the flags and profile settings, the embedding
 dimension and the code of this module, its kernels and the readers), written atomically; a changed week
-file or edited code gives a new digest and the stale folder is removed when the new one lands.
+file or edited code gives a new digest and the stale folder is removed when the new one lands. Runs share
+the cache safely at the same time: one builds the missing weeks while the others wait (`.build.lock`), and
+a run holds a shared lock on each entry it reads (`<entry>.lock`), so a stale entry is swept only when no
+run holds it.
 
 The Dask engine (engine/) reduces a week by parts of whole row groups (`aggregate_part`, each over its own
 users) and merges the parts' aggregates in a tree (`merge_aggregates`): the same aggregate, sums to
@@ -32,6 +35,7 @@ import json
 import logging
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import groupby
@@ -56,7 +60,7 @@ from audience.data.weeks import (
     read_week_part,
 )
 from audience.errors import DataError
-from audience.io import atomic_dir, file_stamp
+from audience.io import atomic_dir, file_lock, file_stamp, unheld
 from audience.profiles.author_views import WeekPairs, combine_author_views
 from audience.profiles.fit_data import (
     PROFILE_WEIGHTS,
@@ -465,6 +469,18 @@ class AggregateStore:
         digest = hashlib.sha1(json.dumps(self.key(week), sort_keys=True).encode()).hexdigest()[:12]
         return self.folder / f"{week_name(week)}-{digest}"
 
+    @contextmanager
+    def reading(self, weeks: Sequence[Path]) -> Iterator[None]:
+        """Hold the entries of `weeks` for the block: a shared lock on each, so no run sweeps them."""
+        with ExitStack() as held:
+            for week in weeks:
+                held.enter_context(file_lock(_lock_of(self.path(week)), shared=True))
+            yield
+
+    def building(self):
+        """Held while a run builds missing weeks: one run builds, the others wait, then find them built."""
+        return file_lock(self.folder / ".build.lock")
+
     def build_missing(self, weeks: Sequence[Path], progress: bool = True) -> None:
         """Build (and cache) the aggregates of `weeks` that are not on disk yet, under one progress bar; the
         next chunk (of this week or the next) is read while the current one is reduced."""
@@ -498,8 +514,13 @@ class AggregateStore:
         """Remove the aggregates of `week` built under another key (an older file or code)."""
         target = self.path(week)
         for stale in self.folder.glob(f"{week_name(week)}-*"):
-            if stale != target and stale.is_dir():
+            if stale != target and stale.is_dir() and unheld(_lock_of(stale)):  # held: swept another time
                 shutil.rmtree(stale, ignore_errors=True)
+                _lock_of(stale).unlink(missing_ok=True)
+
+
+def _lock_of(entry: Path) -> Path:
+    return entry.with_name(f".{entry.name}.lock")
 
 
 def week_name(week: Path) -> str:
@@ -635,7 +656,21 @@ def fit_from_aggregates(
     the extra passes (LocalAggregation, or an engine of engine/ with its two calls); default this process."""
     engine = LocalAggregation() if engine is None else engine
     weeks = [data_path(w) for w in weeks]
-    engine.build_aggregates(store, weeks, progress)
+    with store.reading(weeks):
+        with store.building():
+            engine.build_aggregates(store, weeks, progress)
+        return _combine_weeks(store, weeks, hidden_items, posteriors, progress, engine)
+
+
+def _combine_weeks(
+    store: AggregateStore,
+    weeks: list[Path],
+    hidden_items: np.ndarray | None,
+    posteriors: np.ndarray | None,
+    progress: bool,
+    engine: LocalAggregation,
+) -> FitData:
+    """fit_from_aggregates once the weeks' aggregates are built and held."""
     rows = count_rows(weeks)
     if weeks and rows == 0:
         raise DataError(f"{weeks[0].parent}: every week file is empty (expected interactions)")

@@ -34,7 +34,7 @@ from audience.config import RunConfig
 from audience.data.catalog import Catalog
 from audience.data.target_history import seen_pairs, target_history
 from audience.errors import DataError, TooLittleData
-from audience.io import file_stamp, read_json, write_json, write_parquet
+from audience.io import file_lock, file_stamp, read_json, write_json, write_parquet
 from audience.metrics import truth_positives
 from audience.rank.clip_history import history_features
 from audience.rank.features import add_labels, candidate_pool
@@ -180,13 +180,19 @@ def holdout_run(run: Run, week: LabelWeek) -> Run:
     )
     train_run = Run(train_cfg)
     stamp = train_run.path("holdout.json")
-    if not (stamp.is_file() and read_json(stamp) == key):
-        for stale in train_run.dir.glob("labelled_pool_depth*.parquet"):
-            stale.unlink()
-        for stage, function in HOLDOUT_STAGES.items():
-            execute(train_run, stage, function)
-        write_json(key, stamp)
+    with _building(train_run):  # two runs of one dataset at once: one builds, the other waits and reuses
+        if not (stamp.is_file() and read_json(stamp) == key):
+            for stale in train_run.dir.glob("labelled_pool_depth*.parquet"):
+                stale.unlink()
+            for stage, function in HOLDOUT_STAGES.items():
+                execute(train_run, stage, function)
+            write_json(key, stamp)
     return train_run
+
+
+def _building(train_run: Run):
+    """The lock a holdout run's folder is built under (beside the folder, so a rebuild keeps it)."""
+    return file_lock(train_run.dir.with_name(f".{train_run.dir.name}.lock"))
 
 
 def shift_clips(pool: pl.DataFrame, holdout: int, source: Path | str = "pool") -> pl.DataFrame:
@@ -203,9 +209,10 @@ def training_frame(run: Run, week: LabelWeek) -> pl.DataFrame:
     written by the first of the blend and rank stages to need it, read by the other."""
     train_run = holdout_run(run, week)
     cached = _pool_path(train_run)
-    if not cached.is_file():
-        with timing.substep("holdout pair features"):
-            write_parquet(labelled_pool(train_run), cached)
+    with _building(train_run):
+        if not cached.is_file():
+            with timing.substep("holdout pair features"):
+                write_parquet(labelled_pool(train_run), cached)
     return shift_clips(pl.read_parquet(cached), week.holdout, cached)
 
 
