@@ -191,8 +191,8 @@ def holdout_run(run: Run, week: LabelWeek) -> Run:
 
 
 def _building(train_run: Run):
-    """The lock a holdout run's folder is built under (beside the folder, so a rebuild keeps it)."""
-    return file_lock(train_run.dir.with_name(f".{train_run.dir.name}.lock"))
+    """The lock a holdout run's folder is built under (inside it: a rebuild keeps the folder)."""
+    return file_lock(train_run.path(".build.lock"))
 
 
 def shift_clips(pool: pl.DataFrame, holdout: int, source: Path | str = "pool") -> pl.DataFrame:
