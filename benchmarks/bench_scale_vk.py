@@ -244,7 +244,10 @@ def main() -> None:
     figures["week_pass_rows_per_s"] = figures["week_pass"]["week_pass_rows_per_s"]
     figures["scatter_reference_rows_per_s"] = figures["week_pass"]["scatter_reference_rows_per_s"]
     shutil.rmtree(ROOT / "artifacts" / f"{data.name}-holdout", ignore_errors=True)
-    figures["modes"] = {}
+    # a mode not run this time keeps its figures from the json (`--modes submit` leaves validate's)
+    stored = path.with_suffix(".json")
+    previous = read_json(stored).get("modes", {}) if stored.is_file() else {}
+    figures["modes"] = {mode: run for mode, run in previous.items() if mode not in args.modes}
     for mode in args.modes:
         run_dir = ROOT / "artifacts" / f"bench-{data.name}-{mode}"
         figures["modes"][mode] = mode_figures(run_mode(data, run_dir, mode, quiet=False), run_dir)
