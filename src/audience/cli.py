@@ -12,6 +12,7 @@ from pathlib import Path
 
 from audience import progress
 from audience.config import ENGINES, MODES, STAGES, load_config
+from audience.data.presets import PRESETS, SHAPES, preset
 from audience.errors import USER_ERRORS, ConfigError
 
 
@@ -75,8 +76,6 @@ def config_from_args(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from audience.data.presets import PRESETS, SHAPES
-
     parser = argparse.ArgumentParser(prog="audience", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run every stage in order")
@@ -124,7 +123,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "synth":
             from audience.data.metadata_padding import REAL_ITEMS, REAL_USERS, pad_metadata
-            from audience.data.presets import preset
             from audience.data.synthetic import generate
 
             out = args.data_dir or Path(f"data/synthetic-{args.preset}")

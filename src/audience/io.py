@@ -52,7 +52,7 @@ def file_lock(path: Path, shared: bool = False) -> Iterator[None]:
 def unheld(path: Path) -> bool:
     """True when no process holds a lock on the file `path` (absent: nobody does); checks without waiting."""
     try:
-        handle = open(path, "a+b")
+        handle = open(path, "rb")
     except FileNotFoundError:
         return True
     with handle:
