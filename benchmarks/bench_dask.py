@@ -38,12 +38,12 @@ from _suite import (
 
 from audience.config import HnswConfig, ProfileSettings, RunConfig
 from audience.markdown import table
-from audience.profiles.aggregates import base_kinds
+from audience.profiles.kinds import weekly_kinds
 
 FULL_ROWS = 40_800_000_000  # VK-LSVD's interactions over its 27 weeks (the dataset card)
 FULL_GB = 452  # its parquet files (the dataset card)
 PROFILES = ProfileSettings()
-KINDS = len(base_kinds(PROFILES.kinds))  # profile kinds a week aggregates
+KINDS = len(weekly_kinds(PROFILES.kinds))  # profile kinds a week aggregates
 DIM = RunConfig().embedding_dim
 CHILD_CODE = "import sys; sys.path.insert(0, 'benchmarks'); import bench_dask as b; b.child()"
 CONFIGS = {"local": 0, "dask, 1 worker": 1, "dask, 2 workers": 2}

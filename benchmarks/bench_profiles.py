@@ -37,7 +37,7 @@ from audience.data.layout import DatasetLayout
 from audience.data.schema import DEFAULT_POSITIVE_FLAGS
 from audience.markdown import table
 from audience.pipeline import run_all
-from audience.profiles.fit_data import build_fit_data
+from audience.profiles.reference_pass import build_fit_data
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("all", "positive", "negative", "timespent", "recency")

@@ -19,7 +19,8 @@ from audience.data.weeks import distinct_ids
 from audience.profiles import aggregates as agg
 from audience.profiles.aggregates import AggregateStore, fit_from_aggregates
 from audience.profiles.author_views import WeekPairs, combine_author_views, prune_author_views
-from audience.profiles.fit_data import FitData, build_fit_data
+from audience.profiles.fit_data import FitData
+from audience.profiles.reference_pass import build_fit_data
 from audience.profiles.week_kernels import group_rows, user_histories
 
 SETTINGS = ProfileSettings(recency_half_life=2.0)

@@ -89,9 +89,13 @@ def test_matches_reference_on_random_cases():
             ref = _reference_assign(clip, user, score, n_clips, n_users, list_size, user_cap, fb.tolist())
         except ValueError:
             with pytest.raises(ValueError, match="fill failed"):
-                assign_with_cap(clip, user, score, n_clips, n_users, list_size, user_cap, fallback)
+                assign_with_cap(
+                    clip, user, score, n_clips, n_users, list_size, user_cap, fallback, strategy="global"
+                )
             continue
-        got = assign_with_cap(clip, user, score, n_clips, n_users, list_size, user_cap, fallback)
+        got = assign_with_cap(
+            clip, user, score, n_clips, n_users, list_size, user_cap, fallback, strategy="global"
+        )
         np.testing.assert_array_equal(got.users, ref[0])
         assert (got.n_from_candidates, got.n_displaced) == (ref[1], ref[2])
         np.testing.assert_array_equal(got.user_load, ref[3])
@@ -120,7 +124,9 @@ def test_invariants_on_larger_random_data():
     clip = np.repeat(np.arange(n_clips, dtype=np.int32), per)
     user = rng.choice(n_users, clip.size, p=popularity / popularity.sum()).astype(np.int32)
     score = rng.random(clip.size)
-    result = assign_with_cap(clip, user, score, n_clips, n_users, list_size=50, user_cap=30)
+    result = assign_with_cap(
+        clip, user, score, n_clips, n_users, list_size=50, user_cap=30, strategy="global"
+    )
     _check_invariants(result, n_clips, n_users, 50, 30)
     assert result.n_displaced > 0 and result.n_from_fallback > 0
 
@@ -133,7 +139,9 @@ def test_cap_that_does_not_bind_keeps_the_uncapped_top_lists():
     score = rng.random(clip.size)
     top = top_k_uncapped(clip, user, score, n_clips, list_size)
     assert (top >= 0).all()
-    result = assign_with_cap(clip, user, score, n_clips, n_users, list_size=list_size, user_cap=n_clips)
+    result = assign_with_cap(
+        clip, user, score, n_clips, n_users, list_size=list_size, user_cap=n_clips, strategy="global"
+    )
     np.testing.assert_array_equal(result.users, top)
     assert result.n_displaced == 0 and result.n_from_fallback == 0
 
@@ -145,7 +153,9 @@ def test_global_order_beats_clip_order_greedy():
     score = np.array([0.6, 0.5, 0.9, 0.1])
     pair_score = {(int(c), int(u)): float(s) for c, u, s in zip(clip, user, score, strict=True)}
 
-    result = assign_with_cap(clip, user, score, n_clips=2, n_users=2, list_size=1, user_cap=1)
+    result = assign_with_cap(
+        clip, user, score, n_clips=2, n_users=2, list_size=1, user_cap=1, strategy="global"
+    )
     total_global = sum(pair_score[(c, int(result.users[c, 0]))] for c in range(2))
 
     taken: set[int] = set()
@@ -163,9 +173,13 @@ def test_global_order_beats_clip_order_greedy():
 def test_infeasible_instances_raise():
     empty = np.zeros(0, dtype=np.int32)
     with pytest.raises(ValueError, match="infeasible"):
-        assign_with_cap(empty, empty, np.zeros(0), n_clips=11, n_users=10, list_size=10, user_cap=10)
+        assign_with_cap(
+            empty, empty, np.zeros(0), n_clips=11, n_users=10, list_size=10, user_cap=10, strategy="global"
+        )
     with pytest.raises(ValueError, match="5 users < list_size 10"):
-        assign_with_cap(empty, empty, np.zeros(0), n_clips=1, n_users=5, list_size=10, user_cap=10)
+        assign_with_cap(
+            empty, empty, np.zeros(0), n_clips=1, n_users=5, list_size=10, user_cap=10, strategy="global"
+        )
 
 
 def test_fallback_fills_shortfalls_in_fallback_order():
@@ -175,7 +189,9 @@ def test_fallback_fills_shortfalls_in_fallback_order():
     user = np.array([3, 1], dtype=np.int32)
     score = np.array([0.2, 0.8])
     fallback = np.array([3, 1, 4, 0, 2, 5], dtype=np.int32)
-    result = assign_with_cap(clip, user, score, 2, 6, list_size=3, user_cap=1, fallback_order=fallback)
+    result = assign_with_cap(
+        clip, user, score, 2, 6, list_size=3, user_cap=1, fallback_order=fallback, strategy="global"
+    )
     assert result.users.tolist() == [[1, 3, 4], [0, 2, 5]]
     assert (result.n_from_candidates, result.n_from_fallback, result.n_displaced) == (2, 4, 0)
 
@@ -185,24 +201,42 @@ def test_fallback_skips_users_already_in_the_list_and_full_users():
     user = np.array([0, 0, 2], dtype=np.int32)
     score = np.array([1.0, 0.9, 0.8])
     # user 0 still has room (cap 3) but is already in both lists: the fill passes over it
-    result = assign_with_cap(clip, user, score, 2, 4, list_size=3, user_cap=3)
+    result = assign_with_cap(clip, user, score, 2, 4, list_size=3, user_cap=3, strategy="global")
     assert result.users.tolist() == [[0, 1, 2], [0, 2, 1]]
     assert (result.n_from_candidates, result.n_from_fallback) == (3, 3)
     # cap 1: clip 1 loses user 0 to clip 0, and users 1 and 3 are full when clip 1 is filled
     result = assign_with_cap(
-        clip, user, score, 2, 6, list_size=3, user_cap=1, fallback_order=np.array([1, 3, 4, 5])
+        clip,
+        user,
+        score,
+        2,
+        6,
+        list_size=3,
+        user_cap=1,
+        fallback_order=np.array([1, 3, 4, 5]),
+        strategy="global",
     )
     assert result.users.tolist() == [[0, 1, 3], [2, 4, 5]]
     assert result.n_displaced == 1
     with pytest.raises(ValueError, match="fill failed: clip index 1"):
-        assign_with_cap(clip, user, score, 2, 6, list_size=3, user_cap=1, fallback_order=np.array([1, 3, 4]))
+        assign_with_cap(
+            clip,
+            user,
+            score,
+            2,
+            6,
+            list_size=3,
+            user_cap=1,
+            fallback_order=np.array([1, 3, 4]),
+            strategy="global",
+        )
 
 
 def test_duplicate_pairs_keep_their_best_score():
     clip = np.array([0, 0, 0, 0], dtype=np.int32)
     user = np.array([1, 2, 1, 3], dtype=np.int32)
     score = np.array([0.1, 0.5, 0.9, 0.2])
-    result = assign_with_cap(clip, user, score, 1, 4, list_size=3, user_cap=1)
+    result = assign_with_cap(clip, user, score, 1, 4, list_size=3, user_cap=1, strategy="global")
     assert result.users.tolist() == [[1, 2, 3]]
     assert result.n_from_candidates == 3
 
@@ -212,24 +246,38 @@ def test_clip_order_of_the_input_does_not_matter_with_distinct_scores():
     clip = rng.integers(0, 20, 600).astype(np.int32)
     user = rng.integers(0, 60, 600).astype(np.int32)
     score = rng.random(600)
-    a = assign_with_cap(clip, user, score, 20, 60, list_size=8, user_cap=3)
+    a = assign_with_cap(clip, user, score, 20, 60, list_size=8, user_cap=3, strategy="global")
     perm = np.argsort(clip, kind="stable")
-    b = assign_with_cap(clip[perm], user[perm], score[perm], 20, 60, list_size=8, user_cap=3)
+    b = assign_with_cap(
+        clip[perm], user[perm], score[perm], 20, 60, list_size=8, user_cap=3, strategy="global"
+    )
     np.testing.assert_array_equal(a.users, b.users)
 
 
 def test_bad_inputs_raise():
     one = np.zeros(1, dtype=np.int32)
     with pytest.raises(ValueError, match="clip indices"):
-        assign_with_cap(one + 3, one, np.ones(1), 2, 5, list_size=2, user_cap=2)
+        assign_with_cap(one + 3, one, np.ones(1), 2, 5, list_size=2, user_cap=2, strategy="global")
     with pytest.raises(ValueError, match="user indices"):
-        assign_with_cap(one, one + 9, np.ones(1), 2, 5, list_size=2, user_cap=2)
+        assign_with_cap(one, one + 9, np.ones(1), 2, 5, list_size=2, user_cap=2, strategy="global")
     with pytest.raises(ValueError, match="NaN"):
-        assign_with_cap(one, one, np.array([np.nan]), 2, 5, list_size=2, user_cap=2)
+        assign_with_cap(one, one, np.array([np.nan]), 2, 5, list_size=2, user_cap=2, strategy="global")
     with pytest.raises(ValueError, match="one length"):
-        assign_with_cap(one, np.zeros(2, dtype=np.int32), np.ones(1), 2, 5, list_size=2, user_cap=2)
+        assign_with_cap(
+            one, np.zeros(2, dtype=np.int32), np.ones(1), 2, 5, list_size=2, user_cap=2, strategy="global"
+        )
     with pytest.raises(ValueError, match="repeated"):
-        assign_with_cap(one, one, np.ones(1), 2, 5, list_size=2, user_cap=2, fallback_order=np.array([1, 1]))
+        assign_with_cap(
+            one,
+            one,
+            np.ones(1),
+            2,
+            5,
+            list_size=2,
+            user_cap=2,
+            fallback_order=np.array([1, 1]),
+            strategy="global",
+        )
 
 
 def test_descending_order_is_exact_and_stable():
@@ -367,7 +415,9 @@ def test_margin_is_global_on_scores_less_each_clips_replacement():
         score = score + rng.random(score.size) * 1e-3  # distinct scores: no tie-order difference
         shifted = score - replacement_scores(clip, score, n_clips, list_size)[clip]
         try:
-            ref = assign_with_cap(clip, user, shifted, n_clips, n_users, list_size, user_cap, fallback)
+            ref = assign_with_cap(
+                clip, user, shifted, n_clips, n_users, list_size, user_cap, fallback, strategy="global"
+            )
         except ValueError:
             continue
         got = assign_with_cap(clip, user, score, n_clips, n_users, list_size, user_cap, fallback, "margin")

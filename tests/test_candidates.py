@@ -14,8 +14,8 @@ from audience.config import GmmConfig, load_config
 from audience.data.catalog import load_catalog
 from audience.data.layout import DatasetLayout
 from audience.data.schema import DEFAULT_POSITIVE_FLAGS
-from audience.profiles.fit_data import build_fit_data
 from audience.profiles.gmm import fit_gmm
+from audience.profiles.reference_pass import build_fit_data
 
 SOURCES = [
     "bpr_bridge",
@@ -31,6 +31,8 @@ SOURCES = [
     "reach:all",
     "author_fans",
     "coengagement",
+    "picks:positive",
+    "picks:author",
 ]
 
 
@@ -71,6 +73,10 @@ class TestGeneratorContract:
             single = source.recommend(queries.subset(slice(row, row + 1)), 20)
             if name == "random":  # draws depend on the batch by design; only the shape must agree
                 assert single.ids.shape == (1, 20) and (single.ids >= 0).all()
+            elif getattr(
+                source, "whole_batch", False
+            ):  # users pick among the batch's clips: a lone clip is every user's pick
+                assert single.ids.shape == (1, 20)
             else:
                 np.testing.assert_array_equal(single.ids[0], batch.ids[row])
 

@@ -225,10 +225,16 @@ def test_group_partitions_cut_only_between_clips():
 def test_pipeline_on_dask_equals_local(tiny_run, tmp_path, cluster):
     """`engine = "dask"` end to end on tiny: the NDCG@100 table equals the local engine's to 4 decimals
     (the reranker's training frame is one xgboost.dask partition; clip blocks of 64 cut every query and
-    feature pass into several tasks)."""
+    feature pass into several tasks). The reranker samples no rows or columns here: xgboost.dask draws its
+    samples apart from the local booster's (xgboost 3.x), so with sampling on the two rerankers differ."""
     from audience.pipeline import run_all
 
-    cfg = tiny_config(tiny_run.cfg.data_dir, tmp_path / "run", weeks_dir=tmp_path / "weeks", engine="dask")
+    exact = replace(tiny_run.cfg.reranker, subsample=1.0, colsample_bytree=1.0)
+    local_cfg = tiny_config(
+        tiny_run.cfg.data_dir, tmp_path / "local", weeks_dir=tmp_path / "weeks", reranker=exact
+    )
+    run_all(local_cfg)
+    cfg = replace(local_cfg, run_dir=tmp_path / "run", engine="dask")
     cfg = replace(cfg, dask=DaskConfig(scheduler=cluster.scheduler_address, part_rows=3_000, clip_block=64))
     run_all(cfg)
 
@@ -236,7 +242,7 @@ def test_pipeline_on_dask_equals_local(tiny_run, tmp_path, cluster):
         results = json.loads((run_dir / "results.json").read_text())
         return {r["method"]: round(r["ndcg_capped"], 4) for r in results["methods"] if "ndcg_capped" in r}
 
-    local, remote = table(tiny_run.dir), table(cfg.artifacts)
+    local, remote = table(local_cfg.artifacts), table(cfg.artifacts)
     assert set(local) == set(remote) and "reranked" in local
     assert remote == local
     assert json.loads((cfg.artifacts / "config.json").read_text())["engine"] == "dask"
@@ -299,10 +305,17 @@ def test_a_run_reads_the_hub_layout_through_fsspec(tiny_run, hub_mirror, tmp_pat
     assert not isinstance(cfg.data_dir, Path) and str(cfg.data_dir) == HUB_ROOT
     cfg = replace(cfg, dask=DaskConfig(scheduler=cluster.scheduler_address, part_rows=3_000, clip_block=64))
     run_all(cfg)
-    local = json.loads((tiny_run.dir / "results.json").read_text())["methods"]
-    remote = json.loads((cfg.artifacts / "results.json").read_text())["methods"]
-    assert {r["method"]: round(r["ndcg_capped"], 4) for r in remote if "ndcg_capped" in r} == {
-        r["method"]: round(r["ndcg_capped"], 4) for r in local if "ndcg_capped" in r
+    # xgboost.dask draws its row and column samples apart from the local booster's: on Dask the reranker is
+    # compared in test_pipeline_on_dask_equals_local (sampling off), every other method here
+    skip = {"reranked"} if engine == "dask" else set()
+
+    def table(run_dir: Path) -> dict:
+        methods = json.loads((run_dir / "results.json").read_text())["methods"]
+        return {r["method"]: round(r["ndcg_capped"], 4) for r in methods if "ndcg_capped" in r}
+
+    local, remote = table(tiny_run.dir), table(cfg.artifacts)
+    assert "reranked" in remote and {m: v for m, v in remote.items() if m not in skip} == {
+        m: v for m, v in local.items() if m not in skip
     }
     split = json.loads((cfg.artifacts / "split.json").read_text())
     assert split["fit_weeks"][0].startswith(f"{HUB_ROOT}/interactions/train/week_00")

@@ -63,7 +63,7 @@ def test_bound_and_priced_assignment_against_the_exact_optimum(seed):
     assert (result.users >= 0).all()
     assert all(len(set(row)) == list_size for row in result.users.tolist())
     assert np.bincount(result.users.ravel(), minlength=n_users).max() <= user_cap
-    greedy = assign_with_cap(clip, user, score, n_clips, n_users, list_size, user_cap)
+    greedy = assign_with_cap(clip, user, score, n_clips, n_users, list_size, user_cap, strategy="global")
     assert gain >= list_gain(greedy.users, pairs, n_users) - 1e-9  # the priced search starts from it
     assert gain >= 0.97 * optimum
 
@@ -97,7 +97,9 @@ def test_without_a_binding_cap_the_bound_is_the_uncapped_gain():
     clip, user, score, n_clips, n_users, list_size, _ = _instance(rng)
     result = lagrangian_bound(clip, user, score, n_clips, n_users, list_size, user_cap=n_clips)
     pairs = candidates_by_clip(clip, user, score, n_clips, n_users)
-    lists = assign_with_cap(clip, user, score, n_clips, n_users, list_size, user_cap=n_clips)
+    lists = assign_with_cap(
+        clip, user, score, n_clips, n_users, list_size, user_cap=n_clips, strategy="global"
+    )
     assert result.bound == pytest.approx(list_gain(lists.users, pairs, n_users))
     assert result.uncapped == pytest.approx(result.bound)
 

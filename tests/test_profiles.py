@@ -10,7 +10,8 @@ from audience.config import ProfileSettings
 from audience.data.catalog import load_catalog
 from audience.data.layout import DatasetLayout
 from audience.data.schema import DEFAULT_POSITIVE_FLAGS
-from audience.profiles.fit_data import build_fit_data
+from audience.profiles.kinds import KIND, WEEKLY_KINDS, flag_tables, packed_flags, view_weights
+from audience.profiles.reference_pass import build_fit_data
 
 SETTINGS = ProfileSettings()
 
@@ -106,3 +107,35 @@ def test_chunked_stream_equals_whole_weeks(setup):
     np.testing.assert_array_equal(chunked.item_positives, fit.item_positives)
     for name in fit.profiles:
         np.testing.assert_allclose(chunked.profiles[name], fit.profiles[name], atol=1e-6)
+
+
+def test_view_weights_follow_each_kinds_definition():
+    """profiles/kinds.view_weights against the kinds' definitions written out in numpy."""
+    settings = ProfileSettings()
+    flags_used = packed_flags(DEFAULT_POSITIVE_FLAGS, settings)
+    tables = flag_tables(flags_used, DEFAULT_POSITIVE_FLAGS, settings)
+    rng = np.random.default_rng(0)
+    n = 5000
+    bits = {f: rng.random(n) < 0.2 for f in flags_used}
+    packed = sum(bits[f].astype(np.uint8) << np.uint8(k) for k, f in enumerate(flags_used)).astype(np.uint8)
+    timespent = rng.integers(0, 256, n).astype(np.uint8)
+    duration = rng.integers(1, 120, n).astype(np.float32)
+    positive = np.any([bits[f] for f in DEFAULT_POSITIVE_FLAGS], axis=0)
+    expected = {
+        "all": np.ones(n, dtype=np.float32),
+        "positive": sum(np.float32(w) * bits[f] for f, w in settings.flag_weights.items()),
+        "negative": ((bits["dislike"] | (timespent < settings.skip_share * duration)) & ~positive),
+        "timespent": np.minimum(timespent.astype(np.float32) / duration, np.float32(settings.watch_cap)),
+    }
+    assert set(expected) == set(WEEKLY_KINDS)
+    for kind, want in expected.items():
+        got = view_weights(
+            KIND[kind].code,
+            packed,
+            timespent,
+            duration,
+            tables,
+            np.float32(settings.skip_share),
+            np.float32(settings.watch_cap),
+        )
+        np.testing.assert_allclose(got, np.asarray(want, dtype=np.float32), rtol=1e-6, err_msg=kind)

@@ -75,7 +75,7 @@ def test_reported_source_answers_as_the_source_itself(tiny_dir, capsys):
     from audience.data.catalog import load_catalog
     from audience.data.layout import DatasetLayout
     from audience.data.schema import DEFAULT_POSITIVE_FLAGS
-    from audience.profiles.fit_data import build_fit_data
+    from audience.profiles.reference_pass import build_fit_data
 
     layout = DatasetLayout(tiny_dir)
     catalog = load_catalog(layout)

@@ -11,7 +11,9 @@ from conftest import tiny_config
 from audience.config import GmmConfig
 from audience.pipeline import run_all
 from audience.rank.features import candidate_pool, pair_features
+from audience.rank.reranker import Reranker
 from audience.rank.similar_authors import author_neighbours
+from audience.stages.training_data import pool_features, scored_pool
 
 
 def test_gmm_profiles_give_cluster_affinity_and_embeddings_give_cosines(tiny_dir, tmp_path):
@@ -90,3 +92,17 @@ def check_audience_and_similar_author_features(frame: pl.DataFrame, fit, queries
             ("similar_user_author_positives", positives),
         ):
             assert np.isclose(row[name], float(dense[user] @ similar), rtol=1e-4, atol=1e-5)
+
+
+def test_pool_scored_by_blocks_of_clips_equals_the_whole_pool(tiny_run, monkeypatch):
+    """The rank stage scores its pool block by block (only one block's features held): the same scores as
+    the whole pool's features scored at once, the pool-wide cap-pressure features included."""
+    model = Reranker.load(tiny_run.path("ranker"))
+    whole = pool_features(tiny_run)
+    expected = whole.select("clip", "user").with_columns(pl.Series("score", model.predict(whole)))
+    monkeypatch.setattr(tiny_run.engine, "feature_block_clips", 7)
+    blocked = scored_pool(tiny_run, model.predict)
+    assert blocked.height == whole.height and blocked["clip"].n_unique() > 7
+    joined = expected.join(blocked, on=["clip", "user"], suffix="_blocked")
+    assert joined.height == whole.height
+    np.testing.assert_allclose(joined["score_blocked"].to_numpy(), joined["score"].to_numpy(), rtol=1e-6)

@@ -25,7 +25,7 @@ from audience.data.weeks import week_item_ids
 from audience.evaluation.report import group_ndcg
 from audience.io import read_json
 from audience.pipeline import run_all
-from audience.profiles.fit_data import build_fit_data
+from audience.profiles.reference_pass import build_fit_data
 from audience.rank.clip_history import history_features
 from audience.rank.protocol import best_source_on_pools, holdout_samples, training_plans
 from audience.split import make_split

@@ -425,7 +425,7 @@ def assign_with_cap(
     list_size: int = 100,
     user_cap: int = 100,
     fallback_order: np.ndarray | None = None,
-    strategy: str = "global",
+    strategy: str = "margin",
 ) -> AssignmentResult:
     """Give every clip exactly `list_size` distinct users, no user more than `user_cap` clips, by global
     descending score over the candidate triples (see the module docstring for the algorithm and its limits).

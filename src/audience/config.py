@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ class GmmConfig:
     `validation_size=0` stops on the training log-likelihood instead (sklearn-like)."""
 
     n_components: int = 128
-    covariance_type: str = "full"
+    covariance_type: str = "diag"
     dim: int | None = 32
     sample_size: int | None = 200_000
     validation_size: int = 10_000
@@ -201,6 +201,21 @@ class HoldoutTargets:
 
 
 @dataclass(frozen=True)
+class PicksConfig:
+    """The user-direction sources ('picks:<kind>', candidates/user_picks.py): each user picks `share` x
+    their fair part of the slots (targets x list_size / users), at least `minimum` clips."""
+
+    share: float = 2.0
+    minimum: int = 10
+
+    def __post_init__(self) -> None:
+        if self.share <= 0 or self.minimum < 1:
+            raise ConfigError(
+                f"picks.share must be > 0 and picks.minimum >= 1, got {self.share}, {self.minimum}"
+            )
+
+
+@dataclass(frozen=True)
 class DaskConfig:
     """The Dask engine (`engine = "dask"`): which cluster, and how work is cut into tasks (engine/)."""
 
@@ -283,9 +298,10 @@ class RunConfig:
     # a warm target's fit-week audience is left out of its list: (user, clip) pairs do not repeat in VK-LSVD
     exclude_seen: bool = True
     hnsw: HnswConfig = HnswConfig()
+    picks: PicksConfig = PicksConfig()
     profiles: ProfileSettings = field(default_factory=ProfileSettings)
     # soft-cluster profiles are built when a 'gmm:<kind>' source is configured
-    gmm: GmmConfig = field(default_factory=lambda: GmmConfig(covariance_type="diag"))
+    gmm: GmmConfig = GmmConfig()
     quiet: bool = False
     # "local": this process (the default); "dask": the weekly aggregation, candidate queries, pair features
     # and the reranker's boosting run on a Dask cluster (`dask`), the rest in this process (engine/)
@@ -355,7 +371,7 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
         return None if value in (None, "") else Path(value)
     if name in ("positive_flags", "sources", "baselines"):
         return tuple(value.split(",")) if isinstance(value, str) else tuple(value)
-    if name in ("hnsw", "profiles", "reranker", "gmm", "mixigen", "dask") and isinstance(value, dict):
+    if is_dataclass(current) and isinstance(value, dict):  # a nested table ([hnsw], [picks], ...)
         known = {f.name for f in fields(current)}
         if set(value) - known:
             raise ConfigError(f"unknown [{name}] key(s) {sorted(set(value) - known)}; known: {sorted(known)}")

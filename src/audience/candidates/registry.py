@@ -1,7 +1,8 @@
 """Build generators by name: 'popular', 'random', 'author_fans', 'coengagement', '<backend>:<profile>'
 ('hnsw:all', 'exact:positive'), 'reach:<profile>' (activity x taste), 'gmm:<all|positive>' (soft-cluster
 profiles), 'bpr_bridge', 'ease_bridge', 'slim_bridge' (collaborative models bridged to new clips),
-'own_audience' (warm targets: users like the clip's own engaged users). Each comes wrapped in `Reported`,
+'own_audience' (warm targets: users like the clip's own engaged users), 'picks:<profile|author>' (the
+other direction: each user picks their best target clips). Each comes wrapped in `Reported`,
 which prints one progress line per answered batch (fit and query time)."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from audience.candidates.own_audience import OwnAudienceSource
 from audience.candidates.popular import PopularSource
 from audience.candidates.random_users import RandomSource
 from audience.candidates.reach import ReachSource
+from audience.candidates.user_picks import UserPicksSource
 from audience.config import RunConfig
 from audience.data.catalog import Catalog
 from audience.errors import ConfigError
@@ -88,6 +90,9 @@ def _build(name: str, cfg: RunConfig) -> CandidateSource:
     backend, _, profile = name.partition(":")
     if backend == "reach" and profile:
         return ReachSource(profile, hnsw=cfg.hnsw, n_threads=cfg.n_threads, seed=cfg.seed)
+    if backend == "picks" and profile:
+        p = cfg.picks
+        return UserPicksSource(profile, cfg.list_size, p.share, p.minimum, cfg.hnsw, cfg.n_threads, cfg.seed)
     if backend == "gmm" and profile:
         return GmmSource(profile, "hnsw", hnsw=cfg.hnsw, n_threads=cfg.n_threads, seed=cfg.seed)
     if backend in ("hnsw", "exact") and profile:
@@ -95,5 +100,5 @@ def _build(name: str, cfg: RunConfig) -> CandidateSource:
     raise ConfigError(
         f"unknown candidate source {name!r}; use popular, random, author_fans, coengagement, "
         "hnsw:<profile>, exact:<profile>, reach:<profile>, gmm:<all|positive>, bpr_bridge, ease_bridge, "
-        "slim_bridge or own_audience"
+        "slim_bridge, own_audience or picks:<profile|author>"
     )

@@ -211,12 +211,25 @@ class DaskEngine:
         answers = gathered(futures, f"{source.name} (dask)")
         return TopK(np.concatenate([a.ids for a in answers]), np.concatenate([a.scores for a in answers]))
 
-    def pair_features(
+    # the rank stage hands the whole pool to pair_features, which cuts it into blocks for the workers
+    feature_block_clips: int | None = None
+
+    def pool_context(
         self, pool: pl.DataFrame, fit: FitData, catalog: Catalog, queries: ClipQueries
+    ) -> PoolContext:
+        return pool_context(pool, fit, catalog, queries)
+
+    def pair_features(
+        self,
+        pool: pl.DataFrame,
+        fit: FitData,
+        catalog: Catalog,
+        queries: ClipQueries,
+        context: PoolContext | None = None,
     ) -> pl.DataFrame:
         """The pool (sorted by clip) cut into blocks of clips, each block's features computed on a worker
-        with the pool-wide tables computed here."""
-        context = pool_context(pool, fit, catalog, queries)
+        with the pool-wide tables (`context`, computed here when None)."""
+        context = pool_context(pool, fit, catalog, queries) if context is None else context
         clip = pool["clip"].to_numpy()
         bounds = np.searchsorted(clip, [b.start for b in clip_blocks(len(queries), self.cfg.clip_block)])
         bounds = [*bounds.tolist(), pool.height]

@@ -15,7 +15,7 @@ from audience.data.weeks import distinct_ids
 from audience.profiles.aggregates import LocalAggregation
 from audience.profiles.fit_data import FitData
 from audience.rank._booster import LocalBoosting
-from audience.rank.features import pair_features
+from audience.rank.features import PoolContext, pair_features, pool_context
 
 
 class LocalEngine(LocalAggregation):
@@ -32,10 +32,23 @@ class LocalEngine(LocalAggregation):
     def recommend(self, source: CandidateSource, queries: ClipQueries, k: int) -> TopK:
         return source.recommend(queries, k)
 
-    def pair_features(
+    # the rank stage scores its pool this many clips at a time (features, then prediction, per block)
+    feature_block_clips: int | None = 4096
+
+    def pool_context(
         self, pool: pl.DataFrame, fit: FitData, catalog: Catalog, queries: ClipQueries
+    ) -> PoolContext:
+        return pool_context(pool, fit, catalog, queries)
+
+    def pair_features(
+        self,
+        pool: pl.DataFrame,
+        fit: FitData,
+        catalog: Catalog,
+        queries: ClipQueries,
+        context: PoolContext | None = None,
     ) -> pl.DataFrame:
-        return pair_features(pool, fit, catalog, queries)
+        return pair_features(pool, fit, catalog, queries, context)
 
     def boosting(self, n_threads: int) -> LocalBoosting:
         return LocalBoosting(n_threads)

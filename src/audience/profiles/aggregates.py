@@ -46,6 +46,7 @@ from numba import get_num_threads
 from scipy import sparse
 
 from audience import progress as progress_report
+from audience.code_key import code_key
 from audience.config import ProfileSettings
 from audience.data.catalog import Catalog
 from audience.data.ids import unique_sorted
@@ -62,15 +63,16 @@ from audience.data.weeks import (
 from audience.errors import DataError
 from audience.io import atomic_dir, file_lock, file_stamp, unheld
 from audience.profiles.author_views import WeekPairs, combine_author_views
-from audience.profiles.fit_data import (
-    PROFILE_WEIGHTS,
-    FitData,
-    normalised_profiles,
-    profile_columns,
-    without_items,
+from audience.profiles.fit_data import FitData, normalised_profiles, without_items
+from audience.profiles.kinds import (
+    KIND,
+    WEEKLY_KINDS,
+    flag_tables,
+    packed_flags,
+    recency_weight,
+    weekly_kinds,
 )
 from audience.profiles.week_kernels import (
-    KIND_CODES,
     add_counts,
     group_rows,
     user_histories,
@@ -80,26 +82,10 @@ from audience.profiles.week_kernels import (
 # a week of the up0.01_ip0.01 subsample (~54 M rows) in one chunk: ~2.5 GB of working memory; a bigger week
 # (the full dataset's) is reduced chunk by chunk and its histories merged
 AGGREGATE_CHUNK_ROWS = 64_000_000
-BASE_KINDS = ("all", "positive", "negative", "timespent")  # 'recency' is 'all' weighted at combination
 HISTORIES = ("user_author_views", "user_author_positives", "user_item_positives")
-_CODE_FILES = (
-    Path(__file__),
-    Path(__file__).with_name("week_kernels.py"),
-    Path(__file__).with_name("fit_data.py"),
-    Path(__file__).parents[1] / "data" / "weeks.py",
-    Path(__file__).parents[1] / "data" / "catalog.py",
-    Path(__file__).parents[1] / "data" / "embeddings.py",
-)
 log = logging.getLogger(__name__)
-AGGREGATE_CODE = hashlib.sha1(b"".join(p.read_bytes() for p in _CODE_FILES)).hexdigest()[:10]
-
-
-def base_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
-    """The kinds a week must aggregate for these profile kinds ('recency' needs 'all')."""
-    unknown = [k for k in kinds if k not in PROFILE_WEIGHTS]
-    if unknown:
-        raise ValueError(f"unknown profile type(s) {unknown}; known: {sorted(PROFILE_WEIGHTS)}")
-    return tuple(k for k in BASE_KINDS if k in kinds or (k == "all" and "recency" in kinds))
+# the week pass's code: this module and everything it imports (a cached aggregate of other code is rebuilt)
+AGGREGATE_CODE = code_key(__name__)
 
 
 @dataclass
@@ -184,27 +170,6 @@ class NpyRows:
         )
 
 
-def flag_tables(
-    packed: Sequence[str], positive_flags: Sequence[str], settings: ProfileSettings
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per packed flag value (bit k = packed[k]): the positive weight (float32, summed in flag_weights'
-    order as fit_data does), whether any positive flag is set, whether the clip was disliked."""
-    values = np.arange(1 << len(packed))
-    bit = {flag: (values >> k) & 1 == 1 for k, flag in enumerate(packed)}
-    weight = np.zeros(values.shape[0], dtype=np.float32)
-    for flag, value in settings.flag_weights.items():
-        weight += np.float32(value) * bit[flag]
-    positive = np.zeros(values.shape[0], dtype=bool)
-    for flag in positive_flags:
-        positive |= bit[flag]
-    return weight, positive, bit["dislike"]
-
-
-def packed_flags(positive_flags: Sequence[str], settings: ProfileSettings) -> tuple[str, ...]:
-    """Every flag the week pass reads, in the order of their bits in the packed column."""
-    return tuple(c for c in profile_columns(settings, positive_flags) if c != "timespent")
-
-
 def week_chunks(
     weeks: Sequence[Path],
     catalog: Catalog,
@@ -223,7 +188,7 @@ def aggregate_week(
     catalog: Catalog,
     positive_flags: Sequence[str],
     settings: ProfileSettings,
-    kinds: Sequence[str] = BASE_KINDS,
+    kinds: Sequence[str] = WEEKLY_KINDS,
     table: np.ndarray | None = None,
     rows_of: np.ndarray | None = None,
     histories: bool = True,
@@ -249,7 +214,7 @@ def aggregate_week(
     parts: dict[str, list[sparse.csr_matrix]] = {name: [] for name in HISTORIES}
     packed = packed_flags(positive_flags, settings)
     tables = flag_tables(packed, positive_flags, settings)
-    codes = np.array([KIND_CODES[k] for k in kinds], dtype=np.int64)
+    codes = np.array([KIND[k].code for k in kinds], dtype=np.int64)
     duration = np.maximum(catalog.item_duration.astype(np.float32), 1.0)
     settings_f32 = np.float32(settings.skip_share), np.float32(settings.watch_cap)
     hidden = None if rows_of is None else ~rows_of
@@ -330,7 +295,7 @@ def aggregate_part(
     catalog: Catalog,
     positive_flags: Sequence[str],
     settings: ProfileSettings,
-    kinds: Sequence[str] = BASE_KINDS,
+    kinds: Sequence[str] = WEEKLY_KINDS,
     table: np.ndarray | None = None,
     rows_of: np.ndarray | None = None,
     histories: bool = True,
@@ -448,7 +413,7 @@ class AggregateStore:
 
     @property
     def kinds(self) -> tuple[str, ...]:
-        return base_kinds(self.settings.kinds)
+        return weekly_kinds(self.settings.kinds)
 
     def key(self, week: Path) -> dict:
         s = self.settings
@@ -554,7 +519,7 @@ def combine(
     profile_sums = _ProfileSums(n_users)
     author_weeks: list[WeekPairs] = []
     for aggregate, age, sign in progress_report.iterate(weeks, "combine weeks", "part", enabled=progress):
-        recency = 0.5 ** (age / settings.recency_half_life)
+        recency = recency_weight(age, settings)
         users = catalog.users.index(aggregate.users, "week aggregate", "users")
         items = catalog.items.index(aggregate.items, "week aggregate", "items")
         user_views[users] += int(sign) * aggregate.user_views
@@ -562,8 +527,8 @@ def combine(
         item_views[items] += int(sign) * aggregate.item_views
         item_positives[items] += int(sign) * aggregate.item_positives
         for kind in settings.kinds:
-            source, factor = ("all", recency) if kind == "recency" else (kind, 1.0)
-            profile_sums.add(kind, users, aggregate, aggregate.kinds.index(source), sign * factor)
+            factor = 1.0 if KIND[kind].code >= 0 else recency  # a derived kind: its base, recency-weighted
+            profile_sums.add(kind, users, aggregate, aggregate.kinds.index(KIND[kind].base), sign * factor)
         for name, (indptr, keys, data) in aggregate.histories.items():
             if name == "user_author_views":  # combined by blocks of users below (profiles/author_views.py)
                 author_weeks.append(WeekPairs(users, indptr, keys, data, sign * recency))

@@ -20,7 +20,7 @@ Fit (`fit_gmm`): our own EM in float32 numpy instead of sklearn's float64 per-co
     picks random clips as means.
 
 Operating limits (measured on a 2-core AMD EPYC, one BLAS thread; benchmarks/results/gmm.md):
-  * default config (128 full components, dim 32) on the 200k-clip medium preset (170k fit + 10k validation):
+  * 128 full components, dim 32 (the notebook's) on the 200k-clip medium preset (170k fit + 10k validation):
     7-9 s per fit, held-out LL 20.47 vs 20.29 for sklearn's notebook configuration run to convergence
     (45 EM iterations, 1057 s); one EM iteration costs ~1-1.5 s per 170k clips at K=128 full, and time grows
     ~linearly in sample_size x K x dim^2 (full) or x K x dim (diag, spherical);

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from audience.profiles.kinds import view_weight
+
 
 @njit(nogil=True, cache=True)
 def group_rows(keys: np.ndarray, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
@@ -31,14 +33,6 @@ def group_rows(keys: np.ndarray, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
     return starts, order
 
 
-KIND_CODES = {
-    "all": 0,
-    "positive": 1,
-    "negative": 2,
-    "timespent": 3,
-}  # the weights of fit_data.PROFILE_WEIGHTS
-
-
 @njit(parallel=True, nogil=True, cache=True)
 def user_profile_sums(
     starts: np.ndarray,
@@ -57,8 +51,8 @@ def user_profile_sums(
     totals: np.ndarray,
 ) -> None:
     """sums[k, u] += sum over u's rows r of w_k(r) * table[item[r]] and totals[k, u] += w_k(r), for the
-    profile kinds `kinds` (KIND_CODES), rows of clips without `usable` rows skipped. The weights are those of
-    fit_data.PROFILE_WEIGHTS computed in float32 the same way (tests compare the two): `flags` packs a row's
+    weekly profile kinds whose codes are `kinds` (profiles/kinds.py), rows of clips without `usable` rows
+    skipped, each row weighed by kinds.view_weight: `flags` packs a row's
     flags (data.weeks.PACKED_FLAGS); flag_tables = (positive weight, any positive flag, dislike) per packed
     value; `duration` float32 (>= 1) per clip. sums: float32 (K, n_users, d), totals: float64 (K, n_users)."""
     weight_of, positive_of, dislike_of = flag_tables
@@ -73,20 +67,17 @@ def user_profile_sums(
             packed = flags[r]
             seconds = np.float32(timespent[r])
             for k in range(kinds.shape[0]):
-                code = kinds[k]
-                if code == 0:
-                    w = np.float32(1.0)
-                elif code == 1:
-                    w = weight_of[packed]
-                elif code == 2:
-                    skip = seconds < skip_share * duration[i]
-                    w = (
-                        np.float32(1.0)
-                        if (dislike_of[packed] or skip) and not positive_of[packed]
-                        else np.float32(0.0)
-                    )
-                else:
-                    w = min(seconds / duration[i], watch_cap)
+                w = view_weight(
+                    kinds[k],
+                    packed,
+                    seconds,
+                    duration[i],
+                    weight_of,
+                    positive_of,
+                    dislike_of,
+                    skip_share,
+                    watch_cap,
+                )
                 if w != 0.0:
                     totals[k, u] += w
                     acc = sums[k, u]

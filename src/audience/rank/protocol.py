@@ -7,7 +7,7 @@ sources are fitted on the weeks before it, its positives label the pool of its t
   A week qualifies when it holds at least `min_new_clips` of them; the `train_weeks` most recent
   qualifying weeks among the last `label_week_lookback` are used.
 - "pseudo": a seeded sample of the label week's clips that were seen before; every interaction with them is
-  dropped from the fit weeks while they stream (profiles/fit_data.build_fit_data), so they are new to the
+  dropped from the fit weeks while they stream (the week pass subtracts their rows), so they are new to the
   holdout run and labelled by the label week. Works on any dataset, also where clips live in every week.
 - "both": the new clips and the pseudo-new clips of the same weeks.
 Fallback chain (stages/rank.py): the configured protocol, then "pseudo", then the best single source

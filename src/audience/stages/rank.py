@@ -13,7 +13,7 @@ from audience.io import write_json, write_parquet
 from audience.rank.protocol import best_source_on_pools
 from audience.rank.reranker import Reranker
 from audience.stages.run import Run
-from audience.stages.training_data import pool_features, train_with_fallbacks, training_frames
+from audience.stages.training_data import scored_pool, train_with_fallbacks, training_frames
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,7 @@ def stage_rank(run: Run) -> None:
         ranked = run.candidates(best).with_columns(pl.lit("reranked").alias("source"))
     else:
         model.save(run.path("ranker"))
-        with timing.substep("pair features"):
-            frame = pool_features(run)
-        with timing.substep("prediction"):
-            score = model.predict(frame)
-        scored = frame.select("clip", "user").with_columns(pl.Series("score", score, dtype=pl.Float32))
+        scored = scored_pool(run, model.predict)
         ranked = rank_within_clip(scored).with_columns(pl.lit("reranked").alias("source"))
     write_json(record, run.path("training.json"))
     write_parquet(ranked, run.path("candidates", "reranked.parquet"))

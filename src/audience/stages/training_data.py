@@ -20,6 +20,7 @@ them as any stage); the blend and rank stages call this module for their trainin
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 from collections.abc import Callable
@@ -30,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from audience import timing
+from audience.code_key import code_key
 from audience.config import RunConfig
 from audience.data.catalog import Catalog
 from audience.data.target_history import seen_pairs, target_history
@@ -53,6 +55,8 @@ __all__ = [
     "holdout_run",
     "labelled_pool",
     "pool_features",
+    "run_pool",
+    "scored_pool",
     "shift_clips",
     "train_with_fallbacks",
     "training_frame",
@@ -61,12 +65,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# a holdout run's artifacts (its candidates and labelled pool) are made by this package's code: any edit of it
-# rebuilds them in place, so an edited source, profile pass or feature never serves stale ones (as the data
-# stamps do for data)
-UPSTREAM_CODE = hashlib.sha1(
-    b"".join(path.read_bytes() for path in sorted(Path(__file__).parent.parent.rglob("*.py")))
-).hexdigest()[:10]
+# a holdout run's artifacts (its candidates and labelled pool) are made by this module and what it imports:
+# any edit there rebuilds them in place, so an edited source, profile pass or feature never serves stale ones
+# (as the data stamps do for data)
+UPSTREAM_CODE = code_key(__name__)
 # the label weeks' pools are stacked for training: week h's clip rows are shifted by h x this, so no two weeks
 # share a clip id (a pool holds far fewer target clips)
 HOLDOUT_CLIP_OFFSET = 10_000_000
@@ -112,13 +114,41 @@ def holdout_dir(cfg: RunConfig, key: dict) -> Path:
     return cfg.artifacts.parent / f"{cfg.dataset_name}-holdout" / f"fit{len(key['fit_weeks']):02d}-{digest}"
 
 
-def pool_features(run: Run) -> pl.DataFrame:
-    """The run's candidate pool (its sources' top `pool_depth` users per clip) with the reranker's pair and
-    clip-history features, sorted by clip, user: what the models train on (holdout runs) and score."""
+def run_pool(run: Run) -> pl.DataFrame:
+    """The run's candidate pool: its sources' top `pool_depth` users per clip, sorted by clip, user."""
     cfg = run.cfg
-    pool = candidate_pool({name: run.candidates(name) for name in cfg.sources}, cfg.reranker.pool_depth)
+    return candidate_pool({name: run.candidates(name) for name in cfg.sources}, cfg.reranker.pool_depth)
+
+
+def pool_features(run: Run, pool: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The run's pool (`run_pool`, or a block of its clips given with `pool`) with the reranker's pair and
+    clip-history features, sorted by clip, user: what the models train on (holdout runs) and score."""
+    pool = run_pool(run) if pool is None else pool
     features = run.engine.pair_features(pool, run.fit_data(), run.catalog, run.queries())
     return history_features(features, run.targets()["item_id"].to_numpy(), run.target_history())
+
+
+def scored_pool(run: Run, predict: Callable[[pl.DataFrame], np.ndarray]) -> pl.DataFrame:
+    """(clip, user, score) of the run's pool, scored by `predict` over its features one block of
+    `engine.feature_block_clips` clips at a time: only one block's features are held, not the pool's (GBs
+    at VK size). The pool-wide feature tables (cap pressure, author tables) still see the whole pool."""
+    pool = run_pool(run)
+    fit, queries = run.fit_data(), run.queries()
+    context = run.engine.pool_context(pool, fit, run.catalog, queries)
+    block = run.engine.feature_block_clips or max(len(queries), 1)
+    bounds = np.searchsorted(pool["clip"].to_numpy(), np.arange(0, len(queries) + block, block))
+    item_ids, history = run.targets()["item_id"].to_numpy(), run.target_history()
+    parts = []
+    for lo, hi in itertools.pairwise(bounds):
+        if hi == lo:
+            continue
+        with timing.substep("pair features"):
+            part = run.engine.pair_features(pool.slice(lo, hi - lo), fit, run.catalog, queries, context)
+            part = history_features(part, item_ids, history)
+        with timing.substep("prediction"):
+            score = pl.Series("score", predict(part), dtype=pl.Float32)
+        parts.append(part.select("clip", "user").with_columns(score))
+    return pl.concat(parts) if parts else pool.select("clip", "user", score=pl.lit(0.0, pl.Float32))
 
 
 def labelled_pool(train_run: Run) -> pl.DataFrame:
