@@ -144,17 +144,16 @@ class RerankerConfig:
     train_weeks: int = 2  # label weeks pooled for training (each costs one profiles + candidates run)
     # which clips of a label week are labelled (rank/protocol.py): "new" (unseen before it), "pseudo"
     # (sampled clips whose fit-week interactions are hidden) or "both". "new" falls back to "pseudo" where no
-    # label week of the last `label_week_lookback` holds `min_new_clips` new clips. On small (rolling shape)
-    # new 0.1656, both 0.1644, pseudo 0.1533 (reports/shapes_small.md): adding pseudo-new clips did not help
+    # label week of the last `label_week_lookback` holds `min_new_clips` new clips (how each choice scored:
+    # reports/shapes_small.md, docs/experiments.md)
     label_clips: str = "new"
     min_new_clips: int = 50  # fewer new clips than this: too few clips with positives to learn from
     label_week_lookback: int = 4
     pseudo_clips: int = 1000  # pseudo-new clips per label week: at most this many,
     pseudo_share: float = 0.1  # and at most this share of the week's clips (hiding more thins the fit data)
     # which clips become pseudo-new: "viewed" (drawn with weights = label-week views, like new clips that the
-    # feed pushes), "youngest" (latest first appearance first) or "uniform". Pseudo-only on small: viewed
-    # 0.1533, youngest 0.1478, uniform 0.1413; stocked small: viewed 0.1095, uniform 0.1011; on the stocked
-    # shape youngest picks the obscure clips (tiny: 0.2149 vs viewed 0.2419, uniform 0.2334)
+    # feed pushes), "youngest" (latest first appearance first) or "uniform". On the stocked shape (every clip
+    # lives in every week) "youngest" picks the obscure clips
     pseudo_pick: str = "viewed"
     # binary:logistic gives calibrated probabilities, which the cross-clip assignment compares
     objective: str = "binary:logistic"

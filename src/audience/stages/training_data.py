@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from audience import timing
+from audience import progress, timing
 from audience.code_key import code_key
 from audience.config import RunConfig
 from audience.data.catalog import Catalog
@@ -139,9 +139,8 @@ def scored_pool(run: Run, predict: Callable[[pl.DataFrame], np.ndarray]) -> pl.D
     bounds = np.searchsorted(pool["clip"].to_numpy(), np.arange(0, len(queries) + block, block))
     item_ids, history = run.targets()["item_id"].to_numpy(), run.target_history()
     parts = []
-    for lo, hi in itertools.pairwise(bounds):
-        if hi == lo:
-            continue
+    blocks = [(lo, hi) for lo, hi in itertools.pairwise(bounds) if hi > lo]
+    for lo, hi in progress.iterate(blocks, "pool scores", "block"):
         with timing.substep("pair features"):
             part = run.engine.pair_features(pool.slice(lo, hi - lo), fit, run.catalog, queries, context)
             part = history_features(part, item_ids, history)
