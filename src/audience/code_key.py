@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-from functools import cache
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent  # src/audience
@@ -79,8 +78,3 @@ def code_key(*modules: str, root: Path = PACKAGE_ROOT) -> str:
         digest.update(name.encode() + b"\0" + files[name].read_bytes() + b"\0")
     return digest.hexdigest()[:10]
 
-
-@cache
-def package_code_key(*modules: str) -> str:
-    """`code_key` of the installed package, computed once per process."""
-    return code_key(*modules)

@@ -214,11 +214,6 @@ class DaskEngine:
     # the rank stage hands the whole pool to pair_features, which cuts it into blocks for the workers
     feature_block_clips: int | None = None
 
-    def pool_context(
-        self, pool: pl.DataFrame, fit: FitData, catalog: Catalog, queries: ClipQueries
-    ) -> PoolContext:
-        return pool_context(pool, fit, catalog, queries)
-
     def pair_features(
         self,
         pool: pl.DataFrame,

@@ -15,7 +15,7 @@ from audience.data.weeks import distinct_ids
 from audience.profiles.aggregates import LocalAggregation
 from audience.profiles.fit_data import FitData
 from audience.rank._booster import LocalBoosting
-from audience.rank.features import PoolContext, pair_features, pool_context
+from audience.rank.features import PoolContext, pair_features
 
 
 class LocalEngine(LocalAggregation):
@@ -34,11 +34,6 @@ class LocalEngine(LocalAggregation):
 
     # the rank stage scores its pool this many clips at a time (features, then prediction, per block)
     feature_block_clips: int | None = 4096
-
-    def pool_context(
-        self, pool: pl.DataFrame, fit: FitData, catalog: Catalog, queries: ClipQueries
-    ) -> PoolContext:
-        return pool_context(pool, fit, catalog, queries)
 
     def pair_features(
         self,

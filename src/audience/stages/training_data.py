@@ -39,7 +39,7 @@ from audience.errors import DataError, TooLittleData
 from audience.io import file_lock, file_stamp, read_json, write_json, write_parquet
 from audience.metrics import truth_positives
 from audience.rank.clip_history import history_features
-from audience.rank.features import add_labels, candidate_pool
+from audience.rank.features import add_labels, candidate_pool, pool_context
 from audience.rank.protocol import LabelWeek, TrainingPlan, holdout_samples, training_plans
 from audience.split import Split, make_split
 from audience.stages.candidates import stage_candidates
@@ -120,11 +120,10 @@ def run_pool(run: Run) -> pl.DataFrame:
     return candidate_pool({name: run.candidates(name) for name in cfg.sources}, cfg.reranker.pool_depth)
 
 
-def pool_features(run: Run, pool: pl.DataFrame | None = None) -> pl.DataFrame:
-    """The run's pool (`run_pool`, or a block of its clips given with `pool`) with the reranker's pair and
-    clip-history features, sorted by clip, user: what the models train on (holdout runs) and score."""
-    pool = run_pool(run) if pool is None else pool
-    features = run.engine.pair_features(pool, run.fit_data(), run.catalog, run.queries())
+def pool_features(run: Run) -> pl.DataFrame:
+    """The run's pool (`run_pool`) with the reranker's pair and clip-history features, sorted by clip, user:
+    what the models train on (holdout runs)."""
+    features = run.engine.pair_features(run_pool(run), run.fit_data(), run.catalog, run.queries())
     return history_features(features, run.targets()["item_id"].to_numpy(), run.target_history())
 
 
@@ -134,7 +133,7 @@ def scored_pool(run: Run, predict: Callable[[pl.DataFrame], np.ndarray]) -> pl.D
     at VK size). The pool-wide feature tables (cap pressure, author tables) still see the whole pool."""
     pool = run_pool(run)
     fit, queries = run.fit_data(), run.queries()
-    context = run.engine.pool_context(pool, fit, run.catalog, queries)
+    context = pool_context(pool, fit, run.catalog, queries)
     block = run.engine.feature_block_clips or max(len(queries), 1)
     bounds = np.searchsorted(pool["clip"].to_numpy(), np.arange(0, len(queries) + block, block))
     item_ids, history = run.targets()["item_id"].to_numpy(), run.target_history()
