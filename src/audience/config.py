@@ -215,6 +215,21 @@ class PicksConfig:
 
 
 @dataclass(frozen=True)
+class FirstStageConfig:
+    """The reranker's first stage (candidates/combined.py, rank/first_stage.py): every user scored for every
+    target clip by a logistic model of a few terms learned on the label weeks; its top `depth` users per
+    clip join the sources' in the reranker's pool. depth 0 turns it off."""
+
+    depth: int = 0
+    negatives: int = 200  # users drawn uniformly per label clip against its positives, to learn the weights
+    block: int = 512  # clips scored at once: ~12 x users x block bytes
+
+    def __post_init__(self) -> None:
+        if self.depth < 0 or self.negatives < 1 or self.block < 1:
+            raise ConfigError(f"first_stage: depth >= 0, negatives >= 1 and block >= 1 expected, got {self}")
+
+
+@dataclass(frozen=True)
 class DaskConfig:
     """The Dask engine (`engine = "dask"`): which cluster, and how work is cut into tasks (engine/)."""
 
@@ -298,6 +313,7 @@ class RunConfig:
     exclude_seen: bool = True
     hnsw: HnswConfig = HnswConfig()
     picks: PicksConfig = PicksConfig()
+    first_stage: FirstStageConfig = FirstStageConfig()
     profiles: ProfileSettings = field(default_factory=ProfileSettings)
     # soft-cluster profiles are built when a 'gmm:<kind>' source is configured
     gmm: GmmConfig = GmmConfig()

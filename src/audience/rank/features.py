@@ -34,11 +34,14 @@ from audience.rank.similar_authors import author_neighbours, neighbour_affinity
 COSINE_BLOCK = 1 << 20
 
 
-def candidate_pool(frames: Mapping[str, pl.DataFrame], depth: int) -> pl.DataFrame:
-    """Union of every source's top-`depth` pairs: one row per (clip, user) with each source's score/rank."""
+def candidate_pool(
+    frames: Mapping[str, pl.DataFrame], depth: int, depths: Mapping[str, int] | None = None
+) -> pl.DataFrame:
+    """Union of every source's top-`depth` pairs (`depths[name]` where given): one row per (clip, user) with
+    each source's score/rank."""
     parts = []
     for name, frame in frames.items():
-        top = frame.filter(pl.col("rank") <= depth).select(
+        top = frame.filter(pl.col("rank") <= (depths or {}).get(name, depth)).select(
             "clip", "user", pl.col("score").alias(f"score__{name}"), pl.col("rank").alias(f"rank__{name}")
         )
         parts.append(top)

@@ -13,7 +13,12 @@ from audience.io import write_json, write_parquet
 from audience.rank.protocol import best_source_on_pools
 from audience.rank.reranker import Reranker
 from audience.stages.run import Run
-from audience.stages.training_data import scored_pool, train_with_fallbacks, training_frames
+from audience.stages.training_data import (
+    first_stage_weights,
+    scored_pool,
+    train_with_fallbacks,
+    training_frames,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +44,9 @@ def stage_rank(run: Run) -> None:
         ranked = run.candidates(best).with_columns(pl.lit("reranked").alias("source"))
     else:
         model.save(run.path("ranker"))
-        scored = scored_pool(run, model.predict)
+        first_stage = first_stage_weights(run, built) if built is not None else None
+        record["first_stage"] = first_stage
+        scored = scored_pool(run, model.predict, first_stage)
         ranked = rank_within_clip(scored).with_columns(pl.lit("reranked").alias("source"))
     write_json(record, run.path("training.json"))
     write_parquet(ranked, run.path("candidates", "reranked.parquet"))

@@ -24,13 +24,15 @@ import itertools
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from audience import progress, timing
+from audience.candidates.combined import CombinedSource
+from audience.candidates.exclude_seen import ExcludeSeen
 from audience.code_key import code_key
 from audience.config import RunConfig
 from audience.data.catalog import Catalog
@@ -40,6 +42,7 @@ from audience.io import file_lock, file_stamp, read_json, write_json, write_parq
 from audience.metrics import truth_positives
 from audience.rank.clip_history import history_features
 from audience.rank.features import add_labels, candidate_pool, pool_context
+from audience.rank.first_stage import fit_weights, label_sample
 from audience.rank.protocol import LabelWeek, TrainingPlan, holdout_samples, training_plans
 from audience.split import Split, make_split
 from audience.stages.candidates import stage_candidates
@@ -50,9 +53,12 @@ from audience.stages.run import Run
 __all__ = [
     "HOLDOUT_CLIP_OFFSET",
     "UPSTREAM_CODE",
+    "first_stage_candidates",
+    "first_stage_weights",
     "holdout_dir",
     "holdout_key",
     "holdout_run",
+    "label_positives",
     "labelled_pool",
     "pool_features",
     "run_pool",
@@ -74,6 +80,7 @@ UPSTREAM_CODE = code_key(__name__)
 HOLDOUT_CLIP_OFFSET = 10_000_000
 # the stages a holdout run needs before its pool can be labelled
 HOLDOUT_STAGES = {"profiles": stage_profiles, "candidates": stage_candidates}
+FIRST_STAGE = "first_stage"  # the first stage's name in a pool's columns (score__first_stage, rank__...)
 
 
 def holdout_key(cfg: RunConfig, split: Split) -> dict:
@@ -114,24 +121,90 @@ def holdout_dir(cfg: RunConfig, key: dict) -> Path:
     return cfg.artifacts.parent / f"{cfg.dataset_name}-holdout" / f"fit{len(key['fit_weeks']):02d}-{digest}"
 
 
-def run_pool(run: Run) -> pl.DataFrame:
-    """The run's candidate pool: its sources' top `pool_depth` users per clip, sorted by clip, user."""
+FirstStage = dict[str, float]  # the first stage's weights per term (candidates/combined.py)
+
+
+def run_pool(run: Run, first_stage: FirstStage | None = None) -> pl.DataFrame:
+    """The run's candidate pool: its sources' top `pool_depth` users per clip and, with `first_stage`
+    weights, the first stage's top `first_stage.depth` (`first_stage_candidates`), sorted by clip, user."""
     cfg = run.cfg
-    return candidate_pool({name: run.candidates(name) for name in cfg.sources}, cfg.reranker.pool_depth)
+    frames = {name: run.candidates(name) for name in cfg.sources}
+    depths = {}
+    if first_stage is not None:
+        frames[FIRST_STAGE] = first_stage_candidates(run, first_stage)
+        depths[FIRST_STAGE] = cfg.first_stage.depth
+    return candidate_pool(frames, cfg.reranker.pool_depth, depths)
 
 
-def pool_features(run: Run) -> pl.DataFrame:
+def first_stage_candidates(run: Run, weights: FirstStage) -> pl.DataFrame:
+    """The first stage's top `first_stage.depth` users of each target clip (clip, user, score, rank), the
+    fit-week audience of warm targets left out as for every source."""
+    cfg = run.cfg
+    source = CombinedSource(weights, cfg.first_stage.block)
+    if cfg.exclude_seen:
+        source = ExcludeSeen(source, run.target_history())
+    source.fit(run.fit_data(), run.catalog)
+    with timing.substep("first stage"):
+        top = run.engine.recommend(source, run.queries(), cfg.first_stage.depth)
+    return top.to_frame(FIRST_STAGE).drop("source")
+
+
+def first_stage_weights(run: Run, plan: TrainingPlan) -> FirstStage | None:
+    """The first stage's weights (rank/first_stage.py) learned on the plan's label weeks, or None when it is
+    off (`first_stage.depth` 0) or cannot learn. Cached in the run's folder, keyed by the holdout runs' keys
+    and the first stage's settings."""
+    cfg = run.cfg
+    if cfg.first_stage.depth == 0 or not plan.weeks:
+        return None
+    train_runs = [holdout_run(run, week) for week in plan.weeks]
+    key = {
+        "holdouts": [read_json(r.path("holdout.json")) for r in train_runs],
+        "first_stage": asdict(cfg.first_stage),
+        "seed": cfg.seed,
+    }
+    path = run.path("first_stage.json")
+    if path.is_file() and (cached := read_json(path))["key"] == key:
+        return cached["weights"]
+    rng = np.random.default_rng([cfg.seed, 7])
+    samples = []
+    with timing.substep("first stage fit"):
+        for train_run in train_runs:
+            positives = label_positives(train_run)
+            samples.append(
+                label_sample(
+                    train_run.fit_data(),
+                    train_run.queries(),
+                    positives["clip"].to_numpy(),
+                    positives["user"].to_numpy(),
+                    cfg.first_stage.negatives,
+                    rng,
+                )
+            )
+        try:
+            terms, labels, names = zip(*samples, strict=True)
+            weights = fit_weights(np.concatenate(terms), np.concatenate(labels), names[0])
+        except TooLittleData as exc:
+            log.warning("%s; the reranker's pool is the sources' alone", exc)
+            weights = None
+    write_json({"key": key, "weights": weights}, path)
+    return weights
+
+
+def pool_features(run: Run, first_stage: FirstStage | None = None) -> pl.DataFrame:
     """The run's pool (`run_pool`) with the reranker's pair and clip-history features, sorted by clip, user:
     what the models train on (holdout runs)."""
-    features = run.engine.pair_features(run_pool(run), run.fit_data(), run.catalog, run.queries())
+    pool = run_pool(run, first_stage)
+    features = run.engine.pair_features(pool, run.fit_data(), run.catalog, run.queries())
     return history_features(features, run.targets()["item_id"].to_numpy(), run.target_history())
 
 
-def scored_pool(run: Run, predict: Callable[[pl.DataFrame], np.ndarray]) -> pl.DataFrame:
+def scored_pool(
+    run: Run, predict: Callable[[pl.DataFrame], np.ndarray], first_stage: FirstStage | None = None
+) -> pl.DataFrame:
     """(clip, user, score) of the run's pool, scored by `predict` over its features one block of
     `engine.feature_block_clips` clips at a time: only one block's features are held, not the pool's (GBs
     at VK size). The pool-wide feature tables (cap pressure, author tables) still see the whole pool."""
-    pool = run_pool(run)
+    pool = run_pool(run, first_stage)
     fit, queries = run.fit_data(), run.queries()
     context = pool_context(pool, fit, run.catalog, queries)
     block = run.engine.feature_block_clips or max(len(queries), 1)
@@ -149,19 +222,25 @@ def scored_pool(run: Run, predict: Callable[[pl.DataFrame], np.ndarray]) -> pl.D
     return pl.concat(parts) if parts else pool.select("clip", "user", score=pl.lit(0.0, pl.Float32))
 
 
-def labelled_pool(train_run: Run) -> pl.DataFrame:
+def label_positives(train_run: Run) -> pl.DataFrame:
+    """(clip, user) rows and indices of a holdout run's label-week positives among its targets and users."""
+    targets = train_run.targets()["item_id"].to_numpy()
+    truth = truth_positives(train_run.split().truth_week, train_run.cfg.positive_flags, targets)
+    clip_of = pl.DataFrame({"item_id": pl.Series(targets, dtype=pl.UInt32)}).with_row_index("clip")
+    truth = truth.join(clip_of, on="item_id")
+    truth = truth.with_columns(pl.Series("user", train_run.catalog.users.lookup(truth["user_id"].to_numpy())))
+    return truth.filter(pl.col("user") >= 0).select(pl.col("clip").cast(pl.Int32), "user").unique()
+
+
+def labelled_pool(train_run: Run, first_stage: FirstStage | None = None) -> pl.DataFrame:
     """A holdout run's pool features labelled by its truth week's positives, without the hidden audience of
     its pseudo-new clips (without_hidden_audience)."""
     cfg = train_run.cfg
     targets = train_run.targets()["item_id"].to_numpy()
-    truth = truth_positives(train_run.split().truth_week, cfg.positive_flags, targets)
-    clip_of = pl.DataFrame({"item_id": pl.Series(targets, dtype=pl.UInt32)}).with_row_index("clip")
-    truth = truth.join(clip_of, on="item_id")
-    truth = truth.with_columns(pl.Series("user", train_run.catalog.users.lookup(truth["user_id"].to_numpy())))
     pool = without_hidden_audience(
-        pool_features(train_run), targets, train_run.split(), cfg, train_run.catalog
+        pool_features(train_run, first_stage), targets, train_run.split(), cfg, train_run.catalog
     )
-    return add_labels(pool, truth.filter(pl.col("user") >= 0).cast({"clip": pl.Int32}))
+    return add_labels(pool, label_positives(train_run))
 
 
 def without_hidden_audience(
@@ -181,8 +260,13 @@ def without_hidden_audience(
     return pool.join(hidden, on=["clip", "user"], how="anti")
 
 
-def _pool_path(train_run: Run) -> Path:
-    return train_run.path(f"labelled_pool_depth{train_run.cfg.reranker.pool_depth}.parquet")
+def _pool_path(train_run: Run, first_stage: FirstStage | None) -> Path:
+    """The labelled pool's file, named by the pool depth and the first stage (depth and weights) it holds."""
+    name = f"labelled_pool_depth{train_run.cfg.reranker.pool_depth}"
+    if first_stage is not None:
+        shaped = json.dumps([train_run.cfg.first_stage.depth, first_stage], sort_keys=True)
+        name += "_first" + hashlib.sha1(shaped.encode()).hexdigest()[:10]
+    return train_run.path(f"{name}.parquet")
 
 
 def holdout_run(run: Run, week: LabelWeek) -> Run:
@@ -231,22 +315,24 @@ def shift_clips(pool: pl.DataFrame, holdout: int, source: Path | str = "pool") -
     return pool.with_columns(pl.col("clip") + holdout * HOLDOUT_CLIP_OFFSET)
 
 
-def training_frame(run: Run, week: LabelWeek) -> pl.DataFrame:
+def training_frame(run: Run, week: LabelWeek, first_stage: FirstStage | None = None) -> pl.DataFrame:
     """Features and labels of the pipeline shifted back `week.holdout` weeks (`holdout_run`), its clip ids
     shifted apart from other weeks' (`shift_clips`). The labelled pool is cached in the holdout run's folder:
     written by the first of the blend and rank stages to need it, read by the other."""
     train_run = holdout_run(run, week)
-    cached = _pool_path(train_run)
+    cached = _pool_path(train_run, first_stage)
     with _building(train_run):
         if not cached.is_file():
             with timing.substep("holdout pair features"):
-                write_parquet(labelled_pool(train_run), cached)
+                write_parquet(labelled_pool(train_run, first_stage), cached)
     return shift_clips(pl.read_parquet(cached), week.holdout, cached)
 
 
 def training_frames(run: Run, plan: TrainingPlan) -> pl.DataFrame:
-    """The labelled pools of the plan's label weeks, stacked (clip ids kept apart per week)."""
-    return pl.concat([training_frame(run, week) for week in plan.weeks], how="diagonal_relaxed")
+    """The labelled pools of the plan's label weeks, stacked (clip ids kept apart per week), with the first
+    stage learned on the same weeks (`first_stage_weights`) in their pools."""
+    first_stage = first_stage_weights(run, plan)
+    return pl.concat([training_frame(run, week, first_stage) for week in plan.weeks], how="diagonal_relaxed")
 
 
 def _n_warm_targets(run: Run) -> int:
