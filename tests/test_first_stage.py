@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -16,7 +17,7 @@ from scipy import sparse
 from audience.arrays import top_k
 from audience.candidates import ClipQueries
 from audience.candidates.combined import TERMS, CombinedSource, TermTables, _values_at
-from audience.config import FirstStageConfig
+from audience.config import FirstStageConfig, load_config
 from audience.errors import TooLittleData
 from audience.pipeline import run_all
 from audience.rank.first_stage import fit_weights, label_sample
@@ -86,7 +87,8 @@ def test_recommend_is_the_exhaustive_top_k_in_any_block_size(world):
     for block in (7, 512):
         got = CombinedSource(WEIGHTS, block=block).fit(fit, catalog).recommend(queries, 25)
         np.testing.assert_array_equal(got.ids, reference.ids)
-        np.testing.assert_allclose(got.scores, reference.scores, rtol=1e-5, atol=1e-5)  # BLAS blocks round apart
+        # BLAS rounds blocks of different sizes apart
+        np.testing.assert_allclose(got.scores, reference.scores, rtol=1e-5, atol=1e-5)
 
 
 def test_unknown_weights_are_refused():
@@ -133,3 +135,11 @@ def test_a_run_with_the_first_stage_learns_it_and_pools_its_top_users(tiny_dir, 
     run_all(cfg, ("rank",))
     assert run.path("first_stage.json").stat().st_mtime_ns == cached
     assert Run(cfg).candidates("reranked").height > 0
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.toml")), ids=str)
+def test_shipped_configs_load(path):
+    """Every config file we ship parses into a RunConfig (unknown keys would be refused)."""
+    cfg = load_config(path)
+    if path.name == "first_stage.toml":
+        assert cfg.first_stage.depth == 1000
