@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from audience.arrays import TopK, rank_within_clip, sparse_top_k, top_k
+from audience.arrays import TopK, rank_within_clip, sparse_top_k, sparse_values_at, top_k
 
 
 def reference(scores: np.ndarray, k: int, ids: np.ndarray) -> tuple[list, list]:
@@ -55,3 +55,14 @@ def test_sparse_top_k_and_rank_within_clip_follow_the_same_rule():
     ranked = rank_within_clip(frame)
     assert ranked["user"].to_list() == [1, 2, 3, 0, 2, 3]
     assert ranked["rank"].to_list() == [1, 2, 3, 1, 2, 3]
+
+
+@pytest.mark.parametrize("layout", [sparse.csr_matrix, sparse.csc_matrix])
+def test_sparse_values_at_equals_dense_indexing(layout):
+    rng = np.random.default_rng(0)
+    dense = ((rng.random((30, 12)) < 0.2) * rng.random((30, 12))).astype(np.float32)
+    rows, cols = rng.integers(-1, 30, 500), rng.integers(-1, 12, 500)
+    got = sparse_values_at(layout(dense), rows, cols)
+    want = np.where((rows >= 0) & (cols >= 0), dense[np.maximum(rows, 0), np.maximum(cols, 0)], 0.0)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)

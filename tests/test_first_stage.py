@@ -12,11 +12,10 @@ import numpy as np
 import polars as pl
 import pytest
 from conftest import tiny_config
-from scipy import sparse
 
 from audience.arrays import top_k
 from audience.candidates import ClipQueries
-from audience.candidates.combined import TERMS, CombinedSource, TermTables, _values_at
+from audience.candidates.combined import TERMS, CombinedSource, TermTables
 from audience.config import FirstStageConfig, load_config
 from audience.errors import TooLittleData
 from audience.pipeline import run_all
@@ -46,16 +45,6 @@ WEIGHTS = {
     "author_viewed": 0.7,
     "intercept": -4.0,
 }
-
-
-def test_values_at_reads_a_csc_matrix_like_dense_indexing():
-    rng = np.random.default_rng(0)
-    dense = (rng.random((30, 12)) < 0.2) * rng.random((30, 12))
-    matrix = sparse.csc_matrix(dense.astype(np.float32))
-    rows, cols = rng.integers(0, 30, 500), rng.integers(-1, 12, 500)
-    got = _values_at(matrix.indptr, matrix.indices, matrix.data, cols, rows)
-    want = np.where(cols >= 0, dense[rows, np.maximum(cols, 0)], 0.0)
-    np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
 def test_block_scores_equal_the_weighted_pair_terms(world):

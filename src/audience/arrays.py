@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numba as nb
 import numpy as np
 import polars as pl
 from scipy import sparse
@@ -102,20 +103,27 @@ def sparse_top_k(scores: sparse.spmatrix, k: int) -> TopK:
 
 
 def sparse_values_at(matrix: sparse.spmatrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """matrix[rows[i], cols[i]] for every pair (0 where absent), in the matrix's dtype. Vectorized: one
-    binary search of the pairs' keys among the matrix's sorted (row, column) keys."""
+    """matrix[rows[i], cols[i]] for every pair (0 where absent or where either index is negative), in the
+    matrix's dtype. One binary search within each pair's row of the CSR form (indices sorted in place): no
+    temporary grows with the matrix's non-zeros."""
     matrix = sparse.csr_matrix(matrix)
     matrix.sort_indices()
-    n_cols = matrix.shape[1]
-    out = np.zeros(np.asarray(rows).shape[0], dtype=matrix.dtype)
-    if matrix.nnz == 0:
-        return out
-    row_of = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
-    keys = row_of * n_cols + matrix.indices
-    wanted = np.asarray(rows, dtype=np.int64) * n_cols + cols
-    pos = np.minimum(np.searchsorted(keys, wanted), keys.size - 1)
-    hit = keys[pos] == wanted
-    out[hit] = matrix.data[pos[hit]]
+    return _row_values(
+        matrix.indptr, matrix.indices, matrix.data, np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+    )
+
+
+@nb.njit(parallel=True, cache=True)
+def _row_values(indptr, indices, data, rows, cols):
+    out = np.zeros(rows.size, dtype=data.dtype)
+    for i in nb.prange(rows.size):
+        r, c = rows[i], cols[i]
+        if r < 0 or c < 0:
+            continue
+        lo, hi = indptr[r], indptr[r + 1]
+        j = lo + np.searchsorted(indices[lo:hi], c)
+        if j < hi and indices[j] == c:
+            out[i] = data[j]
     return out
 
 

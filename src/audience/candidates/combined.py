@@ -34,7 +34,7 @@ import numpy as np
 from scipy import sparse
 
 from audience import progress
-from audience.arrays import TopK, top_k, unit_rows
+from audience.arrays import TopK, sparse_values_at, top_k, unit_rows
 from audience.candidates.base import ClipQueries
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
@@ -112,10 +112,10 @@ class TermTables:
         if self.cluster_users is not None and clips.posteriors is not None:
             expected = np.einsum("ij,ij->i", clips.posteriors[rows], self.cluster_users[users])
             values["log_cluster_positives"] = np.log(CLUSTER_FLOOR + expected)
-        pair_author = np.where(known, safe, -1)
-        views = _values_at(*_csc_parts(self.author_views), pair_author, users)
+        pair_author = np.where(known, safe, -1)  # the transposed CSC histories are CSR by author, no copy
+        views = sparse_values_at(self.author_views.T, pair_author, users)
         values["log_author_views"] = views
-        values["log_author_positives"] = _values_at(*_csc_parts(self.author_positives), pair_author, users)
+        values["log_author_positives"] = sparse_values_at(self.author_positives.T, pair_author, users)
         values["author_viewed"] = (views > 0).astype(np.float32)
         return np.stack([values[t] for t in self.terms], axis=1).astype(np.float32)
 
@@ -155,25 +155,6 @@ def _log1p_csc(matrix: sparse.spmatrix) -> sparse.csc_matrix:
     out = sparse.csc_matrix(matrix, dtype=np.float32)
     out.sort_indices()
     np.log1p(out.data, out=out.data)
-    return out
-
-
-def _csc_parts(matrix: sparse.csc_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return matrix.indptr, matrix.indices, matrix.data
-
-
-@nb.njit(parallel=True, cache=True)
-def _values_at(ptr, idx, val, cols, rows):
-    """matrix[rows[i], cols[i]] of a CSC matrix with sorted indices (0 where absent or cols[i] < 0)."""
-    out = np.zeros(rows.size, dtype=np.float32)
-    for i in nb.prange(rows.size):
-        c = cols[i]
-        if c < 0:
-            continue
-        lo, hi = ptr[c], ptr[c + 1]
-        j = lo + np.searchsorted(idx[lo:hi], rows[i])
-        if j < hi and idx[j] == rows[i]:
-            out[i] = val[j]
     return out
 
 

@@ -229,7 +229,8 @@ def label_positives(train_run: Run) -> pl.DataFrame:
     clip_of = pl.DataFrame({"item_id": pl.Series(targets, dtype=pl.UInt32)}).with_row_index("clip")
     truth = truth.join(clip_of, on="item_id")
     truth = truth.with_columns(pl.Series("user", train_run.catalog.users.lookup(truth["user_id"].to_numpy())))
-    return truth.filter(pl.col("user") >= 0).select(pl.col("clip").cast(pl.Int32), "user").unique()
+    positives = truth.filter(pl.col("user") >= 0).select(pl.col("clip").cast(pl.Int32), "user")
+    return positives.unique().sort("clip", "user")  # a fixed order: the first stage's fit sees the same rows
 
 
 def labelled_pool(train_run: Run, first_stage: FirstStage | None = None) -> pl.DataFrame:
