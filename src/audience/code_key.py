@@ -77,4 +77,3 @@ def code_key(*modules: str, root: Path = PACKAGE_ROOT) -> str:
     for name in sorted(files):
         digest.update(name.encode() + b"\0" + files[name].read_bytes() + b"\0")
     return digest.hexdigest()[:10]
-
