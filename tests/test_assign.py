@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pytest
 
 from audience.assign import assign_with_cap, cap_infeasibility, descending_order, top_k_uncapped
+from audience.matching import expected_ndcg_weights
+from audience.stages.assign import ndcg_weighted
 
 
 def _reference_top(clip, user, score, n_clips, k):
@@ -438,3 +441,19 @@ def test_cap_infeasibility_is_the_one_check():
         11, 10, 10, 10
     )
     assert cap_infeasibility(0, 10, 5, 10) is None  # no clip: nothing to fill
+
+
+def test_ndcg_weighted_scales_probabilities_per_clip_and_leaves_other_scores():
+    frame = pl.DataFrame(
+        {"clip": [0, 0, 1, 1], "user": [0, 1, 0, 2], "score": [0.9, 0.9, 0.2, 0.1]},
+        schema={"clip": pl.Int32, "user": pl.Int32, "score": pl.Float32},
+    )
+    weighted = ndcg_weighted(frame, 2, 100)
+    weight = expected_ndcg_weights(np.array([0, 0, 1, 1]), frame["score"].to_numpy(), 2, 100)
+    assert weighted.schema == frame.schema
+    assert np.allclose(weighted["score"].to_numpy(), frame["score"].to_numpy() * weight[[0, 0, 1, 1]])
+    # each clip keeps its own order, the clip with fewer expected positives gains against the other
+    assert weighted["score"][2] / weighted["score"][0] > frame["score"][2] / frame["score"][0]
+    for shift, scale in ((0.0, 3.0), (-1.0, 1.0)):
+        not_probabilities = frame.with_columns(pl.col("score") * scale + shift)
+        assert ndcg_weighted(not_probabilities, 2, 100).equals(not_probabilities)

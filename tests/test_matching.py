@@ -6,7 +6,13 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import lil_matrix
 
 from audience.assign import assign_with_cap, candidates_by_clip
-from audience.matching import assign_by_prices, discounts, lagrangian_bound, list_gain
+from audience.matching import (
+    assign_by_prices,
+    discounts,
+    expected_ndcg_weights,
+    lagrangian_bound,
+    list_gain,
+)
 
 
 def _instance(rng, n_clips=None):
@@ -107,3 +113,31 @@ def test_without_a_binding_cap_the_bound_is_the_uncapped_gain():
 def test_negative_scores_are_refused():
     with pytest.raises(ValueError, match="scores must be >= 0"):
         lagrangian_bound(np.array([0]), np.array([0]), np.array([-0.5]), 1, 2, 1, 1)
+
+
+def test_expected_ndcg_weights_against_the_ideal_dcg_of_whole_counts():
+    """A clip whose candidates' scores sum to n (whole, 1..list_size) weighs 1 / IDCG(n); below 1 it weighs
+    1, above list_size 1 / IDCG(list_size); between whole counts the IDCG is interpolated."""
+    list_size = 5
+    idcg = np.cumsum(1.0 / np.log2(np.arange(2, list_size + 2)))  # slow reference: IDCG(n) for n = 1..5
+    sums = [0.3, 1.0, 2.0, 3.0, 5.0, 9.0, 2.5]
+    clip = np.repeat(np.arange(len(sums)), 10)
+    score = np.repeat(np.asarray(sums) / 10.0, 10)
+    weights = expected_ndcg_weights(clip, score, len(sums), list_size)
+    expected = [1.0, 1 / idcg[0], 1 / idcg[1], 1 / idcg[2], 1 / idcg[4], 1 / idcg[4]]
+    assert np.allclose(weights[:6], expected)
+    assert np.isclose(weights[6], 1 / ((idcg[1] + idcg[2]) / 2))
+
+
+def test_ndcg_weights_send_a_scarce_user_where_it_adds_most_ndcg():
+    """One user (cap 1) equally likely to engage with two clips: the clip with fewer expected positives gains
+    more NDCG from it, so the weighted scores give it that clip, where the raw scores give it the first."""
+    # clip 0: user 0 plus 3 likely users (about 3.5 expected positives); clip 1: user 0 plus 3 unlikely ones
+    clip = np.array([0, 0, 0, 0, 1, 1, 1, 1], dtype=np.int32)
+    user = np.array([0, 1, 2, 3, 0, 4, 5, 6], dtype=np.int32)
+    score = np.array([0.5, 0.9, 0.9, 0.9, 0.5, 0.05, 0.05, 0.05])
+    raw = assign_with_cap(clip, user, score, 2, 10, 4, 1, np.arange(7, 10), "global")
+    weighted = score * expected_ndcg_weights(clip, score, 2, 4)[clip]
+    moved = assign_with_cap(clip, user, weighted, 2, 10, 4, 1, np.arange(7, 10), "global")
+    assert 0 in raw.users[0] and 0 not in raw.users[1]
+    assert 0 in moved.users[1] and 0 not in moved.users[0]

@@ -15,14 +15,17 @@ import pytest
 from conftest import tiny_config
 
 from audience import timing
+from audience.assign import assign_with_cap
 from audience.data.embeddings import load_embeddings
 from audience.data.layout import DatasetLayout
 from audience.data.presets import preset
 from audience.data.schema import FLAG_COLUMNS
 from audience.data.synthetic import generate
 from audience.io import read_json
+from audience.matching import gain_pairs, list_gain
 from audience.pipeline import run_all, run_stage
 from audience.stages import training_data
+from audience.stages.assign import ndcg_weighted
 from audience.submission import read_submission, validate_submission
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +76,25 @@ def test_decomposition_orders_the_ceilings(tiny_run):
     bound = read_json(tiny_run.path("lists", "bound.json"))
     assert bound["uncapped_gain"] >= bound["bound"] >= bound["capped_gain"] > 0
     assert "Where the gap goes" in tiny_run.path("results.md").read_text()
+
+
+def test_the_priced_assignments_bound_serves_bound_json(tiny_run):
+    """bound.json comes from the final method's priced assignment: its capped gain is that of the saved
+    lists under the weighted scores, and no other assignment of those scores (the margin greedy) gains more
+    than its bound."""
+    cfg, n_clips, n_users = tiny_run.cfg, tiny_run.targets().height, tiny_run.catalog.n_users
+    assert cfg.final_assignment == "prices" and cfg.ndcg_weights
+    final = ndcg_weighted(tiny_run.candidates(cfg.final_method), n_clips, cfg.list_size)
+    clip, user, score = (final[c].to_numpy() for c in ("clip", "user", "score"))
+    pairs = gain_pairs(clip, user, score, n_clips, n_users)
+    bound = read_json(tiny_run.path("lists", "bound.json"))
+    capped = np.load(tiny_run.path("lists", f"{cfg.final_method}.capped.npy"))
+    assert bound["capped_gain"] == pytest.approx(list_gain(capped, pairs, n_users))
+    fallback = np.arange(n_users)
+    margin = assign_with_cap(
+        clip, user, score, n_clips, n_users, cfg.list_size, cfg.user_cap, fallback, "margin"
+    )
+    assert bound["bound"] >= list_gain(margin.users, pairs, n_users) > 0
 
 
 def test_validate_mode_writes_its_submission_in_the_run_folder(tiny_run):
@@ -316,7 +338,8 @@ def test_every_stage_records_wall_time_and_peak_memory(tiny_run):
     assert {"boosting", "pair features", "prediction"} <= set(rank)
     # the rank stage's own substeps and its holdout runs' stages account for its wall time, within it
     assert 0.5 * timings["rank"] < sum(rank.values()) <= timings["rank"] * 1.001
-    assert f"reranked ({cfg.final_assignment})" in substeps["assign"] and "bound" in substeps["assign"]
+    # the priced assignment's own bound serves bound.json: no second bound
+    assert f"reranked ({cfg.final_assignment})" in substeps["assign"] and "bound" not in substeps["assign"]
     assert sum(substeps["assign"].values()) <= timings["assign"] * 1.001
 
 

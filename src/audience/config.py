@@ -295,10 +295,10 @@ class RunConfig:
     # subgradient steps of the Lagrangian bound on the final method's assignment (reported by the assign
     # stage) and of the "prices" assignment; each costs about one pass over the pairs x list_size
     bound_steps: int = 40
-    # scale the reranked scores by each clip's 1 / expected IDCG before the cap-aware assignment
-    # (matching.expected_ndcg_weights): the assignment then trades expected NDCG, not DCG, across clips.
-    # Only for "reranked" whose scores are probabilities in [0, 1]; other methods' scores are not
-    ndcg_weights: bool = False
+    # scale the final method's scores by each clip's 1 / expected IDCG before the cap-aware assignment and
+    # its bound (matching.expected_ndcg_weights): the assignment then trades expected NDCG, not DCG, across
+    # clips. Applied only when those scores are probabilities in [0, 1] (the reranker's)
+    ndcg_weights: bool = True
     final_method: str = "reranked"
     # learn the value of each source's positions on the holdout weeks and merge the sources by it
     # ("mixigen"), beside the same holdout weeks' best fixed quota per source ("quota"); costs the MixiGen

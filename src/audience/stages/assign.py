@@ -18,7 +18,14 @@ from audience.data.target_history import seen_pairs
 from audience.evaluation.oracle import oracle_on_users
 from audience.evaluation.report import ORACLE, POOL_CEILING, pool_ceiling_frame
 from audience.io import atomic_path, write_json
-from audience.matching import assign_by_prices, expected_ndcg_weights, gain_pairs, list_gain, pairs_bound
+from audience.matching import (
+    BoundResult,
+    assign_by_prices,
+    expected_ndcg_weights,
+    gain_pairs,
+    list_gain,
+    pairs_bound,
+)
 from audience.stages.run import Run, file_key
 
 
@@ -61,6 +68,18 @@ def fill_unseen(
     return pl.concat([frame.select("clip", "user", "score"), fill])
 
 
+def ndcg_weighted(frame: pl.DataFrame, n_clips: int, list_size: int) -> pl.DataFrame:
+    """`frame` with each score times its clip's expected-NDCG weight (`matching.expected_ndcg_weights`), when
+    the scores read as probabilities (all in [0, 1]); unchanged otherwise (a ranking score has no
+    expected number of positives)."""
+    score = frame["score"].to_numpy()
+    if score.size == 0 or score.min() < 0 or score.max() > 1:
+        return frame
+    weight = expected_ndcg_weights(frame["clip"].to_numpy(), score, n_clips, list_size)
+    weighted = score * weight[frame["clip"].to_numpy()]
+    return frame.with_columns(pl.Series("score", weighted, dtype=frame.schema["score"]))
+
+
 def _assign(
     run: Run,
     method: str,
@@ -70,21 +89,21 @@ def _assign(
     strategy: str,
     seen: tuple[np.ndarray, np.ndarray] | None,
     user_ids: np.ndarray | None = None,
-) -> dict:
-    """Assign `method`'s candidates with and without the cap and save both. `seen` (clip rows, users of the
-    targets' fit-week audience, or None): a short warm list is filled with fallback users who have not seen
-    the clip. `user_ids` (default the run's users) are the external ids of the frame's user indices, saved
-    beside the lists when they differ."""
+) -> tuple[dict, BoundResult | None]:
+    """Assign `method`'s candidates with and without the cap and save both; returns the report and, for the
+    "prices" strategy, the Lagrangian bound it computed on the way. `seen` (clip rows, users of the targets'
+    fit-week audience, or None): a short warm list is filled with fallback users who have not seen the clip.
+    `user_ids` (default the run's users) are the external ids of the frame's user indices, saved beside the
+    lists when they differ."""
     cfg = run.cfg
     if seen is not None:
         frame = fill_unseen(frame, *seen, fallback, cfg.list_size)
     clip, user, score = (frame[c].to_numpy() for c in ("clip", "user", "score"))
     n_users = run.catalog.n_users if user_ids is None else len(user_ids)
-    if cfg.ndcg_weights and method == "reranked" and score.size and 0 <= score.min() and score.max() <= 1:
-        score = score * expected_ndcg_weights(clip, score, n_clips, cfg.list_size)[clip]
 
+    bound = None
     if strategy == "prices":
-        result, _ = assign_by_prices(
+        result, bound = assign_by_prices(
             clip,
             user,
             _non_negative(score),
@@ -111,12 +130,13 @@ def _assign(
     for name, array in saved.items():
         with atomic_path(run.path("lists", f"{file_key(method)}.{name}.npy")) as tmp, open(tmp, "wb") as fh:
             np.save(fh, array if name == "user_ids" else array.astype(np.int32))
-    return {
+    report = {
         "from_candidates": int(result.n_from_candidates),
         "from_fallback": int(result.n_from_fallback),
         "displaced_by_cap": int(result.n_displaced),
         "max_user_load": int(result.user_load.max()),
     }
+    return report, bound
 
 
 def run_strategy(cfg: RunConfig, method: str) -> str:
@@ -141,7 +161,11 @@ def assignment_bound(run: Run, method: str, frame: pl.DataFrame, n_clips: int) -
     pairs = gain_pairs(frame["clip"].to_numpy(), frame["user"].to_numpy(), score, n_clips, n_users)
     bound = pairs_bound(pairs, n_users, cfg.list_size, cfg.user_cap, cfg.bound_steps)
     capped = np.load(run.path("lists", f"{file_key(method)}.capped.npy"))
-    gain = list_gain(capped, pairs, n_users)
+    return bound_report(method, bound, list_gain(capped, pairs, n_users), time.perf_counter() - start)
+
+
+def bound_report(method: str, bound: BoundResult, gain: float, seconds: float) -> dict:
+    """lists/bound.json: the bound, the gains of the uncapped and the chosen capped lists, the gap."""
     return {
         "method": method,
         "bound": bound.bound,
@@ -149,7 +173,7 @@ def assignment_bound(run: Run, method: str, frame: pl.DataFrame, n_clips: int) -
         "capped_gain": gain,
         "gap_to_bound": 1.0 - gain / bound.bound if bound.bound > 0 else 0.0,
         "steps": bound.steps,
-        "seconds": round(time.perf_counter() - start, 2),
+        "seconds": round(seconds, 2),
     }
 
 
@@ -161,22 +185,30 @@ def stage_assign(run: Run) -> None:
     item_ids = targets["item_id"].to_numpy()
     seen = seen_pairs(run.target_history(), item_ids, run.catalog) if cfg.exclude_seen else None
     report = {}
+    final = run.candidates(cfg.final_method)
+    if cfg.ndcg_weights:
+        final = ndcg_weighted(final, n_clips, cfg.list_size)
+    bound_json = None  # from the final method's priced assignment, when its pairs are the final frame's
     for m in cfg.methods:
         strategy = run_strategy(cfg, m)
+        start = time.perf_counter()
         with timing.substep(f"{m} ({strategy})"):
-            report[m] = _assign(run, m, run.candidates(m), n_clips, fallback, strategy, seen)
-    final = run.candidates(cfg.final_method)
+            frame = final if m == cfg.final_method else run.candidates(m)
+            report[m], bound = _assign(run, m, frame, n_clips, fallback, strategy, seen)
+        if m == cfg.final_method and bound is not None and (seen is None or seen[0].size == 0):
+            bound_json = bound_report(m, bound, bound.best_gain, time.perf_counter() - start)
     oracle = oracle_frame(run, item_ids)
     if oracle is not None:
         # the oracle's scores are all ties: it is always drafted by slots, so the ceiling the methods are
         # measured against does not move with the strategy under test
         with timing.substep("oracle and pool ceiling (slots)"):
-            report[ORACLE] = _assign(run, ORACLE, oracle[0], n_clips, fallback, "slots", seen, oracle[1])
+            report[ORACLE] = _assign(run, ORACLE, oracle[0], n_clips, fallback, "slots", seen, oracle[1])[0]
             ceiling = pool_ceiling_frame(final, oracle[0])
             report[POOL_CEILING] = _assign(
                 run, POOL_CEILING, ceiling, n_clips, fallback, "slots", seen, oracle[1]
-            )
+            )[0]
     write_json(report, run.path("lists", "assignment.json"))
-    with timing.substep("bound"):
-        bound = assignment_bound(run, cfg.final_method, final, n_clips)
-    write_json(bound, run.path("lists", "bound.json"))
+    if bound_json is None:  # another strategy, or warm targets (the fill's pairs are not the final frame's)
+        with timing.substep("bound"):
+            bound_json = assignment_bound(run, cfg.final_method, final, n_clips)
+    write_json(bound_json, run.path("lists", "bound.json"))
