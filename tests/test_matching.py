@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from itertools import combinations
+
 import numpy as np
 import pytest
 from scipy.optimize import Bounds, LinearConstraint, milp
@@ -7,6 +9,7 @@ from scipy.sparse import lil_matrix
 
 from audience.assign import assign_with_cap, candidates_by_clip
 from audience.matching import (
+    _dual_kernel,
     assign_by_prices,
     discounts,
     expected_ndcg_weights,
@@ -141,3 +144,27 @@ def test_ndcg_weights_send_a_scarce_user_where_it_adds_most_ndcg():
     moved = assign_with_cap(clip, user, weighted, 2, 10, 4, 1, np.arange(7, 10), "global")
     assert 0 in raw.users[0] and 0 not in raw.users[1]
     assert 0 in moved.users[1] and 0 not in moved.users[0]
+
+
+def test_each_clips_best_priced_list_against_every_subset():
+    """The dual's inner maximum (one clip's best list under user prices, with its early stop after the
+    list_size-th unpriced candidate) equals brute force over every subset of the clip's candidates."""
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        n, list_size = int(rng.integers(1, 9)), int(rng.integers(1, 5))
+        scores = np.sort(rng.random(n))[::-1].copy()
+        users = rng.permutation(n).astype(np.int32)
+        prices = np.where(rng.random(n) < 0.5, 0.0, rng.random(n) * 0.6)
+        disc = discounts(list_size)
+        chosen = np.zeros(n, dtype=np.bool_)
+        value = _dual_kernel(np.array([0, n]), users, scores, prices, disc, chosen)[0]
+        best = 0.0
+        for size in range(1, min(n, list_size) + 1):
+            for subset in combinations(range(n), size):  # indices ascending = scores descending
+                gain = sum(disc[k] * scores[j] - prices[users[j]] for k, j in enumerate(subset))
+                best = max(best, gain)
+        assert value == pytest.approx(best)
+        picked = np.flatnonzero(chosen)
+        assert sum(disc[k] * scores[j] - prices[users[j]] for k, j in enumerate(picked)) == pytest.approx(
+            value
+        )

@@ -12,7 +12,11 @@ The bound (`lagrangian_bound`). With one price lambda_u >= 0 per user on the cap
 is at least the gain of every feasible assignment (weak duality: each cap term is non-negative there).
 A clip's inner maximum is solved exactly by a dynamic programme over its candidates in descending score
 order (`_dual_kernel`: a chosen set is best placed in score order, so choosing a subsequence is enough),
-O(candidates x list_size) per clip, clips in parallel. The prices are lowered by projected subgradient
+O(candidates x list_size) per clip, clips in parallel. The programme stops after the clip's `list_size`-th
+unpriced candidate: a later candidate x in a list of at most `list_size` users leaves one of those unpriced
+ones out, and swapping x for it raises no price and lowers no position's score, so some optimal list holds
+none of them. Where the cap binds on few users, each clip's programme reads little more than its top
+`list_size`. The prices are lowered by projected subgradient
 steps (Polyak's step towards the best assignment found): g_u = user_cap - (lists that want u).
 
 The assignment (`assign_by_prices`). Every few steps, and on the lowest bound's prices at the end, the greedy
@@ -24,8 +28,8 @@ candidates). Each list is then put back in descending score order and scored; th
 returned with the bound. Step 0 (no prices) includes the plain "global" and "margin" greedies, so the result
 never gains less than either.
 
-Limits: each dual step costs one pass of the programme, about P x list_size operations for P candidate
-pairs (47,765 clips x 600 candidates x 100 positions: ~3 G, a second or two on 2 cores); each primal step
+Limits: each dual step costs one pass of the programme, at most P x list_size operations for P candidate
+pairs, in practice (list_size + the priced candidates above the stop) x list_size per clip; each primal step
 one sort of P triples. Memory: the CSR of the pairs (16 bytes a pair) plus per-clip programme tables of
 candidates x list_size bytes. Subgradient steps converge slowly near the optimum: the bound returned is
 the lowest seen, valid whatever the number of steps.
@@ -89,31 +93,41 @@ def _dual_kernel(indptr, users, scores, prices, disc, chosen):  # pragma: no cov
             continue
         best = np.full(cap_k + 1, -np.inf)
         best[0] = 0.0
-        take = np.zeros((n, cap_k + 1), dtype=np.bool_)
+        read = np.empty(n, dtype=np.int64)  # the candidates the programme reads, in order
+        take = np.empty((n, cap_k + 1), dtype=np.bool_)  # rows by read order, cleared as they are read
+        n_read = 0
         reach = 0  # the most pairs any state holds so far
+        free = 0  # unpriced candidates read so far
         for j in range(n):
             s = scores[lo + j]
             p = prices[users[lo + j]]
             if s <= p:  # worth less than its price at every position: never in an optimal list
                 continue
             top = min(reach + 1, cap_k)
+            take[n_read, :] = False
             for k in range(top, 0, -1):
                 v = best[k - 1] + disc[k - 1] * s - p
                 if v > best[k]:
                     best[k] = v
-                    take[j, k] = True
+                    take[n_read, k] = True
+            read[n_read] = j
+            n_read += 1
             reach = top
+            if p == 0.0:
+                free += 1
+                if free == cap_k:  # every later candidate is dominated (module docstring): stop
+                    break
         k_best = 0
         for k in range(1, cap_k + 1):
             if best[k] > best[k_best]:
                 k_best = k
         values[c] = best[k_best]
         k = k_best
-        for j in range(n - 1, -1, -1):
+        for r in range(n_read - 1, -1, -1):
             if k == 0:
                 break
-            if take[j, k]:
-                chosen[lo + j] = True
+            if take[r, k]:
+                chosen[lo + read[r]] = True
                 k -= 1
     return values
 
