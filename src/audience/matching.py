@@ -16,8 +16,8 @@ O(candidates x list_size) per clip, clips in parallel. The programme stops after
 unpriced candidate: a later candidate x in a list of at most `list_size` users leaves one of those unpriced
 ones out, and swapping x for it raises no price and lowers no position's score, so some optimal list holds
 none of them. Where the cap binds on few users, each clip's programme reads little more than its top
-`list_size`. The prices are lowered by projected subgradient
-steps (Polyak's step towards the best assignment found): g_u = user_cap - (lists that want u).
+`list_size`. The prices are lowered by projected subgradient steps (Polyak's step towards the best
+assignment found): g_u = user_cap - (lists that want u).
 
 The assignment (`assign_by_prices`). Every few steps, and on the lowest bound's prices at the end, the greedy
 of `assign.assign_with_cap` runs on the priced scores s(c, u) - lambda_u three ways: "global", where a heavy
