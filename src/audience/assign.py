@@ -203,6 +203,23 @@ def _check_triples(
 
 
 @nb.njit(cache=True, nogil=True)
+def _clip_buckets(clip, n_clips):  # pragma: no cover - numba
+    """(offsets, order): the triples' indices grouped by clip in input order (a counting sort), clip c's at
+    order[offsets[c]:offsets[c + 1]]."""
+    offsets = np.zeros(n_clips + 1, dtype=np.int64)
+    for i in range(clip.size):
+        offsets[clip[i] + 1] += 1
+    for c in range(n_clips):
+        offsets[c + 1] += offsets[c]
+    fill = offsets[:-1].copy()
+    order = np.empty(clip.size, dtype=np.int64)
+    for i in range(clip.size):
+        order[fill[clip[i]]] = i
+        fill[clip[i]] += 1
+    return offsets, order
+
+
+@nb.njit(cache=True, nogil=True)
 def _best_pair_kernel(clip, user, score, n_clips, n_users):  # pragma: no cover - numba
     """keep[i]: triple i is the best occurrence of its (clip, user) pair (highest score; on a tie the first
     in input order), i.e. its first occurrence in the global order. Works clip by clip with a per-user
@@ -214,19 +231,7 @@ def _best_pair_kernel(clip, user, score, n_clips, n_users):  # pragma: no cover 
         if clip[i] < clip[i - 1]:
             grouped = False
             break
-    if grouped:
-        bucket = np.arange(n)
-    else:
-        offsets = np.zeros(n_clips + 1, dtype=np.int64)
-        for i in range(n):
-            offsets[clip[i] + 1] += 1
-        for c in range(n_clips):
-            offsets[c + 1] += offsets[c]
-        bucket = np.empty(n, dtype=np.int64)
-        for i in range(n):
-            c = clip[i]
-            bucket[offsets[c]] = i
-            offsets[c] += 1
+    bucket = np.arange(n) if grouped else _clip_buckets(clip, n_clips)[1]
     stamp = np.full(n_users, -1, dtype=np.int32)
     best = np.zeros(n_users, dtype=np.int64)
     for j in range(n):
@@ -390,18 +395,9 @@ def candidates_by_clip(
 
 @nb.njit(parallel=True, cache=True, nogil=True)
 def _replacement_kernel(clip, score, n_clips, list_size):  # pragma: no cover - numba
-    """Bucket the scores by clip (a counting sort), then select each clip's (list_size + 1)-th largest."""
-    offsets = np.zeros(n_clips + 1, dtype=np.int64)
-    for i in range(clip.size):
-        offsets[clip[i] + 1] += 1
-    for c in range(n_clips):
-        offsets[c + 1] += offsets[c]
-    fill = offsets[:-1].copy()
-    bucket = np.empty(clip.size, dtype=np.float64)
-    for i in range(clip.size):
-        c = clip[i]
-        bucket[fill[c]] = -score[i]
-        fill[c] += 1
+    """Bucket the scores by clip, then select each clip's (list_size + 1)-th largest."""
+    offsets, order = _clip_buckets(clip, n_clips)
+    bucket = -score[order]
     out = np.zeros(n_clips, dtype=np.float64)
     for c in nb.prange(n_clips):
         lo, hi = offsets[c], offsets[c + 1]

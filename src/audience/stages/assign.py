@@ -75,8 +75,8 @@ def ndcg_weighted(frame: pl.DataFrame, n_clips: int, list_size: int) -> pl.DataF
     score = frame["score"].to_numpy()
     if score.size == 0 or score.min() < 0 or score.max() > 1:
         return frame
-    weight = expected_ndcg_weights(frame["clip"].to_numpy(), score, n_clips, list_size)
-    weighted = score * weight[frame["clip"].to_numpy()]
+    clip = frame["clip"].to_numpy()
+    weighted = score * expected_ndcg_weights(clip, score, n_clips, list_size)[clip]
     return frame.with_columns(pl.Series("score", weighted, dtype=frame.schema["score"]))
 
 
