@@ -457,3 +457,27 @@ def test_ndcg_weighted_scales_probabilities_per_clip_and_leaves_other_scores():
     for shift, scale in ((0.0, 3.0), (-1.0, 1.0)):
         not_probabilities = frame.with_columns(pl.col("score") * scale + shift)
         assert ndcg_weighted(not_probabilities, 2, 100).equals(not_probabilities)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_greedy_over_prefixes_equals_the_greedy_over_every_triple(seed):
+    # caps too tight for every list (60 users x cap 2-3 < 40 x 5 slots) and long candidate lists: clips go
+    # short on their first prefix and are deepened
+    from audience.assign import _global_order, _greedy_kernel, _greedy_over_prefixes
+
+    rng = np.random.default_rng(seed)
+    n_clips, n_users, list_size, user_cap = 40, 60, 5, 2 + seed % 2
+    n = 3000
+    clip = rng.integers(0, n_clips, n).astype(np.int32)
+    user = (rng.zipf(1.5, n) % n_users).astype(np.int32)  # heavy users: the cap binds
+    score = np.round(rng.random(n), 2)  # ties, and repeated pairs with other scores
+    ordered_clip, ordered_user, _ = _global_order(clip, user, score, n_clips, n_users)
+    expected = np.full((n_clips, list_size), -1, dtype=np.int32)
+    want = _greedy_kernel(ordered_clip, ordered_user, n_users, list_size, user_cap, expected)
+    got_lists = np.full((n_clips, list_size), -1, dtype=np.int32)
+    got = _greedy_over_prefixes(clip, user, score, n_clips, n_users, list_size, user_cap, got_lists)
+    np.testing.assert_array_equal(got_lists, expected)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    assert got[2] == want[2]
+    assert (want[0] < list_size).any() and np.bincount(clip).max() > 2 * list_size  # both paths exercised

@@ -6,11 +6,18 @@ from dataclasses import replace
 
 import numpy as np
 import polars as pl
+import pytest
 from conftest import tiny_config
 
 from audience.config import GmmConfig
 from audience.pipeline import run_all
-from audience.rank.features import candidate_pool, pair_features
+from audience.rank.features import (
+    CLIP_GAP_COLUMNS,
+    CLIP_RATIO_COLUMNS,
+    candidate_pool,
+    pair_features,
+    within_clip_features,
+)
 from audience.rank.reranker import Reranker
 from audience.rank.similar_authors import author_neighbours
 from audience.stages.training_data import pool_features, scored_pool
@@ -106,3 +113,29 @@ def test_pool_scored_by_blocks_of_clips_equals_the_whole_pool(tiny_run, monkeypa
     joined = expected.join(blocked, on=["clip", "user"], suffix="_blocked")
     assert joined.height == whole.height
     np.testing.assert_allclose(joined["score_blocked"].to_numpy(), joined["score"].to_numpy(), rtol=1e-6)
+
+
+def test_within_clip_features_match_a_loop_over_clips():
+    rng = np.random.default_rng(0)
+    n = 400
+    clip = np.sort(rng.integers(0, 9, n))
+    ratio, gap = CLIP_RATIO_COLUMNS[0], CLIP_GAP_COLUMNS[0]
+    counts = rng.integers(0, 4, n).astype(np.float32)  # ties
+    counts[rng.random(n) < 0.2] = np.nan  # unknown
+    scores = rng.normal(size=n).astype(np.float32)
+    frame = pl.DataFrame({"clip": clip, "user": np.arange(n), ratio: counts, gap: scores})
+    out = within_clip_features(frame)
+    assert f"clip_rank__{CLIP_RATIO_COLUMNS[1]}" not in out.columns  # only the columns the frame has
+    for name, values in ((ratio, counts), (gap, scores)):
+        rank, rel = out[f"clip_rank__{name}"].to_numpy(), out[f"clip_rel__{name}"].to_numpy()
+        for c in np.unique(clip):
+            rows = np.flatnonzero(clip == c)
+            known = rows[~np.isnan(values[rows])]
+            assert np.isnan(rank[rows[np.isnan(values[rows])]]).all()
+            best = values[known].max()
+            for i in known:
+                above = (values[known] > values[i]).sum()
+                ties = (values[known] == values[i]).sum()
+                assert rank[i] == pytest.approx((above + (ties + 1) / 2) / known.size, rel=1e-6)
+                expected = values[i] / best if name == ratio else values[i] - best
+                assert rel[i] == pytest.approx(expected, rel=1e-5, nan_ok=True)

@@ -55,3 +55,18 @@ def test_neighbour_affinity_matches_a_slow_loop():
             assert np.isnan(got[i])
         else:
             assert got[i] == pytest.approx(float(dense[pair_user[i]] @ nb[pair_row[i]]), rel=1e-4, abs=1e-5)
+
+
+def test_the_budget_cut_does_not_depend_on_the_target_authors():
+    # a budget that binds: one author's neighbours are the same whether the run has 1 or 25 target authors,
+    # so a label week with few new clips and a test week with many read the feature on one scale
+    matrix, _ = _random_history(4, n_users=200, n_authors=25, density=0.6)
+    seen = np.diff(matrix.indptr).astype(np.float64)
+    budget = float((np.minimum(seen, 6) ** 2).sum())  # every author's neighbours with 6 authors a user
+    every = author_neighbours(matrix, np.arange(25), k=4, pair_budget=budget).toarray()
+    one = author_neighbours(matrix, np.array([7]), k=4, pair_budget=budget).toarray()
+    np.testing.assert_array_equal(one[0], every[7])
+    cut = author_neighbours(matrix, np.array([7]), k=4, per_user=6).toarray()
+    np.testing.assert_array_equal(one[0], cut[0])
+    uncut = author_neighbours(matrix, np.array([7]), k=4, per_user=25).toarray()
+    assert not np.array_equal(uncut[0], cut[0])  # the budget binds here

@@ -37,7 +37,9 @@ Limits
 * Scores must be comparable across clips (same scale, e.g. calibrated probabilities); per-clip ranks or
   un-normalised per-clip scores make the global order meaningless.
 * Complexity: O(P log P) for P triples (one sort; the SIMD uint64 sort of numpy in practice), then
-  O(P + n_users + n_clips * list_size) for the passes; memory about 40 bytes per triple.
+  O(P + n_users + n_clips * list_size) for the passes; memory about 40 bytes per triple. ``global`` and
+  ``margin`` sort only each clip's best 2 x `list_size` triples (a per-clip selection picks them), deeper
+  for the clips that go short (`_greedy_over_prefixes`: exact, the same lists as the full sort).
 * The fill is greedy too: when the instance is nearly tight (``n_clips * list_size`` close to
   ``n_users * user_cap``) or `fallback_order` holds few users, a short clip may find no user left that is
   both free and new to it even though a feasible assignment exists; a ValueError then names the clip.
@@ -394,24 +396,73 @@ def candidates_by_clip(
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
-def _replacement_kernel(clip, score, n_clips, list_size):  # pragma: no cover - numba
-    """Bucket the scores by clip, then select each clip's (list_size + 1)-th largest."""
+def _kth_kernel(clip, score, n_clips, k):  # pragma: no cover - numba
+    """Bucket the scores by clip, then select each clip's k[c]-th largest (its lowest when it has fewer)."""
     offsets, order = _clip_buckets(clip, n_clips)
     bucket = -score[order]
     out = np.zeros(n_clips, dtype=np.float64)
     for c in nb.prange(n_clips):
         lo, hi = offsets[c], offsets[c + 1]
         if hi > lo:
-            kth = min(hi - lo, list_size + 1) - 1
+            kth = min(hi - lo, k[c]) - 1
             out[c] = -np.partition(bucket[lo:hi], kth)[kth]
     return out
 
 
+def kth_scores(clip: np.ndarray, score: np.ndarray, n_clips: int, k: int | np.ndarray) -> np.ndarray:
+    """(n_clips,) float64: each clip's k-th best score (`k` one count or one per clip), or its lowest score
+    when it has fewer than k triples (0 for a clip with none). O(P) plus a selection per clip, no sort."""
+    score = np.ascontiguousarray(score, dtype=np.float64)
+    k = np.broadcast_to(np.asarray(k, dtype=np.int64), (n_clips,))
+    if k.size and k.min() < 1:
+        raise ValueError(f"k must be >= 1 (got {k.min()})")
+    return _kth_kernel(np.ascontiguousarray(clip, dtype=np.int64), score, n_clips, np.ascontiguousarray(k))
+
+
 def replacement_scores(clip: np.ndarray, score: np.ndarray, n_clips: int, list_size: int) -> np.ndarray:
     """(n_clips,) float64: each clip's (list_size + 1)-th best score, or its lowest score when it has at most
-    list_size triples (0 for a clip with none). O(P) plus a selection per clip, no sort of the triples."""
+    list_size triples (0 for a clip with none)."""
+    return kth_scores(clip, score, n_clips, list_size + 1)
+
+
+def _greedy_over_prefixes(
+    clip: np.ndarray,
+    user: np.ndarray,
+    score: np.ndarray,
+    n_clips: int,
+    n_users: int,
+    list_size: int,
+    user_cap: int,
+    out: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The global greedy (`_greedy_kernel` over the distinct pairs in global order) run on each clip's best
+    `depth` triples only: the same lists, counts and loads as over every triple, for a sort of far fewer.
+
+    Exact when every clip that has triples left out gets full from its kept ones: a left-out triple scores
+    below all its clip's kept ones, so the full greedy reaches it only after its clip's kept triples, when
+    (by induction over the global order, both runs having accepted the same pairs so far) the clip is
+    already full and refuses it. A clip left short instead is deepened (depth x 4, from 2 x list_size)
+    and the greedy runs again; at worst every triple is kept. Displaced pairs (within a clip's top
+    `list_size`) are never left out, so their count is the full greedy's too."""
     score = np.ascontiguousarray(score, dtype=np.float64)
-    return _replacement_kernel(np.ascontiguousarray(clip, dtype=np.int64), score, n_clips, list_size)
+    keep = _best_pair_kernel(clip, user, score, n_clips, n_users)
+    if not keep.all():
+        clip, user, score = clip[keep], user[keep], score[keep]
+    per_clip = np.bincount(clip, minlength=n_clips)
+    depth = np.minimum(per_clip, 2 * list_size)
+    while True:
+        cut = per_clip > depth
+        threshold = np.where(cut, kth_scores(clip, score, n_clips, np.maximum(depth, 1)), -np.inf)
+        kept = score >= threshold[clip]  # a tie at a clip's threshold stays: the kept set only grows
+        order = descending_order(score[kept])
+        out[:] = -1
+        count, load, displaced = _greedy_kernel(
+            clip[kept][order], user[kept][order], n_users, list_size, user_cap, out
+        )
+        short = cut & (count < list_size)
+        if not short.any():
+            return count, load, displaced
+        depth = np.where(short, np.minimum(per_clip, depth * 4), depth)
 
 
 def cap_infeasibility(n_clips: int, list_size: int, n_users: int, user_cap: int) -> str | None:
@@ -472,13 +523,13 @@ def assign_with_cap(
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if strategy == "margin":
         score = score - replacement_scores(clip, score, n_clips, list_size)[clip]
-    ordered_clip, ordered_user, ordered_score = _global_order(clip, user, score, n_clips, n_users)
     users = np.full((n_clips, list_size), -1, dtype=np.int32)
     if strategy in ("global", "margin"):
-        count, load, displaced = _greedy_kernel(
-            ordered_clip, ordered_user, n_users, list_size, user_cap, users
+        count, load, displaced = _greedy_over_prefixes(
+            clip, user, score, n_clips, n_users, list_size, user_cap, users
         )
     else:
+        ordered_clip, ordered_user, ordered_score = _global_order(clip, user, score, n_clips, n_users)
         indptr, clip_users, clip_scores = _by_clip(ordered_clip, ordered_user, ordered_score, n_clips)
         count, load, displaced = _slots_kernel(
             indptr, clip_users, clip_scores, n_users, list_size, user_cap, users

@@ -11,7 +11,9 @@ has an embedding. Per pair:
 cosine between the clip and each embedding profile kind, the user's affinity to the clip's GMM clusters
 (their soft-cluster profile dotted with the clip's posterior, when a gmm: source built one), and the user's
 recency-weighted views / positives with the clip's author and with the authors most like it
-(rank/similar_authors.py), each also as a share of all their recent views / positives.
+(rank/similar_authors.py), each also as a share of all their recent views / positives. Per pair within its
+clip's pool (`within_clip_features`): its rank and its value against the clip's best for the strongest of
+these signals, so that label weeks and the test week, whose pools differ in size and scale, read alike.
 
 Everything is a numpy gather over the pool or a numba pass over it (no Python loop over pairs); cosines
 are computed in blocks of pairs so memory stays at about block x dim x 8 bytes."""
@@ -216,7 +218,45 @@ def pair_features(
         cosine = _blocked_dot(context.clip_vectors, profile[:, : context.clip_vectors.shape[1]], clip, user)
         cols[f"cos__{kind}"] = np.where(queries.has_embedding[clip], cosine, nan)
     extra = pl.DataFrame({name: np.asarray(v, dtype=np.float32) for name, v in cols.items()})
-    return pl.concat([pool, extra], how="horizontal")
+    return within_clip_features(pl.concat([pool, extra], how="horizontal"))
+
+
+# Where a pair stands among its own clip's pool, for the strongest signals: its rank as a share of the
+# clip's pool (descending), and its value against the clip's best, as a ratio for counts and as a
+# difference for scores. A label week of a few thousand clips and a test week of tens of thousands
+# differ in their features' scales (pool depth, the cut of each user's history, activity); these read
+# alike in both.
+CLIP_RATIO_COLUMNS = (
+    "similar_user_author_positives",
+    "similar_user_author_views",
+    "user_author_views",
+    "user_author_positives",
+)
+CLIP_GAP_COLUMNS = ("score__first_stage", "cos__positive", "cluster_affinity__gmm_positive")
+
+
+def within_clip_features(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` plus clip_rank__X (the pair's descending rank among its clip's known values of X, ties
+    averaged, over their count: in (0, 1], best near 0) and clip_rel__X (X over the clip's largest for
+    CLIP_RATIO_COLUMNS, X minus it for CLIP_GAP_COLUMNS), for each such X the frame has; NaN where X is
+    unknown. The frame must hold every pair of each of its clips (the pools are cut by whole clips)."""
+    exprs = []
+    for name in (*CLIP_RATIO_COLUMNS, *CLIP_GAP_COLUMNS):
+        if name not in frame.columns:
+            continue
+        value = pl.col(name).cast(pl.Float64).fill_nan(None)
+        best = value.max().over("clip")
+        exprs.append(
+            (value.rank("average", descending=True).over("clip") / value.count().over("clip")).alias(
+                f"clip_rank__{name}"
+            )
+        )
+        relative = value / best if name in CLIP_RATIO_COLUMNS else value - best
+        exprs.append(relative.alias(f"clip_rel__{name}"))
+    if not exprs:
+        return frame
+    added = frame.select(exprs).cast(pl.Float32).fill_null(np.nan)
+    return pl.concat([frame, added], how="horizontal")
 
 
 def feature_columns(frame: pl.DataFrame) -> list[str]:

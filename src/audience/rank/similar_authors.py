@@ -7,12 +7,15 @@ those who never saw this author but follow its neighbours.
 
 Limits: the neighbour search runs over the distinct authors of the target clips only, in blocks of
 authors (a dense block of at most 2**25 similarities); its cost is about sum over users of
-(authors seen) x (target authors seen) pairs. Within `pair_budget` (4e9 pairs, ~10 s) every author
-counts; above it (VK density: ~1,400 authors a user, 2.8e10 pairs for 4,000 target clips: 117 s, and
-47,765 targets would take 15 min) each user's audience
-is cut to its `per_user` most viewed authors, the largest number that fits the budget (logged). Setting
-`per_user` fixes it. The per-pair sums (numba) read each pool user's history row once into a dense
-n_authors buffer, then `k` direct lookups per pair: pool rows x k plus the pool users' history entries.
+(authors seen) x (target authors seen) pairs. When every author's neighbours would cost more than
+`pair_budget` (4e9 pairs, ~15 s; VK density, ~1,400 authors a user, needs 2e11), each user's audience is
+cut to its `per_user` most viewed authors, the largest number within that budget (logged). The cut
+depends on the fit data alone, never on how many target authors a run has: a holdout run with a few
+thousand pseudo-new clips and a test week with tens of thousands then read the feature on one scale (a cut
+that followed the target count gave the test week fewer authors a user than the label weeks the reranker
+learned from). Setting `per_user` fixes it. The per-pair sums (numba) read each pool user's history row
+once into a dense n_authors buffer, then `k` direct lookups per pair: pool rows x k plus the pool users'
+history entries.
 """
 
 from __future__ import annotations
@@ -82,9 +85,8 @@ def author_neighbours(
     excluded), valued by their audience cosine."""
     audience = sparse.csr_matrix(user_author_views, dtype=np.float32, copy=True)
     n_authors = audience.shape[1]
-    if per_user is None:
-        share = len(authors) / max(n_authors, 1)
-        per_user = budget_per_user(np.diff(audience.indptr), share, pair_budget)
+    if per_user is None:  # the budget of every author's neighbours: the same cut whatever the targets
+        per_user = budget_per_user(np.diff(audience.indptr), 1.0, pair_budget)
         if per_user is not None:
             log.info("similar authors: each user's audience cut to its %d most viewed authors", per_user)
     if per_user is not None and np.diff(audience.indptr).max(initial=0) > per_user:
