@@ -91,11 +91,13 @@ def _assign(
     user_ids: np.ndarray | None = None,
 ) -> tuple[dict, BoundResult | None]:
     """Assign `method`'s candidates with and without the cap and save both; returns the report and, for the
-    "prices" strategy, the Lagrangian bound it computed on the way. `seen` (clip rows, users of the targets'
-    fit-week audience, or None): a short warm list is filled with fallback users who have not seen the clip.
-    `user_ids` (default the run's users) are the external ids of the frame's user indices, saved beside the
-    lists when they differ."""
+    "prices" strategy, the Lagrangian bound it computed on the way when it is the bound of `frame`'s own
+    pairs (None when the warm fill added pairs). `seen` (clip rows, users of the targets' fit-week audience,
+    or None): a short warm list is filled with fallback users who have not seen the clip. `user_ids`
+    (default the run's users) are the external ids of the frame's user indices, saved beside the lists when
+    they differ."""
     cfg = run.cfg
+    n_pairs = frame.height
     if seen is not None:
         frame = fill_unseen(frame, *seen, fallback, cfg.list_size)
     clip, user, score = (frame[c].to_numpy() for c in ("clip", "user", "score"))
@@ -136,7 +138,7 @@ def _assign(
         "displaced_by_cap": int(result.n_displaced),
         "max_user_load": int(result.user_load.max()),
     }
-    return report, bound
+    return report, bound if frame.height == n_pairs else None
 
 
 def run_strategy(cfg: RunConfig, method: str) -> str:
@@ -188,14 +190,14 @@ def stage_assign(run: Run) -> None:
     final = run.candidates(cfg.final_method)
     if cfg.ndcg_weights:
         final = ndcg_weighted(final, n_clips, cfg.list_size)
-    bound_json = None  # from the final method's priced assignment, when its pairs are the final frame's
+    bound_json = None  # from the final method's priced assignment, when it returns one
     for m in cfg.methods:
         strategy = run_strategy(cfg, m)
         start = time.perf_counter()
         with timing.substep(f"{m} ({strategy})"):
             frame = final if m == cfg.final_method else run.candidates(m)
             report[m], bound = _assign(run, m, frame, n_clips, fallback, strategy, seen)
-        if m == cfg.final_method and bound is not None and (seen is None or seen[0].size == 0):
+        if m == cfg.final_method and bound is not None:
             bound_json = bound_report(m, bound, bound.best_gain, time.perf_counter() - start)
     oracle = oracle_frame(run, item_ids)
     if oracle is not None:
