@@ -7,9 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from audience.candidates import ClipQueries
 from audience.config import RunConfig, load_config
+from audience.data.catalog import Catalog, load_catalog
+from audience.data.layout import DatasetLayout
 from audience.data.presets import preset
+from audience.data.schema import DEFAULT_POSITIVE_FLAGS
 from audience.data.synthetic import generate
+from audience.profiles.fit_data import FitData
+from audience.profiles.reference_pass import build_fit_data
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +23,15 @@ def tiny_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny")
     generate(root, preset("tiny", seed=3), progress=False)
     return root
+
+
+def tiny_world(data_dir: Path, n_queries: int) -> tuple[Catalog, FitData, ClipQueries]:
+    """The dataset's catalog, its train weeks' fit data (the reference pass) and its first `n_queries` clips
+    as target queries: what a source is fitted on and asked, without a run."""
+    layout = DatasetLayout(data_dir)
+    catalog = load_catalog(layout)
+    fit = build_fit_data(layout.train_weeks(), catalog, DEFAULT_POSITIVE_FLAGS, progress=False)
+    return catalog, fit, ClipQueries.from_catalog(catalog, catalog.items.ids[:n_queries])
 
 
 def tiny_config(data_dir: Path, run_dir: Path, **overrides) -> RunConfig:

@@ -148,7 +148,7 @@ def test_layout_requires_train_weeks(tmp_path):
         DatasetLayout(Path(tmp_path)).train_weeks()
 
 
-def test_config_rejects_unknown_flags_methods_and_hnsw_keys(tmp_path):
+def test_config_rejects_unknown_flags_methods_and_table_keys(tmp_path):
     from audience.config import load_config
 
     with pytest.raises(ValueError, match=r"positive_flags.*each must be one of"):
@@ -156,9 +156,19 @@ def test_config_rejects_unknown_flags_methods_and_hnsw_keys(tmp_path):
     with pytest.raises(ValueError, match="final_method 'oracle' must be one of"):
         load_config(final_method="oracle")
     toml = tmp_path / "run.toml"
-    toml.write_text("[hnsw]\nefc = 10\n")
-    with pytest.raises(ValueError, match=r"unknown \[hnsw\] key\(s\) \['efc'\]"):
-        load_config(toml)
+    for text, message in (
+        ("[hnsw]\nefc = 10\n", r"unknown \[hnsw\] key\(s\) \['efc'\]"),
+        (
+            "[source.coengagement]\nneighbours = 10\n",
+            r"unknown \[source.coengagement\] key\(s\) \['neighbours'\]",
+        ),
+        ("[source.popular]\nk = 10\n", r"unknown \[source\] key\(s\) \['popular'\]"),  # no settings
+        ("[picks]\nshare = 3.0\n", r"\[picks\] is now \[source.picks\]"),
+        ("[sources.coengagement]\npower = 3.0\n", r"settings go in \[source.NAME\]"),
+    ):
+        toml.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            load_config(toml)
 
 
 def test_embedding_ids_outside_uint32(copy):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
+from conftest import tiny_world
 
 from audience.arrays import TopK
 from audience.candidates import ClipQueries, make_source
@@ -38,11 +39,7 @@ SOURCES = [
 
 @pytest.fixture(scope="module")
 def world(tiny_dir):
-    layout = DatasetLayout(tiny_dir)
-    catalog = load_catalog(layout)
-    fit = build_fit_data(layout.train_weeks(), catalog, DEFAULT_POSITIVE_FLAGS, progress=False)
-    queries = ClipQueries.from_catalog(catalog, catalog.items.ids[:200])
-    return catalog, fit, queries
+    return tiny_world(tiny_dir, 200)
 
 
 @pytest.mark.parametrize("name", SOURCES)
@@ -260,3 +257,17 @@ def test_reach_over_soft_clusters_is_the_users_volume_in_the_clips_clusters(soft
     without = replace(fit, gmm=None)
     with pytest.raises(ValueError, match="no mixture"):
         make_source("reach:gmm_positive", load_config(n_threads=1)).fit(without, catalog)
+
+
+def test_every_source_setting_reaches_its_source(tmp_path):
+    """Each `[source.NAME]` key is set on the source the registry builds, so no setting is dead."""
+    names = {"picks": "picks:positive"}  # a table per family; the family's sources share it
+    cfg = load_config()
+    for family in fields(cfg.source):
+        defaults = getattr(cfg.source, family.name)
+        for setting in fields(defaults):
+            value = getattr(defaults, setting.name) * 2
+            toml = tmp_path / "run.toml"
+            toml.write_text(f"[source.{family.name}]\n{setting.name} = {value!r}\n")
+            source = make_source(names.get(family.name, family.name), load_config(toml)).source
+            assert getattr(source, setting.name) == value, (family.name, setting.name)

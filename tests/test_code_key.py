@@ -10,7 +10,8 @@ import pytest
 import audience
 from audience.code_key import code_key, import_closure
 from audience.profiles.aggregates import AGGREGATE_CODE
-from audience.stages.training_data import UPSTREAM_CODE
+from audience.stages.holdout_runs import HOLDOUT_CODE
+from audience.stages.training_data import POOL_CODE
 
 
 @pytest.fixture
@@ -39,13 +40,18 @@ def test_the_week_pass_key_covers_what_it_runs_and_nothing_else(package):
     assert code_key("audience.profiles.aggregates", root=package) != before
 
 
-def test_the_holdout_key_follows_the_sources_and_features(package):
-    before = code_key("audience.stages.training_data", root=package)
-    assert before == UPSTREAM_CODE
-    edit(package / "stages" / "evaluate.py")  # evaluation does not shape a holdout run
-    assert code_key("audience.stages.training_data", root=package) == before
-    edit(package / "candidates" / "user_picks.py")
-    assert code_key("audience.stages.training_data", root=package) != before
+def test_the_holdout_key_follows_the_sources_not_the_features(package):
+    runs, pools = "audience.stages.holdout_runs", "audience.stages.training_data"
+    before = code_key(runs, root=package), code_key(pools, root=package)
+    assert before == (HOLDOUT_CODE, POOL_CODE)
+    edit(package / "stages" / "evaluate.py")  # evaluation shapes neither
+    assert (code_key(runs, root=package), code_key(pools, root=package)) == before
+    edit(package / "rank" / "features.py")  # the features shape the labelled pools, not the runs
+    assert code_key(runs, root=package) == before[0] and code_key(pools, root=package) != before[1]
+    edit(package / "candidates" / "user_picks.py")  # a source shapes both
+    assert code_key(runs, root=package) != before[0]
+    closure = import_closure(runs, package)
+    assert not {"audience.rank.features", "audience.rank.reranker", "audience.rank._booster"} & set(closure)
 
 
 def test_relative_and_function_level_imports_are_followed(tmp_path):

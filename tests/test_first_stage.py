@@ -20,6 +20,7 @@ from audience.config import FirstStageConfig, load_config
 from audience.errors import TooLittleData
 from audience.pipeline import run_all
 from audience.rank.first_stage import fit_weights, label_sample
+from audience.stages.holdout_runs import LABELLED_POOLS
 from audience.stages.run import Run
 
 
@@ -118,7 +119,7 @@ def test_a_run_with_the_first_stage_learns_it_and_pools_its_top_users(tiny_dir, 
     assert weights["log_author_views"] > 0  # who watches the author engages: the tiny world's fandom
     ranker = json.loads((run.path("ranker") / "meta.json").read_text())["features"]
     assert {"rank__first_stage", "score__first_stage"} <= set(ranker)
-    holdouts = list((tmp_path / f"{cfg.dataset_name}-holdout").glob("*/labelled_pool_depth*_first*.parquet"))
+    holdouts = list((tmp_path / f"{cfg.dataset_name}-holdout").glob(f"*/{LABELLED_POOLS}"))
     assert holdouts and all("rank__first_stage" in pl.read_parquet_schema(p) for p in holdouts)
     cached = run.path("first_stage.json").stat().st_mtime_ns
     run_all(cfg, ("rank",))

@@ -147,14 +147,16 @@ def test_ndcg_weights_send_a_scarce_user_where_it_adds_most_ndcg():
 
 
 def test_each_clips_best_priced_list_against_every_subset():
-    """The dual's inner maximum (one clip's best list under user prices, with its early stop after the
-    list_size-th unpriced candidate) equals brute force over every subset of the clip's candidates."""
+    """The dual's inner maximum (one clip's best list under user prices, skipping the candidates dominated
+    by list_size cheaper ones read before) equals brute force over every subset of the clip's candidates,
+    with half the users unpriced and with every user priced."""
     rng = np.random.default_rng(11)
-    for _ in range(200):
+    for trial in range(400):
         n, list_size = int(rng.integers(1, 9)), int(rng.integers(1, 5))
         scores = np.sort(rng.random(n))[::-1].copy()
         users = rng.permutation(n).astype(np.int32)
-        prices = np.where(rng.random(n) < 0.5, 0.0, rng.random(n) * 0.6)
+        unpriced = 0.5 if trial % 2 else 0.0
+        prices = np.where(rng.random(n) < unpriced, 0.0, rng.random(n) * 0.6)
         disc = discounts(list_size)
         chosen = np.zeros(n, dtype=np.bool_)
         value = _dual_kernel(np.array([0, n]), users, scores, prices, disc, chosen)[0]

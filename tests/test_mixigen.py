@@ -12,13 +12,11 @@ import pytest
 from conftest import tiny_config
 
 from audience.config import MixiGenConfig
-from audience.metrics import ndcg_per_clip
+from audience.metrics import ndcg_per_clip, pool_ndcg, pool_recall
 from audience.rank.mixigen import (
     MixiGen,
     kway_merge,
     long_candidates,
-    pool_ndcg,
-    pool_recall,
     position_trend,
     quota_merge,
     tune_quota,

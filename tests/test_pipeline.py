@@ -24,7 +24,7 @@ from audience.data.synthetic import generate
 from audience.io import read_json
 from audience.matching import gain_pairs, list_gain
 from audience.pipeline import run_all, run_stage
-from audience.stages import training_data
+from audience.stages import holdout_runs, training_data
 from audience.stages.assign import ndcg_weighted
 from audience.submission import read_submission, validate_submission
 
@@ -37,16 +37,8 @@ def methods(run) -> dict[str, dict]:
 
 def test_results_table_has_every_method_and_sane_order(tiny_run):
     rows = methods(tiny_run)
-    sources = {
-        "popular",
-        "author_fans",
-        "coengagement",
-        "hnsw:positive",
-        "hnsw:timespent",
-        "reach:recency",
-        "reach:gmm_positive",
-        "bpr_bridge",
-    }
+    sources = set(tiny_run.cfg.sources)
+    assert "author_fans" in sources and "coengagement" in sources
     reported = {"random", "hnsw:all", "exact:all", "blend", "reranked", "oracle", "union of sources"}
     assert set(rows) == sources | reported | {"pool_ceiling"}
     union = rows.pop("union of sources")
@@ -283,32 +275,44 @@ def test_holdout_runs_are_shared_and_reused(tiny_run):
 
 def test_rewritten_data_or_edited_code_rebuilds_the_holdout_runs(tiny_dir, tmp_path, monkeypatch):
     """Data regenerated under the same paths, or an edit of the code that made them, must not be served stale
-    holdout runs: both rebuild them in place, dropping the labelled pools of every pool depth."""
+    holdout runs: both rebuild them in place, dropping the labelled pools of every pool depth. An edit of the
+    pool's code alone (the features) rebuilds the pools and keeps the runs' profiles and candidates."""
     data = tmp_path / "data"
     shutil.copytree(tiny_dir, data)
     cfg = tiny_config(data, tmp_path / "run")
     run_all(cfg, ("profiles", "candidates", "blend", "rank"))
     holdout = sorted((cfg.artifacts.parent / f"{cfg.dataset_name}-holdout").iterdir())
-    stamps = {p: (p / "fit_data.npz").stat().st_mtime_ns for p in holdout}
+
+    def fit_stamps() -> dict[Path, int]:
+        return {p: (p / "fit_data.npz").stat().st_mtime_ns for p in holdout}
+
+    def pools() -> dict[Path, list[str]]:
+        return {p: sorted(f.name for f in p.glob(holdout_runs.LABELLED_POOLS)) for p in holdout}
+
+    stamps, labelled = fit_stamps(), pools()
+    assert all(len(names) == 1 for names in labelled.values())
     for p in holdout:  # the pool of a run with another pool depth, labelled before the data was rewritten
-        shutil.copy(
-            p / f"labelled_pool_depth{cfg.reranker.pool_depth}.parquet", p / "labelled_pool_depth7.parquet"
-        )
+        shutil.copy(p / labelled[p][0], p / "labelled_pool_depth7_other.parquet")
     split = read_json(Path(cfg.artifacts) / "split.json")
     first_week = Path(split["fit_weeks"][0])
     first_week = first_week if first_week.is_absolute() else Path.cwd() / first_week
     os.utime(first_week, ns=(first_week.stat().st_atime_ns, first_week.stat().st_mtime_ns + 10**9))
     run_stage(cfg, "rank")
     assert sorted((cfg.artifacts.parent / f"{cfg.dataset_name}-holdout").iterdir()) == holdout
-    assert all((p / "fit_data.npz").stat().st_mtime_ns != stamps[p] for p in holdout)
-    assert not any((p / "labelled_pool_depth7.parquet").exists() for p in holdout)
-    stamps = {p: (p / "fit_data.npz").stat().st_mtime_ns for p in holdout}
+    assert all(fit_stamps()[p] != stamps[p] for p in holdout)
+    assert pools() == labelled  # the depth-7 pool is gone, this depth's rebuilt
+    stamps = fit_stamps()
     run_stage(cfg, "rank")  # nothing changed: reused
-    assert {p: (p / "fit_data.npz").stat().st_mtime_ns for p in holdout} == stamps
-    monkeypatch.setattr(training_data, "UPSTREAM_CODE", "edited")
+    assert fit_stamps() == stamps
+    monkeypatch.setattr(training_data, "POOL_CODE", "features")
+    run_stage(cfg, "rank")
+    assert fit_stamps() == stamps  # the profiles and candidates are kept
+    assert all(names[0].endswith("_codefeatures.parquet") for names in pools().values())
+    assert all(len(names) == 1 for names in pools().values())  # the old code's pools are dropped
+    monkeypatch.setattr(holdout_runs, "HOLDOUT_CODE", "edited")
     run_stage(cfg, "rank")
     assert sorted((cfg.artifacts.parent / f"{cfg.dataset_name}-holdout").iterdir()) == holdout
-    assert all((p / "fit_data.npz").stat().st_mtime_ns != stamps[p] for p in holdout)
+    assert all(fit_stamps()[p] != stamps[p] for p in holdout)
     assert all(read_json(p / "holdout.json")["code"] == "edited" for p in holdout)
 
 

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from conftest import tiny_config
 
-from audience.config import GmmConfig
+from audience.config import GmmConfig, SimilarAuthorsSettings
 from audience.pipeline import run_all
 from audience.rank.features import (
     CLIP_GAP_COLUMNS,
@@ -82,7 +82,9 @@ def check_audience_and_similar_author_features(frame: pl.DataFrame, fit, queries
     positives = fit.histories["user_author_positives"].toarray()
     clip_authors = queries.author[frame["clip"].to_numpy()]
     targets = np.unique(clip_authors[clip_authors >= 0])
-    neighbours = author_neighbours(fit.histories["user_author_views"], targets).toarray()
+    similar = SimilarAuthorsSettings()  # what pair_features uses without a context
+    history = fit.histories["user_author_views"]
+    neighbours = author_neighbours(history, targets, similar.k, pair_budget=similar.pair_budget).toarray()
     assert frame.select(pl.col("similar_user_author_views").fill_nan(0).gt(0).sum()).item() > 0
     for row in frame.sample(50, seed=2).iter_rows(named=True):
         user, author = row["user"], queries.author[row["clip"]]

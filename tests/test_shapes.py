@@ -17,7 +17,7 @@ from audience.candidates.base import ClipQueries
 from audience.candidates.exclude_seen import ExcludeSeen
 from audience.candidates.own_audience import OwnAudienceSource
 from audience.candidates.popular import PopularSource
-from audience.config import RerankerConfig
+from audience.config import OwnAudienceSettings, RerankerConfig
 from audience.data.catalog import load_catalog
 from audience.data.layout import DatasetLayout
 from audience.data.targets import mixed_targets, mixed_targets_path
@@ -242,7 +242,7 @@ def test_own_audience_matches_a_dense_reference(tiny_run):
     warm = np.array([c for c in candidates if not dense_neighbours(positives, c, 20)[2]][:5])
     assert warm.size == 5
     cold = np.flatnonzero(fit.item_views == 0)[:2]
-    source = OwnAudienceSource(n_neighbours=20).fit(fit, catalog)
+    source = OwnAudienceSource(OwnAudienceSettings(n_neighbours=20)).fit(fit, catalog)
     top = source.recommend(ClipQueries.from_catalog(catalog, catalog.items.ids[[*warm, *cold]]), 30)
     assert (top.ids[len(warm) :] == -1).all()  # cold clips: no audience of their own
     for row, clip in enumerate(warm):

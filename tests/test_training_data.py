@@ -4,6 +4,8 @@ on a rerun, are tested on whole runs in test_pipeline.py.)"""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import polars as pl
 import pytest
 from conftest import tiny_config
@@ -11,7 +13,8 @@ from conftest import tiny_config
 from audience.data.layout import DatasetLayout
 from audience.errors import DataError
 from audience.split import make_split
-from audience.stages.training_data import HOLDOUT_CLIP_OFFSET, holdout_dir, holdout_key, shift_clips
+from audience.stages.holdout_runs import holdout_dir, holdout_key
+from audience.stages.training_data import HOLDOUT_CLIP_OFFSET, shift_clips
 
 
 def test_submit_mode_shares_validate_modes_holdout_run(tiny_dir, tmp_path):
@@ -29,6 +32,19 @@ def test_submit_mode_shares_validate_modes_holdout_run(tiny_dir, tmp_path):
     )
     assert folder(validate, 1) == folder(submit, 2) != folder(validate, 2)
     assert folder(validate, 1).parent == tmp_path / f"{validate.dataset_name}-holdout"
+
+
+def test_the_holdout_key_holds_the_settings_marked_as_shaping_the_candidates(tiny_dir, tmp_path):
+    """A source's settings, the index settings and the sources shape a holdout run; the reranker's and the
+    assignment's settings do not (its pools are keyed apart, its lists never cached there)."""
+    split = make_split(DatasetLayout(tiny_dir), "validate", None, 1)
+    cfg = tiny_config(tiny_dir, tmp_path / "run")
+    key = holdout_key(cfg, split)
+    source = replace(cfg.source, coengagement=replace(cfg.source.coengagement, n_neighbours=7))
+    assert holdout_key(replace(cfg, source=source), split) != key
+    assert holdout_key(replace(cfg, hnsw=replace(cfg.hnsw, ef=99)), split) != key
+    assert holdout_key(replace(cfg, reranker=replace(cfg.reranker, max_depth=2)), split) == key
+    assert holdout_key(replace(cfg, assignment="slots"), split) == key
 
 
 def test_label_weeks_pools_stack_apart_and_an_oversized_pool_is_refused():

@@ -5,24 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import tiny_world
 
 from audience.arrays import TopK, unit_rows
-from audience.candidates import ClipQueries, make_source
+from audience.candidates import make_source
 from audience.candidates.user_picks import picks_per_user, turn_around
 from audience.config import load_config
-from audience.data.catalog import load_catalog
-from audience.data.layout import DatasetLayout
-from audience.data.schema import DEFAULT_POSITIVE_FLAGS
-from audience.profiles.reference_pass import build_fit_data
 
 
 @pytest.fixture(scope="module")
 def world(tiny_dir):
-    layout = DatasetLayout(tiny_dir)
-    catalog = load_catalog(layout)
-    fit = build_fit_data(layout.train_weeks(), catalog, DEFAULT_POSITIVE_FLAGS, progress=False)
-    queries = ClipQueries.from_catalog(catalog, catalog.items.ids[:300])
-    return catalog, fit, queries
+    return tiny_world(tiny_dir, 300)
 
 
 def slow_turn_around(picks: TopK, users: np.ndarray, n_clips: int, k: int) -> TopK:
@@ -74,6 +67,15 @@ def brute_author_picks(fit, catalog, queries, per_user: int) -> dict[int, set[in
     return out
 
 
+def fitted_picks(name: str, world) -> tuple:
+    """The source `name` fitted on the world, and how many clips each of its users picks."""
+    catalog, fit, queries = world
+    cfg = load_config(n_threads=1)
+    source = make_source(name, cfg).fit(fit, catalog)
+    picks = cfg.source.picks
+    return source, picks_per_user(len(queries), source.users.size, cfg.list_size, picks.share, picks.minimum)
+
+
 def picked_pairs(top: TopK) -> set[tuple[int, int]]:
     clip, pos = np.nonzero(top.ids >= 0)
     return set(zip(clip.tolist(), top.ids[clip, pos].tolist(), strict=True))
@@ -81,11 +83,7 @@ def picked_pairs(top: TopK) -> set[tuple[int, int]]:
 
 def test_author_picks_equal_brute_force(world):
     catalog, fit, queries = world
-    cfg = load_config(n_threads=1)
-    source = make_source("picks:author", cfg).fit(fit, catalog)
-    per_user = picks_per_user(
-        len(queries), source.users.size, cfg.list_size, cfg.picks.share, cfg.picks.minimum
-    )
+    source, per_user = fitted_picks("picks:author", world)
     top = source.recommend(queries, 10_000)  # k above any clip's pickers: nothing cut
     expected = {
         (c, u) for u, clips in brute_author_picks(fit, catalog, queries, per_user).items() for c in clips
@@ -94,12 +92,8 @@ def test_author_picks_equal_brute_force(world):
 
 
 def test_profile_picks_recall_exact_cosine(world):
-    catalog, fit, queries = world
-    cfg = load_config(n_threads=1)
-    source = make_source("picks:positive", cfg).fit(fit, catalog)
-    per_user = picks_per_user(
-        len(queries), source.users.size, cfg.list_size, cfg.picks.share, cfg.picks.minimum
-    )
+    _, fit, queries = world
+    source, per_user = fitted_picks("picks:positive", world)
     top = source.recommend(queries, 10_000)
     users = np.flatnonzero(fit.profile_weight["positive"] > 0)
     clips = np.flatnonzero(queries.has_embedding)

@@ -136,6 +136,16 @@ class ProfileSettings:
 
 
 @dataclass(frozen=True)
+class SimilarAuthorsSettings:
+    """The reranker's similar-authors features (rank/similar_authors.py): each target author's `k` nearest
+    authors by audience cosine. When every author's neighbours would count more than `pair_budget` (author,
+    author) pairs (~15 s per 4e9), each user's audience is cut to its most viewed authors to fit."""
+
+    k: int = 50
+    pair_budget: float = 4e9
+
+
+@dataclass(frozen=True)
 class RerankerConfig:
     """XGBoost reranker (rank/reranker.py): pool depth per source, boosting and sampling settings."""
 
@@ -173,6 +183,9 @@ class RerankerConfig:
     # prediction is averaged (with refit_scale > 0 each seed adds its early-stopped and its refit booster).
     # Costs bag_seeds x the boosting time.
     bag_seeds: int = 2
+    similar_authors: SimilarAuthorsSettings = SimilarAuthorsSettings()
+    # pool rows predicted at once: XGBoost reads a float32 copy of one block (~200 MB per million rows)
+    predict_block_rows: int = 1_000_000
 
     def __post_init__(self) -> None:
         if self.bag_seeds < 1:
@@ -200,7 +213,57 @@ class HoldoutTargets:
 
 
 @dataclass(frozen=True)
-class PicksConfig:
+class AuthorFansSettings:
+    """'author_fans' (candidates/authors.py): a user's views of the clip's author times their engagement rate
+    with it, shrunk towards the global rate by `prior_strength` pseudo-views."""
+
+    prior_strength: float = 5.0
+    batch: int = 4096  # distinct target authors per sparse top-k
+
+
+@dataclass(frozen=True)
+class CoEngagementSettings:
+    """'coengagement' (candidates/coengagement.py): the engaged users of a new clip's `n_neighbours` nearest
+    old clips by content, each weighted by its cosine to the power `power`."""
+
+    n_neighbours: int = 50
+    power: float = 2.0
+    batch: int = 1024  # target clips per sparse product (memory ~ batch x users x 8 bytes at worst)
+
+
+@dataclass(frozen=True)
+class BprBridgeSettings:
+    """'bpr_bridge' (candidates/cf_bridges.py): BPR factors of the old clips, mapped from content and author
+    by ridge regression, queried against the users' factors."""
+
+    factors: int = 64
+    epochs: int = 30  # at most; fewer when positives x epochs would pass `sample_budget`
+    ridge: float = 1.0
+    sample_budget: int = 150_000_000  # SGD samples in all: bounds the fit's time on dense data
+
+
+@dataclass(frozen=True)
+class NeighbourBridgeSettings:
+    """'ease_bridge' and 'slim_bridge' (candidates/cf_bridges.py): a new clip borrows the item-item scores of
+    its `n_neighbours` nearest old clips by content, among the `max_items` most popular (EASE's dense
+    matrix is max_items^2 x 4 bytes)."""
+
+    n_neighbours: int = 20
+    max_items: int = 10_000
+    batch: int = 256  # target clips per sparse x dense product
+
+
+@dataclass(frozen=True)
+class OwnAudienceSettings:
+    """'own_audience' (candidates/own_audience.py, warm targets): the engaged users of the `n_neighbours`
+    clips most co-engaged with the clip's own audience, weighted by that cosine."""
+
+    n_neighbours: int = 100
+    batch: int = 256  # target clips per round of sparse products
+
+
+@dataclass(frozen=True)
+class PicksSettings:
     """The user-direction sources ('picks:<kind>', candidates/user_picks.py): each user picks `share` x
     their fair part of the slots (targets x list_size / users), at least `minimum` clips."""
 
@@ -210,8 +273,24 @@ class PicksConfig:
     def __post_init__(self) -> None:
         if self.share <= 0 or self.minimum < 1:
             raise ConfigError(
-                f"picks.share must be > 0 and picks.minimum >= 1, got {self.share}, {self.minimum}"
+                "source.picks: share > 0 and minimum >= 1 expected, "
+                f"got share {self.share}, minimum {self.minimum}"
             )
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """Each candidate source's own settings, one TOML table per source family (`[source.coengagement]`,
+    `[source.picks]` for every 'picks:<kind>', ...); the registry (candidates/registry.py) builds the
+    sources from them. Index settings shared by every HNSW source are `[hnsw]`."""
+
+    author_fans: AuthorFansSettings = AuthorFansSettings()
+    coengagement: CoEngagementSettings = CoEngagementSettings()
+    bpr_bridge: BprBridgeSettings = BprBridgeSettings()
+    ease_bridge: NeighbourBridgeSettings = NeighbourBridgeSettings()
+    slim_bridge: NeighbourBridgeSettings = NeighbourBridgeSettings()
+    own_audience: OwnAudienceSettings = OwnAudienceSettings()
+    picks: PicksSettings = PicksSettings()
 
 
 @dataclass(frozen=True)
@@ -255,6 +334,12 @@ class DaskConfig:
                 raise ConfigError(f"dask.{name}={getattr(self, name)} is too small")
 
 
+# the metadata that marks a RunConfig field as shaping the profiles and candidates of a run: a holdout run's
+# cache key holds every such field (stages/holdout_runs.py), so a new setting that shapes them is marked
+# here, not listed there
+SHAPES_CANDIDATES = {"shapes": "candidates"}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     data_dir: Path = Path("data/synthetic-small")
@@ -266,24 +351,30 @@ class RunConfig:
     # the dataset's weekly aggregates and week ids, shared by every run of it (keyed by content); default
     # <the run folder's parent>/<dataset>-weeks
     weeks_dir: Path | None = None
-    seed: int = 0
+    seed: int = field(default=0, metadata=SHAPES_CANDIDATES)
     n_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
-    positive_flags: tuple[str, ...] = DEFAULT_POSITIVE_FLAGS
-    embedding_dim: int = 64
+    positive_flags: tuple[str, ...] = field(default=DEFAULT_POSITIVE_FLAGS, metadata=SHAPES_CANDIDATES)
+    embedding_dim: int = field(default=64, metadata=SHAPES_CANDIDATES)
     # blended and reranked; weaker profile indexes (hnsw:all, hnsw:recency, hnsw:negative) are opt-in
-    sources: tuple[str, ...] = (
-        "popular",
-        "author_fans",
-        "coengagement",
-        "hnsw:positive",
-        "hnsw:timespent",
-        "reach:recency",
-        "reach:gmm_positive",
-        "bpr_bridge",
+    sources: tuple[str, ...] = field(
+        default=(
+            "popular",
+            "author_fans",
+            "coengagement",
+            "hnsw:positive",
+            "hnsw:timespent",
+            "reach:recency",
+            "reach:gmm_positive",
+            "bpr_bridge",
+        ),
+        metadata=SHAPES_CANDIDATES,
     )
     # scored for the report only: random, the plain averaged-embedding HNSW and its exact reference
     baselines: tuple[str, ...] = ("random", "hnsw:all", "exact:all")
-    candidate_depth: int = 300
+    candidate_depth: int = field(default=300, metadata=SHAPES_CANDIDATES)
+    # pool depths (up to candidate_depth) whose recall of the truth week the evaluation reports, besides
+    # list_size and candidate_depth
+    recall_depths: tuple[int, ...] = (100, 300, 1000)
     blend_rrf_k: float = 60.0
     list_size: int = 100
     user_cap: int = 100
@@ -308,15 +399,19 @@ class RunConfig:
     rerank: bool = True  # train the XGBoost reranker on the holdout split and rank the pool with it
     reranker: RerankerConfig = field(default_factory=RerankerConfig)
     holdout: int = 0  # > 0: shift the split back this many weeks (how the ranker's training data is made)
-    holdout_targets: HoldoutTargets = HoldoutTargets()  # holdout runs only
+    holdout_targets: HoldoutTargets = field(
+        default=HoldoutTargets(), metadata=SHAPES_CANDIDATES
+    )  # holdout runs only
     # a warm target's fit-week audience is left out of its list: (user, clip) pairs do not repeat in VK-LSVD
-    exclude_seen: bool = True
-    hnsw: HnswConfig = HnswConfig()
-    picks: PicksConfig = PicksConfig()
+    exclude_seen: bool = field(default=True, metadata=SHAPES_CANDIDATES)
+    hnsw: HnswConfig = field(default=HnswConfig(), metadata=SHAPES_CANDIDATES)
+    source: SourceSettings = field(
+        default=SourceSettings(), metadata=SHAPES_CANDIDATES
+    )  # each candidate source's settings ([source.NAME])
     first_stage: FirstStageConfig = FirstStageConfig()
-    profiles: ProfileSettings = field(default_factory=ProfileSettings)
+    profiles: ProfileSettings = field(default_factory=ProfileSettings, metadata=SHAPES_CANDIDATES)
     # soft-cluster profiles are built when a 'gmm:<kind>' source is configured
-    gmm: GmmConfig = GmmConfig()
+    gmm: GmmConfig = field(default=GmmConfig(), metadata=SHAPES_CANDIDATES)
     quiet: bool = False
     # "local": this process (the default); "dask": the weekly aggregation, candidate queries, pair features
     # and the reranker's boosting run on a Dask cluster (`dask`), the rest in this process (engine/)
@@ -378,23 +473,39 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def candidate_settings(self) -> dict[str, Any]:
+        """The fields marked SHAPES_CANDIDATES: what shapes this run's profiles and candidates."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata == SHAPES_CANDIDATES}
+
 
 def _coerce(name: str, value: Any, current: Any) -> Any:
     if name in ("data_dir", "targets"):  # data may live at a URL (data/location.py)
         return None if value in (None, "") else data_path(value)
     if name in ("out", "run_dir", "weeks_dir"):
         return None if value in (None, "") else Path(value)
-    if name in ("positive_flags", "sources", "baselines"):
+    if name in ("positive_flags", "sources", "baselines", "recall_depths"):
+        if isinstance(value, dict):
+            raise ConfigError(f"{name} is a list of names; a source's settings go in [source.NAME]")
         return tuple(value.split(",")) if isinstance(value, str) else tuple(value)
-    if is_dataclass(current) and isinstance(value, dict):  # a nested table ([hnsw], [picks], ...)
-        known = {f.name for f in fields(current)}
-        if set(value) - known:
-            raise ConfigError(f"unknown [{name}] key(s) {sorted(set(value) - known)}; known: {sorted(known)}")
-        for key in ("kinds", "quota_multipliers"):
-            if key in value:
-                value = {**value, key: tuple(value[key])}
-        return replace(current, **value)
+    if is_dataclass(current) and isinstance(value, dict):  # a nested table ([hnsw], [source.picks], ...)
+        return with_table(current, value, name)
     return value
+
+
+def with_table(current: Any, table: dict[str, Any], name: str) -> Any:
+    """The settings dataclass `current` with the keys of `table` (a TOML table or a saved `asdict`, nested
+    tables included) set; an unknown key raises ConfigError naming the table `name`."""
+    known = {f.name for f in fields(current)}
+    if set(table) - known:
+        raise ConfigError(f"unknown [{name}] key(s) {sorted(set(table) - known)}; known: {sorted(known)}")
+    for key in ("kinds", "quota_multipliers"):
+        if key in table:
+            table = {**table, key: tuple(table[key])}
+    return replace(current, **{k: _coerce(f"{name}.{k}", v, getattr(current, k)) for k, v in table.items()})
+
+
+# tables that moved: the loader names the new place instead of listing every known key
+MOVED = {"picks": "[source.picks]"}
 
 
 def load_config(toml_path: Path | None = None, **overrides: Any) -> RunConfig:
@@ -406,6 +517,8 @@ def load_config(toml_path: Path | None = None, **overrides: Any) -> RunConfig:
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in fields(RunConfig)}
     unknown = set(values) - known
+    for moved in sorted(unknown & set(MOVED)):
+        raise ConfigError(f"[{moved}] is now {MOVED[moved]}")
     if unknown:
         raise ConfigError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(known)}")
     base = RunConfig()

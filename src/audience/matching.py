@@ -12,12 +12,15 @@ The bound (`lagrangian_bound`). With one price lambda_u >= 0 per user on the cap
 is at least the gain of every feasible assignment (weak duality: each cap term is non-negative there).
 A clip's inner maximum is solved exactly by a dynamic programme over its candidates in descending score
 order (`_dual_kernel`: a chosen set is best placed in score order, so choosing a subsequence is enough),
-O(candidates x list_size) per clip, clips in parallel. The programme stops after the clip's `list_size`-th
-unpriced candidate: a later candidate x in a list of at most `list_size` users leaves one of those unpriced
-ones out, and swapping x for it raises no price and lowers no position's score, so some optimal list holds
-none of them. Where the cap binds on few users, each clip's programme reads little more than its top
-`list_size`. The prices are lowered by projected subgradient steps (Polyak's step towards the best
-assignment found): g_u = user_cap - (lists that want u).
+O(candidates x list_size) per clip, clips in parallel, with two exact cuts. A candidate x is skipped once
+the programme has read `list_size` candidates priced no higher: a list of at most `list_size` users that
+holds x leaves one of them out, and swapping x for it raises no price and lowers no position's score, so
+some optimal list holds no such x (after the `list_size`-th unpriced candidate every later one is skipped:
+the programme stops). x is tried only at positions whose discount keeps it above its price: dropping an x
+that adds d_k s - lambda <= 0 moves the users below it up a position. Where the cap binds on few users, each
+clip's programme reads little more than its top `list_size`; where it binds on many, a priced candidate
+costs a heap test, and a pass over the positions where it still pays. The prices are lowered by projected
+subgradient steps (Polyak's step towards the best assignment found): g_u = user_cap - (lists that want u).
 
 The assignment (`assign_by_prices`). Every few steps, and on the lowest bound's prices at the end, the greedy
 of `assign.assign_with_cap` runs on the priced scores s(c, u) - lambda_u three ways: "global", where a heavy
@@ -29,10 +32,10 @@ returned with the bound. Step 0 (no prices) includes the plain "global" and "mar
 never gains less than either.
 
 Limits: each dual step costs one pass of the programme, at most P x list_size operations for P candidate
-pairs, in practice (list_size + the priced candidates above the stop) x list_size per clip; each primal step
-one sort of P triples. Memory: the CSR of the pairs (16 bytes a pair) plus per-clip programme tables of
-candidates x list_size bytes. Subgradient steps converge slowly near the optimum: the bound returned is
-the lowest seen, valid whatever the number of steps.
+pairs, in practice far less (the cuts above); each primal step three greedies, each sorting every clip's
+best 2 x list_size triples (assign.py). Memory: the CSR of the pairs (16 bytes a pair) plus per-clip
+programme tables of candidates x list_size bytes. Subgradient steps converge slowly near the optimum: the
+bound returned is the lowest seen, valid whatever the number of steps.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
+from audience import progress
 from audience.assign import AssignmentResult, assign_with_cap, candidates_by_clip
 
 __all__ = [
@@ -77,6 +81,36 @@ def expected_ndcg_weights(clip: np.ndarray, score: np.ndarray, n_clips: int, lis
     return 1.0 / idcg
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _heap_push(heap, size, value):  # pragma: no cover - numba
+    """Adds `value` to the max-heap heap[:size] (which then holds size + 1 values)."""
+    i = size
+    heap[i] = value
+    while i > 0:
+        parent = (i - 1) // 2
+        if heap[parent] >= heap[i]:
+            break
+        heap[parent], heap[i] = heap[i], heap[parent]
+        i = parent
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _heap_replace_top(heap, size, value):  # pragma: no cover - numba
+    """Replaces the largest value of the max-heap heap[:size] by `value` (not larger) and restores it."""
+    heap[0] = value
+    i = 0
+    while True:
+        left, largest = 2 * i + 1, i
+        if left < size and heap[left] > heap[largest]:
+            largest = left
+        if left + 1 < size and heap[left + 1] > heap[largest]:
+            largest = left + 1
+        if largest == i:
+            break
+        heap[largest], heap[i] = heap[i], heap[largest]
+        i = largest
+
+
 @nb.njit(parallel=True, cache=True, nogil=True)
 def _dual_kernel(indptr, users, scores, prices, disc, chosen):  # pragma: no cover - numba
     """Per clip, the best list under `prices` (value of the inner maximum; `chosen` marks its pairs)."""
@@ -97,13 +131,27 @@ def _dual_kernel(indptr, users, scores, prices, disc, chosen):  # pragma: no cov
         take = np.empty((n, cap_k + 1), dtype=np.bool_)  # rows by read order, cleared as they are read
         n_read = 0
         reach = 0  # the most pairs any state holds so far
-        free = 0  # unpriced candidates read so far
+        cheapest = np.empty(cap_k)  # max-heap of the cap_k lowest prices read so far
+        n_cheap = 0
         for j in range(n):
             s = scores[lo + j]
             p = prices[users[lo + j]]
             if s <= p:  # worth less than its price at every position: never in an optimal list
                 continue
+            if n_cheap == cap_k:
+                if cheapest[0] == 0.0:  # cap_k unpriced candidates read: every later one is dominated
+                    break
+                if p >= cheapest[0]:  # cap_k candidates score as high at no higher price: dominated
+                    continue
+                _heap_replace_top(cheapest, cap_k, p)
+            else:
+                _heap_push(cheapest, n_cheap, p)
+                n_cheap += 1
             top = min(reach + 1, cap_k)
+            if p > 0.0:  # x at a position whose discount leaves it at most its price: drop it instead
+                while top > 0 and disc[top - 1] * s <= p:
+                    top -= 1
+            reach = max(reach, top)
             take[n_read, :] = False
             for k in range(top, 0, -1):
                 v = best[k - 1] + disc[k - 1] * s - p
@@ -112,11 +160,6 @@ def _dual_kernel(indptr, users, scores, prices, disc, chosen):  # pragma: no cov
                     take[n_read, k] = True
             read[n_read] = j
             n_read += 1
-            reach = top
-            if p == 0.0:
-                free += 1
-                if free == cap_k:  # every later candidate is dominated (module docstring): stop
-                    break
         k_best = 0
         for k in range(1, cap_k + 1):
             if best[k] > best[k_best]:
@@ -201,30 +244,34 @@ def _subgradient(
     best_bound, best_prices, uncapped = np.inf, prices.copy(), 0.0
     best_gain, best_assignment = -np.inf, None
     theta, stall, best_step = 1.0, 0, 0
-    for step in range(steps):
-        values = _dual_kernel(indptr, users, scores, prices, disc, chosen)
-        dual = user_cap * prices.sum() + values.sum()
-        if step == 0:
-            uncapped = float(values.sum())
-        if step == 0 or dual < best_bound - 1e-12 * max(abs(best_bound), 1.0):
-            best_bound, best_prices, best_step, stall = dual, prices.copy(), step, 0
-        else:
-            stall += 1
-            if stall >= 4:
-                theta, stall = theta / 2, 0
-        if primal is not None and step % primal_every == 0:
-            gain, assignment = primal(prices, chosen)
-            if assignment is not None and gain > best_gain:
-                best_gain, best_assignment = gain, assignment
-        load = np.bincount(users[chosen], minlength=n_users)
-        grad = (user_cap - load).astype(np.float64)
-        grad[(prices <= 0) & (grad > 0)] = 0.0  # projected: a free user's price stays at 0
-        norm = float(grad @ grad)
-        if norm == 0.0:  # the priced lists respect the cap: they are optimal
-            break
-        target = best_gain if np.isfinite(best_gain) else 0.0
-        gap = max(best_bound - target, 1e-9 * max(best_bound, 1.0))
-        prices = np.maximum(prices - theta * gap / norm * grad, 0.0)
+    with progress.bar(
+        "priced assignment" if primal is not None else "assignment bound", steps, "step"
+    ) as report:
+        for step in range(steps):
+            report.update(1)
+            values = _dual_kernel(indptr, users, scores, prices, disc, chosen)
+            dual = user_cap * prices.sum() + values.sum()
+            if step == 0:
+                uncapped = float(values.sum())
+            if step == 0 or dual < best_bound - 1e-12 * max(abs(best_bound), 1.0):
+                best_bound, best_prices, best_step, stall = dual, prices.copy(), step, 0
+            else:
+                stall += 1
+                if stall >= 4:
+                    theta, stall = theta / 2, 0
+            if primal is not None and step % primal_every == 0:
+                gain, assignment = primal(prices, chosen)
+                if assignment is not None and gain > best_gain:
+                    best_gain, best_assignment = gain, assignment
+            load = np.bincount(users[chosen], minlength=n_users)
+            grad = (user_cap - load).astype(np.float64)
+            grad[(prices <= 0) & (grad > 0)] = 0.0  # projected: a free user's price stays at 0
+            norm = float(grad @ grad)
+            if norm == 0.0:  # the priced lists respect the cap: they are optimal
+                break
+            target = best_gain if np.isfinite(best_gain) else 0.0
+            gap = max(best_bound - target, 1e-9 * max(best_bound, 1.0))
+            prices = np.maximum(prices - theta * gap / norm * grad, 0.0)
     if primal is not None and steps and best_step % primal_every:
         # the best bound's prices, once more (with the clips' best lists under them)
         _dual_kernel(indptr, users, scores, best_prices, disc, chosen)

@@ -1,4 +1,5 @@
-"""Offline metrics of the VK RecSys Challenge: NDCG@100 per clip, candidate recall, positives of a week.
+"""Offline metrics of the VK RecSys Challenge: NDCG@100 per clip, candidate recall, positives of a week, and
+the NDCG and recall of a merged candidate list on a labelled pool (`pool_ndcg`, `pool_recall`).
 
 The challenge metric, as implemented here:
 
@@ -352,6 +353,31 @@ def truth_positives(path: Path, flags: tuple[str, ...], target_ids: np.ndarray) 
     check_schema(path, INTERACTIONS_SCHEMA, ("user_id", "item_id", *flags))
     targets = pl.Series(target_ids, dtype=pl.UInt32).implode()
     return positives(scan_parquet(path).filter(pl.col("item_id").is_in(targets)), flags)
+
+
+def pool_ndcg(merged: pl.DataFrame, labels: pl.DataFrame, k: int) -> float:
+    """Mean NDCG@k over clips with a labelled positive, IDCG from the positives present in `labels` (the
+    labelled pool): the objective the quota search maximises on holdout weeks."""
+    positives = labels.filter(pl.col("label") > 0).select("clip", "user").unique()
+    per_clip_pos = positives.group_by("clip").len("n_pos")
+    hits = merged.filter(pl.col("rank") <= k).join(positives, on=["clip", "user"])
+    dcg = hits.group_by("clip").agg((1.0 / (pl.col("rank") + 1).cast(pl.Float64).log(2)).sum().alias("dcg"))
+    _, ideal = discount_table(k)
+    table = per_clip_pos.join(dcg, on="clip", how="left").with_columns(pl.col("dcg").fill_null(0.0))
+    idcg = ideal[np.minimum(table["n_pos"].to_numpy(), k)]
+    return float(np.mean(table["dcg"].to_numpy() / idcg)) if table.height else 0.0
+
+
+def pool_recall(merged: pl.DataFrame, labels: pl.DataFrame, k: int) -> float:
+    """Mean over clips with a labelled positive of the share of its positives among the merge's first `k`
+    users: how well a budget of `k` candidates is spent when a reranker orders them afterwards."""
+    positives = labels.filter(pl.col("label") > 0).select("clip", "user").unique()
+    per_clip_pos = positives.group_by("clip").len("n_pos")
+    hits = (
+        merged.filter(pl.col("rank") <= k).join(positives, on=["clip", "user"]).group_by("clip").len("hits")
+    )
+    table = per_clip_pos.join(hits, on="clip", how="left").with_columns(pl.col("hits").fill_null(0))
+    return float((table["hits"] / table["n_pos"]).mean()) if table.height else 0.0
 
 
 def novelty_at_k(recommended: np.ndarray, item_popularity: np.ndarray, k: int) -> float:

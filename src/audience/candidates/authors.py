@@ -13,6 +13,7 @@ from scipy import sparse
 
 from audience.arrays import TopK, sparse_top_k, sparse_values_at
 from audience.candidates.base import ClipQueries
+from audience.config import AuthorFansSettings
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
 
@@ -20,9 +21,9 @@ from audience.profiles.fit_data import FitData
 class AuthorFansSource:
     name = "author_fans"
 
-    def __init__(self, prior_strength: float = 5.0, batch: int = 4096):
-        self.prior_strength = prior_strength
-        self.batch = batch
+    def __init__(self, settings: AuthorFansSettings | None = None):
+        settings = settings or AuthorFansSettings()
+        self.prior_strength, self.batch = settings.prior_strength, settings.batch
         self.author_users: sparse.csr_matrix | None = None
 
     def fit(self, data: FitData, catalog: Catalog) -> AuthorFansSource:

@@ -22,7 +22,7 @@ from audience.arrays import TopK, top_k, unit_rows
 from audience.candidates.ann import HnswIndex
 from audience.candidates.base import ClipQueries
 from audience.candidates.coengagement import nearest_clip_weights
-from audience.config import HnswConfig
+from audience.config import BprBridgeSettings, HnswConfig, NeighbourBridgeSettings
 from audience.data.catalog import Catalog
 from audience.models.bpr import BPR
 from audience.models.ease import EASE
@@ -51,16 +51,14 @@ class BprBridgeSource:
 
     def __init__(
         self,
-        factors: int = 64,
-        epochs: int = 30,
-        ridge: float = 1.0,
+        settings: BprBridgeSettings | None = None,
         hnsw: HnswConfig | None = None,
         n_threads: int = 1,
         seed: int = 0,
-        sample_budget: int = 150_000_000,
     ):
-        self.factors, self.epochs, self.ridge = factors, epochs, ridge
-        self.sample_budget = sample_budget
+        settings = settings or BprBridgeSettings()
+        self.factors, self.epochs, self.ridge = settings.factors, settings.epochs, settings.ridge
+        self.sample_budget = settings.sample_budget
         self.hnsw = hnsw or HnswConfig()
         self.n_threads, self.seed = n_threads, seed
 
@@ -95,16 +93,16 @@ class NeighbourBridgeSource:
     def __init__(
         self,
         model: str = "ease",
-        n_neighbours: int = 20,
+        settings: NeighbourBridgeSettings | None = None,
         hnsw: HnswConfig | None = None,
         n_threads: int = 1,
         seed: int = 0,
-        batch: int = 256,
-        max_items: int = 10_000,
     ):
         if model not in ("ease", "slim"):
             raise ValueError(f"model must be 'ease' or 'slim', got {model!r}")
-        self.model_name, self.n_neighbours, self.batch, self.max_items = model, n_neighbours, batch, max_items
+        settings = settings or NeighbourBridgeSettings()
+        self.model_name, self.n_neighbours = model, settings.n_neighbours
+        self.batch, self.max_items = settings.batch, settings.max_items
         self.name = f"{model}_bridge"
         self.hnsw = hnsw or HnswConfig()
         self.n_threads, self.seed = n_threads, seed

@@ -14,7 +14,7 @@ from scipy import sparse
 from audience.arrays import TopK, sparse_top_k, unit_rows
 from audience.candidates.ann import HnswIndex
 from audience.candidates.base import ClipQueries
-from audience.config import HnswConfig
+from audience.config import CoEngagementSettings, HnswConfig
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
 
@@ -32,14 +32,13 @@ class CoEngagementSource:
 
     def __init__(
         self,
-        n_neighbours: int = 50,
-        power: float = 2.0,
+        settings: CoEngagementSettings | None = None,
         hnsw: HnswConfig | None = None,
         n_threads: int = 1,
         seed: int = 0,
-        batch: int = 1024,
     ):
-        self.n_neighbours, self.power, self.batch = n_neighbours, power, batch
+        settings = settings or CoEngagementSettings()
+        self.n_neighbours, self.power, self.batch = settings.n_neighbours, settings.power, settings.batch
         self.hnsw = hnsw or HnswConfig()
         self.n_threads, self.seed = n_threads, seed
         self.index: HnswIndex | None = None

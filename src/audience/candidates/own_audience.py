@@ -14,6 +14,7 @@ from scipy import sparse
 
 from audience.arrays import TopK, sparse_top_k
 from audience.candidates.base import ClipQueries
+from audience.config import OwnAudienceSettings
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
 
@@ -21,8 +22,9 @@ from audience.profiles.fit_data import FitData
 class OwnAudienceSource:
     name = "own_audience"
 
-    def __init__(self, n_neighbours: int = 100, batch: int = 256):
-        self.n_neighbours, self.batch = n_neighbours, batch
+    def __init__(self, settings: OwnAudienceSettings | None = None):
+        settings = settings or OwnAudienceSettings()
+        self.n_neighbours, self.batch = settings.n_neighbours, settings.batch
         self.item_users: sparse.csr_matrix | None = None
         self.user_items: sparse.csr_matrix | None = None
         self.inv_norm: np.ndarray | None = None

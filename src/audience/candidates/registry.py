@@ -2,8 +2,9 @@
 ('hnsw:all', 'exact:positive'), 'reach:<profile>' (activity x taste), 'gmm:<all|positive>' (soft-cluster
 profiles), 'bpr_bridge', 'ease_bridge', 'slim_bridge' (collaborative models bridged to new clips),
 'own_audience' (warm targets: users like the clip's own engaged users), 'picks:<profile|author>' (the
-other direction: each user picks their best target clips). Each comes wrapped in `Reported`,
-which prints one progress line per answered batch (fit and query time)."""
+other direction: each user picks their best target clips). Each is built from its own settings
+(config.SourceSettings, the `[source.NAME]` tables) and comes wrapped in `Reported`, which prints one
+progress line per answered batch (fit and query time)."""
 
 from __future__ import annotations
 
@@ -71,32 +72,31 @@ def make_source(name: str, cfg: RunConfig) -> CandidateSource:
 
 
 def _build(name: str, cfg: RunConfig) -> CandidateSource:
+    """The source `name` with its settings (`cfg.source`), the shared index settings and the run's seed."""
+    settings, index = cfg.source, {"hnsw": cfg.hnsw, "n_threads": cfg.n_threads, "seed": cfg.seed}
     if name == "popular":
         return PopularSource()
     if name == "random":
         return RandomSource(cfg.seed)
     if name == "author_fans":
-        return AuthorFansSource()
+        return AuthorFansSource(settings.author_fans)
     if name == "bpr_bridge":
-        return BprBridgeSource(hnsw=cfg.hnsw, n_threads=cfg.n_threads, seed=cfg.seed)
+        return BprBridgeSource(settings.bpr_bridge, **index)
     if name in ("ease_bridge", "slim_bridge"):
-        return NeighbourBridgeSource(
-            name.split("_")[0], hnsw=cfg.hnsw, n_threads=cfg.n_threads, seed=cfg.seed
-        )
+        return NeighbourBridgeSource(name.split("_")[0], getattr(settings, name), **index)
     if name == "own_audience":
-        return OwnAudienceSource()
+        return OwnAudienceSource(settings.own_audience)
     if name == "coengagement":
-        return CoEngagementSource(hnsw=cfg.hnsw, n_threads=cfg.n_threads, seed=cfg.seed)
+        return CoEngagementSource(settings.coengagement, **index)
     backend, _, profile = name.partition(":")
     if backend == "reach" and profile:
-        return ReachSource(profile, hnsw=cfg.hnsw, n_threads=cfg.n_threads, seed=cfg.seed)
+        return ReachSource(profile, **index)
     if backend == "picks" and profile:
-        p = cfg.picks
-        return UserPicksSource(profile, cfg.list_size, p.share, p.minimum, cfg.hnsw, cfg.n_threads, cfg.seed)
+        return UserPicksSource(profile, cfg.list_size, settings.picks, **index, fans=settings.author_fans)
     if backend == "gmm" and profile:
-        return GmmSource(profile, "hnsw", hnsw=cfg.hnsw, n_threads=cfg.n_threads, seed=cfg.seed)
+        return GmmSource(profile, "hnsw", **index)
     if backend in ("hnsw", "exact") and profile:
-        return EmbeddingSource(profile, backend, cfg.hnsw, cfg.n_threads, cfg.seed)
+        return EmbeddingSource(profile, backend, **index)
     raise ConfigError(
         f"unknown candidate source {name!r}; use popular, random, author_fans, coengagement, "
         "hnsw:<profile>, exact:<profile>, reach:<profile>, gmm:<all|positive>, bpr_bridge, ease_bridge, "

@@ -31,7 +31,7 @@ from audience.arrays import TopK, sparse_top_k, unit_rows
 from audience.candidates.ann import HnswIndex
 from audience.candidates.authors import AuthorFansSource
 from audience.candidates.base import ClipQueries
-from audience.config import HnswConfig
+from audience.config import AuthorFansSettings, HnswConfig, PicksSettings
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
 
@@ -70,14 +70,16 @@ class UserPicksSource:
         self,
         kind: str = "positive",
         list_size: int = 100,
-        share: float = 2.0,
-        minimum: int = 10,
+        settings: PicksSettings | None = None,
         hnsw: HnswConfig | None = None,
         n_threads: int = 1,
         seed: int = 0,
         user_block: int = 8192,
+        fans: AuthorFansSettings | None = None,
     ):
-        self.kind, self.list_size, self.share, self.minimum = kind, list_size, share, minimum
+        self.kind, self.list_size = kind, list_size
+        settings = settings or PicksSettings()
+        self.share, self.minimum, self.fans = settings.share, settings.minimum, fans
         self.hnsw = hnsw or HnswConfig()
         self.n_threads, self.seed, self.user_block = n_threads, seed, user_block
         self.name = f"picks:{kind}"
@@ -89,7 +91,7 @@ class UserPicksSource:
     def fit(self, data: FitData, catalog: Catalog) -> UserPicksSource:
         self.n_users = data.n_users
         if self.kind == "author":
-            fans = AuthorFansSource().fit(data, catalog).author_users
+            fans = AuthorFansSource(self.fans).fit(data, catalog).author_users
             assert fans is not None
             self.user_authors = fans.T.tocsr()
             self.users = np.flatnonzero(np.diff(self.user_authors.indptr) > 0).astype(np.int32)

@@ -43,6 +43,7 @@ from audience.data.layout import DatasetLayout
 from audience.data.metadata_padding import REAL_ITEMS, REAL_USERS, pad_metadata
 from audience.data.presets import SyntheticConfig
 from audience.data.schema import FLAG_COLUMNS, INTERACTIONS_SCHEMA, ITEMS_SCHEMA, USERS_SCHEMA
+from audience.data.targets import write_mixed_targets
 from audience.io import atomic_path, write_parquet
 
 REAL_RATES: dict[str, float] = {
@@ -818,8 +819,6 @@ def generate(
         "flag_offsets": offsets,
     }
     if cfg.warm_targets > 0 and n_weeks > cfg.n_train_weeks:  # needs the validation week
-        from audience.data.targets import write_mixed_targets
-
         write_mixed_targets(layout, cfg.warm_targets, cfg.seed)
     layout.truth_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(layout.truth_dir / "generator.json") as tmp:

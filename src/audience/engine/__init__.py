@@ -2,8 +2,10 @@
 cluster: engine/dask_engine.py says what runs there and how it is cut into tasks).
 
 Both engines offer the same calls (build the weekly aggregates, the uncached weekly passes, the distinct
-ids of the weeks, a source's answers for the target clips, the pool's pair features, the reranker's
-boosting) and give the same results: counts exactly, float sums to rounding.
+ids of the weeks, a source's answers for the target clips, a function mapped over blocks of target clips
+(the pool's pair features, which the caller passes down), where the reranker's boosters train) and give the
+same results: counts exactly, float sums to rounding. The engines import nothing from the models above
+them: what runs on blocks is handed to them.
 
 What stays on the client under Dask, and why: indexing the run's users and clips (the catalog: one
 metadata read), combining a split's weekly aggregates into profiles (one pass over the cached .npy files,

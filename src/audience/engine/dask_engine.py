@@ -9,8 +9,9 @@
   are queried there (a broadcast, not a sharded, index: a source is fitted on the client from the split's
   profiles, and at VK scale its index is ~100-300 MB, cheaper to copy than to shard; sources whose draws
   depend on the whole batch (random) answer on the client).
-- Pair features: the pool-wide tables (rank/features.PoolContext) are computed on the client, broadcast
-  with the fit data, and blocks of clips get their features on the workers.
+- Maps over blocks of target clips (the rank stage's pair features): the caller's function and its shared
+  inputs (the fit data and the pool-wide tables, computed on the client) are sent to the workers, and each
+  block of clips is mapped there.
 - Reranker boosting: xgboost.dask (engine/dask_boosting.py).
 
 Broadcast objects are scattered to every worker, so a lost worker leaves copies on the others; a lost
@@ -50,8 +51,6 @@ from audience.profiles.aggregates import (
     aggregate_week,
     merge_aggregates,
 )
-from audience.profiles.fit_data import FitData
-from audience.rank.features import PoolContext, pair_features, pool_context
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +64,8 @@ def _recommend_block(source: CandidateSource, queries: ClipQueries, k: int) -> T
     return source.recommend(queries, k)
 
 
-def _features_block(
-    pool: pl.DataFrame, shared: tuple[FitData, Catalog, ClipQueries, PoolContext]
-) -> pl.DataFrame:
-    return pair_features(pool, *shared)
+def _apply_block(function: Callable[..., pl.DataFrame], pool: pl.DataFrame, shared: tuple) -> pl.DataFrame:
+    return function(pool, *shared)
 
 
 def gathered(futures: list, desc: str) -> list:
@@ -211,31 +208,26 @@ class DaskEngine:
         answers = gathered(futures, f"{source.name} (dask)")
         return TopK(np.concatenate([a.ids for a in answers]), np.concatenate([a.scores for a in answers]))
 
-    # the rank stage hands the whole pool to pair_features, which cuts it into blocks for the workers
+    # the rank stage hands the whole pool to map_clip_blocks, which cuts it into blocks for the workers
     feature_block_clips: int | None = None
 
-    def pair_features(
-        self,
-        pool: pl.DataFrame,
-        fit: FitData,
-        catalog: Catalog,
-        queries: ClipQueries,
-        context: PoolContext | None = None,
+    def map_clip_blocks(
+        self, function: Callable[..., pl.DataFrame], pool: pl.DataFrame, n_clips: int, *shared
     ) -> pl.DataFrame:
-        """The pool (sorted by clip) cut into blocks of clips, each block's features computed on a worker
-        with the pool-wide tables (`context`, computed here when None)."""
-        context = pool_context(pool, fit, catalog, queries) if context is None else context
+        """`function(block, *shared)` for the pool's (sorted by clip; clips below `n_clips`) blocks of
+        `clip_block` clips, each on a worker, concatenated in order; `shared` is broadcast once. `function`
+        must be importable on the workers (a module-level function)."""
         clip = pool["clip"].to_numpy()
-        bounds = np.searchsorted(clip, [b.start for b in clip_blocks(len(queries), self.cfg.clip_block)])
+        bounds = np.searchsorted(clip, [b.start for b in clip_blocks(n_clips, self.cfg.clip_block)])
         bounds = [*bounds.tolist(), pool.height]
         if len(bounds) <= 2:
-            return pair_features(pool, fit, catalog, queries, context)
-        shared = self._broadcast((fit, catalog, queries, context))
+            return function(pool, *shared)
+        shared_future = self._broadcast(shared)
         futures = [
-            self.client.submit(_features_block, pool.slice(lo, hi - lo), shared, pure=False)
+            self.client.submit(_apply_block, function, pool.slice(lo, hi - lo), shared_future, pure=False)
             for lo, hi in itertools.pairwise(bounds)
         ]
-        return pl.concat(gathered(futures, "pair features (dask)"))
+        return pl.concat(gathered(futures, f"{getattr(function, '__name__', 'map')} (dask)"))
 
     def boosting(self, n_threads: int) -> DaskBoosting:
         return DaskBoosting(self.client, self.cfg.train_partition_rows)

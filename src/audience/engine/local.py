@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -10,17 +10,14 @@ import polars as pl
 
 from audience.arrays import TopK
 from audience.candidates.base import CandidateSource, ClipQueries
-from audience.data.catalog import Catalog
 from audience.data.weeks import distinct_ids
 from audience.profiles.aggregates import LocalAggregation
-from audience.profiles.fit_data import FitData
-from audience.rank._booster import LocalBoosting
-from audience.rank.features import PoolContext, pair_features
 
 
 class LocalEngine(LocalAggregation):
     """Every heavy pass in this process: the weekly passes (LocalAggregation), the distinct ids, the sources'
-    queries, the pair features and the boosting."""
+    queries and the per-clip-block maps (pair features); the boosting is the caller's own (`boosting`
+    returns None)."""
 
     name = "local"
 
@@ -35,15 +32,12 @@ class LocalEngine(LocalAggregation):
     # the rank stage scores its pool this many clips at a time (features, then prediction, per block)
     feature_block_clips: int | None = 4096
 
-    def pair_features(
-        self,
-        pool: pl.DataFrame,
-        fit: FitData,
-        catalog: Catalog,
-        queries: ClipQueries,
-        context: PoolContext | None = None,
+    def map_clip_blocks(
+        self, function: Callable[..., pl.DataFrame], pool: pl.DataFrame, n_clips: int, *shared
     ) -> pl.DataFrame:
-        return pair_features(pool, fit, catalog, queries, context)
+        """`function(pool, *shared)`: here the pool is one block."""
+        return function(pool, *shared)
 
-    def boosting(self, n_threads: int) -> LocalBoosting:
-        return LocalBoosting(n_threads)
+    def boosting(self, n_threads: int) -> None:
+        """None: the boosters train in this process (the model's own default)."""
+        return None

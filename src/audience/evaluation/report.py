@@ -11,7 +11,6 @@ ORACLE = "oracle"
 # the oracle's order restricted to the final method's pool (pool users it does not list follow in the final
 # method's order): the best the pool allows
 POOL_CEILING = "pool_ceiling"
-POOL_DEPTHS = (100, 300, 1000)  # candidate-pool depths whose recall of the truth week is reported
 
 
 def pool_ceiling_frame(pool: pl.DataFrame, oracle: pl.DataFrame) -> pl.DataFrame:

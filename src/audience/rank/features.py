@@ -29,6 +29,7 @@ from scipy import sparse
 
 from audience.arrays import sparse_values_at
 from audience.candidates.base import ClipQueries
+from audience.config import SimilarAuthorsSettings
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
 from audience.rank.similar_authors import author_neighbours, neighbour_affinity
@@ -88,8 +89,16 @@ class PoolContext:
     posteriors: np.ndarray | None  # float32 (n_clips, components) GMM posteriors of the clips
 
 
-def pool_context(pool: pl.DataFrame, fit: FitData, catalog: Catalog, queries: ClipQueries) -> PoolContext:
-    """The pool-wide part of `pair_features` (see PoolContext)."""
+def pool_context(
+    pool: pl.DataFrame,
+    fit: FitData,
+    catalog: Catalog,
+    queries: ClipQueries,
+    similar: SimilarAuthorsSettings | None = None,
+) -> PoolContext:
+    """The pool-wide part of `pair_features` (see PoolContext); `similar`: the similar-authors settings
+    (the reranker's, config.RerankerConfig.similar_authors)."""
+    similar = similar or SimilarAuthorsSettings()
     clip = pool["clip"].to_numpy()
     user = pool["user"].to_numpy()
     author = queries.author[clip]
@@ -147,7 +156,7 @@ def pool_context(pool: pl.DataFrame, fit: FitData, catalog: Catalog, queries: Cl
         user_cols,
         author_cols,
         recent_total,
-        author_neighbours(audience, target_authors),
+        author_neighbours(audience, target_authors, similar.k, pair_budget=similar.pair_budget),
         row_of_author,
         clip_vectors,
         posteriors,
@@ -162,7 +171,7 @@ def pair_features(
     context: PoolContext | None = None,
 ) -> pl.DataFrame:
     """The pool with every feature column added (float32; NaN where unknown). `context`: the pool-wide
-    tables (`pool_context` of the whole pool; computed here when None)."""
+    tables (`pool_context` of the whole pool; computed here with the default settings when None)."""
     context = pool_context(pool, fit, catalog, queries) if context is None else context
     clip = pool["clip"].to_numpy()
     user = pool["user"].to_numpy()

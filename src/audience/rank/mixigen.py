@@ -32,7 +32,7 @@ from scipy.stats import spearmanr
 from audience import progress
 from audience.config import MixiGenConfig
 from audience.errors import TooLittleData
-from audience.metrics import discount_table
+from audience.metrics import pool_ndcg, pool_recall
 from audience.rank._booster import gain_shares, load_booster, save_booster, train_early_stopped
 
 # clip and user features of the reranker's pool (rank/features.py) that MixiGen may see: no pair features,
@@ -213,31 +213,6 @@ def quota_merge(frame: pl.DataFrame, shares: Mapping[int, float], budget: int) -
     )
     ordered = keyed.sort(["clip", "score", "source"], descending=[False, True, False]).drop("share")
     return _first_per_user(ordered, budget)
-
-
-def pool_ndcg(merged: pl.DataFrame, labels: pl.DataFrame, k: int) -> float:
-    """Mean NDCG@k over clips with a labelled positive, IDCG from the positives present in `labels` (the
-    labelled pool): the objective the quota search maximises on holdout weeks."""
-    positives = labels.filter(pl.col("label") > 0).select("clip", "user").unique()
-    per_clip_pos = positives.group_by("clip").len("n_pos")
-    hits = merged.filter(pl.col("rank") <= k).join(positives, on=["clip", "user"])
-    dcg = hits.group_by("clip").agg((1.0 / (pl.col("rank") + 1).cast(pl.Float64).log(2)).sum().alias("dcg"))
-    _, ideal = discount_table(k)
-    table = per_clip_pos.join(dcg, on="clip", how="left").with_columns(pl.col("dcg").fill_null(0.0))
-    idcg = ideal[np.minimum(table["n_pos"].to_numpy(), k)]
-    return float(np.mean(table["dcg"].to_numpy() / idcg)) if table.height else 0.0
-
-
-def pool_recall(merged: pl.DataFrame, labels: pl.DataFrame, k: int) -> float:
-    """Mean over clips with a labelled positive of the share of its positives among the merge's first `k`
-    users: how well a budget of `k` candidates is spent when a reranker orders them afterwards."""
-    positives = labels.filter(pl.col("label") > 0).select("clip", "user").unique()
-    per_clip_pos = positives.group_by("clip").len("n_pos")
-    hits = (
-        merged.filter(pl.col("rank") <= k).join(positives, on=["clip", "user"]).group_by("clip").len("hits")
-    )
-    table = per_clip_pos.join(hits, on="clip", how="left").with_columns(pl.col("hits").fill_null(0))
-    return float((table["hits"] / table["n_pos"]).mean()) if table.height else 0.0
 
 
 QUOTA_OBJECTIVES = {"ndcg": pool_ndcg, "recall": pool_recall}

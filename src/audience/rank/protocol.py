@@ -27,7 +27,7 @@ import polars as pl
 from audience.config import HoldoutTargets, RerankerConfig, RunConfig
 from audience.data.location import data_path, scan_parquet
 from audience.data.schema import INTERACTIONS_SCHEMA, check_schema
-from audience.rank.mixigen import pool_ndcg
+from audience.metrics import pool_ndcg
 from audience.split import Split, default_targets, read_targets_file
 
 

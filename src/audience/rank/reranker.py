@@ -21,12 +21,10 @@ import numpy as np
 import polars as pl
 import xgboost as xgb
 
-from audience.config import RerankerConfig
+from audience.config import RerankerConfig, with_table
 from audience.errors import TooLittleData
 from audience.rank._booster import LocalBoosting, gain_shares, load_boosters, save_boosters
 from audience.rank.features import feature_columns
-
-PREDICT_BLOCK_ROWS = 1_000_000
 
 
 class Reranker:
@@ -134,10 +132,11 @@ class Reranker:
             summary["refit_trees"] = refit_trees
         return summary
 
-    def predict(self, frame: pl.DataFrame, block_rows: int = PREDICT_BLOCK_ROWS) -> np.ndarray:
-        """The mean of every booster's prediction (probabilities for binary:logistic), `block_rows` rows at
-        a time: the float32 copy XGBoost reads is one block (~200 MB), not the whole pool (GBs at VK size)."""
+    def predict(self, frame: pl.DataFrame) -> np.ndarray:
+        """The mean of every booster's prediction (probabilities for binary:logistic), `predict_block_rows`
+        rows at a time: the float32 copy XGBoost reads is one block, not the whole pool (GBs at VK size)."""
         assert self.boosters, "fit first"
+        block_rows = self.cfg.predict_block_rows
         total = np.zeros(frame.height, dtype=np.float64)
         for start in range(0, frame.height, block_rows):
             data, _, qid, _ = self._arrays(frame.slice(start, block_rows), self.features, False)
@@ -159,7 +158,7 @@ class Reranker:
     @classmethod
     def load(cls, folder: Path, n_threads: int = 1) -> Reranker:
         boosters, meta = load_boosters(folder)
-        obj = cls(RerankerConfig(**meta["config"]), n_threads)
+        obj = cls(with_table(RerankerConfig(), meta["config"], "reranker"), n_threads)
         obj.boosters, obj.features, obj.report = boosters, meta["features"], meta["report"]
         trees = meta["report"].get("n_trees", meta["report"]["best_iteration"] + 1)
         # a model saved before bagging stored one tree count (before the refit option: none, the early stop's)

@@ -8,14 +8,14 @@ those who never saw this author but follow its neighbours.
 Limits: the neighbour search runs over the distinct authors of the target clips only, in blocks of
 authors (a dense block of at most 2**25 similarities); its cost is about sum over users of
 (authors seen) x (target authors seen) pairs. When every author's neighbours would cost more than
-`pair_budget` (4e9 pairs, ~15 s; VK density, ~1,400 authors a user, needs 2e11), each user's audience is
-cut to its `per_user` most viewed authors, the largest number within that budget (logged). The cut
-depends on the fit data alone, never on how many target authors a run has: a holdout run with a few
-thousand pseudo-new clips and a test week with tens of thousands then read the feature on one scale (a cut
-that followed the target count gave the test week fewer authors a user than the label weeks the reranker
-learned from). Setting `per_user` fixes it. The per-pair sums (numba) read each pool user's history row
-once into a dense n_authors buffer, then `k` direct lookups per pair: pool rows x k plus the pool users'
-history entries.
+`pair_budget` (config.SimilarAuthorsSettings: 4e9 pairs, ~15 s; VK density, ~1,400 authors a user, needs
+2e11), each user's audience is cut to its `per_user` most viewed authors, the largest number within that
+budget (logged). The cut depends on the fit data alone, never on how many target authors a run has: a
+holdout run with a few thousand pseudo-new clips and a test week with tens of thousands then read the
+feature on one scale (a cut that followed the target count gave the test week fewer authors a user than the
+label weeks the reranker learned from). Setting `per_user` fixes it. The per-pair sums (numba) read each
+pool user's history row once into a dense n_authors buffer, then `k` direct lookups per pair: pool rows x k
+plus the pool users' history entries.
 """
 
 from __future__ import annotations
@@ -76,13 +76,14 @@ def budget_per_user(seen: np.ndarray, target_share: float, pair_budget: float) -
 def author_neighbours(
     user_author_views: sparse.csr_matrix,
     authors: np.ndarray,
-    k: int = 50,
+    k: int,
     per_user: int | None = None,
-    pair_budget: float = 4e9,
+    pair_budget: float = np.inf,
     block: int | None = None,
 ) -> sparse.csr_matrix:
     """(len(authors) x n_authors) CSR: row i holds the `k` authors most similar to authors[i] (itself
-    excluded), valued by their audience cosine."""
+    excluded), valued by their audience cosine. `per_user` cuts each user's audience to that many authors;
+    without it, the cut is the largest within `pair_budget` (none by default)."""
     audience = sparse.csr_matrix(user_author_views, dtype=np.float32, copy=True)
     n_authors = audience.shape[1]
     if per_user is None:  # the budget of every author's neighbours: the same cut whatever the targets

@@ -10,6 +10,6 @@ writes its own, so any stage can be rerun alone (the numbered scripts do exactly
     evaluate    NDCG@100 of every method against the truth week (+ the synthetic oracle) -> results.md/json
     submission  the final method's lists -> submissions/submission.parquet (validated)
 
-run.py is the run folder; execute.py runs one stage with its records; training_data.py builds the holdout
-runs (by calling the profiles and candidates stages) whose labelled pools the blend and rank stages train
-on. pipeline.py wires the stages in order."""
+run.py is the run folder; execute.py runs one stage with its records; holdout_runs.py builds the holdout
+runs (by calling the profiles and candidates stages) and training_data.py labels their pools, which the
+blend and rank stages train on. pipeline.py wires the stages in order."""

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import polars as pl
 
-from audience import timing
+from audience import progress, timing
 from audience.assign import assign_with_cap
 from audience.candidates.popular import fallback_order
 from audience.config import RunConfig
@@ -191,7 +191,7 @@ def stage_assign(run: Run) -> None:
     if cfg.ndcg_weights:
         final = ndcg_weighted(final, n_clips, cfg.list_size)
     bound_json = None  # from the final method's priced assignment, when it returns one
-    for m in cfg.methods:
+    for m in progress.iterate(cfg.methods, "assign", "method"):
         strategy = run_strategy(cfg, m)
         start = time.perf_counter()
         with timing.substep(f"{m} ({strategy})"):

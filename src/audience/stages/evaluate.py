@@ -12,7 +12,6 @@ from audience.errors import DataError
 from audience.evaluation.report import (
     ORACLE,
     POOL_CEILING,
-    POOL_DEPTHS,
     decomposition,
     group_ndcg,
     lists_frame,
@@ -43,7 +42,7 @@ def stage_evaluate(run: Run) -> dict:
             log.warning("test week cannot be scored, results table left empty: %s", exc)
     rows = []
     depths = sorted(
-        {d for d in (cfg.list_size, *POOL_DEPTHS, cfg.candidate_depth) if d <= cfg.candidate_depth}
+        {d for d in (cfg.list_size, *cfg.recall_depths, cfg.candidate_depth) if d <= cfg.candidate_depth}
     )
 
     def pool_recall(cands: pl.DataFrame) -> dict[str, float]:

@@ -1,21 +1,16 @@
-"""The training data of the reranker and MixiGen: labelled candidate pools of holdout runs.
+"""The training data of the reranker and MixiGen: labelled candidate pools of holdout runs
+(stages/holdout_runs.py: the pipeline shifted back to a label week, its profiles and candidates cached).
 
-A holdout run is the pipeline shifted back `holdout` weeks (rank/protocol.py chooses which): its profiles
-and candidates are fitted on the weeks before a label week, and the label week's positives label its pool.
-Building one costs a profile pass and every candidate source, so holdout runs are cached beside the run:
-
-* `holdout_key`: everything that shapes a holdout run (fit weeks, truth week, the shaping config, the data
-  files' stamps and a hash of this package's code, `UPSTREAM_CODE`). A run whose key differs is rebuilt in
-  place, so regenerated data or an edited source, profile pass or feature never serves stale candidates.
-* `holdout_dir`: the run's folder, named by the key without stamps and code, so runs of equal content are
-  shared (submit mode's second holdout run is validate mode's first).
-* `labelled_pool`: a holdout run's pool features with their labels, cached in its folder per pool depth.
+* `labelled_pool`: a holdout run's pool features with their labels, cached in its folder, named by what
+  shapes it (pool depth, first stage, similar-authors settings) and by `POOL_CODE`, the hash of this
+  module's import closure (the pair features and the first stage): an edited feature rebuilds the pools,
+  not the holdout runs' profiles and candidates.
 * `training_frames`: the pools of a plan's label weeks stacked into one frame; week h's clip ids are shifted
   by h x `HOLDOUT_CLIP_OFFSET` so no two weeks share one.
 * `train_with_fallbacks`: fits a model on the first protocol of the fallback chain that can train.
+* `pool_features` and `scored_pool`: the same features for a run's own pool, to score it.
 
-A holdout run is built by calling the profiles and candidates stages on it (stages/execute.py records
-them as any stage); the blend and rank stages call this module for their training data."""
+The blend and rank stages call this module for their training data."""
 
 from __future__ import annotations
 
@@ -24,7 +19,7 @@ import itertools
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -38,26 +33,21 @@ from audience.config import RunConfig
 from audience.data.catalog import Catalog
 from audience.data.target_history import seen_pairs, target_history
 from audience.errors import DataError, TooLittleData
-from audience.io import file_lock, file_stamp, read_json, write_json, write_parquet
+from audience.io import read_json, write_json, write_parquet
 from audience.metrics import truth_positives
 from audience.rank.clip_history import history_features
-from audience.rank.features import add_labels, candidate_pool, pool_context
+from audience.rank.features import add_labels, candidate_pool, pair_features, pool_context
 from audience.rank.first_stage import fit_weights, label_sample
 from audience.rank.protocol import LabelWeek, TrainingPlan, holdout_samples, training_plans
-from audience.split import Split, make_split
-from audience.stages.candidates import stage_candidates
-from audience.stages.execute import execute
-from audience.stages.profiles import stage_profiles
+from audience.split import Split
+from audience.stages.holdout_runs import LABELLED_POOLS, building, holdout_run
 from audience.stages.run import Run
 
 __all__ = [
     "HOLDOUT_CLIP_OFFSET",
-    "UPSTREAM_CODE",
+    "POOL_CODE",
     "first_stage_candidates",
     "first_stage_weights",
-    "holdout_dir",
-    "holdout_key",
-    "holdout_run",
     "label_positives",
     "labelled_pool",
     "pool_features",
@@ -71,54 +61,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# a holdout run's artifacts (its candidates and labelled pool) are made by this module and what it imports:
-# any edit there rebuilds them in place, so an edited source, profile pass or feature never serves stale ones
-# (as the data stamps do for data)
-UPSTREAM_CODE = code_key(__name__)
+# the labelled pools are made by this module and what it imports (the holdout runs' code, the features, the
+# first stage): any edit there rebuilds them, as an edit in stages/holdout_runs.py's closure rebuilds the runs
+POOL_CODE = code_key(__name__)
 # the label weeks' pools are stacked for training: week h's clip rows are shifted by h x this, so no two weeks
 # share a clip id (a pool holds far fewer target clips)
 HOLDOUT_CLIP_OFFSET = 10_000_000
-# the stages a holdout run needs before its pool can be labelled
-HOLDOUT_STAGES = {"profiles": stage_profiles, "candidates": stage_candidates}
 FIRST_STAGE = "first_stage"  # the first stage's name in a pool's columns (score__first_stage, rank__...)
-
-
-def holdout_key(cfg: RunConfig, split: Split) -> dict:
-    """Everything that shapes a holdout run's profiles and candidates: equal keys, equal artifacts."""
-    shaping = (
-        "positive_flags",
-        "embedding_dim",
-        "sources",
-        "candidate_depth",
-        "hnsw",
-        "profiles",
-        "gmm",
-        "seed",
-        "holdout_targets",
-        "exclude_seen",
-    )
-    return json.loads(
-        json.dumps(
-            {
-                "fit_weeks": [str(p) for p in split.fit_weeks],
-                "truth_week": str(split.truth_week),
-                **{k: getattr(cfg, k) for k in shaping},
-                # regenerated or re-downloaded data under the same paths must not reuse old holdout runs
-                "data_stamps": [file_stamp(p) for p in (*split.fit_weeks, split.truth_week)],
-                "code": UPSTREAM_CODE,
-            },
-            default=lambda o: o.__dict__,
-        )
-    )
-
-
-def holdout_dir(cfg: RunConfig, key: dict) -> Path:
-    """Holdout runs are shared by content: submit mode's second holdout run is validate mode's first. The
-    folder name ignores the data stamps and the code (rewritten data or edited code rebuilds the run in place,
-    via holdout.json)."""
-    named = {k: v for k, v in key.items() if k not in ("data_stamps", "code")}
-    digest = hashlib.sha1(json.dumps(named, sort_keys=True).encode()).hexdigest()[:10]
-    return cfg.artifacts.parent / f"{cfg.dataset_name}-holdout" / f"fit{len(key['fit_weeks']):02d}-{digest}"
 
 
 FirstStage = dict[str, float]  # the first stage's weights per term (candidates/combined.py)
@@ -190,11 +139,24 @@ def first_stage_weights(run: Run, plan: TrainingPlan) -> FirstStage | None:
     return weights
 
 
+def _feature_inputs(run: Run, pool: pl.DataFrame) -> tuple:
+    """What `pair_features` reads besides a block of the pool: the fit data, the catalog, the queries and
+    the whole pool's tables (`pool_context`, with the reranker's similar-authors settings)."""
+    fit, queries = run.fit_data(), run.queries()
+    return (
+        fit,
+        run.catalog,
+        queries,
+        pool_context(pool, fit, run.catalog, queries, run.cfg.reranker.similar_authors),
+    )
+
+
 def pool_features(run: Run, first_stage: FirstStage | None = None) -> pl.DataFrame:
     """The run's pool (`run_pool`) with the reranker's pair and clip-history features, sorted by clip, user:
     what the models train on (holdout runs)."""
     pool = run_pool(run, first_stage)
-    features = run.engine.pair_features(pool, run.fit_data(), run.catalog, run.queries())
+    shared = _feature_inputs(run, pool)
+    features = run.engine.map_clip_blocks(pair_features, pool, len(run.queries()), *shared)
     return history_features(features, run.targets()["item_id"].to_numpy(), run.target_history())
 
 
@@ -205,8 +167,8 @@ def scored_pool(
     `engine.feature_block_clips` clips at a time: only one block's features are held, not the pool's (GBs
     at VK size). The pool-wide feature tables (cap pressure, author tables) still see the whole pool."""
     pool = run_pool(run, first_stage)
-    fit, queries = run.fit_data(), run.queries()
-    context = pool_context(pool, fit, run.catalog, queries)
+    shared = _feature_inputs(run, pool)
+    queries = run.queries()
     block = run.engine.feature_block_clips or max(len(queries), 1)
     bounds = np.searchsorted(pool["clip"].to_numpy(), np.arange(0, len(queries) + block, block))
     item_ids, history = run.targets()["item_id"].to_numpy(), run.target_history()
@@ -214,7 +176,7 @@ def scored_pool(
     blocks = [(lo, hi) for lo, hi in itertools.pairwise(bounds) if hi > lo]
     for lo, hi in progress.iterate(blocks, "pool scores", "block"):
         with timing.substep("pair features"):
-            part = run.engine.pair_features(pool.slice(lo, hi - lo), fit, run.catalog, queries, context)
+            part = run.engine.map_clip_blocks(pair_features, pool.slice(lo, hi - lo), len(queries), *shared)
             part = history_features(part, item_ids, history)
         with timing.substep("prediction"):
             score = pl.Series("score", predict(part), dtype=pl.Float32)
@@ -262,50 +224,13 @@ def without_hidden_audience(
 
 
 def _pool_path(train_run: Run, first_stage: FirstStage | None) -> Path:
-    """The labelled pool's file, named by the pool depth and the first stage (depth and weights) it holds."""
-    name = f"labelled_pool_depth{train_run.cfg.reranker.pool_depth}"
-    if first_stage is not None:
-        shaped = json.dumps([train_run.cfg.first_stage.depth, first_stage], sort_keys=True)
-        name += "_first" + hashlib.sha1(shaped.encode()).hexdigest()[:10]
-    return train_run.path(f"{name}.parquet")
-
-
-def holdout_run(run: Run, week: LabelWeek) -> Run:
-    """`run` shifted back `week.holdout` weeks, fitted on the weeks before the label week, its targets the
-    clips `week.targets` asks for; its profiles and candidates are built unless its folder's holdout.json
-    holds the same key. A rebuild drops the labelled pools made from the old build, of every pool depth:
-    the folder is shared by runs of any depth, and a pool left behind would be served as fresh."""
-    cfg = run.cfg
-    split = make_split(run.layout, cfg.mode, None, cfg.holdout + week.holdout)
-    key = holdout_key(replace(cfg, holdout_targets=week.targets), split)
-    train_cfg = replace(
-        cfg,
-        holdout=cfg.holdout + week.holdout,
-        holdout_targets=week.targets,
-        run_dir=holdout_dir(cfg, key),
-        weeks_dir=cfg.weeks_cache,  # the main run's aggregates serve its holdout runs
-        targets=None,
-        baselines=(),
-        rerank=False,
-        learned_blend=False,
-        final_method=cfg.sources[0],
-        quiet=True,
-    )
-    train_run = Run(train_cfg)
-    stamp = train_run.path("holdout.json")
-    with _building(train_run):  # two runs of one dataset at once: one builds, the other waits and reuses
-        if not (stamp.is_file() and read_json(stamp) == key):
-            for stale in train_run.dir.glob("labelled_pool_depth*.parquet"):
-                stale.unlink()
-            for stage, function in HOLDOUT_STAGES.items():
-                execute(train_run, stage, function)
-            write_json(key, stamp)
-    return train_run
-
-
-def _building(train_run: Run):
-    """The lock a holdout run's folder is built under (inside it: a rebuild keeps the folder)."""
-    return file_lock(train_run.path(".build.lock"))
+    """The labelled pool's file, named by what shapes it besides the holdout run (the pool depth, the first
+    stage's depth and weights, the similar-authors settings) and by the code that makes it (`POOL_CODE`)."""
+    cfg = train_run.cfg
+    first = None if first_stage is None else [cfg.first_stage.depth, first_stage]
+    shaped = json.dumps([first, asdict(cfg.reranker.similar_authors)], sort_keys=True)
+    digest = hashlib.sha1(shaped.encode()).hexdigest()[:10]
+    return train_run.path(f"labelled_pool_depth{cfg.reranker.pool_depth}_{digest}_code{POOL_CODE}.parquet")
 
 
 def shift_clips(pool: pl.DataFrame, holdout: int, source: Path | str = "pool") -> pl.DataFrame:
@@ -319,14 +244,19 @@ def shift_clips(pool: pl.DataFrame, holdout: int, source: Path | str = "pool") -
 def training_frame(run: Run, week: LabelWeek, first_stage: FirstStage | None = None) -> pl.DataFrame:
     """Features and labels of the pipeline shifted back `week.holdout` weeks (`holdout_run`), its clip ids
     shifted apart from other weeks' (`shift_clips`). The labelled pool is cached in the holdout run's folder:
-    written by the first of the blend and rank stages to need it, read by the other."""
+    written by the first of the blend and rank stages to need it, read by the other. Pools made by other code
+    are dropped when a new one is written (under the folder's lock, as it is read)."""
     train_run = holdout_run(run, week)
     cached = _pool_path(train_run, first_stage)
-    with _building(train_run):
+    with building(train_run):
         if not cached.is_file():
+            for stale in train_run.dir.glob(LABELLED_POOLS):
+                if not stale.stem.endswith(f"_code{POOL_CODE}"):
+                    stale.unlink()
             with timing.substep("holdout pair features"):
                 write_parquet(labelled_pool(train_run, first_stage), cached)
-    return shift_clips(pl.read_parquet(cached), week.holdout, cached)
+        pool = pl.read_parquet(cached)
+    return shift_clips(pool, week.holdout, cached)
 
 
 def training_frames(run: Run, plan: TrainingPlan) -> pl.DataFrame:
