@@ -155,6 +155,8 @@ def test_config_rejects_unknown_flags_methods_and_table_keys(tmp_path):
         load_config(positive_flags="likes")
     with pytest.raises(ValueError, match="final_method 'oracle' must be one of"):
         load_config(final_method="oracle")
+    with pytest.raises(ValueError, match="primal_every >= 1"):
+        load_config(primal_every=0)
     toml = tmp_path / "run.toml"
     for text, message in (
         ("[hnsw]\nefc = 10\n", r"unknown \[hnsw\] key\(s\) \['efc'\]"),

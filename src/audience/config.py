@@ -386,6 +386,10 @@ class RunConfig:
     # subgradient steps of the Lagrangian bound on the final method's assignment (reported by the assign
     # stage) and of the "prices" assignment; each costs about one pass over the pairs x list_size
     bound_steps: int = 40
+    # the "prices" assignment runs its three greedies every this many subgradient steps (and on the best
+    # bound's prices at the end): each run costs about three sorts of every clip's best candidates, most of
+    # the assignment's time at VK size; fewer runs are faster and can find a slightly worse assignment
+    primal_every: int = 10
     # scale the final method's scores by each clip's 1 / expected IDCG before the cap-aware assignment and
     # its bound (matching.expected_ndcg_weights): the assignment then trades expected NDCG, not DCG, across
     # clips. Applied only when those scores are probabilities in [0, 1] (the reranker's)
@@ -438,6 +442,11 @@ class RunConfig:
         for name in ("assignment", "final_assignment"):
             if getattr(self, name) not in ASSIGNMENTS:
                 raise ConfigError(f"{name} must be one of {ASSIGNMENTS}, got {getattr(self, name)!r}")
+        if self.primal_every < 1 or self.bound_steps < 0:
+            raise ConfigError(
+                "primal_every >= 1 and bound_steps >= 0 expected, "
+                f"got {self.primal_every}, {self.bound_steps}"
+            )
         if self.candidate_depth < self.list_size:
             raise ConfigError(
                 f"candidate_depth ({self.candidate_depth}) must be >= list_size ({self.list_size})"

@@ -115,6 +115,7 @@ def _assign(
             cfg.user_cap,
             fallback_order=fallback,
             steps=cfg.bound_steps,
+            primal_every=cfg.primal_every,
         )
     else:
         result = assign_with_cap(
