@@ -492,10 +492,12 @@ def _coerce(name: str, value: Any, current: Any) -> Any:
         return None if value in (None, "") else data_path(value)
     if name in ("out", "run_dir", "weeks_dir"):
         return None if value in (None, "") else Path(value)
-    if name in ("positive_flags", "sources", "baselines", "recall_depths"):
-        if isinstance(value, dict):
-            raise ConfigError(f"{name} is a list of names; a source's settings go in [source.NAME]")
+    if name == "sources" and isinstance(value, dict):  # [sources.NAME] would parse as a table
+        raise ConfigError("sources is a list of names; a source's settings go in [source.NAME]")
+    if name in ("positive_flags", "sources", "baselines"):
         return tuple(value.split(",")) if isinstance(value, str) else tuple(value)
+    if name == "recall_depths":
+        return tuple(int(depth) for depth in value)
     if is_dataclass(current) and isinstance(value, dict):  # a nested table ([hnsw], [source.picks], ...)
         return with_table(current, value, name)
     return value
@@ -526,8 +528,9 @@ def load_config(toml_path: Path | None = None, **overrides: Any) -> RunConfig:
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in fields(RunConfig)}
     unknown = set(values) - known
-    for moved in sorted(unknown & set(MOVED)):
-        raise ConfigError(f"[{moved}] is now {MOVED[moved]}")
+    moved = sorted(unknown & set(MOVED))
+    if moved:
+        raise ConfigError(f"[{moved[0]}] is now {MOVED[moved[0]]}")
     if unknown:
         raise ConfigError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(known)}")
     base = RunConfig()

@@ -57,16 +57,16 @@ def _top_mask(indptr: np.ndarray, data: np.ndarray, n: int) -> np.ndarray:  # pr
     return keep
 
 
-def budget_per_user(seen: np.ndarray, target_share: float, pair_budget: float) -> int | None:
-    """The largest per-user author count p with sum(min(seen, p)^2) x target_share <= pair_budget (None
-    when every author fits): the similarity product's cost when each user keeps p authors."""
+def budget_per_user(seen: np.ndarray, pair_budget: float) -> int | None:
+    """The largest per-user author count p with sum(min(seen, p)^2) <= pair_budget (None when every author
+    fits): the cost of every author's neighbours when each user keeps p authors."""
     seen = np.asarray(seen, dtype=np.float64)
-    if (seen**2).sum() * target_share <= pair_budget:
+    if (seen**2).sum() <= pair_budget:
         return None
     low, high = 1, int(seen.max())
     while low < high:  # the cost grows with p: binary search
         mid = (low + high + 1) // 2
-        if (np.minimum(seen, mid) ** 2).sum() * target_share <= pair_budget:
+        if (np.minimum(seen, mid) ** 2).sum() <= pair_budget:
             low = mid
         else:
             high = mid - 1
@@ -87,7 +87,7 @@ def author_neighbours(
     audience = sparse.csr_matrix(user_author_views, dtype=np.float32, copy=True)
     n_authors = audience.shape[1]
     if per_user is None:  # the budget of every author's neighbours: the same cut whatever the targets
-        per_user = budget_per_user(np.diff(audience.indptr), 1.0, pair_budget)
+        per_user = budget_per_user(np.diff(audience.indptr), pair_budget)
         if per_user is not None:
             log.info("similar authors: each user's audience cut to its %d most viewed authors", per_user)
     if per_user is not None and np.diff(audience.indptr).max(initial=0) > per_user:

@@ -140,8 +140,8 @@ def first_stage_weights(run: Run, plan: TrainingPlan) -> FirstStage | None:
 
 
 def _feature_inputs(run: Run, pool: pl.DataFrame) -> tuple:
-    """What `pair_features` reads besides a block of the pool: the fit data, the catalog, the queries and
-    the whole pool's tables (`pool_context`, with the reranker's similar-authors settings)."""
+    """What `pair_features` reads besides a block of the pool, in its order: the fit data, the catalog, the
+    queries and the whole pool's tables (`pool_context`, with the reranker's similar-authors settings)."""
     fit, queries = run.fit_data(), run.queries()
     return (
         fit,
@@ -156,7 +156,7 @@ def pool_features(run: Run, first_stage: FirstStage | None = None) -> pl.DataFra
     what the models train on (holdout runs)."""
     pool = run_pool(run, first_stage)
     shared = _feature_inputs(run, pool)
-    features = run.engine.map_clip_blocks(pair_features, pool, len(run.queries()), *shared)
+    features = run.engine.map_clip_blocks(pair_features, pool, len(shared[2]), *shared)
     return history_features(features, run.targets()["item_id"].to_numpy(), run.target_history())
 
 
@@ -168,7 +168,7 @@ def scored_pool(
     at VK size). The pool-wide feature tables (cap pressure, author tables) still see the whole pool."""
     pool = run_pool(run, first_stage)
     shared = _feature_inputs(run, pool)
-    queries = run.queries()
+    queries = shared[2]
     block = run.engine.feature_block_clips or max(len(queries), 1)
     bounds = np.searchsorted(pool["clip"].to_numpy(), np.arange(0, len(queries) + block, block))
     item_ids, history = run.targets()["item_id"].to_numpy(), run.target_history()
