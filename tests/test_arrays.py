@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from audience.arrays import TopK, rank_within_clip, sparse_top_k, sparse_values_at, top_k
+from audience.arrays import TopK, product_top_k, rank_within_clip, sparse_top_k, sparse_values_at, top_k
 
 
 def reference(scores: np.ndarray, k: int, ids: np.ndarray) -> tuple[list, list]:
@@ -55,6 +55,50 @@ def test_sparse_top_k_and_rank_within_clip_follow_the_same_rule():
     ranked = rank_within_clip(frame)
     assert ranked["user"].to_list() == [1, 2, 3, 0, 2, 3]
     assert ranked["rank"].to_list() == [1, 2, 3, 1, 2, 3]
+
+
+def sparse_reference(matrix: sparse.spmatrix, k: int) -> tuple[list, list]:
+    """Python sort of each row's stored entries (explicit zeros included, duplicates summed)."""
+    matrix = sparse.csr_matrix(matrix)
+    matrix.sum_duplicates()
+    out_ids, out_scores = [], []
+    for row in range(matrix.shape[0]):
+        lo, hi = matrix.indptr[row], matrix.indptr[row + 1]
+        kept = sorted(zip(-matrix.data[lo:hi], matrix.indices[lo:hi], strict=True))[:k]
+        out_ids.append([int(i) for _, i in kept] + [-1] * (k - len(kept)))
+        out_scores.append([-s for s, _ in kept] + [-np.inf] * (k - len(kept)))
+    return out_ids, out_scores
+
+
+@pytest.mark.parametrize("k", [1, 4, 9, 40])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sparse_top_k_matches_a_python_sort_with_ties_and_explicit_zeros(k, dtype):
+    rng = np.random.default_rng(k)
+    rows, cols = rng.integers(0, 30, 400), rng.integers(0, 25, 400)  # duplicates, summed
+    values = rng.integers(-1, 3, 400).astype(dtype)  # ties at every cut, some sums exactly zero
+    matrix = sparse.coo_matrix((values, (rows, cols)), shape=(32, 25))  # rows 30, 31 are empty
+    got = sparse_top_k(matrix, k)
+    want_ids, want_scores = sparse_reference(matrix, k)
+    np.testing.assert_array_equal(got.ids, want_ids)
+    np.testing.assert_array_equal(got.scores, np.asarray(want_scores, dtype=np.float32))
+
+
+@pytest.mark.parametrize("k", [1, 5, 300])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_product_top_k_equals_the_top_k_of_scipys_product(k, threads):
+    rng = np.random.default_rng(k + threads)
+    left = sparse.random(50, 80, density=0.1, random_state=rng, dtype=np.float32)
+    left.data = np.round(left.data * 4) / 4  # ties, and zero weights whose products scipy drops
+    right = sparse.random(80, 200, density=0.05, random_state=rng, dtype=np.float32)
+    right.data = np.round(right.data * 3)
+    got = product_top_k(left, right, k, threads=threads)
+    want = sparse_top_k(sparse.csr_matrix(left) @ sparse.csr_matrix(right), k)
+    np.testing.assert_array_equal(got.ids, want.ids)
+    np.testing.assert_array_equal(got.scores, want.scores)
+    assert (got.ids[:, 0] >= 0).sum() > 40  # most rows answered
+    assert k < 300 or (got.ids < 0).any()  # and short rows padded
+    mixed = product_top_k(left.astype(np.float64), right, k)  # float64 sums, as scipy upcasts
+    np.testing.assert_array_equal(mixed.ids, sparse_top_k(left.astype(np.float64) @ right, k).ids)
 
 
 @pytest.mark.parametrize("layout", [sparse.csr_matrix, sparse.csc_matrix])

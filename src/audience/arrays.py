@@ -77,28 +77,122 @@ def top_k(scores: np.ndarray, k: int, ids: np.ndarray | None = None) -> TopK:
     return out
 
 
-def ranked_entries(matrix: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(order, rows, position) of a CSR matrix's stored entries (duplicates summed first): `order` sorts
-    them by row, value descending, column ascending (the tie rule); rows[order] is each sorted entry's row
-    and `position` its 0-based rank within that row. One lexsort, no loop over rows; O(nnz log nnz)."""
-    matrix.sum_duplicates()
-    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
-    order = np.lexsort((matrix.indices, -matrix.data, rows))
-    return order, rows[order], np.arange(matrix.nnz) - matrix.indptr[rows[order]]
+@nb.njit(cache=True, nogil=True)
+def _select_top(columns, values, n, k, ids, scores):  # pragma: no cover - numba
+    """Writes the top `k` of the entries (columns[:n], values[:n]) into ids / scores (one row), by value
+    descending then column ascending. O(n) selection of the k-th value, then a sort of the kept."""
+    if n > k:
+        kth = -np.partition(-values[:n], k - 1)[k - 1]
+        above = 0
+        for t in range(n):
+            if values[t] > kth:
+                above += 1
+        keep_cols = np.empty(k, dtype=columns.dtype)
+        keep_vals = np.empty(k, dtype=values.dtype)
+        m = 0
+        for t in range(n):
+            if values[t] > kth:
+                keep_cols[m] = columns[t]
+                keep_vals[m] = values[t]
+                m += 1
+        # of the values equal at the cut, the smallest ids
+        ties = np.sort(columns[:n][values[:n] == kth])[: k - above]
+        for t in range(ties.size):
+            keep_cols[m] = ties[t]
+            keep_vals[m] = kth
+            m += 1
+    else:
+        keep_cols, keep_vals, m = columns[:n].copy(), values[:n].copy(), n
+    by_column = np.argsort(keep_cols[:m], kind="mergesort")
+    keep_cols, keep_vals = keep_cols[:m][by_column], keep_vals[:m][by_column]
+    order = np.argsort(-keep_vals, kind="mergesort")
+    for t in range(m):
+        ids[t] = keep_cols[order[t]]
+        scores[t] = keep_vals[order[t]]
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def _rows_top_k(indptr, indices, data, k, ids, scores):  # pragma: no cover - numba
+    for row in nb.prange(indptr.size - 1):
+        lo, hi = indptr[row], indptr[row + 1]
+        _select_top(indices[lo:hi], data[lo:hi], hi - lo, k, ids[row], scores[row])
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def _product_top_k(
+    left_indptr, left_indices, left_data, right_indptr, right_indices, right_data, n_cols, k, chunks, ids, out
+):  # pragma: no cover - numba
+    """Row-wise top-k of left @ right, each row's sums accumulated in a dense buffer in scipy's order (left
+    entries in CSR order, then the right row's), exact zeros dropped as scipy drops them. Rows are cut into
+    `chunks` runs, one buffer set (n_cols x ~32 bytes) per run."""
+    n_rows = left_indptr.size - 1
+    for chunk in nb.prange(chunks):
+        start, end = chunk * n_rows // chunks, (chunk + 1) * n_rows // chunks
+        sums = np.zeros(n_cols, dtype=left_data.dtype)
+        mark = np.full(n_cols, -1, dtype=np.int64)
+        touched = np.empty(n_cols, dtype=np.int64)
+        values = np.empty(n_cols, dtype=left_data.dtype)
+        for row in range(start, end):
+            n = 0
+            for jj in range(left_indptr[row], left_indptr[row + 1]):
+                j, weight = left_indices[jj], left_data[jj]
+                for kk in range(right_indptr[j], right_indptr[j + 1]):
+                    c = right_indices[kk]
+                    if mark[c] != row:
+                        mark[c] = row
+                        sums[c] = 0
+                        touched[n] = c
+                        n += 1
+                    sums[c] += weight * right_data[kk]
+            m = 0
+            for t in range(n):
+                if sums[touched[t]] != 0:
+                    touched[m] = touched[t]
+                    values[m] = sums[touched[t]]
+                    m += 1
+            _select_top(touched, values, m, k, ids[row], out[row])
 
 
 def sparse_top_k(scores: sparse.spmatrix, k: int) -> TopK:
-    """Row-wise top-k of the explicit entries of a sparse score matrix (ids = column indices), ranked by
-    `ranked_entries`. Cost O(nnz log nnz)."""
+    """Row-wise top-k of the explicit entries of a sparse score matrix (ids = column indices), by the tie
+    rule (duplicates summed first). O(nnz) selection per row, rows in parallel."""
     matrix = sparse.csr_matrix(scores)
     out = TopK.empty(matrix.shape[0], k)
     if matrix.nnz == 0 or k == 0:
         return out
-    order, rows, position = ranked_entries(matrix)
-    keep = position < k
-    kept_rows, kept_pos = rows[keep], position[keep]
-    out.ids[kept_rows, kept_pos] = matrix.indices[order][keep]
-    out.scores[kept_rows, kept_pos] = matrix.data[order][keep]
+    matrix.sum_duplicates()
+    top = np.full(out.scores.shape, -np.inf, dtype=matrix.dtype)  # TopK holds float32: cast once at the end
+    _rows_top_k(matrix.indptr, matrix.indices, matrix.data, k, out.ids, top)
+    out.scores[:] = top
+    return out
+
+
+def product_top_k(left: sparse.spmatrix, right: sparse.spmatrix, k: int, threads: int | None = None) -> TopK:
+    """Row-wise top-k of the sparse product ``left @ right`` (ids = columns of `right`), equal to
+    `sparse_top_k(left @ right, k)` (the same sums in the same order) without building the product: each
+    row is summed into a dense buffer and only its top k kept. Limits: a buffer set of about
+    32 x right.shape[1] bytes per thread (`threads`, default numba's); time O(multiply-adds + touched)."""
+    left, right = sparse.csr_matrix(left), sparse.csr_matrix(right)
+    dtype = np.result_type(left.dtype, right.dtype)
+    out = TopK.empty(left.shape[0], k)
+    if k == 0 or left.shape[0] == 0:
+        return out
+    top = np.full(out.scores.shape, -np.inf, dtype=dtype)
+    chunks = max(1, min(left.shape[0], threads or nb.get_num_threads()))
+    _product_top_k(
+        left.indptr,
+        left.indices,
+        left.data.astype(dtype, copy=False),
+        right.indptr,
+        right.indices,
+        right.data.astype(dtype, copy=False),
+        right.shape[1],
+        k,
+        chunks,
+        out.ids,
+        top,
+    )
+    out.scores[:] = top
     return out
 
 

@@ -36,10 +36,11 @@ Limits
   greedy in clip order because a user's scarce slots go to the clips where the user scores highest.
 * Scores must be comparable across clips (same scale, e.g. calibrated probabilities); per-clip ranks or
   un-normalised per-clip scores make the global order meaningless.
-* Complexity: O(P log P) for P triples (one sort; the SIMD uint64 sort of numpy in practice), then
-  O(P + n_users + n_clips * list_size) for the passes; memory about 40 bytes per triple. ``global`` and
-  ``margin`` sort only each clip's best 2 x `list_size` triples (a per-clip selection picks them), deeper
-  for the clips that go short (`_greedy_over_prefixes`: exact, the same lists as the full sort).
+* Complexity: ``global`` and ``margin`` sort within clips only (O(P log(P / n_clips)) for P triples, clips
+  in parallel) and merge the clips' sorted candidates with a heap, reading each clip only until it fills
+  (`_merge_greedy`: the same lists as one pass over the fully sorted triples); ``slots`` sorts every
+  triple once (the SIMD uint64 sort of numpy). Then O(n_users + n_clips * list_size) for the fill; memory
+  about 40 bytes per triple.
 * The fill is greedy too: when the instance is nearly tight (``n_clips * list_size`` close to
   ``n_users * user_cap``) or `fallback_order` holds few users, a short clip may find no user left that is
   both free and new to it even though a feasible assignment exists; a ValueError then names the clip.
@@ -254,30 +255,6 @@ def _best_pair_kernel(clip, user, score, n_clips, n_users):  # pragma: no cover 
 
 
 @nb.njit(cache=True, nogil=True)
-def _greedy_kernel(clip, user, n_users, list_size, user_cap, out):  # pragma: no cover - numba
-    """Accept pairs (given in global order, distinct) while both the clip and the user have room; count the
-    refused pairs that were in their clip's uncapped top-`list_size`."""
-    n_clips = out.shape[0]
-    count = np.zeros(n_clips, dtype=np.int64)
-    seen = np.zeros(n_clips, dtype=np.int64)
-    load = np.zeros(n_users, dtype=np.int64)
-    displaced = 0
-    for pos in range(clip.size):
-        c = clip[pos]
-        u = user[pos]
-        in_top = seen[c] < list_size
-        seen[c] += 1
-        if count[c] < list_size:  # always true while in_top: only higher-scored pairs of c came before
-            if load[u] < user_cap:
-                out[c, count[c]] = u
-                count[c] += 1
-                load[u] += 1
-            elif in_top:
-                displaced += 1
-    return count, load, displaced
-
-
-@nb.njit(cache=True, nogil=True)
 def _slots_kernel(indptr, users, scores, n_users, list_size, user_cap, out):  # pragma: no cover - numba
     """Draft by rank slots: for slot 1, 2, ... every clip takes its best candidate that still has room,
     clips with the strongest such candidate choosing first. `users`/`scores` hold each clip's distinct
@@ -425,7 +402,127 @@ def replacement_scores(clip: np.ndarray, score: np.ndarray, n_clips: int, list_s
     return kth_scores(clip, score, n_clips, list_size + 1)
 
 
-def _greedy_over_prefixes(
+@nb.njit(parallel=True, cache=True, nogil=True)
+def _sorted_buckets(clip, score, keep, n_clips):  # pragma: no cover - numba
+    """(offsets, perm): the kept triples grouped by clip, each clip's in descending score, ties in input
+    order (clip c's at perm[offsets[c]:offsets[c + 1]]). A counting sort by clip, then one stable sort per
+    clip, clips in parallel: O(P log(P / n_clips))."""
+    offsets = np.zeros(n_clips + 1, dtype=np.int64)
+    for i in range(clip.size):
+        if keep[i]:
+            offsets[clip[i] + 1] += 1
+    for c in range(n_clips):
+        offsets[c + 1] += offsets[c]
+    fill = offsets[:-1].copy()
+    perm = np.empty(offsets[-1], dtype=np.int64)
+    for i in range(clip.size):
+        if keep[i]:
+            perm[fill[clip[i]]] = i
+            fill[clip[i]] += 1
+    for c in nb.prange(n_clips):
+        lo, hi = offsets[c], offsets[c + 1]
+        if hi - lo > 1:
+            segment = perm[lo:hi].copy()
+            local = np.argsort(-score[segment], kind="mergesort")
+            perm[lo:hi] = segment[local]
+    return offsets, perm
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _ahead(keys, a, b):  # pragma: no cover - numba
+    """Heap slot a's triple comes before slot b's in the global order: higher score, or the same and
+    earlier input."""
+    return keys[a, 0] > keys[b, 0] or (keys[a, 0] == keys[b, 0] and keys[a, 1] < keys[b, 1])
+
+
+@nb.njit(cache=True, nogil=True)
+def _sift_down(keys, size, i):  # pragma: no cover - numba
+    """Restores the heap below slot i. A slot is one row (score, input index, clip) of its clip's next
+    triple, the first in the global order on top: a node's two children share a cache line or two, where
+    three separate arrays cost three misses a level once the heap outgrows the cache."""
+    while True:
+        left, first = 2 * i + 1, i
+        if left < size and _ahead(keys, left, first):
+            first = left
+        if left + 1 < size and _ahead(keys, left + 1, first):
+            first = left + 1
+        if first == i:
+            return
+        for k in range(3):
+            keys[first, k], keys[i, k] = keys[i, k], keys[first, k]
+        i = first
+
+
+@nb.njit(cache=True, nogil=True)
+def _merge_greedy_kernel(  # pragma: no cover - numba
+    offsets, perm, sorted_user, sorted_score, n_users, list_size, user_cap, out
+):
+    """The global greedy as a merge of the clips' sorted candidates: a heap of clips keyed by each one's next
+    triple yields the triples in global order (descending score, ties in input order); a pair is accepted
+    while its clip has fewer than `list_size` users and its user fewer than `user_cap`. The clip on top
+    keeps reading while its next triple still comes before every other clip's (no heap operation), and
+    skips the triples whose users are already full (refused whenever read: loads only grow). A clip leaves
+    the heap once full or out of triples (a full clip refuses the rest), so each clip is read only until it
+    fills. Returns (count, load, displaced): displaced counts the refused pairs within their clip's
+    uncapped top `list_size`. O(R + H log n_clips) for the R triples read and H <= R heap updates.
+    `sorted_user` / `sorted_score` are the triples' users and scores in `perm`'s order, so a clip's next
+    triple costs independent reads, not a chain through `perm`. Indices travel as float64 in the heap:
+    exact below 2**53 triples."""
+    n_clips = out.shape[0]
+    count = np.zeros(n_clips, dtype=np.int64)
+    load = np.zeros(n_users, dtype=np.int64)
+    ptr = offsets[:-1].copy()
+    keys = np.empty((n_clips + 1, 3), dtype=np.float64)  # the spare last row holds the runner-up's key
+    size = 0
+    for c in range(n_clips):
+        if offsets[c + 1] > offsets[c]:
+            keys[size, 0] = sorted_score[offsets[c]]
+            keys[size, 1] = perm[offsets[c]]
+            keys[size, 2] = c
+            size += 1
+    for i in range(size // 2 - 1, -1, -1):
+        _sift_down(keys, size, i)
+    displaced = 0
+    spare = n_clips
+    while size > 0:
+        c = np.int64(keys[0, 2])
+        # the runner-up: the better child of the root (none: this clip is the last one)
+        runner = 1 if size > 2 and _ahead(keys, 1, 2) else 2
+        if runner >= size:
+            runner = 1 if size > 1 else -1
+        while True:
+            u = sorted_user[ptr[c]]
+            if load[u] < user_cap:
+                out[c, count[c]] = u
+                count[c] += 1
+                load[u] += 1
+            elif ptr[c] - offsets[c] < list_size:
+                displaced += 1
+            ptr[c] += 1
+            if count[c] >= list_size:
+                break
+            while ptr[c] < offsets[c + 1] and load[sorted_user[ptr[c]]] >= user_cap:
+                if ptr[c] - offsets[c] < list_size:
+                    displaced += 1
+                ptr[c] += 1
+            if ptr[c] >= offsets[c + 1]:
+                break
+            keys[spare, 0] = sorted_score[ptr[c]]
+            keys[spare, 1] = perm[ptr[c]]
+            if runner >= 0 and _ahead(keys, runner, spare):
+                break
+        if count[c] < list_size and ptr[c] < offsets[c + 1]:
+            keys[0, 0] = keys[spare, 0]
+            keys[0, 1] = keys[spare, 1]
+        else:
+            size -= 1
+            for k in range(3):
+                keys[0, k] = keys[size, k]
+        _sift_down(keys, size, 0)
+    return count, load, displaced
+
+
+def _merge_greedy(
     clip: np.ndarray,
     user: np.ndarray,
     score: np.ndarray,
@@ -435,34 +532,14 @@ def _greedy_over_prefixes(
     user_cap: int,
     out: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """The global greedy (`_greedy_kernel` over the distinct pairs in global order) run on each clip's best
-    `depth` triples only: the same lists, counts and loads as over every triple, for a sort of far fewer.
-
-    Exact when every clip that has triples left out gets full from its kept ones: a left-out triple scores
-    below all its clip's kept ones, so the full greedy reaches it only after its clip's kept triples, when
-    (by induction over the global order, both runs having accepted the same pairs so far) the clip is
-    already full and refuses it. A clip left short instead is deepened (depth x 4, from 2 x list_size)
-    and the greedy runs again; at worst every triple is kept. Displaced pairs (within a clip's top
-    `list_size`) are never left out, so their count is the full greedy's too."""
+    """The global greedy over the distinct pairs (each at its best score) in global order, filling `out`:
+    (count, load, displaced) as `_merge_greedy_kernel`. It sorts within clips only, never the whole
+    pool, and reads each clip only until it fills."""
     score = np.ascontiguousarray(score, dtype=np.float64)
     keep = _best_pair_kernel(clip, user, score, n_clips, n_users)
-    if not keep.all():
-        clip, user, score = clip[keep], user[keep], score[keep]
-    per_clip = np.bincount(clip, minlength=n_clips)
-    depth = np.minimum(per_clip, 2 * list_size)
-    while True:
-        cut = per_clip > depth
-        threshold = np.where(cut, kth_scores(clip, score, n_clips, np.maximum(depth, 1)), -np.inf)
-        kept = score >= threshold[clip]  # a tie at a clip's threshold stays: the kept set only grows
-        order = descending_order(score[kept])
-        out[:] = -1
-        count, load, displaced = _greedy_kernel(
-            clip[kept][order], user[kept][order], n_users, list_size, user_cap, out
-        )
-        short = cut & (count < list_size)
-        if not short.any():
-            return count, load, displaced
-        depth = np.where(short, np.minimum(per_clip, depth * 4), depth)
+    offsets, perm = _sorted_buckets(clip, score, keep, n_clips)
+    out[:] = -1
+    return _merge_greedy_kernel(offsets, perm, user[perm], score[perm], n_users, list_size, user_cap, out)
 
 
 def cap_infeasibility(n_clips: int, list_size: int, n_users: int, user_cap: int) -> str | None:
@@ -525,7 +602,7 @@ def assign_with_cap(
         score = score - replacement_scores(clip, score, n_clips, list_size)[clip]
     users = np.full((n_clips, list_size), -1, dtype=np.int32)
     if strategy in ("global", "margin"):
-        count, load, displaced = _greedy_over_prefixes(
+        count, load, displaced = _merge_greedy(
             clip, user, score, n_clips, n_users, list_size, user_cap, users
         )
     else:

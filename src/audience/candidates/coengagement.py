@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from audience.arrays import TopK, sparse_top_k, unit_rows
+from audience.arrays import TopK, product_top_k, unit_rows
 from audience.candidates.ann import HnswIndex
 from audience.candidates.base import ClipQueries
 from audience.config import CoEngagementSettings, HnswConfig
@@ -64,6 +64,6 @@ class CoEngagementSource:
             neighbours = nearest_clip_weights(
                 self.index, clips.embedding[part, : self.dim], self.n_neighbours, self.power, n_items
             )
-            top = sparse_top_k(neighbours @ self.item_users, k)
+            top = product_top_k(neighbours, self.item_users, k)
             out.ids[part], out.scores[part] = top.ids, top.scores
         return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from audience.arrays import TopK, sparse_top_k
+from audience.arrays import TopK, product_top_k, sparse_top_k
 from audience.candidates.base import ClipQueries
 from audience.config import OwnAudienceSettings
 from audience.data.catalog import Catalog
@@ -56,6 +56,6 @@ class OwnAudienceSource:
                 (near.scores[valid], (np.nonzero(valid)[0], near.ids[valid])),
                 shape=(own.size, self.item_users.shape[0]),
             )
-            top = sparse_top_k(weights @ self.item_users, k)
+            top = product_top_k(weights, self.item_users, k)
             out.ids[rows], out.scores[rows] = top.ids, top.scores
         return out

@@ -27,7 +27,7 @@ import math
 import numpy as np
 from scipy import sparse
 
-from audience.arrays import TopK, sparse_top_k, unit_rows
+from audience.arrays import TopK, product_top_k, sparse_top_k, unit_rows
 from audience.candidates.ann import HnswIndex
 from audience.candidates.authors import AuthorFansSource
 from audience.candidates.base import ClipQueries
@@ -136,6 +136,6 @@ class UserPicksSource:
         out = TopK.empty(self.users.size, per_user)
         for start in range(0, self.users.size, self.user_block):  # a block's users x their authors' clips
             part = slice(start, start + self.user_block)
-            top = sparse_top_k(self.user_authors[self.users[part]] @ author_clips, per_user)
+            top = product_top_k(self.user_authors[self.users[part]], author_clips, per_user)
             out.ids[part], out.scores[part] = top.ids, top.scores
         return out
