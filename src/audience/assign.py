@@ -472,7 +472,8 @@ def _merge_greedy_kernel(  # pragma: no cover - numba
     count = np.zeros(n_clips, dtype=np.int64)
     load = np.zeros(n_users, dtype=np.int64)
     ptr = offsets[:-1].copy()
-    keys = np.empty((n_clips + 1, 3), dtype=np.float64)  # the spare last row holds the runner-up's key
+    # the spare last row holds the top clip's next triple while it is compared with the runner-up
+    keys = np.empty((n_clips + 1, 3), dtype=np.float64)
     size = 0
     for c in range(n_clips):
         if offsets[c + 1] > offsets[c]:

@@ -228,7 +228,7 @@ class CoEngagementSettings:
 
     n_neighbours: int = 50
     power: float = 2.0
-    batch: int = 1024  # target clips per sparse product (memory ~ batch x users x 8 bytes at worst)
+    batch: int = 1024  # target clips per round of neighbour queries and top-k (product_top_k)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@
 score(u, c) = sum over the n nearest old clips j of max(cos(c, j), 0)^power x positives(u, j), with
 positives recency-weighted (FitData.histories['item_user_positives']). Old clips are those with an
 embedding and at least one positive in the fit weeks, indexed with hnswlib (cosine). Limits: the clip
-index costs about n_old_clips x (4 x dim + 8 x M) bytes; a query batch's sparse product holds up to
-batch x n x (users per clip) entries."""
+index costs about n_old_clips x (4 x dim + 8 x M) bytes; the top-k of the neighbours' positives
+(`arrays.product_top_k`) costs n x (users per clip) multiply-adds per query and a buffer of about
+32 x n_users bytes per thread, never the product itself."""
 
 from __future__ import annotations
 

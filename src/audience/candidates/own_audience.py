@@ -4,8 +4,9 @@ score(u, c) = sum over the n clips j most co-engaged with c of cos(c, j) x posit
 its column of recency-weighted positives (FitData.histories['item_user_positives']) and cos(c, j) compares
 the users who engaged with c and j: item-item co-engagement from the clip's own column. The users it ranks
 are its audience's neighbours (they engaged with what its audience engaged with). c itself is left out.
-A cold clip (no positives in the fit weeks) gets no users. Limits: a batch's products hold up to batch x
-(clips co-engaged with c) and batch x n x (users per clip) entries."""
+A cold clip (no positives in the fit weeks) gets no users. Limits: a batch's co-engagement product holds
+up to batch x (clips co-engaged with c) entries; the users' top-k (`arrays.product_top_k`) costs
+n x (users per clip) multiply-adds per query and a buffer of about 32 x n_users bytes per thread."""
 
 from __future__ import annotations
 
