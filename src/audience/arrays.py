@@ -113,6 +113,7 @@ def _select_top(columns, values, n, k, ids, scores):  # pragma: no cover - numba
 
 @nb.njit(parallel=True, cache=True, nogil=True)
 def _rows_top_k(indptr, indices, data, k, ids, scores):  # pragma: no cover - numba
+    """`_select_top` of every CSR row, rows in parallel."""
     for row in nb.prange(indptr.size - 1):
         lo, hi = indptr[row], indptr[row + 1]
         _select_top(indices[lo:hi], data[lo:hi], hi - lo, k, ids[row], scores[row])

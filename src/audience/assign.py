@@ -403,22 +403,11 @@ def replacement_scores(clip: np.ndarray, score: np.ndarray, n_clips: int, list_s
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
-def _sorted_buckets(clip, score, keep, n_clips):  # pragma: no cover - numba
-    """(offsets, perm): the kept triples grouped by clip, each clip's in descending score, ties in input
-    order (clip c's at perm[offsets[c]:offsets[c + 1]]). A counting sort by clip, then one stable sort per
-    clip, clips in parallel: O(P log(P / n_clips))."""
-    offsets = np.zeros(n_clips + 1, dtype=np.int64)
-    for i in range(clip.size):
-        if keep[i]:
-            offsets[clip[i] + 1] += 1
-    for c in range(n_clips):
-        offsets[c + 1] += offsets[c]
-    fill = offsets[:-1].copy()
-    perm = np.empty(offsets[-1], dtype=np.int64)
-    for i in range(clip.size):
-        if keep[i]:
-            perm[fill[clip[i]]] = i
-            fill[clip[i]] += 1
+def _sorted_buckets(clip, score, n_clips):  # pragma: no cover - numba
+    """(offsets, perm): the triples grouped by clip (`_clip_buckets`), each clip's in descending score, ties
+    in input order (clip c's at perm[offsets[c]:offsets[c + 1]]); one stable sort per clip, clips in
+    parallel: O(P log(P / n_clips))."""
+    offsets, perm = _clip_buckets(clip, n_clips)
     for c in nb.prange(n_clips):
         lo, hi = offsets[c], offsets[c + 1]
         if hi - lo > 1:
@@ -538,7 +527,9 @@ def _merge_greedy(
     pool, and reads each clip only until it fills."""
     score = np.ascontiguousarray(score, dtype=np.float64)
     keep = _best_pair_kernel(clip, user, score, n_clips, n_users)
-    offsets, perm = _sorted_buckets(clip, score, keep, n_clips)
+    if not keep.all():  # a subset keeps the input order, so ties still break by it
+        clip, user, score = clip[keep], user[keep], score[keep]
+    offsets, perm = _sorted_buckets(clip, score, n_clips)
     out[:] = -1
     return _merge_greedy_kernel(offsets, perm, user[perm], score[perm], n_users, list_size, user_cap, out)
 
