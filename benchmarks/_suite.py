@@ -33,14 +33,18 @@ def child_figures(code: str, args: list[str], name: str) -> dict:
 
 def week_store(layout, cache: Path, users, items):
     """The default run's weekly-aggregate store over `cache` for a catalog of these users and clips (64-d),
-    as a pipeline run builds it: what the week-pass benchmarks time."""
-    from audience.config import DEFAULT_POSITIVE_FLAGS, ProfileSettings
+    with the dataset's mixture (fitted here when `cache` has none), as a pipeline run builds it: what the
+    week-pass benchmarks time."""
+    from audience.config import RunConfig
     from audience.data.catalog import RunNeeds, load_catalog
     from audience.profiles.aggregates import AggregateStore
+    from audience.profiles.dataset_mixture import dataset_mixture
 
-    catalog = load_catalog(layout, 64, RunNeeds(users, items))
+    cfg = RunConfig()
+    catalog = load_catalog(layout, cfg.embedding_dim, RunNeeds(users, items))
     metadata = (layout.items_metadata, layout.item_embeddings)
-    return AggregateStore(cache, catalog, DEFAULT_POSITIVE_FLAGS, ProfileSettings(), metadata)
+    mixture = dataset_mixture(layout.item_embeddings, cfg.gmm, cfg.embedding_dim, cache)
+    return AggregateStore(cache, catalog, cfg.positive_flags, cfg.profiles, metadata, mixture=mixture)
 
 
 def data_dir(preset: str) -> Path:

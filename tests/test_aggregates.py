@@ -12,14 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audience.config import DEFAULT_POSITIVE_FLAGS, ProfileSettings
+from audience.config import DEFAULT_POSITIVE_FLAGS, GmmConfig, ProfileSettings
 from audience.data.catalog import RunNeeds, load_catalog
+from audience.data.embeddings import embedding_ids, read_embedding_rows
 from audience.data.layout import DatasetLayout
 from audience.data.weeks import distinct_ids
 from audience.profiles import aggregates as agg
 from audience.profiles.aggregates import AggregateStore, fit_from_aggregates
 from audience.profiles.author_views import WeekPairs, combine_author_views, prune_author_views
+from audience.profiles.dataset_mixture import dataset_mixture, sampled_rows
 from audience.profiles.fit_data import FitData
+from audience.profiles.gmm import fit_gmm
 from audience.profiles.reference_pass import build_fit_data
 from audience.profiles.week_kernels import group_rows, user_histories
 
@@ -34,9 +37,9 @@ def weeks_and_catalog(tiny_dir):
     return weeks, load_catalog(layout, 16, RunNeeds(users, items)), layout
 
 
-def _store(folder: Path, catalog, layout, chunk_rows: int = 20_000_000) -> AggregateStore:
+def _store(folder: Path, catalog, layout, chunk_rows: int = 20_000_000, mixture=None) -> AggregateStore:
     metadata = (layout.items_metadata, layout.item_embeddings)
-    return AggregateStore(folder, catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS, metadata, chunk_rows)
+    return AggregateStore(folder, catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS, metadata, chunk_rows, mixture)
 
 
 def _built(folder: Path) -> list[Path]:
@@ -103,25 +106,57 @@ def test_combined_aggregates_equal_one_direct_pass(weeks_and_catalog, tmp_path):
 
 def test_a_holdout_split_from_the_same_aggregates_equals_a_fresh_pass(weeks_and_catalog, tmp_path):
     """The weeks before the last, with pseudo-new clips hidden and soft-cluster profiles: every week's
-    aggregate is reused from the full split's cache, the ages shift, the hidden rows are subtracted."""
+    aggregate (soft-cluster sums included) is reused from the full split's cache, the ages shift, the hidden
+    rows are subtracted."""
     weeks, catalog, layout = weeks_and_catalog
-    store = _store(tmp_path, catalog, layout)
-    fit_from_aggregates(store, weeks, progress=False)
+    mixture = fit_gmm(catalog.embedding[catalog.has_embedding], GmmConfig(n_components=5, dim=8))
+    store = _store(tmp_path, catalog, layout, mixture=mixture)
+    posteriors = mixture.predict_proba(catalog.embedding) * catalog.has_embedding[:, None]
+    full = fit_from_aggregates(store, weeks, progress=False)
+    assert_same_fit(
+        full, build_fit_data(weeks, catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS, False, posteriors=posteriors)
+    )
+    assert {"gmm_all", "gmm_positive"} <= set(full.profiles)
     mtimes = [p.stat().st_mtime_ns for p in _built(tmp_path)]
     rng = np.random.default_rng(1)
     hidden = np.zeros(catalog.n_items, dtype=bool)
     hidden[rng.choice(catalog.n_items, catalog.n_items // 20, replace=False)] = True
-    posteriors = (
-        rng.dirichlet(np.ones(5), catalog.n_items).astype(np.float32) * catalog.has_embedding[:, None]
-    )
     holdout = weeks[:-1]
-    got = fit_from_aggregates(store, holdout, hidden_items=hidden, posteriors=posteriors, progress=False)
+    got = fit_from_aggregates(store, holdout, hidden_items=hidden, progress=False)
     want = build_fit_data(
         holdout, catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS, False, posteriors=posteriors, hidden_items=hidden
     )
     assert_same_fit(got, want)
     assert want.item_views[hidden].sum() == 0 and got.histories["item_user_positives"][hidden].nnz == 0
     assert [p.stat().st_mtime_ns for p in _built(tmp_path)] == mtimes  # nothing rebuilt
+    # another mixture shapes other aggregates: the weeks are rebuilt, and the stale ones swept
+    other = fit_gmm(catalog.embedding[catalog.has_embedding], GmmConfig(n_components=3, dim=8))
+    fit_from_aggregates(_store(tmp_path, catalog, layout, mixture=other), weeks, progress=False)
+    assert len(_built(tmp_path)) == len(weeks) and not set(_built(tmp_path)) & set(
+        store.path(w) for w in weeks
+    )
+
+
+def test_the_dataset_mixture_is_fitted_on_the_embedding_file_once(weeks_and_catalog, tmp_path):
+    """Fitted on a seeded sample of the file's rows (whatever run asks), cached by the file's stamp and the
+    settings: a second call loads it, a changed setting fits another that replaces it."""
+    _, _, layout = weeks_and_catalog
+    n_rows = len(embedding_ids(layout.item_embeddings))
+    cfg = GmmConfig(n_components=4, dim=8, sample_size=n_rows // 3, validation_size=50)
+    rows = sampled_rows(n_rows, cfg)
+    assert rows.size == n_rows // 3 + 50 and np.all(np.diff(rows) > 0)
+    assert sampled_rows(n_rows, replace(cfg, sample_size=None)).size == n_rows
+    first = dataset_mixture(layout.item_embeddings, cfg, 16, tmp_path)
+    want = fit_gmm(read_embedding_rows(layout.item_embeddings, rows, 16), cfg)
+    np.testing.assert_array_equal(first.means, want.means)
+    cached = list(tmp_path.glob("mixture-*.npz"))
+    assert len(cached) == 1
+    again = dataset_mixture(layout.item_embeddings, cfg, 16, tmp_path)
+    assert again.digest() == first.digest() and list(tmp_path.glob("mixture-*.npz")) == cached
+    other = dataset_mixture(layout.item_embeddings, replace(cfg, seed=1), 16, tmp_path)
+    assert other.digest() != first.digest()
+    assert [p.name for p in tmp_path.glob("mixture-*.npz")] != [p.name for p in cached]
+    assert len(list(tmp_path.glob("mixture-*.npz"))) == 1
 
 
 def test_the_cache_rebuilds_a_changed_week_and_after_a_code_change(weeks_and_catalog, tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ from conftest import tiny_config
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from audience.config import DEFAULT_POSITIVE_FLAGS, DaskConfig, ProfileSettings
+from audience.config import DEFAULT_POSITIVE_FLAGS, DaskConfig, GmmConfig, ProfileSettings
 from audience.data.catalog import RunNeeds, load_catalog
 from audience.data.layout import DatasetLayout
 from audience.data.weeks import distinct_ids, week_parts
@@ -34,6 +34,7 @@ from audience.profiles.aggregates import (
     aggregate_week,
     merge_aggregates,
 )
+from audience.profiles.gmm import fit_gmm
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import the tests folder
 ROW_GROUP = 1_500  # tiny's weeks (9-13 thousand rows) rewritten in row groups of this many rows
@@ -65,10 +66,12 @@ def engine_on(cluster, **options) -> DaskEngine:
 
 
 def store_of(folder: Path, layout: DatasetLayout) -> AggregateStore:
+    """A store whose aggregates carry the soft-cluster sums of a 4-component mixture."""
     weeks = layout.train_weeks()
     catalog = load_catalog(layout, 16, RunNeeds(*distinct_ids(weeks)))
     metadata = (layout.items_metadata, layout.item_embeddings)
-    return AggregateStore(folder, catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS, metadata)
+    mixture = fit_gmm(catalog.embedding[catalog.has_embedding], GmmConfig(n_components=4, dim=8))
+    return AggregateStore(folder, catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS, metadata, mixture=mixture)
 
 
 def by_user(aggregate: WeekAggregate) -> dict:
@@ -85,6 +88,8 @@ def by_user(aggregate: WeekAggregate) -> dict:
         "sums": aggregate.sums[:, order],
         "totals": aggregate.totals[:, order],
     }
+    for name, space in aggregate.spaces.items():
+        out |= {f"{name} sums": space.sums[:, order], f"{name} totals": space.totals[:, order]}
     for name, (indptr, keys, data) in aggregate.histories.items():
         rows = np.repeat(aggregate.users, np.diff(indptr))
         out[name] = dict(
@@ -101,7 +106,7 @@ def assert_same_aggregate(got: WeekAggregate, want: WeekAggregate) -> None:
     a, b = by_user(got), by_user(want)
     assert set(a) == set(b)
     for name in a:
-        if name in ("sums", "totals"):
+        if name.endswith(("sums", "totals")):
             np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-4, err_msg=name)
         elif isinstance(a[name], dict):
             assert a[name] == b[name], name
@@ -117,9 +122,14 @@ def test_parts_merged_equal_the_whole_week(grouped_dir):
     parts = week_parts(week, 3_000)
     assert len(parts) >= 3 and sum(p.rows for p in parts) == pq.ParquetFile(week).metadata.num_rows
     assert all(p.rows <= 3_000 for p in parts)
-    pieces = [aggregate_part(p, store.catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS) for p in parts]
+    spaces = store.spaces
+    assert set(spaces) == {"gmm"}
+    pieces = [
+        aggregate_part(p, store.catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS, spaces=spaces) for p in parts
+    ]
     assert all(len(piece.users) < store.catalog.n_users for piece in pieces)  # each over its own users
-    whole = aggregate_week(week, store.catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS)
+    whole = aggregate_week(week, store.catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS, spaces=spaces)
+    assert set(whole.spaces) == {"gmm"} and whole.spaces["gmm"].sums.shape == (2, len(whole.users), 4)
     assert_same_aggregate(merge_aggregates(pieces), whole)
     # merged in any grouping (the reduction tree's shape) the counts agree
     nested = merge_aggregates([merge_aggregates(pieces[:2]), merge_aggregates(pieces[2:])])
@@ -166,12 +176,13 @@ def test_dask_aggregates_equal_local(grouped_dir, tmp_path, cluster):
     engine.build_aggregates(remote, weeks, progress=False)
     for week in weeks:
         assert remote.path(week).is_dir()
+        assert set(remote.load(week).spaces) == {"gmm"}
         assert_same_aggregate(remote.load(week), local.load(week))
     for got, want in zip(engine.distinct_ids(weeks), distinct_ids(weeks), strict=True):
         np.testing.assert_array_equal(got, want)
     hidden = np.zeros(local.catalog.n_items, dtype=bool)
     hidden[::7] = True
-    options = {"kinds": local.kinds, "rows_of": hidden}
+    options = {"kinds": local.kinds, "rows_of": hidden, "spaces": local.spaces}
     for got, week in zip(
         engine.aggregate_weeks(weeks, local.catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS, **options),
         weeks,

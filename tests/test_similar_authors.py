@@ -1,3 +1,4 @@
+import numba
 import numpy as np
 import pytest
 from scipy import sparse
@@ -42,19 +43,27 @@ def test_author_neighbours_match_brute_force_cosine(block):
         np.testing.assert_allclose(found[i, expected], cos[a, expected], rtol=1e-4)
 
 
-def test_neighbour_affinity_matches_a_slow_loop():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_neighbour_affinity_matches_a_slow_loop(threads):
     history, dense = _random_history(2)
     neighbours = author_neighbours(history, np.arange(dense.shape[1]), k=5, per_user=8)
     rng = np.random.default_rng(3)
-    pair_user = rng.integers(0, dense.shape[0], 300)
-    pair_row = rng.integers(-1, dense.shape[1], 300)
-    got = neighbour_affinity(history, neighbours, pair_user, pair_row)
+    # users with many pairs and users with none, so that the blocks of users are uneven
+    pair_user = np.concatenate([rng.integers(0, dense.shape[0] // 2, 300), np.full(40, 3)])
+    pair_row = rng.integers(-1, dense.shape[1], pair_user.size)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        got = neighbour_affinity(history, neighbours, pair_user, pair_row)
+    finally:
+        numba.set_num_threads(previous)
     nb = neighbours.toarray()
-    for i in range(300):
+    for i in range(pair_user.size):
         if pair_row[i] < 0:
             assert np.isnan(got[i])
         else:
             assert got[i] == pytest.approx(float(dense[pair_user[i]] @ nb[pair_row[i]]), rel=1e-4, abs=1e-5)
+    assert neighbour_affinity(history, neighbours, pair_user[:0], pair_row[:0]).shape == (0,)
 
 
 def test_the_budget_cut_does_not_depend_on_the_target_authors():

@@ -1,9 +1,10 @@
 """Soft-cluster ("interest bubble") retrieval: a clip's GMM posterior against users' mean posteriors.
 
-The mixture is fitted on clip embeddings at the profiles stage (FitData.gmm); a user's profile is the mean
+The mixture is the dataset's, fitted on its clip embeddings (profiles/dataset_mixture.py, FitData.gmm), and
+the week pass sums the profiles with the other weekly aggregates; a user's profile is the mean
 posterior over the clips they watched ('gmm:all') or engaged with ('gmm:positive'); a new clip is scored by
 the cosine between its own posterior and each profile, through the same HNSW/exact search as the averaged
-embeddings. Limits: posteriors cost n_items x K x 4 bytes at the profiles stage; queries K dims."""
+embeddings. Limits: posteriors cost n_items x K x 4 bytes in the week pass; queries K dims."""
 
 from __future__ import annotations
 

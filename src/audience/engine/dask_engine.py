@@ -95,6 +95,14 @@ class DaskEngine:
     def _broadcast(self, value):
         return self.client.scatter(value, broadcast=True, hash=False)
 
+    def _shared(self, value):
+        """An option for the workers: arrays (also in a mapping) broadcast once, anything else as is."""
+        if isinstance(value, np.ndarray):
+            return self._broadcast(value)
+        if isinstance(value, dict):
+            return {name: self._shared(item) for name, item in value.items()}
+        return value
+
     def _reduce(self, futures: list):
         """One future: `futures` (partial aggregates) merged in a tree, `merge_fan_in` at a time."""
         fan_in = self.cfg.merge_fan_in
@@ -156,6 +164,7 @@ class DaskEngine:
             bar,
             lambda week, merged: self.client.submit(_save, merged, str(store.path(week)), pure=False),
             kinds=store.kinds,
+            spaces=self._shared(store.spaces),
         )
         for week, save in zip(missing, saves, strict=True):
             if save is None:  # a file without row groups: its (empty) aggregate, here
@@ -176,7 +185,7 @@ class DaskEngine:
     ) -> Iterator[WeekAggregate]:
         """Uncached aggregates of `weeks` (aggregate_week's `options`: arrays are broadcast once), every
         week submitted at once and handed back in week order."""
-        shared = {k: self._broadcast(v) if isinstance(v, np.ndarray) else v for k, v in options.items()}
+        shared = {name: self._shared(value) for name, value in options.items()}
         parts_of = [week_parts(week, self.cfg.part_rows) for week in weeks]
         reduced = self._week_futures(
             weeks, parts_of, self._broadcast(catalog), positive_flags, settings, bar, **shared

@@ -2,7 +2,9 @@
 
 A `WeekAggregate` holds, for one week, in the dataset's own ids (so any run's index can use it): views and
 positives per user and per clip; per user and profile kind the weighted sum of the clips' embeddings and
-the sum of weights; and three per-user count histories (views and positives per author, positive clips).
+the sum of weights; the same sums over the dataset's soft-cluster posteriors (`spaces`, kinds 'all' and
+'positive', profiles/dataset_mixture.py) when the store has a mixture; and three per-user count histories
+(views and positives per author, positive clips).
 A split (validate, submit, every holdout) combines the aggregates of its own weeks (`combine`), applying the
 recency weights there: 'recency' is the 'all' sum weighted by week, and the histories are weighted the same
 way, so no split re-reads rows an aggregate already holds. Pseudo-new clips of a holdout run are taken out
@@ -10,7 +12,8 @@ by subtracting the aggregate of their rows alone (one filtered read).
 
 Cache (`AggregateStore`): a folder of .npy files per week, named by the week and a digest of what shapes it
 (the file's size and mtime, the metadata files' stamps, the flags and profile settings, the embedding
-dimension and the code of this module, its kernels and the readers), written atomically; a changed week
+dimension, the mixture's parameters and the code of this module, its kernels and the readers), written
+atomically; a changed week
 file or edited code gives a new digest and the stale folder is removed when the new one lands. Runs share
 the cache safely at the same time: one builds the missing weeks while the others wait (`.build.lock`), and
 a run holds a shared lock on each entry it reads (`<entry>.lock`), so a stale entry is swept only when no
@@ -21,11 +24,12 @@ users) and merges the parts' aggregates in a tree (`merge_aggregates`): the same
 float32 rounding.
 
 Operating limits: a week's aggregate costs O(active users x dim x kinds) floats plus its distinct
-(user, author) and positive (user, clip) pairs (~370 MB a week on `vk`); building it holds one chunk of
-rows (~40 bytes a row with the kernels' scratch) and (kinds, n_users, dim) float32 accumulators over the
-run's users: 11.8 M rows/s on 2 cores on `vk`. Combining holds the run's float64 sums, one week at a
+(user, author) and positive (user, clip) pairs (~370 MB a week on `vk`), and (2, active users, K) floats
+for a mixture of K components; building it holds one chunk of rows (~40 bytes a row with the kernels'
+scratch) and (kinds, n_users, dim) float32 accumulators over the run's users (plus (2, n_users, K) and the
+catalog's posteriors, n_items x K, for the mixture). Combining holds the run's float64 sums, one week at a
 time, the growing positive histories, and the user x author views built by blocks of users and pruned
-(profiles/author_views.py): 49 s for vk's 25 weeks.
+(profiles/author_views.py).
 """
 
 from __future__ import annotations
@@ -34,10 +38,10 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
-from functools import partial
+from functools import cached_property
 from itertools import groupby
 from pathlib import Path
 
@@ -64,6 +68,7 @@ from audience.errors import DataError
 from audience.io import atomic_dir, file_lock, file_stamp, unheld
 from audience.profiles.author_views import WeekPairs, combine_author_views
 from audience.profiles.fit_data import FitData, normalised_profiles, without_items
+from audience.profiles.gmm import GmmModel
 from audience.profiles.kinds import (
     KIND,
     WEEKLY_KINDS,
@@ -83,15 +88,26 @@ from audience.profiles.week_kernels import (
 # (the full dataset's) is reduced chunk by chunk and its histories merged
 AGGREGATE_CHUNK_ROWS = 64_000_000
 HISTORIES = ("user_author_views", "user_author_positives", "user_item_positives")
+SPACE_KINDS = ("all", "positive")  # the profile kinds summed in every other space (soft clusters)
+MIXTURE_SPACE = "gmm"  # the soft-cluster space's name: its profiles are 'gmm_all' and 'gmm_positive'
 log = logging.getLogger(__name__)
 # the week pass's code: this module and everything it imports (a cached aggregate of other code is rebuilt)
 AGGREGATE_CODE = code_key(__name__)
 
 
 @dataclass
+class SpaceSums:
+    """Per-user sums of one week in another space than the embeddings (one row of a table per clip)."""
+
+    sums: np.ndarray  # float32 (len(SPACE_KINDS), n_u, K)
+    totals: np.ndarray  # float64 (len(SPACE_KINDS), n_u)
+
+
+@dataclass
 class WeekAggregate:
     """One week reduced (see the module docstring). Per-user arrays follow `users`; `histories` maps a name
-    of HISTORIES to CSR parts over `users` whose column keys are author ids or clip ids."""
+    of HISTORIES to CSR parts over `users` whose column keys are author ids or clip ids; `spaces` maps a
+    space's name to its sums over SPACE_KINDS."""
 
     users: np.ndarray  # uint32 (n_u,)
     user_views: np.ndarray  # int64 (n_u,)
@@ -103,6 +119,7 @@ class WeekAggregate:
     sums: np.ndarray  # float32 (len(kinds), n_u, dim)
     totals: np.ndarray  # float64 (len(kinds), n_u)
     histories: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    spaces: dict[str, SpaceSums] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -118,6 +135,8 @@ class WeekAggregate:
         for name, parts in self.histories.items():
             for part, values in zip(("indptr", "keys", "data"), parts, strict=True):
                 arrays[f"{name}__{part}"] = np.asarray(values)
+        for name, space in self.spaces.items():
+            arrays |= {f"space__{name}__sums": space.sums, f"space__{name}__totals": space.totals}
         with atomic_dir(path) as tmp:
             for name, values in arrays.items():
                 np.save(tmp / f"{name}.npy", values)
@@ -137,12 +156,17 @@ class WeekAggregate:
             if (path / f"{name}__indptr.npy").is_file()
         }
         plain = ("users", "user_views", "user_positives", "items", "item_views", "item_positives")
+        spaces = {
+            name: SpaceSums(read(f"space__{name}__sums"), read(f"space__{name}__totals"))
+            for name in sorted(p.name.split("__")[1] for p in path.glob("space__*__sums.npy"))
+        }
         return cls(
             **{name: read(name) for name in plain},
             kinds=tuple(str(k) for k in read("kinds")),
             sums=read("sums"),
             totals=read("totals"),
             histories=histories,
+            spaces=spaces,
         )
 
 
@@ -189,7 +213,7 @@ def aggregate_week(
     positive_flags: Sequence[str],
     settings: ProfileSettings,
     kinds: Sequence[str] = WEEKLY_KINDS,
-    table: np.ndarray | None = None,
+    spaces: Mapping[str, np.ndarray] | None = None,
     rows_of: np.ndarray | None = None,
     histories: bool = True,
     chunk_rows: int = AGGREGATE_CHUNK_ROWS,
@@ -197,24 +221,35 @@ def aggregate_week(
     chunks: Iterable[WeekBatch] | None = None,
     users: np.ndarray | None = None,
 ) -> WeekAggregate:
-    """Reduce one week file. `table` (n_items, d): the space profiles are summed in (default: the catalog's
-    embeddings); `rows_of` (bool per clip): keep only the rows of these clips (None keeps every row);
+    """Reduce one week file: the `kinds` over the catalog's embeddings, and SPACE_KINDS over each table of
+    `spaces` (name -> float32 (n_items, K), zero rows where a clip has no embedding); `rows_of` (bool per
+    clip): keep only the rows of these clips (None keeps every row);
     `chunks`: the week's chunks already being read (`week_chunks`), else they are read here; `users`
     (sorted catalog user indices, every chunk's users among them): accumulate over these users only.
     Memory: one chunk of rows (~40 bytes a row with the kernels' scratch) plus (kinds, n_users, d) float32
-    accumulators over the catalog's users (or `users`)."""
-    table = catalog.embedding if table is None else table
+    accumulators over the catalog's users (or `users`), and (2, n_users, K) per space."""
+    spaces = dict(spaces or {})
     n_items, n_authors = catalog.n_items, len(catalog.authors)
     n_users = catalog.n_users if users is None else len(users)
     user_ids = catalog.users.ids if users is None else catalog.users.ids[users]
-    sums = np.zeros((len(kinds), n_users, table.shape[1]), dtype=np.float32)
-    totals = np.zeros((len(kinds), n_users), dtype=np.float64)
+    # (codes, table, sums, totals) per space, the embeddings' first
+    summed = {
+        name: (
+            np.array([KIND[k].code for k in space_kinds], dtype=np.int64),
+            table,
+            np.zeros((len(space_kinds), n_users, table.shape[1]), dtype=np.float32),
+            np.zeros((len(space_kinds), n_users), dtype=np.float64),
+        )
+        for name, space_kinds, table in (
+            ("", kinds, catalog.embedding),
+            *((name, SPACE_KINDS, table) for name, table in spaces.items()),
+        )
+    }
     counts = {k: np.zeros(n, dtype=np.int64) for k, n in (("user", n_users), ("item", n_items))}
     positives = {k: np.zeros(n, dtype=np.int64) for k, n in (("user", n_users), ("item", n_items))}
     parts: dict[str, list[sparse.csr_matrix]] = {name: [] for name in HISTORIES}
     packed = packed_flags(positive_flags, settings)
     tables = flag_tables(packed, positive_flags, settings)
-    codes = np.array([KIND[k].code for k in kinds], dtype=np.int64)
     duration = np.maximum(catalog.item_duration.astype(np.float32), 1.0)
     settings_f32 = np.float32(settings.skip_share), np.float32(settings.watch_cap)
     hidden = None if rows_of is None else ~rows_of
@@ -231,21 +266,22 @@ def aggregate_week(
             batch = replace(batch, user=position[batch.user])
         flags = batch.columns[PACKED_FLAGS]
         starts, order = group_rows(batch.user, n_users)
-        user_profile_sums(
-            starts,
-            order,
-            batch.item,
-            batch.columns["timespent"],
-            flags,
-            codes,
-            tables,
-            duration,
-            catalog.has_embedding,
-            *settings_f32,
-            table,
-            sums,
-            totals,
-        )
+        for codes, table, sums, totals in summed.values():
+            user_profile_sums(
+                starts,
+                order,
+                batch.item,
+                batch.columns["timespent"],
+                flags,
+                codes,
+                tables,
+                duration,
+                catalog.has_embedding,
+                *settings_f32,
+                table,
+                sums,
+                totals,
+            )
         positive = tables[1][flags]
         add_counts(batch.item, positive, counts["item"], positives["item"])
         counts["user"] += np.diff(starts)
@@ -276,6 +312,7 @@ def aggregate_week(
                 key_ids[name][matrix.indices],
                 _counts(matrix.data),
             )
+    _, _, sums, totals = summed.pop("")
     return WeekAggregate(
         users=user_ids[active],
         user_views=counts["user"][active],
@@ -287,6 +324,10 @@ def aggregate_week(
         sums=np.ascontiguousarray(sums[:, active]),
         totals=totals[:, active],
         histories=merged,
+        spaces={
+            name: SpaceSums(np.ascontiguousarray(space_sums[:, active]), space_totals[:, active])
+            for name, (_, _, space_sums, space_totals) in summed.items()
+        },
     )
 
 
@@ -296,7 +337,7 @@ def aggregate_part(
     positive_flags: Sequence[str],
     settings: ProfileSettings,
     kinds: Sequence[str] = WEEKLY_KINDS,
-    table: np.ndarray | None = None,
+    spaces: Mapping[str, np.ndarray] | None = None,
     rows_of: np.ndarray | None = None,
     histories: bool = True,
 ) -> WeekAggregate:
@@ -312,7 +353,7 @@ def aggregate_part(
         positive_flags,
         settings,
         kinds,
-        table,
+        spaces,
         rows_of,
         histories,
         chunks=[batch],
@@ -340,11 +381,15 @@ def merge_aggregates(parts: Sequence[WeekAggregate]) -> WeekAggregate:
             out[pos] += getattr(part, values)  # positions are distinct within a part
         return out
 
-    sums = np.zeros((len(kinds), users.size, parts[0].sums.shape[2]), dtype=np.float32)
-    totals = np.zeros((len(kinds), users.size), dtype=np.float64)
-    for part, pos in zip(parts, at_user, strict=True):
-        sums[:, pos] += part.sums
-        totals[:, pos] += part.totals
+    if any(p.spaces.keys() != parts[0].spaces.keys() for p in parts):
+        raise ValueError(f"cannot merge aggregates of different spaces: {[list(p.spaces) for p in parts]}")
+    sums, totals = _merged_sums([(p.sums, p.totals) for p in parts], at_user, users.size)
+    spaces = {
+        name: SpaceSums(
+            *_merged_sums([(p.spaces[name].sums, p.spaces[name].totals) for p in parts], at_user, users.size)
+        )
+        for name in parts[0].spaces
+    }
     merged = {}
     for name in parts[0].histories:
         width = 1 + max(int(np.asarray(p.histories[name][1][:]).max(initial=0)) for p in parts)
@@ -365,7 +410,20 @@ def merge_aggregates(parts: Sequence[WeekAggregate]) -> WeekAggregate:
         sums=sums,
         totals=totals,
         histories=merged,
+        spaces=spaces,
     )
+
+
+def _merged_sums(
+    parts: Sequence[tuple[np.ndarray, np.ndarray]], positions: Sequence[np.ndarray], n_users: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(sums, totals) of parts over their users' `positions` among `n_users`, added in the parts' order."""
+    sums = np.zeros((parts[0][0].shape[0], n_users, parts[0][0].shape[2]), dtype=np.float32)
+    totals = np.zeros((parts[0][1].shape[0], n_users), dtype=np.float64)
+    for (part_sums, part_totals), pos in zip(parts, positions, strict=True):
+        sums[:, pos] += part_sums
+        totals[:, pos] += part_totals
+    return sums, totals
 
 
 def _history_rows(
@@ -410,10 +468,22 @@ class AggregateStore:
     settings: ProfileSettings
     metadata: tuple[Path, ...]  # the metadata files whose content the aggregates read (authors, embeddings)
     chunk_rows: int = AGGREGATE_CHUNK_ROWS
+    mixture: GmmModel | None = None  # the dataset's soft-cluster mixture: its sums are cached per week too
 
     @property
     def kinds(self) -> tuple[str, ...]:
         return weekly_kinds(self.settings.kinds)
+
+    @cached_property
+    def spaces(self) -> dict[str, np.ndarray]:
+        """The tables of the spaces summed besides the embeddings: the mixture's posteriors of the catalog's
+        clips (zero rows where a clip has no embedding), n_items x K float32."""
+        if self.mixture is None:
+            return {}
+        catalog = self.catalog
+        posteriors = self.mixture.predict_proba(catalog.embedding)
+        posteriors *= catalog.has_embedding[:, None]
+        return {MIXTURE_SPACE: posteriors}
 
     def key(self, week: Path) -> dict:
         s = self.settings
@@ -427,6 +497,7 @@ class AggregateStore:
             "skip_share": s.skip_share,
             "watch_cap": s.watch_cap,
             "dim": int(self.catalog.embedding.shape[1]),
+            "mixture": None if self.mixture is None else self.mixture.digest(),
             "code": AGGREGATE_CODE,
         }
 
@@ -470,7 +541,14 @@ class AggregateStore:
     def build(self, week: Path, chunks: Iterable[WeekBatch], bar=None) -> None:
         """The aggregate of `week` from its `chunks` (none: an empty week), saved in place of stale ones."""
         aggregate = aggregate_week(
-            week, self.catalog, self.positive_flags, self.settings, self.kinds, bar=bar, chunks=chunks
+            week,
+            self.catalog,
+            self.positive_flags,
+            self.settings,
+            self.kinds,
+            self.spaces,
+            bar=bar,
+            chunks=chunks,
         )
         aggregate.save(self.path(week))
         self.drop_stale(week)
@@ -497,12 +575,11 @@ def combine(
     weeks: Iterable[tuple[WeekAggregate, int, float]],
     catalog: Catalog,
     settings: ProfileSettings,
-    spaces: dict[str, Sequence[tuple[WeekAggregate, float]]] | None = None,
     progress: bool = True,
 ) -> FitData:
     """FitData of a split from its weeks' aggregates: (aggregate, week age (0 = last fit week), sign) each;
-    sign -1 subtracts (the rows of pseudo-new clips). `spaces`: prefix -> (aggregate, sign) of profiles
-    summed in another space (GMM posteriors), giving profiles '<prefix>_<kind>' for the kinds they hold."""
+    sign -1 subtracts (the rows of pseudo-new clips). The aggregates' other spaces give the profiles
+    '<space>_<kind>' (not recency-weighted)."""
     n_users, n_items = catalog.n_users, catalog.n_items
     user_views = np.zeros(n_users, dtype=np.int64)
     user_positives = np.zeros(n_users, dtype=np.int64)
@@ -528,7 +605,11 @@ def combine(
         item_positives[items] += int(sign) * aggregate.item_positives
         for kind in settings.kinds:
             factor = 1.0 if KIND[kind].code >= 0 else recency  # a derived kind: its base, recency-weighted
-            profile_sums.add(kind, users, aggregate, aggregate.kinds.index(KIND[kind].base), sign * factor)
+            base = aggregate.kinds.index(KIND[kind].base)
+            profile_sums.add(kind, users, aggregate.sums[base], aggregate.totals[base], sign * factor)
+        for prefix, space in aggregate.spaces.items():
+            for k, kind in enumerate(SPACE_KINDS):
+                profile_sums.add(f"{prefix}_{kind}", users, space.sums[k], space.totals[k], sign)
         for name, (indptr, keys, data) in aggregate.histories.items():
             if name == "user_author_views":  # combined by blocks of users below (profiles/author_views.py)
                 author_weeks.append(WeekPairs(users, indptr, keys, data, sign * recency))
@@ -538,11 +619,6 @@ def combine(
             history[name] = history[name] + sparse.csr_matrix(
                 ((sign * recency) * data, (rows, cols)), shape=shapes[name], dtype=np.float32
             )
-    for prefix, parts in (spaces or {}).items():
-        for aggregate, sign in parts:
-            users = catalog.users.index(aggregate.users, "week aggregate", "users")
-            for k, kind in enumerate(aggregate.kinds):
-                profile_sums.add(f"{prefix}_{kind}", users, aggregate, k, sign)
     for matrix in history.values():
         matrix.eliminate_zeros()
         matrix.sort_indices()
@@ -568,14 +644,15 @@ class _ProfileSums:
         self.totals: dict[str, np.ndarray] = {}
         self.moved: dict[str, np.ndarray] = {}
 
-    def add(self, name: str, users: np.ndarray, aggregate: WeekAggregate, kind: int, factor: float) -> None:
+    def add(self, name: str, users: np.ndarray, sums: np.ndarray, totals: np.ndarray, factor: float) -> None:
+        """Add `factor` x one week's (n_u, d) `sums` and (n_u,) `totals` of `users` to profile `name`."""
         if name not in self.sums:
-            self.sums[name] = np.zeros((self.n_users, aggregate.sums.shape[2]))
+            self.sums[name] = np.zeros((self.n_users, sums.shape[1]))
             self.totals[name] = np.zeros(self.n_users)
             self.moved[name] = np.zeros(self.n_users)
-        self.sums[name][users] += factor * aggregate.sums[kind].astype(np.float64)
-        self.totals[name][users] += factor * aggregate.totals[kind]
-        self.moved[name][users] += abs(factor) * np.abs(aggregate.totals[kind])
+        self.sums[name][users] += factor * sums.astype(np.float64)
+        self.totals[name][users] += factor * totals
+        self.moved[name][users] += abs(factor) * np.abs(totals)
 
     def result(self, user_views: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         for name, total in self.totals.items():
@@ -610,28 +687,26 @@ def fit_from_aggregates(
     store: AggregateStore,
     weeks: Sequence[Path],
     hidden_items: np.ndarray | None = None,
-    posteriors: np.ndarray | None = None,
     progress: bool = True,
     engine: LocalAggregation | None = None,
 ) -> FitData:
-    """What `build_fit_data` computes, from the cached weekly aggregates (one in memory at a time): the
-    pseudo-new clips' (`hidden_items`, bool per clip) rows subtracted by one filtered read of the weeks;
-    soft-cluster profiles ('gmm_all', 'gmm_positive' over `posteriors`) summed by one more pass (they
-    depend on the run's mixture, so they are not cached). `engine` builds the missing aggregates and runs
-    the extra passes (LocalAggregation, or an engine of engine/ with its two calls); default this process."""
+    """What `build_fit_data` computes, from the cached weekly aggregates (one in memory at a time), with the
+    soft-cluster profiles ('gmm_all', 'gmm_positive') of the store's mixture when it has one: the
+    pseudo-new clips' (`hidden_items`, bool per clip) rows subtracted by one filtered read of the weeks.
+    `engine` builds the missing aggregates and runs the filtered read (LocalAggregation, or an engine of
+    engine/ with its two calls); default this process."""
     engine = LocalAggregation() if engine is None else engine
     weeks = [data_path(w) for w in weeks]
     with store.reading(weeks):
         with store.building():
             engine.build_aggregates(store, weeks, progress)
-        return _combine_weeks(store, weeks, hidden_items, posteriors, progress, engine)
+        return _combine_weeks(store, weeks, hidden_items, progress, engine)
 
 
 def _combine_weeks(
     store: AggregateStore,
     weeks: list[Path],
     hidden_items: np.ndarray | None,
-    posteriors: np.ndarray | None,
     progress: bool,
     engine: LocalAggregation,
 ) -> FitData:
@@ -640,21 +715,22 @@ def _combine_weeks(
     if weeks and rows == 0:
         raise DataError(f"{weeks[0].parent}: every week file is empty (expected interactions)")
     hide = hidden_items is not None and bool(hidden_items.any())
-    extra_rows = rows if (hide or posteriors is not None) else 0
-    bar = progress_report.bar(
-        "hidden clips / soft clusters", extra_rows, "rows", enabled=progress and extra_rows > 0
-    )
-    read = partial(
-        engine.aggregate_weeks, weeks, store.catalog, store.positive_flags, store.settings, bar=bar
-    )
-    spaces: dict[str, list[tuple[WeekAggregate, float]]] = {}
-    if posteriors is not None:
-        table = np.ascontiguousarray(posteriors, dtype=np.float32)
-        keep = ~hidden_items if hide else None
-        soft = read(kinds=("all", "positive"), table=table, rows_of=keep, histories=False)
-        spaces["gmm"] = [(aggregate, 1.0) for aggregate in soft]
+    bar = progress_report.bar("hidden clips", rows if hide else 0, "rows", enabled=progress and hide)
     # the pseudo-new clips' rows, read week by week as the combination reaches them
-    hidden = read(kinds=store.kinds, rows_of=hidden_items) if hide else iter([None] * len(weeks))
+    hidden = (
+        engine.aggregate_weeks(
+            weeks,
+            store.catalog,
+            store.positive_flags,
+            store.settings,
+            bar=bar,
+            kinds=store.kinds,
+            spaces=store.spaces,
+            rows_of=hidden_items,
+        )
+        if hide
+        else iter([None] * len(weeks))
+    )
 
     def entries() -> Iterator[tuple[WeekAggregate, int, float]]:
         for k, (week, subtracted) in enumerate(zip(weeks, hidden, strict=True)):
@@ -665,6 +741,6 @@ def _combine_weeks(
             if subtracted is not None:
                 yield subtracted, len(weeks) - 1 - k, -1.0
 
-    fit = combine(entries(), store.catalog, store.settings, spaces, progress)
+    fit = combine(entries(), store.catalog, store.settings, progress)
     bar.close()
     return fit

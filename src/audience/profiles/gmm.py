@@ -35,6 +35,7 @@ Operating limits (measured on a 2-core AMD EPYC, one BLAS thread; benchmarks/res
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -152,6 +153,13 @@ class GmmModel:
     @property
     def dim(self) -> int:
         return int(self.means.shape[1])
+
+    def digest(self) -> str:
+        """A short content hash of the parameters: a cache key part for what the mixture shapes."""
+        h = hashlib.sha1(self.covariance_type.encode())
+        for values in (self.weights, self.means, self.covariances):
+            h.update(np.ascontiguousarray(values).tobytes())
+        return h.hexdigest()[:12]
 
     def n_parameters(self) -> int:
         k, d = self.means.shape

@@ -23,10 +23,11 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 from scipy import sparse
 
 from audience.arrays import top_k
+from audience.profiles.week_kernels import group_rows
 
 log = logging.getLogger(__name__)
 
@@ -118,45 +119,53 @@ def author_neighbours(
     return out
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def _affinity_kernel(
-    order, pair_user, pair_row, h_indptr, h_indices, h_data, n_cols, n_indptr, n_indices, n_data, out
+    bounds, starts, order, pair_row, h_indptr, h_indices, h_data, n_cols, n_indptr, n_indices, n_data, out
 ):  # pragma: no cover - numba
-    """Pairs in user order: each user's history row is scattered once into a dense buffer, then every
-    pair of that user sums its neighbours' entries by direct lookup."""
-    dense = np.zeros(n_cols, np.float32)
-    i = 0
-    while i < order.shape[0]:
-        u = pair_user[order[i]]
-        for j in range(h_indptr[u], h_indptr[u + 1]):
-            dense[h_indices[j]] = h_data[j]
-        while i < order.shape[0] and pair_user[order[i]] == u:
-            pair = order[i]
-            r = pair_row[pair]
-            if r < 0:
-                out[pair] = np.nan
-            else:
-                total = np.float32(0.0)
-                for j in range(n_indptr[r], n_indptr[r + 1]):
-                    total += n_data[j] * dense[n_indices[j]]
-                out[pair] = total
-            i += 1
-        for j in range(h_indptr[u], h_indptr[u + 1]):
-            dense[h_indices[j]] = 0.0
+    """Pairs grouped by user (`starts`, `order`), users cut into blocks (`bounds`) run in parallel: each
+    user's history row is scattered once into the block's dense buffer, then every pair of that user sums
+    its neighbours' entries by direct lookup."""
+    for b in prange(bounds.shape[0] - 1):
+        dense = np.zeros(n_cols, np.float32)
+        for u in range(bounds[b], bounds[b + 1]):
+            if starts[u] == starts[u + 1]:
+                continue
+            for j in range(h_indptr[u], h_indptr[u + 1]):
+                dense[h_indices[j]] = h_data[j]
+            for i in range(starts[u], starts[u + 1]):
+                pair = order[i]
+                r = pair_row[pair]
+                if r < 0:
+                    out[pair] = np.nan
+                else:
+                    total = np.float32(0.0)
+                    for j in range(n_indptr[r], n_indptr[r + 1]):
+                        total += n_data[j] * dense[n_indices[j]]
+                    out[pair] = total
+            for j in range(h_indptr[u], h_indptr[u + 1]):
+                dense[h_indices[j]] = 0.0
 
 
 def neighbour_affinity(
     history: sparse.csr_matrix, neighbours: sparse.csr_matrix, pair_user: np.ndarray, pair_row: np.ndarray
 ) -> np.ndarray:
     """float32 per pair: sum over neighbours[pair_row] of similarity x history[pair_user, neighbour];
-    NaN where pair_row < 0 (the clip's author is unknown). Cost: the pairs' users' history rows once each,
-    plus pairs x neighbours per row; memory one dense row of n_authors."""
+    NaN where pair_row < 0 (the clip's author is unknown). Cost: the pairs grouped by user (a counting
+    sort), the pairs' users' history rows once each, plus pairs x neighbours per row, over blocks of users
+    in parallel; memory one dense row of n_authors per block (4 blocks a thread)."""
     history = sparse.csr_matrix(history)
-    pair_user = np.asarray(pair_user, dtype=np.int64)
-    out = np.empty(pair_user.shape[0], dtype=np.float32)
+    n_users = history.shape[0]
+    starts, order = group_rows(np.asarray(pair_user, dtype=np.int32), n_users)
+    # blocks of about equal pair counts, several a thread so that uneven users even out
+    n_blocks = max(1, min(4 * get_num_threads(), n_users))
+    bounds = np.searchsorted(starts, np.linspace(0, starts[-1], n_blocks + 1), side="left")
+    bounds[0], bounds[-1] = 0, n_users
+    out = np.empty(order.shape[0], dtype=np.float32)
     _affinity_kernel(
-        np.argsort(pair_user, kind="stable"),
-        pair_user,
+        np.unique(bounds),
+        starts,
+        order,
         np.asarray(pair_row, dtype=np.int64),
         history.indptr.astype(np.int64),
         history.indices.astype(np.int64),

@@ -18,7 +18,7 @@ from audience.data.target_history import write_target_history
 from audience.errors import DataError
 from audience.io import write_json, write_parquet
 from audience.profiles.aggregates import AggregateStore, fit_from_aggregates
-from audience.profiles.gmm import fit_gmm
+from audience.profiles.dataset_mixture import dataset_mixture
 from audience.rank.protocol import holdout_samples, run_target_ids
 from audience.split import Split
 from audience.stages.run import Run
@@ -51,27 +51,26 @@ def stage_profiles(run: Run) -> None:
     split = run.split()
     pseudo_new, warm_sample = holdout_samples(split, cfg)  # both empty unless a holdout run asks for them
     catalog, target_ids = _index_catalog(run, split, pseudo_new, warm_sample)
-    gmm, posteriors = None, None
-    if needs_mixture((*cfg.sources, *cfg.baselines)):
-        gmm = fit_gmm(catalog.embedding[catalog.has_embedding], cfg.gmm)
-        posteriors = gmm.predict_proba(catalog.embedding) * catalog.has_embedding[:, None]
     layout = run.layout
+    mixture = None
+    if needs_mixture((*cfg.sources, *cfg.baselines)):
+        mixture = dataset_mixture(layout.item_embeddings, cfg.gmm, cfg.embedding_dim, cfg.weeks_cache)
     store = AggregateStore(
         cfg.weeks_cache,
         catalog,
         cfg.positive_flags,
         cfg.profiles,
         (layout.items_metadata, layout.item_embeddings),
+        mixture=mixture,
     )
     fit = fit_from_aggregates(
         store,
         split.fit_weeks,
         hidden_items=np.isin(catalog.items.ids, pseudo_new) if pseudo_new.size else None,
-        posteriors=posteriors,
         progress=not cfg.quiet,
         engine=run.engine,
     )
-    fit.gmm = gmm
+    fit.gmm = mixture
     seen_ids = catalog.items.ids[fit.item_views > 0]
     queries = ClipQueries.from_catalog(catalog, target_ids)
     warm_targets = np.isin(queries.item_ids, seen_ids)  # targets with interactions in the fit weeks
