@@ -13,11 +13,10 @@ by subtracting the aggregate of their rows alone (one filtered read).
 Cache (`AggregateStore`): a folder of .npy files per week, named by the week and a digest of what shapes it
 (the file's size and mtime, the metadata files' stamps, the flags and profile settings, the embedding
 dimension, the mixture's parameters and the code of this module, its kernels and the readers), written
-atomically; a changed week
-file or edited code gives a new digest and the stale folder is removed when the new one lands. Runs share
-the cache safely at the same time: one builds the missing weeks while the others wait (`.build.lock`), and
-a run holds a shared lock on each entry it reads (`<entry>.lock`), so a stale entry is swept only when no
-run holds it.
+atomically; a changed week file, mixture or edited code gives a new digest and the stale folder is removed
+when the new one lands. Runs share the cache safely at the same time: one builds the missing weeks while
+the others wait (`.build.lock`), and a run holds a shared lock on each entry it reads (`<entry>.lock`), so
+a stale entry is swept only when no run holds it.
 
 The Dask engine (engine/) reduces a week by parts of whole row groups (`aggregate_part`, each over its own
 users) and merges the parts' aggregates in a tree (`merge_aggregates`): the same aggregate, sums to
