@@ -43,7 +43,7 @@ def week_store(layout, cache: Path, users, items):
     cfg = RunConfig()
     catalog = load_catalog(layout, cfg.embedding_dim, RunNeeds(users, items))
     metadata = (layout.items_metadata, layout.item_embeddings)
-    mixture = dataset_mixture(layout.item_embeddings, cfg.gmm, cfg.embedding_dim, cache)
+    mixture = dataset_mixture(layout.item_embeddings, items, cfg.gmm, cfg.embedding_dim, cache)
     return AggregateStore(cache, catalog, cfg.positive_flags, cfg.profiles, metadata, mixture=mixture)
 
 

@@ -137,26 +137,39 @@ def test_a_holdout_split_from_the_same_aggregates_equals_a_fresh_pass(weeks_and_
     )
 
 
-def test_the_dataset_mixture_is_fitted_on_the_embedding_file_once(weeks_and_catalog, tmp_path):
-    """Fitted on a seeded sample of the file's rows (whatever run asks), cached by the file's stamp and the
-    settings: a second call loads it, a changed setting fits another that replaces it."""
+def test_the_dataset_mixture_is_fitted_on_its_clips_once(weeks_and_catalog, tmp_path):
+    """Fitted on a seeded sample of the given clips' rows of the file (other rows never enter), cached by
+    the file's stamp, the clips and the settings: a second call loads it, a changed setting fits another
+    that replaces it."""
     _, _, layout = weeks_and_catalog
-    n_rows = len(embedding_ids(layout.item_embeddings))
-    cfg = GmmConfig(n_components=4, dim=8, sample_size=n_rows // 3, validation_size=50)
-    rows = sampled_rows(n_rows, cfg)
-    assert rows.size == n_rows // 3 + 50 and np.all(np.diff(rows) > 0)
-    assert sampled_rows(n_rows, replace(cfg, sample_size=None)).size == n_rows
-    first = dataset_mixture(layout.item_embeddings, cfg, 16, tmp_path)
-    want = fit_gmm(read_embedding_rows(layout.item_embeddings, rows, 16), cfg)
+    file_ids = embedding_ids(layout.item_embeddings)
+    clips = np.sort(file_ids[::2])
+    held = np.flatnonzero(np.isin(file_ids, clips))
+    cfg = GmmConfig(n_components=4, dim=8, sample_size=held.size // 3, validation_size=50)
+    rows = sampled_rows(held.size, cfg)
+    assert rows.size == held.size // 3 + 50 and np.all(np.diff(rows) > 0)
+    assert sampled_rows(held.size, replace(cfg, sample_size=None)).size == held.size
+    first = dataset_mixture(layout.item_embeddings, clips, cfg, 16, tmp_path)
+    want = fit_gmm(read_embedding_rows(layout.item_embeddings, held[rows], 16), cfg)
     np.testing.assert_array_equal(first.means, want.means)
     cached = list(tmp_path.glob("mixture-*.npz"))
     assert len(cached) == 1
-    again = dataset_mixture(layout.item_embeddings, cfg, 16, tmp_path)
+    again = dataset_mixture(layout.item_embeddings, clips, cfg, 16, tmp_path)
     assert again.digest() == first.digest() and list(tmp_path.glob("mixture-*.npz")) == cached
-    other = dataset_mixture(layout.item_embeddings, replace(cfg, seed=1), 16, tmp_path)
+    other = dataset_mixture(layout.item_embeddings, clips, replace(cfg, seed=1), 16, tmp_path)
     assert other.digest() != first.digest()
     assert [p.name for p in tmp_path.glob("mixture-*.npz")] != [p.name for p in cached]
     assert len(list(tmp_path.glob("mixture-*.npz"))) == 1
+    assert dataset_mixture(layout.item_embeddings, clips[1:], cfg, 16, tmp_path).digest() != first.digest()
+
+
+def test_posteriors_of_a_clip_do_not_depend_on_the_other_clips(weeks_and_catalog):
+    """The week pass's posteriors: the same bits whatever catalog (batch) a clip is in, near predict_proba."""
+    _, catalog, _ = weeks_and_catalog
+    mixture = fit_gmm(catalog.embedding[catalog.has_embedding], GmmConfig(n_components=6, dim=8))
+    whole = mixture.row_posteriors(catalog.embedding)
+    np.testing.assert_array_equal(mixture.row_posteriors(catalog.embedding[5:301]), whole[5:301])
+    np.testing.assert_allclose(whole, mixture.predict_proba(catalog.embedding), atol=1e-5)
 
 
 def test_the_cache_rebuilds_a_changed_week_and_after_a_code_change(weeks_and_catalog, tmp_path, monkeypatch):

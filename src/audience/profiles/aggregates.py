@@ -476,11 +476,12 @@ class AggregateStore:
     @cached_property
     def spaces(self) -> dict[str, np.ndarray]:
         """The tables of the spaces summed besides the embeddings: the mixture's posteriors of the catalog's
-        clips (zero rows where a clip has no embedding), n_items x K float32."""
+        clips (zero rows where a clip has no embedding), n_items x K float32, each clip's computed alone so
+        that any run's catalog gives it the same values."""
         if self.mixture is None:
             return {}
         catalog = self.catalog
-        posteriors = self.mixture.predict_proba(catalog.embedding)
+        posteriors = self.mixture.row_posteriors(catalog.embedding)
         posteriors *= catalog.has_embedding[:, None]
         return {MIXTURE_SPACE: posteriors}
 

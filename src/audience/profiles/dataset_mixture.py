@@ -1,13 +1,14 @@
 """One soft-cluster mixture per dataset, fitted on content alone and cached beside the weekly aggregates.
 
-The mixture is fitted on a seeded sample of the rows of the dataset's `item_embeddings.npz` (every clip the
-file holds, whatever run asks), so every split of a dataset (validate, submit, each holdout) sees the same
-mixture and the week pass can cache each week's soft-cluster sums (profiles/aggregates.py) instead of every
-run re-reading every row. It reads clip embeddings only, never interactions, so it carries nothing from a
-truth week; the target clips' embeddings are inputs in every mode.
+The mixture is fitted on a seeded sample of the embeddings of the clips of the dataset's train weeks (the
+same for every split, and unmoved by metadata rows of clips that no week holds), so every split of a dataset
+(validate, submit, each holdout) sees the same mixture and the week pass can cache each week's soft-cluster
+sums (profiles/aggregates.py) instead of every run re-reading every row. It reads which clips the train
+weeks hold and their embeddings, never who watched them, and no truth week of validate or submit mode.
 
 Cache: `mixture-<digest>.npz` in the weeks cache folder, the digest covering the embedding file's stamp, the
-mixture settings, the embedding dimensions read and the code of this module and what it imports; a new one
+clips, the mixture settings, the embedding dimensions read and the code of this module and what it imports;
+a new one
 replaces the others. Concurrent runs fit it once (a lock beside it). Cost: the file's id array, one
 streamed pass over its embedding array keeping `sample_size + validation_size` rows, and the fit
 (profiles/gmm.py, a few seconds at 128 diagonal components on 210k clips).
@@ -40,11 +41,12 @@ def sampled_rows(n_rows: int, cfg: GmmConfig) -> np.ndarray:
     return np.sort(rng.choice(n_rows, size=cfg.sample_size + cfg.validation_size, replace=False))
 
 
-def mixture_path(embeddings: Path, cfg: GmmConfig, dim: int | None, folder: Path) -> Path:
+def mixture_path(embeddings: Path, clips: np.ndarray, cfg: GmmConfig, dim: int | None, folder: Path) -> Path:
     """Where the mixture of these inputs is cached."""
     key = {
         "embeddings": resolved(embeddings),
         "stamp": file_stamp(embeddings),
+        "clips": hashlib.sha1(np.ascontiguousarray(clips, dtype=np.uint32).tobytes()).hexdigest(),
         "config": asdict(cfg),
         "dim": dim,
         "code": MIXTURE_CODE,
@@ -53,16 +55,18 @@ def mixture_path(embeddings: Path, cfg: GmmConfig, dim: int | None, folder: Path
     return Path(folder) / f"mixture-{digest}.npz"
 
 
-def dataset_mixture(embeddings: Path, cfg: GmmConfig, dim: int | None, folder: Path) -> GmmModel:
-    """The dataset's mixture over the first `dim` dimensions of its clip embeddings (`cfg.dim` of them
-    enter the mixture), fitted once and cached in `folder`."""
+def dataset_mixture(
+    embeddings: Path, clips: np.ndarray, cfg: GmmConfig, dim: int | None, folder: Path
+) -> GmmModel:
+    """The mixture over the first `dim` dimensions of the embeddings of `clips` (sorted unique ids: the
+    dataset's train weeks' clips; `cfg.dim` dimensions enter the mixture), fitted once, cached in `folder`."""
     embeddings = data_path(embeddings)
-    path = mixture_path(embeddings, cfg, dim, folder)
+    path = mixture_path(embeddings, clips, cfg, dim, folder)
     with file_lock(path.with_name(".mixture.lock")):
         if path.is_file():
             return GmmModel.load(path)
-        rows = sampled_rows(len(embedding_ids(embeddings, check_duplicates=False)), cfg)
-        model = fit_gmm(read_embedding_rows(embeddings, rows, dim), cfg)
+        held = np.flatnonzero(np.isin(embedding_ids(embeddings, check_duplicates=False), clips))
+        model = fit_gmm(read_embedding_rows(embeddings, held[sampled_rows(held.size, cfg)], dim), cfg)
         model.save(path)
         for stale in path.parent.glob("mixture-*.npz"):
             if stale != path:

@@ -54,7 +54,10 @@ def stage_profiles(run: Run) -> None:
     layout = run.layout
     mixture = None
     if needs_mixture((*cfg.sources, *cfg.baselines)):
-        mixture = dataset_mixture(layout.item_embeddings, cfg.gmm, cfg.embedding_dim, cfg.weeks_cache)
+        _, train_clips = run.engine.distinct_ids(layout.train_weeks(), not cfg.quiet, cfg.weeks_cache)
+        mixture = dataset_mixture(
+            layout.item_embeddings, train_clips, cfg.gmm, cfg.embedding_dim, cfg.weeks_cache
+        )
     store = AggregateStore(
         cfg.weeks_cache,
         catalog,
