@@ -8,10 +8,9 @@ weeks hold and their embeddings, never who watched them, and no truth week of va
 
 Cache: `mixture-<digest>.npz` in the weeks cache folder, the digest covering the embedding file's stamp, the
 clips, the mixture settings, the embedding dimensions read and the code of this module and what it imports;
-a new one
-replaces the others. Concurrent runs fit it once (a lock beside it). Cost: the file's id array, one
-streamed pass over its embedding array keeping `sample_size + validation_size` rows, and the fit
-(profiles/gmm.py, a few seconds at 128 diagonal components on 210k clips).
+a new one replaces the others. Concurrent runs fit it once (a lock beside it). Cost: the file's id array,
+one streamed pass over its embedding array keeping `sample_size + validation_size` of the clips' rows, and
+the fit (profiles/gmm.py, a few seconds at 128 diagonal components on 210k clips).
 """
 
 from __future__ import annotations
