@@ -76,6 +76,8 @@ def run_child(cmd: list[str], timeout: float | None, log: Path | None = None) ->
     wall_s, peak_rss_gib, cpu_s, load_before, load_after}; on timeout the child's group is killed."""
     start = time.perf_counter()
     load_before = load_average()
+    if log is not None:
+        Path(log).parent.mkdir(parents=True, exist_ok=True)  # a fresh clone has no artifacts/ yet
     out = open(log, "w") if log is not None else None
     try:
         proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)

@@ -24,6 +24,7 @@ from audience.profiles.dataset_mixture import dataset_mixture, sampled_rows
 from audience.profiles.fit_data import FitData
 from audience.profiles.gmm import fit_gmm
 from audience.profiles.reference_pass import build_fit_data
+from audience.profiles.user_shards import UserShard, user_shards
 from audience.profiles.week_kernels import group_rows, user_histories
 
 SETTINGS = ProfileSettings(recency_half_life=2.0)
@@ -135,6 +136,74 @@ def test_a_holdout_split_from_the_same_aggregates_equals_a_fresh_pass(weeks_and_
     assert len(_built(tmp_path)) == len(weeks) and not set(_built(tmp_path)) & set(
         store.path(w) for w in weeks
     )
+
+
+def _shard_of(fit: FitData, shard: UserShard) -> FitData:
+    """The reference: the unsharded FitData's rows of `shard` (and item_user_positives' columns)."""
+    rows = slice(shard.start, shard.stop)
+    histories = {name: m[rows] for name, m in fit.histories.items() if name != "item_user_positives"}
+    histories["item_user_positives"] = fit.histories["item_user_positives"][:, rows].tocsr()
+    return FitData(
+        fit.user_views[rows],
+        fit.user_positives[rows],
+        fit.item_views,
+        fit.item_positives,
+        {name: p[rows] for name, p in fit.profiles.items()},
+        {name: w[rows] for name, w in fit.profile_weight.items()},
+        histories,
+    )
+
+
+def assert_identical_fit(got: FitData, want: FitData) -> None:
+    """Bit for bit: every count, profile, weight and history (structure and values)."""
+    for name in ("user_views", "user_positives", "item_views", "item_positives"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    assert set(got.profiles) == set(want.profiles)
+    for name in want.profiles:
+        np.testing.assert_array_equal(got.profiles[name], want.profiles[name], err_msg=name)
+        np.testing.assert_array_equal(got.profile_weight[name], want.profile_weight[name], err_msg=name)
+    assert set(got.histories) == set(want.histories)
+    for name, matrix in want.histories.items():
+        other, matrix = got.histories[name].tocsr(), matrix.tocsr()
+        other.sort_indices()
+        matrix.sort_indices()
+        assert other.shape == matrix.shape, name
+        for part in ("indptr", "indices", "data"):
+            np.testing.assert_array_equal(getattr(other, part), getattr(matrix, part), err_msg=name)
+
+
+@pytest.mark.parametrize("n_shards", [1, 2, 3])
+def test_user_shards_combine_to_the_unsharded_splits_rows(weeks_and_catalog, tmp_path, n_shards):
+    """Each shard combined alone (its rows of every memory-mapped aggregate) equals the unsharded split's
+    rows bit for bit: every profile kind, the soft-cluster profiles, every history, with pseudo-new clips
+    subtracted; pruned author views included (a low cap, so the pruning binds)."""
+    weeks, catalog, layout = weeks_and_catalog
+    mixture = fit_gmm(catalog.embedding[catalog.has_embedding], GmmConfig(n_components=5, dim=8))
+    settings = replace(SETTINGS, max_user_authors=3)
+    metadata = (layout.items_metadata, layout.item_embeddings)
+    store = AggregateStore(tmp_path, catalog, DEFAULT_POSITIVE_FLAGS, settings, metadata, 20_000_000, mixture)
+    hidden = np.zeros(catalog.n_items, dtype=bool)
+    hidden[np.random.default_rng(2).choice(catalog.n_items, catalog.n_items // 20, replace=False)] = True
+    uncapped = AggregateStore(
+        tmp_path / "uncapped", catalog, DEFAULT_POSITIVE_FLAGS, SETTINGS, metadata, 20_000_000, mixture
+    )
+    for split, hide in ((weeks, None), (weeks[:-1], hidden)):
+        whole = fit_from_aggregates(store, split, hidden_items=hide, progress=False)
+        every_author = fit_from_aggregates(uncapped, split, hidden_items=hide, progress=False)
+        assert whole.histories["user_author_views"].nnz < every_author.histories["user_author_views"].nnz
+        shards = user_shards(catalog.n_users, n_shards)
+        assert sum(len(s) for s in shards) == catalog.n_users
+        for shard in shards:
+            got = fit_from_aggregates(store, split, hidden_items=hide, progress=False, shard=shard)
+            assert_identical_fit(got, _shard_of(whole, shard))
+
+
+def test_user_shards_cover_the_users_in_order():
+    assert user_shards(10, 3) == [UserShard(0, 3), UserShard(3, 6), UserShard(6, 10)]
+    assert [len(s) for s in user_shards(2, 4)] == [0, 1, 0, 1]
+    assert UserShard(3, 7).rows_of(np.array([0, 3, 5, 7, 9])) == slice(1, 3)
+    with pytest.raises(ValueError, match="start <= stop"):
+        UserShard(5, 2)
 
 
 def test_the_dataset_mixture_is_fitted_on_its_clips_once(weeks_and_catalog, tmp_path):

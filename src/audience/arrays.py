@@ -77,6 +77,29 @@ def top_k(scores: np.ndarray, k: int, ids: np.ndarray | None = None) -> TopK:
     return out
 
 
+def merge_top_k(parts: list[TopK], offsets: list[int], k: int) -> TopK:
+    """Row-wise top-`k` of several answers over disjoint id ranges (one per user shard, each answer's ids
+    local: id + offset is global), by the module's tie rule. When every part is its range's exact top-k
+    under the same scores, the merge is the exact top-k over the union, ties included: an id left out of
+    its part's top-k has k ids at or above it within that part alone. Cost: one sort of
+    len(parts) x k entries per row."""
+    if len(parts) != len(offsets):
+        raise ValueError(f"{len(parts)} answers but {len(offsets)} offsets")
+    if not parts:
+        raise ValueError("merge_top_k needs at least one answer")
+    pairs = zip(parts, offsets, strict=True)
+    ids = np.hstack([np.where(p.ids >= 0, p.ids.astype(np.int64) + o, -1) for p, o in pairs])
+    scores = np.hstack([np.where(p.ids >= 0, p.scores, -np.inf).astype(np.float32) for p in parts])
+    order = np.lexsort((ids, -scores), axis=1)[:, :k]
+    out = TopK.empty(ids.shape[0], k)
+    width = order.shape[1]
+    out.ids[:, :width] = np.take_along_axis(ids, order, axis=1)
+    out.scores[:, :width] = np.take_along_axis(scores, order, axis=1)
+    out.ids[~np.isfinite(out.scores)] = -1
+    out.scores[out.ids < 0] = -np.inf
+    return out
+
+
 @nb.njit(cache=True, nogil=True)
 def _select_top(columns, values, n, k, ids, scores):  # pragma: no cover - numba
     """Writes the top `k` of the entries (columns[:n], values[:n]) into ids / scores (one row), by value

@@ -109,14 +109,20 @@ class HnswIndex:
 def exact_search(
     vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int, block_bytes: int = 256 << 20
 ) -> TopK:
-    """Brute force inner-product top-k (cosine when rows are unit vectors), in blocks of queries."""
+    """Brute force inner-product top-k (cosine when rows are unit vectors), in blocks of queries. The
+    float32 inputs are multiplied in float64 and the scores rounded to float32, so a (query, vector) score
+    does not depend on how a BLAS kernel tiles the product (the block, the other vectors): equal vectors
+    tie exactly, and a search over a subset of the vectors (a user shard) scores them as the whole search
+    does, unless a float64 sum falls within its rounding error of a float32 rounding boundary."""
     out = TopK.empty(queries.shape[0], k)
     if len(ids) == 0:
         return out
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    step = max(1, block_bytes // (4 * max(len(ids), 1)))
+    vectors = np.ascontiguousarray(vectors, dtype=np.float64)
+    step = max(1, block_bytes // (12 * max(len(ids), 1)))  # the float64 product and its float32 copy
     for start in range(0, queries.shape[0], step):  # blocks of queries, each a single matmul
-        block = queries[start : start + step].astype(np.float32) @ vectors.T
+        block = (queries[start : start + step].astype(np.float32).astype(np.float64) @ vectors.T).astype(
+            np.float32
+        )
         top = top_k(block, k, ids.astype(np.int32))
         out.ids[start : start + step] = top.ids
         out.scores[start : start + step] = top.scores

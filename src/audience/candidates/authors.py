@@ -25,13 +25,28 @@ class AuthorFansSource:
         settings = settings or AuthorFansSettings()
         self.prior_strength, self.batch = settings.prior_strength, settings.batch
         self.author_users: sparse.csr_matrix | None = None
+        self.total: np.ndarray | None = None  # the population's (positives, views), when sharded
+
+    # a user's scores read its own histories and the global rate r0 (candidates/sharded.py)
+    user_separable = True
+
+    def population(self, data: FitData) -> np.ndarray:
+        """What r0 is made of, additive over user shards: (recency-weighted positives, views) of `data`."""
+        positives = data.histories["user_author_positives"].sum(dtype=np.float64)
+        return np.array([positives, data.histories["user_author_views"].sum(dtype=np.float64)])
+
+    def with_population(self, total: np.ndarray) -> AuthorFansSource:
+        """Fit with the rate of `total` (population() summed over every user shard) instead of the data's."""
+        self.total = np.asarray(total, dtype=np.float64)
+        return self
 
     def fit(self, data: FitData, catalog: Catalog) -> AuthorFansSource:
         views = data.histories["user_author_views"].tocsr()
         positives = data.histories["user_author_positives"].tocsr()
         views.sort_indices()
         positives.sort_indices()
-        rate = positives.sum() / max(views.sum(), 1e-12)
+        total = self.population(data) if self.total is None else self.total
+        rate = total[0] / max(total[1], 1e-12)
         rows = np.repeat(np.arange(views.shape[0]), np.diff(views.indptr))  # positives on views' pattern
         pos = sparse_values_at(positives, rows, views.indices).astype(np.float64)
         m = self.prior_strength

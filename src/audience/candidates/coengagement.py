@@ -30,6 +30,8 @@ def nearest_clip_weights(index: HnswIndex, queries: np.ndarray, n: int, power: f
 
 class CoEngagementSource:
     name = "coengagement"
+    # a user's score reads its own positives and the clip-side index (candidates/sharded.py)
+    user_separable = True
 
     def __init__(
         self,

@@ -36,6 +36,11 @@ class EmbeddingSource:
         self.ids: np.ndarray | None = None
         self.index: HnswIndex | None = None
 
+    @property
+    def user_separable(self) -> bool:
+        """Exact search splits by user (candidates/sharded.py); an HNSW index per shard answers otherwise."""
+        return self.backend == "exact"
+
     def profile_rows(self, data: FitData) -> tuple[np.ndarray, np.ndarray]:
         """(user indices with a usable history, their profile rows) of this source's profile kind."""
         if self.profile not in data.profiles:

@@ -76,6 +76,7 @@ from audience.profiles.kinds import (
     recency_weight,
     weekly_kinds,
 )
+from audience.profiles.user_shards import UserShard
 from audience.profiles.week_kernels import (
     add_counts,
     group_rows,
@@ -141,13 +142,16 @@ class WeekAggregate:
                 np.save(tmp / f"{name}.npy", values)
 
     @classmethod
-    def load(cls, path: Path, lazy: Sequence[str] = ()) -> WeekAggregate:
+    def load(cls, path: Path, lazy: Sequence[str] = (), mapped: bool = False) -> WeekAggregate:
         """Read a saved aggregate; the keys and data of the histories named in `lazy` stay on disk as
-        `NpyRows` readers (sliced on demand)."""
+        `NpyRows` readers (sliced on demand); `mapped`: every other array memory-mapped, so a reader of a
+        few rows (one user shard's) pages in only those."""
         path = Path(path)
 
         def read(name: str, lazy_ok: bool = False):
-            return NpyRows(path / f"{name}.npy") if lazy_ok else np.load(path / f"{name}.npy")
+            if lazy_ok:
+                return NpyRows(path / f"{name}.npy")
+            return np.load(path / f"{name}.npy", mmap_mode="r" if mapped else None)
 
         histories = {
             name: (read(f"{name}__indptr"), *(read(f"{name}__{p}", name in lazy) for p in ("keys", "data")))
@@ -535,8 +539,8 @@ class AggregateStore:
                 self.build(week, iter(()), bar)
         bar.close()
 
-    def load(self, week: Path) -> WeekAggregate:
-        return WeekAggregate.load(self.path(week), lazy=("user_author_views",))
+    def load(self, week: Path, mapped: bool = False) -> WeekAggregate:
+        return WeekAggregate.load(self.path(week), lazy=("user_author_views",), mapped=mapped)
 
     def build(self, week: Path, chunks: Iterable[WeekBatch], bar=None) -> None:
         """The aggregate of `week` from its `chunks` (none: an empty week), saved in place of stale ones."""
@@ -576,11 +580,15 @@ def combine(
     catalog: Catalog,
     settings: ProfileSettings,
     progress: bool = True,
+    shard: UserShard | None = None,
 ) -> FitData:
     """FitData of a split from its weeks' aggregates: (aggregate, week age (0 = last fit week), sign) each;
     sign -1 subtracts (the rows of pseudo-new clips). The aggregates' other spaces give the profiles
-    '<space>_<kind>' (not recency-weighted)."""
-    n_users, n_items = catalog.n_users, catalog.n_items
+    '<space>_<kind>' (not recency-weighted). `shard`: only these users' state (their rows of every
+    aggregate, a contiguous slice each), local user index u - shard.start; the clip-side counts stay whole.
+    The shards' FitData are the unsharded one's rows (and item_user_positives' columns), bit for bit."""
+    shard = UserShard(0, catalog.n_users) if shard is None else shard
+    n_users, n_items = len(shard), catalog.n_items
     user_views = np.zeros(n_users, dtype=np.int64)
     user_positives = np.zeros(n_users, dtype=np.int64)
     item_views = np.zeros(n_items, dtype=np.int64)
@@ -597,23 +605,30 @@ def combine(
     author_weeks: list[WeekPairs] = []
     for aggregate, age, sign in progress_report.iterate(weeks, "combine weeks", "part", enabled=progress):
         recency = recency_weight(age, settings)
-        users = catalog.users.index(aggregate.users, "week aggregate", "users")
+        dense = catalog.users.index(aggregate.users, "week aggregate", "users")
+        mine = shard.rows_of(dense)  # the shard's rows: one slice (an aggregate's users are in index order)
+        all_users = dense - shard.start
+        users = all_users[mine]
         items = catalog.items.index(aggregate.items, "week aggregate", "items")
-        user_views[users] += int(sign) * aggregate.user_views
-        user_positives[users] += int(sign) * aggregate.user_positives
+        user_views[users] += int(sign) * aggregate.user_views[mine]
+        user_positives[users] += int(sign) * aggregate.user_positives[mine]
         item_views[items] += int(sign) * aggregate.item_views
         item_positives[items] += int(sign) * aggregate.item_positives
         for kind in settings.kinds:
             factor = 1.0 if KIND[kind].code >= 0 else recency  # a derived kind: its base, recency-weighted
             base = aggregate.kinds.index(KIND[kind].base)
-            profile_sums.add(kind, users, aggregate.sums[base], aggregate.totals[base], sign * factor)
+            sums, totals = aggregate.sums[base][mine], aggregate.totals[base][mine]
+            profile_sums.add(kind, users, sums, totals, sign * factor)
         for prefix, space in aggregate.spaces.items():
             for k, kind in enumerate(SPACE_KINDS):
-                profile_sums.add(f"{prefix}_{kind}", users, space.sums[k], space.totals[k], sign)
+                profile_sums.add(f"{prefix}_{kind}", users, space.sums[k][mine], space.totals[k][mine], sign)
         for name, (indptr, keys, data) in aggregate.histories.items():
             if name == "user_author_views":  # combined by blocks of users below (profiles/author_views.py)
-                author_weeks.append(WeekPairs(users, indptr, keys, data, sign * recency))
+                # every row, indices shifted: the blocks read only the shard's [0, n_users)
+                author_weeks.append(WeekPairs(all_users, indptr, keys, data, sign * recency))
                 continue
+            first, last = int(indptr[mine.start]), int(indptr[mine.stop])
+            indptr, keys, data = indptr[mine.start : mine.stop + 1], keys[first:last], data[first:last]
             rows = np.repeat(users, np.diff(indptr))
             cols = key_maps[name].index(keys, "week aggregate", f"{name} keys")
             history[name] = history[name] + sparse.csr_matrix(
@@ -689,18 +704,19 @@ def fit_from_aggregates(
     hidden_items: np.ndarray | None = None,
     progress: bool = True,
     engine: LocalAggregation | None = None,
+    shard: UserShard | None = None,
 ) -> FitData:
     """What `build_fit_data` computes, from the cached weekly aggregates (one in memory at a time), with the
     soft-cluster profiles ('gmm_all', 'gmm_positive') of the store's mixture when it has one: the
     pseudo-new clips' (`hidden_items`, bool per clip) rows subtracted by one filtered read of the weeks.
     `engine` builds the missing aggregates and runs the filtered read (LocalAggregation, or an engine of
-    engine/ with its two calls); default this process."""
+    engine/ with its two calls); default this process. `shard`: only these users' state (`combine`)."""
     engine = LocalAggregation() if engine is None else engine
     weeks = [data_path(w) for w in weeks]
     with store.reading(weeks):
         with store.building():
             engine.build_aggregates(store, weeks, progress)
-        return _combine_weeks(store, weeks, hidden_items, progress, engine)
+        return _combine_weeks(store, weeks, hidden_items, progress, engine, shard)
 
 
 def _combine_weeks(
@@ -709,6 +725,7 @@ def _combine_weeks(
     hidden_items: np.ndarray | None,
     progress: bool,
     engine: LocalAggregation,
+    shard: UserShard | None,
 ) -> FitData:
     """fit_from_aggregates once the weeks' aggregates are built and held."""
     rows = count_rows(weeks)
@@ -734,13 +751,13 @@ def _combine_weeks(
 
     def entries() -> Iterator[tuple[WeekAggregate, int, float]]:
         for k, (week, subtracted) in enumerate(zip(weeks, hidden, strict=True)):
-            aggregate = store.load(week)
+            aggregate = store.load(week, mapped=shard is not None)
             if aggregate.rows == 0:
                 log.warning("%s: week has no rows; skipped", week)
             yield aggregate, len(weeks) - 1 - k, 1.0
             if subtracted is not None:
                 yield subtracted, len(weeks) - 1 - k, -1.0
 
-    fit = combine(entries(), store.catalog, store.settings, progress)
+    fit = combine(entries(), store.catalog, store.settings, progress, shard)
     bar.close()
     return fit

@@ -1,0 +1,52 @@
+"""Sources answered shard by shard: each user shard (profiles/user_shards.py) fits its own copy of a source
+on its users' FitData and answers its own top-k users per clip; the answers are merged per clip
+(`arrays.merge_top_k`). No step holds more than one shard's users and the clips x k answers.
+
+Which sources split by user (`user_separable`): those whose score of (user, clip) reads only that user's
+state and clip-side tables, and whose top-k is exact, so that the merged lists equal the unsharded source's,
+ties included: 'exact:<profile>' and 'coengagement' (its old clips' index is built from clip-side counts,
+the same in every shard; with more than one thread hnswlib's build order varies, so equal indexes, and
+equal lists, need `n_threads = 1`). A source that also needs a total over every user (author fans' global
+engagement rate) offers `population(data)`: additive partial sums per shard, whose total every shard's copy
+receives (`with_population`) before it fits. Not split (yet): 'hnsw:*' and 'reach:*' (approximate: one
+index per shard answers differently from one global index), 'popular' (the population's largest activity),
+'random' (draws over the whole batch), the CF bridges (trained on every user at once)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from audience.arrays import TopK, merge_top_k
+from audience.candidates.base import CandidateSource, ClipQueries
+from audience.data.catalog import Catalog
+from audience.profiles.fit_data import FitData
+from audience.profiles.user_shards import UserShard
+
+
+def user_separable(source: CandidateSource) -> bool:
+    """Whether shards of this source, merged, answer as the whole source does."""
+    return bool(getattr(source, "user_separable", False))
+
+
+def sharded_answers(
+    build: Callable[[], CandidateSource],
+    shards: Sequence[tuple[UserShard, FitData]],
+    catalog: Catalog,
+    clips: ClipQueries,
+    k: int,
+) -> TopK:
+    """The top-k users (global indices) of every clip from a fresh `build()` per shard, fitted on that
+    shard's FitData, merged. Raises ValueError for a source that does not split by user."""
+    sources = [build() for _ in shards]
+    if not sources:
+        raise ValueError("sharded_answers needs at least one shard")
+    if not user_separable(sources[0]):
+        raise ValueError(f"{sources[0].name} does not split by user (candidates/sharded.py says which do)")
+    if hasattr(sources[0], "population"):
+        total = np.sum([s.population(data) for s, (_, data) in zip(sources, shards, strict=True)], axis=0)
+        for source in sources:
+            source.with_population(total)
+    parts = [s.fit(data, catalog).recommend(clips, k) for s, (_, data) in zip(sources, shards, strict=True)]
+    return merge_top_k(parts, [shard.start for shard, _ in shards], k)

@@ -1,0 +1,45 @@
+"""User shards: a run's users cut into contiguous ranges of their dense index, so that the per-user state of
+a split (profiles, histories, the clip x user positives) can be combined, held and queried one shard at a
+time (issue 25: no machine holds every user).
+
+Contiguous ranges, not hashes: the catalog's user index follows the sorted user ids and every weekly
+aggregate stores its users in that order, so a shard's rows are one contiguous slice of each aggregate
+(read from the memory-mapped arrays without touching the others) and a shard's answers map back to global
+user indices by adding its `start`. Shards differ in size by at most one user; their activity is not
+balanced (a shard of heavy users costs more)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class UserShard:
+    """The users of dense index start <= u < stop; a shard's local index is u - start."""
+
+    start: int
+    stop: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start <= self.stop:
+            raise ValueError(f"a user shard needs 0 <= start <= stop, got [{self.start}, {self.stop})")
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def rows_of(self, users: np.ndarray) -> slice:
+        """The rows of `users` (increasing dense indices) that fall in this shard, as one slice."""
+        lo, hi = np.searchsorted(users, [self.start, self.stop])
+        return slice(int(lo), int(hi))
+
+
+def user_shards(n_users: int, n_shards: int) -> list[UserShard]:
+    """`n_shards` contiguous shards covering users 0..n_users-1, sizes differing by at most one (a shard is
+    empty when there are more shards than users)."""
+    if n_shards < 1 or n_users < 0:
+        raise ValueError(f"user_shards needs n_shards >= 1 and n_users >= 0, got {n_shards}, {n_users}")
+    bounds = np.arange(n_shards + 1, dtype=np.int64) * n_users // n_shards
+    return [UserShard(int(a), int(b)) for a, b in itertools.pairwise(bounds.tolist())]

@@ -1,0 +1,82 @@
+"""Sources answered by user shards: each shard combined from the weekly aggregates alone, fitted and asked
+alone, the answers merged, equal the unsharded source's lists, ties included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from audience.arrays import merge_top_k, top_k
+from audience.candidates import ClipQueries, make_source
+from audience.candidates.sharded import sharded_answers, user_separable
+from audience.config import DEFAULT_POSITIVE_FLAGS, ProfileSettings, load_config
+from audience.data.catalog import RunNeeds, load_catalog
+from audience.data.layout import DatasetLayout
+from audience.data.weeks import distinct_ids
+from audience.profiles.aggregates import AggregateStore, fit_from_aggregates
+from audience.profiles.user_shards import user_shards
+
+SEPARABLE = ["exact:all", "exact:positive", "author_fans", "coengagement"]
+
+
+@pytest.fixture(scope="module")
+def split(tiny_dir, tmp_path_factory):
+    """The tiny train weeks' catalog, aggregate store and whole FitData, and 300 target queries."""
+    layout = DatasetLayout(tiny_dir)
+    weeks = layout.train_weeks()
+    catalog = load_catalog(layout, None, RunNeeds(*distinct_ids(weeks)))
+    metadata = (layout.items_metadata, layout.item_embeddings)
+    store = AggregateStore(
+        tmp_path_factory.mktemp("weeks"), catalog, DEFAULT_POSITIVE_FLAGS, ProfileSettings(), metadata
+    )
+    whole = fit_from_aggregates(store, weeks, progress=False)
+    queries = ClipQueries.from_catalog(catalog, catalog.items.ids[:300])
+    return catalog, store, weeks, whole, queries
+
+
+def test_merged_top_k_equals_the_top_k_of_the_union():
+    """Random parts with many tied scores and short (padded) answers, against top_k over every id."""
+    rng = np.random.default_rng(0)
+    n_rows, k = 40, 7
+    sizes = [5, 9, 3, 12]
+    scores = rng.integers(0, 6, size=(n_rows, sum(sizes))).astype(np.float32)  # ties everywhere
+    scores[rng.random(scores.shape) < 0.2] = -np.inf  # ids a part does not propose
+    scores[:5, 4:] = -np.inf  # rows with fewer than k ids proposed in all
+    want = top_k(scores, k)
+    parts, offsets, start = [], [], 0
+    for size in sizes:
+        parts.append(top_k(scores[:, start : start + size], k))
+        offsets.append(start)
+        start += size
+    got = merge_top_k(parts, offsets, k)
+    np.testing.assert_array_equal(got.ids, want.ids)
+    np.testing.assert_array_equal(got.scores, want.scores)
+    assert (got.ids == -1).any(), "some rows are short: the padding is kept"
+    with pytest.raises(ValueError, match="offsets"):
+        merge_top_k(parts, offsets[:2], k)
+
+
+@pytest.mark.parametrize("name", SEPARABLE)
+@pytest.mark.parametrize("n_shards", [2, 3])
+def test_sharded_sources_answer_as_the_whole_source(split, name, n_shards):
+    catalog, store, weeks, whole, queries = split
+    cfg = load_config(n_threads=1)
+    want = make_source(name, cfg).fit(whole, catalog).recommend(queries, 40)
+    shards = [
+        (shard, fit_from_aggregates(store, weeks, progress=False, shard=shard))
+        for shard in user_shards(catalog.n_users, n_shards)
+    ]
+    got = sharded_answers(lambda: make_source(name, cfg), shards, catalog, queries, 40)
+    assert (want.ids >= 0).sum() > len(queries) * 5, "the source answers"
+    np.testing.assert_array_equal(got.ids, want.ids)
+    np.testing.assert_array_equal(got.scores, want.scores)
+
+
+@pytest.mark.parametrize("name", ["hnsw:all", "reach:recency", "popular", "random", "bpr_bridge"])
+def test_sources_that_do_not_split_by_user_are_refused(split, name):
+    catalog, _, _, whole, queries = split
+    cfg = load_config(n_threads=1)
+    assert not user_separable(make_source(name, cfg))
+    with pytest.raises(ValueError, match="does not split by user"):
+        shard = user_shards(catalog.n_users, 1)[0]
+        sharded_answers(lambda: make_source(name, cfg), [(shard, whole)], catalog, queries, 10)
