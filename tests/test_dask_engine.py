@@ -195,15 +195,22 @@ def test_dask_aggregates_equal_local(grouped_dir, tmp_path, cluster):
 
 class KillFirstPart(WorkerPlugin):
     """Kills its worker's process the first time (over the whole cluster: a marker file) an aggregation
-    part starts executing there."""
+    part starts executing there. The marker is created atomically (O_EXCL): two workers starting their
+    first parts at once must not both die, which would lose the broadcast data with them."""
 
     def __init__(self, marker: str):
         self.marker = marker
 
     def transition(self, key, start, finish, **kwargs):
-        if finish == "executing" and "aggregate_part" in str(key) and not os.path.exists(self.marker):
-            Path(self.marker).write_text(str(key))
-            os._exit(1)
+        if finish != "executing" or "aggregate_part" not in str(key):
+            return
+        try:
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.write(fd, str(key).encode())
+        os.close(fd)
+        os._exit(1)
 
 
 def test_a_worker_killed_mid_aggregation_changes_nothing(grouped_dir, tmp_path):
