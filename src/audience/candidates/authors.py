@@ -20,15 +20,14 @@ from audience.profiles.fit_data import FitData
 
 class AuthorFansSource:
     name = "author_fans"
+    # a user's scores read its own histories and the global rate r0 (candidates/sharded.py)
+    user_separable = True
 
     def __init__(self, settings: AuthorFansSettings | None = None):
         settings = settings or AuthorFansSettings()
         self.prior_strength, self.batch = settings.prior_strength, settings.batch
         self.author_users: sparse.csr_matrix | None = None
         self.total: np.ndarray | None = None  # the population's (positives, views), when sharded
-
-    # a user's scores read its own histories and the global rate r0 (candidates/sharded.py)
-    user_separable = True
 
     def population(self, data: FitData) -> np.ndarray:
         """What r0 is made of, additive over user shards: (recency-weighted positives, views) of `data`."""
