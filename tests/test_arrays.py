@@ -34,6 +34,20 @@ def test_top_k_matches_the_reference_with_many_ties(k, seed):
     assert got.ids.dtype == np.int32 and got.scores.dtype == np.float32
 
 
+def test_top_k_over_wide_rows_in_parallel_runs_matches_the_reference():
+    # more rows than threads x runs, rows wider than k, +inf as padding, float64 scores
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 30, size=(90, 400)).astype(np.float64)
+    scores[rng.random(scores.shape) < 0.02] = np.inf
+    scores[rng.random(scores.shape) < 0.02] = np.nan
+    scores[-1] = -np.inf  # a row of padding only
+    ids = rng.permutation(400).astype(np.int32)
+    got = top_k(scores, 25, ids)
+    want_ids, want_scores = reference(scores, 25, ids)
+    np.testing.assert_array_equal(got.ids, want_ids)
+    np.testing.assert_array_equal(got.scores, np.asarray(want_scores, dtype=np.float32))
+
+
 def test_top_k_default_ids_padding_and_unpacking():
     scores = np.array([[1.0, 3.0, 3.0, -np.inf], [0.0, 0.0, 0.0, 0.0]], dtype=np.float32)
     ids, top = top_k(scores, 6, np.array([10, 20, 30, 40]))

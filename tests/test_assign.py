@@ -4,7 +4,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from audience.assign import assign_with_cap, cap_infeasibility, descending_order, top_k_uncapped
+from audience.assign import (
+    assign_pairs,
+    assign_with_cap,
+    candidates_by_clip,
+    cap_infeasibility,
+    top_k_uncapped,
+)
 from audience.matching import expected_ndcg_weights
 from audience.stages.assign import ndcg_weighted
 
@@ -283,23 +289,76 @@ def test_bad_inputs_raise():
         )
 
 
-def test_descending_order_is_exact_and_stable():
+def reference_candidates_by_clip(clip, user, score, n_clips):
+    """A slow reference: triples by (clip, descending score, input index), each pair's first kept."""
+    order = np.lexsort((np.arange(clip.size), -score.astype(np.float64), clip))
+    seen, keep = set(), []
+    for i in order:
+        if (clip[i], user[i]) not in seen:
+            seen.add((clip[i], user[i]))
+            keep.append(i)
+    keep = np.asarray(keep, dtype=np.int64)
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(clip[keep], minlength=n_clips))])
+    return indptr, user[keep], score[keep].astype(np.float64)
+
+
+def test_candidates_by_clip_is_exact_and_stable():
+    # ties, repeated pairs, signed zeros and infinities: each clip's pairs by descending score, ties and
+    # repeated pairs decided by input order
     rng = np.random.default_rng(1)
     specials = np.array([0.0, -0.0, np.inf, -np.inf, 1e-300, -1e-300, 5e-324, 1.0, -1.0, 1.0 + 2e-16])
-    for trial in range(200):
-        n = int(rng.integers(0, 400))
+    for trial in range(120):
+        n, n_clips, n_users = int(rng.integers(0, 400)), int(rng.integers(1, 9)), int(rng.integers(1, 60))
         kind = trial % 4
         if kind == 0:
             s = rng.random(n)
         elif kind == 1:
             s = rng.integers(0, 5, n).astype(np.float64)
         elif kind == 2:
-            s = 1.0 + rng.integers(0, 4, n) * 1e-15  # equal in the packed high bits, different exactly
+            s = 1.0 + rng.integers(0, 4, n) * 1e-15
         else:
             s = rng.choice(specials, n)
-        np.testing.assert_array_equal(descending_order(s), np.lexsort((np.arange(n), -s)))
-    s32 = rng.random(1000).astype(np.float32)
-    np.testing.assert_array_equal(descending_order(s32), np.lexsort((np.arange(1000), -s32)))
+        if trial % 5 == 0:
+            s = s.astype(np.float32)
+        clip = rng.integers(0, n_clips, n).astype(np.int32)
+        user = rng.integers(0, n_users, n).astype(np.int32)
+        got = candidates_by_clip(clip, user, s, n_clips, n_users)
+        want = reference_candidates_by_clip(clip, user, s, n_clips)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+        np.testing.assert_array_equal(
+            top_k_uncapped(clip, user, s, n_clips, 3)[:, 0] if n else np.zeros(0),
+            np.array([w_u[0] if len(w_u) else -1 for w_u in np.split(want[1], want[0][1:-1])]) if n else [],
+        )
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("strategy", ["global", "margin"])
+def test_assign_pairs_equals_assign_with_cap_over_the_csr(seed, strategy):
+    # new scores of a CSR's pairs (prices subtracted, with ties), caps that bind: the lists and counts of
+    # assign_with_cap over the same triples in CSR order
+    rng = np.random.default_rng(seed)
+    n_clips, n_users, list_size, user_cap = 30, 120, 6, 2 + seed % 3
+    n = 2500
+    clip = rng.integers(0, n_clips, n).astype(np.int32)
+    user = (rng.zipf(1.4, n) % n_users).astype(np.int32)
+    pairs = candidates_by_clip(clip, user, np.round(rng.random(n), 2), n_clips, n_users)
+    prices = np.round(rng.random(n_users) * 0.3, 2) * (rng.random(n_users) < 0.3)
+    priority = pairs[2] - prices[pairs[1]]
+    fallback = rng.permutation(n_users).astype(np.int32)
+    got = assign_pairs(pairs, priority, n_users, list_size, user_cap, fallback, strategy)
+    pair_clip = np.repeat(np.arange(n_clips, dtype=np.int32), np.diff(pairs[0]))
+    want = assign_with_cap(
+        pair_clip, pairs[1], priority, n_clips, n_users, list_size, user_cap, fallback, strategy
+    )
+    np.testing.assert_array_equal(got.users, want.users)
+    np.testing.assert_array_equal(got.user_load, want.user_load)
+    assert (got.n_from_candidates, got.n_from_fallback, got.n_displaced) == (
+        want.n_from_candidates,
+        want.n_from_fallback,
+        want.n_displaced,
+    )
+    assert got.n_displaced > 0  # the cap binds
 
 
 def test_slots_draft_spreads_top_users_over_top_ranks():

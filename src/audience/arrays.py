@@ -46,8 +46,8 @@ class TopK(NamedTuple):
 def top_k(scores: np.ndarray, k: int, ids: np.ndarray | None = None) -> TopK:
     """Row-wise top-`k` of a dense score matrix (rows = queries, columns map through `ids`, default the
     column index), ordered by the module's tie rule. Rows with fewer than `k` finite scores are padded.
-    Cost: one argpartition and a sort of the k kept per row; rows whose k-th score is tied outside the
-    partition (rare with float scores) are re-cut with a full sort of that row."""
+    Cost: per row, one pass keeping the finite scores, an O(m) selection of the k-th and a sort of the k
+    kept (`_select_top`); rows in parallel (numba threads)."""
     scores = np.asarray(scores)
     n, m = scores.shape
     out = TopK.empty(n, k)
@@ -55,25 +55,12 @@ def top_k(scores: np.ndarray, k: int, ids: np.ndarray | None = None) -> TopK:
     if k_eff == 0 or n == 0:
         return out
     col_ids = np.arange(m, dtype=np.int64) if ids is None else np.asarray(ids)
-    clean = np.where(np.isnan(scores), -np.inf, scores) if np.isnan(scores).any() else scores
-    if k_eff < m:
-        part = np.argpartition(-clean, k_eff - 1, axis=1)[:, :k_eff]
-        kth = np.take_along_axis(clean, part, axis=1).min(axis=1)
-        # a tie at the cut may leave a smaller id outside the partition: re-cut those rows exactly
-        redo = np.flatnonzero((clean >= kth[:, None]).sum(axis=1) > k_eff)
-        if redo.size:
-            rows = clean[redo]
-            full = np.lexsort((np.broadcast_to(col_ids, rows.shape), -rows), axis=1)
-            part[redo] = full[:, :k_eff]
-    else:
-        part = np.broadcast_to(np.arange(m), (n, m))
-    part_scores = np.take_along_axis(clean, part, axis=1)
-    part_ids = col_ids[part]
-    order = np.lexsort((part_ids, -part_scores), axis=1)
-    out.ids[:, :k_eff] = np.take_along_axis(part_ids, order, axis=1)
-    out.scores[:, :k_eff] = np.take_along_axis(part_scores, order, axis=1)
-    out.ids[~np.isfinite(out.scores)] = -1
-    out.scores[out.ids < 0] = -np.inf
+    if scores.dtype not in (np.float32, np.float64):
+        scores = scores.astype(np.float64)
+    chunks = min(n, 4 * nb.get_num_threads())
+    _dense_rows_top_k(
+        np.ascontiguousarray(scores), k_eff, np.ascontiguousarray(col_ids), chunks, out.ids, out.scores
+    )
     return out
 
 
@@ -140,6 +127,65 @@ def _rows_top_k(indptr, indices, data, k, ids, scores):  # pragma: no cover - nu
     for row in nb.prange(indptr.size - 1):
         lo, hi = indptr[row], indptr[row + 1]
         _select_top(indices[lo:hi], data[lo:hi], hi - lo, k, ids[row], scores[row])
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _worse(v1, i1, v2, i2):  # pragma: no cover - numba
+    """(v1, id i1) comes after (v2, id i2) in the tie rule's order."""
+    return v1 < v2 or (v1 == v2 and i1 > i2)
+
+
+@nb.njit(cache=True, nogil=True)
+def _sift_worst(values, ids, size, i):  # pragma: no cover - numba
+    """Restores the heap below slot i: the entry last in the tie rule's order on top."""
+    while True:
+        left, worst = 2 * i + 1, i
+        if left < size and _worse(values[left], ids[left], values[worst], ids[worst]):
+            worst = left
+        if left + 1 < size and _worse(values[left + 1], ids[left + 1], values[worst], ids[worst]):
+            worst = left + 1
+        if worst == i:
+            return
+        values[i], values[worst] = values[worst], values[i]
+        ids[i], ids[worst] = ids[worst], ids[i]
+        i = worst
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def _dense_rows_top_k(scores, k, col_ids, chunks, ids, out):  # pragma: no cover - numba
+    """Each dense row's top k finite scores (NaN and +-inf are padding) by the tie rule, columns named by
+    `col_ids`: one pass keeping a heap of the k best (its last entry on top, so an entry costs one
+    comparison unless it enters), then the heap sorted. O(m + E log k) per row for E entries that enter
+    the heap (about k ln(m / k) in random order, m log k at worst); rows cut into `chunks` runs."""
+    n_rows, m = scores.shape
+    for chunk in nb.prange(chunks):
+        start, end = chunk * n_rows // chunks, (chunk + 1) * n_rows // chunks
+        heap_values = np.empty(k, dtype=scores.dtype)
+        heap_ids = np.empty(k, dtype=np.int64)
+        for row in range(start, end):
+            size = 0
+            for j in range(m):
+                v = scores[row, j]
+                if not np.isfinite(v):
+                    continue
+                c = col_ids[j]
+                if size < k:
+                    heap_values[size] = v
+                    heap_ids[size] = c
+                    size += 1
+                    if size == k:
+                        for i in range(k // 2 - 1, -1, -1):
+                            _sift_worst(heap_values, heap_ids, k, i)
+                elif _worse(heap_values[0], heap_ids[0], v, c):
+                    heap_values[0] = v
+                    heap_ids[0] = c
+                    _sift_worst(heap_values, heap_ids, k, 0)
+            by_id = np.argsort(heap_ids[:size], kind="mergesort")
+            kept_ids, kept_values = heap_ids[:size][by_id], heap_values[:size][by_id]
+            order = np.argsort(-kept_values, kind="mergesort")
+            for t in range(size):
+                ids[row, t] = kept_ids[order[t]]
+                out[row, t] = kept_values[order[t]]
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)

@@ -38,9 +38,10 @@ Limits
   un-normalised per-clip scores make the global order meaningless.
 * Complexity: ``global`` and ``margin`` sort within clips only (O(P log(P / n_clips)) for P triples, clips
   in parallel) and merge the clips' sorted candidates with a heap, reading each clip only until it fills
-  (`_merge_greedy`: the same lists as one pass over the fully sorted triples); ``slots`` sorts every
-  triple once (the SIMD uint64 sort of numpy). Then O(n_users + n_clips * list_size) for the fill; memory
-  about 40 bytes per triple.
+  (`_merge_greedy`: the same lists as one pass over the fully sorted triples); ``slots`` reads the same
+  per-clip sorted candidates. `assign_pairs` runs ``global`` or ``margin`` on new scores of the distinct
+  pairs of a `candidates_by_clip` CSR, skipping the de-duplication and the bucketing. Then
+  O(n_users + n_clips * list_size) for the fill; memory about 40 bytes per triple.
 * The fill is greedy too: when the instance is nearly tight (``n_clips * list_size`` close to
   ``n_users * user_cap``) or `fallback_order` holds few users, a short clip may find no user left that is
   both free and new to it even though a feasible assignment exists; a ValueError then names the clip.
@@ -57,10 +58,10 @@ from audience.config import STRATEGIES
 
 __all__ = [
     "AssignmentResult",
+    "assign_pairs",
     "assign_with_cap",
     "candidates_by_clip",
     "cap_infeasibility",
-    "descending_order",
     "top_k_uncapped",
 ]
 
@@ -78,97 +79,6 @@ class AssignmentResult:
     n_from_fallback: int
     n_displaced: int
     user_load: np.ndarray
-
-
-@nb.njit(cache=True, nogil=True)
-def _pack_kernel(values, index_bits):  # pragma: no cover - numba
-    """uint64 keys whose ascending order is descending score then ascending index: the high bits of an
-    order-preserving map of each float64 (all bits flipped for negatives, only the sign bit for positives,
-    then inverted), the index in the low `index_bits` bits."""
-    n = values.size
-    out = np.empty(n, dtype=np.uint64)
-    bits = values.view(np.uint64)
-    sign = np.uint64(1) << np.uint64(63)
-    shift = np.uint64(index_bits)
-    for i in range(n):
-        b = bits[i]
-        if b & sign:
-            b = ~b
-        else:
-            b = b | sign
-        out[i] = ((~b) >> shift << shift) | np.uint64(i)
-    return out
-
-
-@nb.njit(cache=True, nogil=True)
-def _unpack_kernel(packed, values, index_bits):  # pragma: no cover - numba
-    """Permutation from the sorted keys, and the runs of equal high bits whose exact scores differ (those
-    must be re-sorted exactly): returns (perm, members, run_of_member)."""
-    n = packed.size
-    shift = np.uint64(index_bits)
-    mask = (np.uint64(1) << shift) - np.uint64(1)
-    perm = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        perm[i] = np.int64(packed[i] & mask)
-    n_members = 0
-    flagged = np.zeros(n, dtype=np.bool_)  # flagged[i]: a run to fix starts at i
-    i = 0
-    while i < n:
-        high = packed[i] >> shift
-        j = i + 1
-        mixed = False
-        while j < n and (packed[j] >> shift) == high:
-            if values[perm[j]] != values[perm[i]]:
-                mixed = True
-            j += 1
-        if mixed:
-            flagged[i] = True
-            n_members += j - i
-        i = j
-    members = np.empty(n_members, dtype=np.int64)
-    run_of = np.empty(n_members, dtype=np.int64)
-    t = 0
-    run = 0
-    i = 0
-    while i < n:
-        high = packed[i] >> shift
-        j = i + 1
-        while j < n and (packed[j] >> shift) == high:
-            j += 1
-        if flagged[i]:
-            for r in range(i, j):
-                members[t] = r
-                run_of[t] = run
-                t += 1
-            run += 1
-        i = j
-    return perm, members, run_of
-
-
-def descending_order(score: np.ndarray) -> np.ndarray:
-    """Permutation (int64) sorting `score` descending, ties in input order: the same result as
-    ``np.lexsort((np.arange(n), -score))`` but built on numpy's fast uint64 value sort.
-
-    Each float64 is mapped to an order-preserving uint64; its high bits and the element index are packed
-    into one uint64 and sorted by value, which yields the permutation directly. Runs whose packed high bits
-    are equal while their exact scores differ (scores closer than about 1e-8 relative) are re-sorted
-    exactly with `np.lexsort`, so the result is exact for any finite or infinite score. NaN is rejected.
-    """
-    values = np.ascontiguousarray(np.asarray(score, dtype=np.float64).ravel()) + 0.0  # -0.0 -> 0.0 (ties)
-    n = values.size
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    if np.isnan(values).any():
-        raise ValueError("score has NaN values: the order is undefined")
-    index_bits = max(1, int(n - 1).bit_length())
-    packed = _pack_kernel(values, index_bits)
-    packed.sort()
-    perm, members, run_of = _unpack_kernel(packed, values, index_bits)
-    if members.size:
-        rows = perm[members]
-        sub = np.lexsort((rows, -values[rows], run_of))
-        perm[members] = rows[sub]
-    return perm
 
 
 def _check_triples(
@@ -330,37 +240,18 @@ def _fill_kernel(out, count, load, fallback, user_cap):  # pragma: no cover - nu
     return filled
 
 
-@nb.njit(cache=True, nogil=True)
-def _top_k_kernel(clip, user, out):  # pragma: no cover - numba
-    count = np.zeros(out.shape[0], dtype=np.int64)
-    k = out.shape[1]
-    for pos in range(clip.size):
-        c = clip[pos]
-        if count[c] < k:
-            out[c, count[c]] = user[pos]
-            count[c] += 1
-
-
-def _global_order(
+def _distinct_by_clip(
     clip: np.ndarray, user: np.ndarray, score: np.ndarray, n_clips: int, n_users: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(clip, user, score) of the distinct pairs, each at its best score, in descending score order (ties in
-    input order)."""
+    """`candidates_by_clip` of checked triples: a counting sort by clip, then one sort per clip, clips in
+    parallel."""
     score = np.ascontiguousarray(score, dtype=np.float64)
     keep = _best_pair_kernel(clip, user, score, n_clips, n_users)
-    if not keep.all():
+    if not keep.all():  # a subset keeps the input order, so ties still break by it
         clip, user, score = clip[keep], user[keep], score[keep]
-    order = descending_order(score)
-    return clip[order], user[order], score[order]
-
-
-def _by_clip(
-    ordered_clip: np.ndarray, ordered_user: np.ndarray, ordered_score: np.ndarray, n_clips: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CSR (indptr, users, scores) of triples in global order: each clip's slice best first."""
-    by_clip = np.argsort(ordered_clip, kind="stable")
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(ordered_clip, minlength=n_clips))])
-    return indptr, ordered_user[by_clip], ordered_score[by_clip]
+    offsets, perm = _clip_buckets(clip, n_clips)
+    sorted_user, sorted_score = _sort_buckets(offsets, perm, user, score)
+    return offsets, sorted_user, sorted_score
 
 
 def candidates_by_clip(
@@ -368,21 +259,20 @@ def candidates_by_clip(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each clip's distinct candidates by descending score (a repeated pair keeps its best score, ties in
     input order, as `assign_with_cap` reads them): CSR (indptr int64, users int32, scores float64)."""
-    clip, user, score = _check_triples(clip, user, score, n_clips, n_users)
-    return _by_clip(*_global_order(clip, user, score, n_clips, n_users), n_clips)
+    return _distinct_by_clip(*_check_triples(clip, user, score, n_clips, n_users), n_clips, n_users)
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
-def _kth_kernel(clip, score, n_clips, k):  # pragma: no cover - numba
-    """Bucket the scores by clip, then select each clip's k[c]-th largest (its lowest when it has fewer)."""
-    offsets, order = _clip_buckets(clip, n_clips)
-    bucket = -score[order]
+def _kth_over_buckets(offsets, perm, score, k):  # pragma: no cover - numba
+    """Each clip's k[c]-th largest score (its lowest when it has fewer; 0 when none) over its bucket
+    perm[offsets[c]:offsets[c + 1]]: one selection per clip, clips in parallel."""
+    n_clips = offsets.size - 1
     out = np.zeros(n_clips, dtype=np.float64)
     for c in nb.prange(n_clips):
         lo, hi = offsets[c], offsets[c + 1]
         if hi > lo:
             kth = min(hi - lo, k[c]) - 1
-            out[c] = -np.partition(bucket[lo:hi], kth)[kth]
+            out[c] = -np.partition(-score[perm[lo:hi]], kth)[kth]
     return out
 
 
@@ -390,10 +280,16 @@ def kth_scores(clip: np.ndarray, score: np.ndarray, n_clips: int, k: int | np.nd
     """(n_clips,) float64: each clip's k-th best score (`k` one count or one per clip), or its lowest score
     when it has fewer than k triples (0 for a clip with none). O(P) plus a selection per clip, no sort."""
     score = np.ascontiguousarray(score, dtype=np.float64)
-    k = np.broadcast_to(np.asarray(k, dtype=np.int64), (n_clips,))
+    k = _per_clip_k(k, n_clips)
+    offsets, perm = _clip_buckets(np.ascontiguousarray(clip, dtype=np.int64), n_clips)
+    return _kth_over_buckets(offsets, perm, score, k)
+
+
+def _per_clip_k(k: int | np.ndarray, n_clips: int) -> np.ndarray:
+    k = np.ascontiguousarray(np.broadcast_to(np.asarray(k, dtype=np.int64), (n_clips,)))
     if k.size and k.min() < 1:
         raise ValueError(f"k must be >= 1 (got {k.min()})")
-    return _kth_kernel(np.ascontiguousarray(clip, dtype=np.int64), score, n_clips, np.ascontiguousarray(k))
+    return k
 
 
 def replacement_scores(clip: np.ndarray, score: np.ndarray, n_clips: int, list_size: int) -> np.ndarray:
@@ -403,18 +299,22 @@ def replacement_scores(clip: np.ndarray, score: np.ndarray, n_clips: int, list_s
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
-def _sorted_buckets(clip, score, n_clips):  # pragma: no cover - numba
-    """(offsets, perm): the triples grouped by clip (`_clip_buckets`), each clip's in descending score, ties
-    in input order (clip c's at perm[offsets[c]:offsets[c + 1]]); one stable sort per clip, clips in
-    parallel: O(P log(P / n_clips))."""
-    offsets, perm = _clip_buckets(clip, n_clips)
-    for c in nb.prange(n_clips):
+def _sort_buckets(offsets, perm, user, score):  # pragma: no cover - numba
+    """Sorts each clip's bucket perm[offsets[c]:offsets[c + 1]] (triple indices ascending) in place by
+    descending score, ties in index order (a stable sort); returns the triples' users and scores in the
+    new order. One sort per clip, clips in parallel: O(P log(P / n_clips))."""
+    sorted_user = np.empty(perm.size, dtype=user.dtype)
+    sorted_score = np.empty(perm.size, dtype=np.float64)
+    for c in nb.prange(offsets.size - 1):
         lo, hi = offsets[c], offsets[c + 1]
-        if hi - lo > 1:
-            segment = perm[lo:hi].copy()
-            local = np.argsort(-score[segment], kind="mergesort")
-            perm[lo:hi] = segment[local]
-    return offsets, perm
+        segment = perm[lo:hi].copy()
+        local = np.argsort(-score[segment], kind="mergesort")
+        for i in range(hi - lo):
+            t = segment[local[i]]
+            perm[lo + i] = t
+            sorted_user[lo + i] = user[t]
+            sorted_score[lo + i] = score[t]
+    return sorted_user, sorted_score
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -452,9 +352,10 @@ def _merge_greedy_kernel(  # pragma: no cover - numba
     keeps reading while its next triple still comes before every other clip's (no heap operation), and
     skips the triples whose users are already full (refused whenever read: loads only grow). A clip leaves
     the heap once full or out of triples (a full clip refuses the rest), so each clip is read only until it
-    fills. Returns (count, load, displaced): displaced counts the refused pairs within their clip's
-    uncapped top `list_size`. O(R + H log n_clips) for the R triples read and H <= R heap updates.
-    `sorted_user` / `sorted_score` are the triples' users and scores in `perm`'s order, so a clip's next
+    fills. Returns (count, load,
+    displaced): displaced counts the refused pairs within their clip's uncapped top `list_size`.
+    O(R + H log n_clips) for the R triples read and H <= R heap updates. `perm` holds each clip's triples
+    in order (`_sort_buckets`), `sorted_user` / `sorted_score` their users and scores, so a clip's next
     triple costs independent reads, not a chain through `perm`. Indices travel as float64 in the heap:
     exact below 2**53 triples."""
     n_clips = out.shape[0]
@@ -529,9 +430,25 @@ def _merge_greedy(
     keep = _best_pair_kernel(clip, user, score, n_clips, n_users)
     if not keep.all():  # a subset keeps the input order, so ties still break by it
         clip, user, score = clip[keep], user[keep], score[keep]
-    offsets, perm = _sorted_buckets(clip, score, n_clips)
+    offsets, perm = _clip_buckets(clip, n_clips)
     out[:] = -1
-    return _merge_greedy_kernel(offsets, perm, user[perm], score[perm], n_users, list_size, user_cap, out)
+    return _greedy_over_buckets(offsets, perm, user, score, n_users, user_cap, out)
+
+
+def _greedy_over_buckets(
+    offsets: np.ndarray,
+    perm: np.ndarray,
+    user: np.ndarray,
+    score: np.ndarray,
+    n_users: int,
+    user_cap: int,
+    out: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """`_merge_greedy_kernel` over clip buckets (`perm` ascending within each; sorted in place)."""
+    sorted_user, sorted_score = _sort_buckets(offsets, perm, user, score)
+    return _merge_greedy_kernel(
+        offsets, perm, sorted_user, sorted_score, n_users, out.shape[1], user_cap, out
+    )
 
 
 def cap_infeasibility(n_clips: int, list_size: int, n_users: int, user_cap: int) -> str | None:
@@ -574,20 +491,7 @@ def assign_with_cap(
     if problem:
         raise ValueError(f"infeasible: {problem}")
     clip, user, score = _check_triples(clip, user, score, n_clips, n_users)
-    if fallback_order is None:
-        fallback = np.arange(n_users, dtype=np.int32)
-    else:
-        fallback = np.asarray(fallback_order)
-        if fallback.ndim != 1 or (fallback.size and not np.issubdtype(fallback.dtype, np.integer)):
-            raise ValueError(
-                f"fallback_order must be a 1-d integer array (got {fallback.dtype}, {fallback.shape})"
-            )
-        if fallback.size and (int(fallback.min()) < 0 or int(fallback.max()) >= n_users):
-            raise ValueError(f"fallback_order must hold user indices in [0, {n_users})")
-        if np.unique(fallback).size != fallback.size:
-            raise ValueError("fallback_order has repeated users")
-        fallback = fallback.astype(np.int32, copy=False)
-
+    fallback = _fallback_array(fallback_order, n_users)
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if strategy == "margin":
@@ -598,11 +502,73 @@ def assign_with_cap(
             clip, user, score, n_clips, n_users, list_size, user_cap, users
         )
     else:
-        ordered_clip, ordered_user, ordered_score = _global_order(clip, user, score, n_clips, n_users)
-        indptr, clip_users, clip_scores = _by_clip(ordered_clip, ordered_user, ordered_score, n_clips)
+        indptr, clip_users, clip_scores = _distinct_by_clip(clip, user, score, n_clips, n_users)
         count, load, displaced = _slots_kernel(
             indptr, clip_users, clip_scores, n_users, list_size, user_cap, users
         )
+    return _filled(users, count, load, displaced, fallback, user_cap)
+
+
+def assign_pairs(
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
+    priority: np.ndarray,
+    n_users: int,
+    list_size: int = 100,
+    user_cap: int = 100,
+    fallback_order: np.ndarray | None = None,
+    strategy: str = "margin",
+) -> AssignmentResult:
+    """`assign_with_cap` ("global" or "margin") of the pairs of a `candidates_by_clip` CSR under new scores
+    (`priority`, one per pair, e.g. the pair scores less user prices): the same lists as `assign_with_cap`
+    over the triples in CSR order, without its checks, de-duplication and bucketing (the CSR's pairs are
+    distinct, grouped by clip)."""
+    if strategy not in ("global", "margin"):
+        raise ValueError(f"strategy must be 'global' or 'margin' over pairs, got {strategy!r}")
+    indptr, pair_users = pairs[0], pairs[1]
+    n_clips = indptr.size - 1
+    problem = cap_infeasibility(n_clips, list_size, n_users, user_cap)
+    if problem:
+        raise ValueError(f"infeasible: {problem}")
+    fallback = _fallback_array(fallback_order, n_users)
+    priority = np.ascontiguousarray(priority, dtype=np.float64)
+    identity = np.arange(priority.size, dtype=np.int64)
+    if strategy == "margin":
+        k = _per_clip_k(list_size + 1, n_clips)
+        replacement = _kth_over_buckets(indptr, identity, priority, k)
+        priority = priority - np.repeat(replacement, np.diff(indptr))
+    users = np.full((n_clips, list_size), -1, dtype=np.int32)
+    count, load, displaced = _greedy_over_buckets(
+        indptr, identity, pair_users, priority, n_users, user_cap, users
+    )
+    return _filled(users, count, load, displaced, fallback, user_cap)
+
+
+def _fallback_array(fallback_order: np.ndarray | None, n_users: int) -> np.ndarray:
+    """The fill's user order, checked (default 0..n_users-1)."""
+    if fallback_order is None:
+        return np.arange(n_users, dtype=np.int32)
+    fallback = np.asarray(fallback_order)
+    if fallback.ndim != 1 or (fallback.size and not np.issubdtype(fallback.dtype, np.integer)):
+        raise ValueError(
+            f"fallback_order must be a 1-d integer array (got {fallback.dtype}, {fallback.shape})"
+        )
+    if fallback.size and (int(fallback.min()) < 0 or int(fallback.max()) >= n_users):
+        raise ValueError(f"fallback_order must hold user indices in [0, {n_users})")
+    if np.unique(fallback).size != fallback.size:
+        raise ValueError("fallback_order has repeated users")
+    return fallback.astype(np.int32, copy=False)
+
+
+def _filled(
+    users: np.ndarray,
+    count: np.ndarray,
+    load: np.ndarray,
+    displaced: int,
+    fallback: np.ndarray,
+    user_cap: int,
+) -> AssignmentResult:
+    """The greedy's lists with their short clips filled from `fallback` (step 3 of the module docstring)."""
+    list_size = users.shape[1]
     n_from_candidates = int(count.sum())
     filled = _fill_kernel(users, count, load, fallback, user_cap)
     if filled < 0:
@@ -628,7 +594,9 @@ def top_k_uncapped(clip: np.ndarray, user: np.ndarray, score: np.ndarray, n_clip
         raise ValueError(f"k must be >= 1 (got {k})")
     clip, user, score = _check_triples(clip, user, score, n_clips, None)
     n_users = int(user.max()) + 1 if user.size else 0
-    ordered_clip, ordered_user, _ = _global_order(clip, user, score, n_clips, n_users)
+    indptr, users, _ = _distinct_by_clip(clip, user, score, n_clips, n_users)
     out = np.full((n_clips, k), -1, dtype=np.int32)
-    _top_k_kernel(ordered_clip, ordered_user, out)
+    rank = np.arange(users.size) - np.repeat(indptr[:-1], np.diff(indptr))
+    top = rank < k
+    out[np.repeat(np.arange(n_clips), np.diff(indptr))[top], rank[top]] = users[top]
     return out

@@ -46,7 +46,7 @@ import numba as nb
 import numpy as np
 
 from audience import progress
-from audience.assign import AssignmentResult, assign_with_cap, candidates_by_clip
+from audience.assign import AssignmentResult, assign_pairs, candidates_by_clip
 
 __all__ = [
     "BoundResult",
@@ -131,6 +131,7 @@ def _dual_kernel(indptr, users, scores, prices, disc, chosen):  # pragma: no cov
         take = np.empty((n, cap_k + 1), dtype=np.bool_)  # rows by read order, cleared as they are read
         n_read = 0
         reach = 0  # the most pairs any state holds so far
+        gain = np.empty(cap_k)  # best[k] + d_(k+1) s - p: the value of the candidate at position k + 1
         cheapest = np.empty(cap_k)  # max-heap of the cap_k lowest prices read so far
         n_cheap = 0
         for j in range(n):
@@ -152,12 +153,18 @@ def _dual_kernel(indptr, users, scores, prices, disc, chosen):  # pragma: no cov
                 while top > 0 and disc[top - 1] * s <= p:
                     top -= 1
             reach = max(reach, top)
-            take[n_read, :] = False
-            for k in range(top, 0, -1):
-                v = best[k - 1] + disc[k - 1] * s - p
-                if v > best[k]:
-                    best[k] = v
-                    take[n_read, k] = True
+            # best[k] = max(best[k], best[k - 1] + d_k s - p) for k = top..1 reads only old values: two flat
+            # loops the compiler vectorises
+            for k in range(top):
+                gain[k] = best[k] + disc[k] * s - p
+            row = take[n_read]
+            row[0] = False
+            for k in range(1, top + 1):
+                better = gain[k - 1] > best[k]
+                row[k] = better
+                best[k] = gain[k - 1] if better else best[k]
+            for k in range(top + 1, cap_k + 1):
+                row[k] = False
             read[n_read] = j
             n_read += 1
         k_best = 0
@@ -338,21 +345,10 @@ def assign_by_prices(
     Inputs as `assign.assign_with_cap` (scores >= 0); lists hold candidates by descending score, then the
     fill."""
     pairs = gain_pairs(clip, user, score, n_clips, n_users)
-    indptr, users, scores = pairs
-    pair_clip = np.repeat(np.arange(n_clips, dtype=np.int32), np.diff(indptr))
+    _, users, scores = pairs
 
     def greedy(priority: np.ndarray, strategy: str = "global") -> tuple[float, AssignmentResult]:
-        result = assign_with_cap(
-            pair_clip,
-            users,
-            priority,
-            n_clips,
-            n_users,
-            list_size,
-            user_cap,
-            fallback_order=fallback_order,
-            strategy=strategy,
-        )
+        result = assign_pairs(pairs, priority, n_users, list_size, user_cap, fallback_order, strategy)
         lists = _sort_lists_by_score(result.users, pairs, n_users)
         result = AssignmentResult(
             lists, result.n_from_candidates, result.n_from_fallback, result.n_displaced, result.user_load
