@@ -47,7 +47,7 @@ def top_k(scores: np.ndarray, k: int, ids: np.ndarray | None = None) -> TopK:
     """Row-wise top-`k` of a dense score matrix (rows = queries, columns map through `ids`, default the
     column index), ordered by the module's tie rule. Rows with fewer than `k` finite scores are padded.
     Cost: per row, one pass keeping the finite scores, an O(m) selection of the k-th and a sort of the k
-    kept (`_select_top`); rows in parallel (numba threads)."""
+    kept (`select_top`); rows in parallel (numba threads)."""
     scores = np.asarray(scores)
     n, m = scores.shape
     out = TopK.empty(n, k)
@@ -88,7 +88,7 @@ def merge_top_k(parts: list[TopK], offsets: list[int], k: int) -> TopK:
 
 
 @nb.njit(cache=True, nogil=True)
-def _select_top(columns, values, n, k, ids, scores):  # pragma: no cover - numba
+def select_top(columns, values, n, k, ids, scores):  # pragma: no cover - numba
     """Writes the top `k` of the entries (columns[:n], values[:n]) into ids / scores (one row), by value
     descending then column ascending. O(n) selection of the k-th value, then a sort of the kept."""
     if n > k:
@@ -123,10 +123,10 @@ def _select_top(columns, values, n, k, ids, scores):  # pragma: no cover - numba
 
 @nb.njit(parallel=True, cache=True, nogil=True)
 def _rows_top_k(indptr, indices, data, k, ids, scores):  # pragma: no cover - numba
-    """`_select_top` of every CSR row, rows in parallel."""
+    """`select_top` of every CSR row, rows in parallel."""
     for row in nb.prange(indptr.size - 1):
         lo, hi = indptr[row], indptr[row + 1]
-        _select_top(indices[lo:hi], data[lo:hi], hi - lo, k, ids[row], scores[row])
+        select_top(indices[lo:hi], data[lo:hi], hi - lo, k, ids[row], scores[row])
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -220,7 +220,7 @@ def _product_top_k(
                     touched[m] = touched[t]
                     values[m] = sums[touched[t]]
                     m += 1
-            _select_top(touched, values, m, k, ids[row], out[row])
+            select_top(touched, values, m, k, ids[row], out[row])
 
 
 def sparse_top_k(scores: sparse.spmatrix, k: int) -> TopK:
