@@ -76,3 +76,18 @@ def test_bag_averages_one_model_per_seed(tmp_path):
 def test_bag_seeds_must_be_positive():
     with pytest.raises(ValueError, match="bag_seeds"):
         RerankerConfig(bag_seeds=0)
+
+
+def test_prediction_in_blocks_equals_each_boosters_dmatrix_prediction():
+    # missing values and blocks that cut clips: the in-place prediction is the DMatrix one, bit for bit
+    frame = _frame(seed=2, n_clips=50)
+    noise = frame["noise"].to_numpy().copy()
+    noise[::7] = np.nan
+    frame = frame.with_columns(pl.Series("noise", noise))
+    cfg = RerankerConfig(n_estimators=30, early_stopping_rounds=6, bag_seeds=2, predict_block_rows=333)
+    model = Reranker(cfg, n_threads=1, seed=1).fit(frame, ["signal", "noise"])
+    matrix = xgb.DMatrix(frame.select("signal", "noise").to_numpy(), feature_names=["signal", "noise"])
+    total = np.zeros(frame.height)
+    for booster, n_trees in zip(model.boosters, model.n_trees, strict=True):
+        total += booster.predict(matrix, iteration_range=(0, n_trees))
+    np.testing.assert_array_equal(model.predict(frame), (total / len(model.boosters)).astype(np.float32))

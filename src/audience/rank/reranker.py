@@ -134,16 +134,20 @@ class Reranker:
 
     def predict(self, frame: pl.DataFrame) -> np.ndarray:
         """The mean of every booster's prediction (probabilities for binary:logistic), `predict_block_rows`
-        rows at a time: the float32 copy XGBoost reads is one block, not the whole pool (GBs at VK size)."""
+        rows at a time: the float32 copy XGBoost reads is one block, not the whole pool (GBs at VK size).
+        XGBoost reads the block in place (no DMatrix: the same predictions without building one per
+        block, which cost about a fifth of the prediction)."""
         assert self.boosters, "fit first"
         block_rows = self.cfg.predict_block_rows
         total = np.zeros(frame.height, dtype=np.float64)
+        for booster in self.boosters:
+            booster.set_param({"nthread": self.n_threads})  # a cluster-trained booster has its workers'
         for start in range(0, frame.height, block_rows):
-            data, _, qid, _ = self._arrays(frame.slice(start, block_rows), self.features, False)
-            matrix = LocalBoosting(self.n_threads).matrix(data, None, qid, self.features)
+            data = self._arrays(frame.slice(start, block_rows), self.features, False)[0]
             for booster, n_trees in zip(self.boosters, self.n_trees, strict=True):
-                booster.set_param({"nthread": self.n_threads})  # a cluster-trained booster has its workers'
-                total[start : start + block_rows] += booster.predict(matrix, iteration_range=(0, n_trees))
+                total[start : start + block_rows] += booster.inplace_predict(
+                    data, iteration_range=(0, n_trees), missing=np.nan
+                )
         return (total / len(self.boosters)).astype(np.float32)
 
     def importance(self) -> dict[str, float]:
