@@ -46,8 +46,8 @@ class TopK(NamedTuple):
 def top_k(scores: np.ndarray, k: int, ids: np.ndarray | None = None) -> TopK:
     """Row-wise top-`k` of a dense score matrix (rows = queries, columns map through `ids`, default the
     column index), ordered by the module's tie rule. Rows with fewer than `k` finite scores are padded.
-    Cost: per row, one pass keeping the finite scores, an O(m) selection of the k-th and a sort of the k
-    kept (`select_top`); rows in parallel (numba threads)."""
+    Cost: per row one pass with a heap of the k best, O(m + E log k) for the E scores that enter it, then a
+    sort of the k kept (`_dense_rows_top_k`); rows in numba threads."""
     scores = np.asarray(scores)
     n, m = scores.shape
     out = TopK.empty(n, k)

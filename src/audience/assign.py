@@ -352,11 +352,11 @@ def _merge_greedy_kernel(  # pragma: no cover - numba
     keeps reading while its next triple still comes before every other clip's (no heap operation), and
     skips the triples whose users are already full (refused whenever read: loads only grow). A clip leaves
     the heap once full or out of triples (a full clip refuses the rest), so each clip is read only until it
-    fills. Returns (count, load,
-    displaced): displaced counts the refused pairs within their clip's uncapped top `list_size`.
-    O(R + H log n_clips) for the R triples read and H <= R heap updates. `perm` holds each clip's triples
-    in order (`_sort_buckets`), `sorted_user` / `sorted_score` their users and scores, so a clip's next
-    triple costs independent reads, not a chain through `perm`. Indices travel as float64 in the heap:
+    fills. Returns (count, load, displaced): displaced counts the refused pairs within their clip's
+    uncapped top `list_size`. O(R + H log n_clips) for the R triples read and H <= R heap updates. `perm`
+    holds each clip's triples in order (`_sort_buckets`), `sorted_user` / `sorted_score` their users and
+    scores, so a clip's next triple costs independent reads, not a chain through `perm`. Indices travel as
+    float64 in the heap:
     exact below 2**53 triples."""
     n_clips = out.shape[0]
     count = np.zeros(n_clips, dtype=np.int64)

@@ -33,9 +33,9 @@ never gains less than either.
 
 Limits: each dual step costs one pass of the programme, at most P x list_size operations for P candidate
 pairs, in practice far less (the cuts above); each primal step three greedies, each sorting every clip's
-best 2 x list_size triples (assign.py). Memory: the CSR of the pairs (16 bytes a pair) plus per-clip
-programme tables of candidates x list_size bytes. Subgradient steps converge slowly near the optimum: the
-bound returned is the lowest seen, valid whatever the number of steps.
+candidates under the prices and reading them until the clip fills (`assign.assign_pairs`). Memory: the CSR of
+the pairs (16 bytes a pair) plus per-clip programme tables of candidates x list_size bytes. Subgradient steps
+converge slowly near the optimum: the bound returned is the lowest seen, valid whatever the number of steps.
 """
 
 from __future__ import annotations
