@@ -356,8 +356,7 @@ def _merge_greedy_kernel(  # pragma: no cover - numba
     uncapped top `list_size`. O(R + H log n_clips) for the R triples read and H <= R heap updates. `perm`
     holds each clip's triples in order (`_sort_buckets`), `sorted_user` / `sorted_score` their users and
     scores, so a clip's next triple costs independent reads, not a chain through `perm`. Indices travel as
-    float64 in the heap:
-    exact below 2**53 triples."""
+    float64 in the heap: exact below 2**53 triples."""
     n_clips = out.shape[0]
     count = np.zeros(n_clips, dtype=np.int64)
     load = np.zeros(n_users, dtype=np.int64)
