@@ -484,13 +484,8 @@ def assign_with_cap(
     ``0..n_users-1``). Raises ValueError when the instance is infeasible (``n_clips * list_size >
     n_users * user_cap`` or ``n_users < list_size``) or the fill runs out of users for some clip.
     """
-    if list_size < 1 or user_cap < 1:
-        raise ValueError(f"list_size and user_cap must be >= 1 (got {list_size}, {user_cap})")
-    problem = cap_infeasibility(n_clips, list_size, n_users, user_cap)
-    if problem:
-        raise ValueError(f"infeasible: {problem}")
+    fallback = _checked_fallback(n_clips, n_users, list_size, user_cap, fallback_order)
     clip, user, score = _check_triples(clip, user, score, n_clips, n_users)
-    fallback = _fallback_array(fallback_order, n_users)
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if strategy == "margin":
@@ -525,10 +520,7 @@ def assign_pairs(
         raise ValueError(f"strategy must be 'global' or 'margin' over pairs, got {strategy!r}")
     indptr, pair_users = pairs[0], pairs[1]
     n_clips = indptr.size - 1
-    problem = cap_infeasibility(n_clips, list_size, n_users, user_cap)
-    if problem:
-        raise ValueError(f"infeasible: {problem}")
-    fallback = _fallback_array(fallback_order, n_users)
+    fallback = _checked_fallback(n_clips, n_users, list_size, user_cap, fallback_order)
     priority = np.ascontiguousarray(priority, dtype=np.float64)
     identity = np.arange(priority.size, dtype=np.int64)
     if strategy == "margin":
@@ -542,8 +534,15 @@ def assign_pairs(
     return _filled(users, count, load, displaced, fallback, user_cap)
 
 
-def _fallback_array(fallback_order: np.ndarray | None, n_users: int) -> np.ndarray:
-    """The fill's user order, checked (default 0..n_users-1)."""
+def _checked_fallback(
+    n_clips: int, n_users: int, list_size: int, user_cap: int, fallback_order: np.ndarray | None
+) -> np.ndarray:
+    """The fill's user order, checked (default 0..n_users-1), once the sizes are checked feasible."""
+    if list_size < 1 or user_cap < 1:
+        raise ValueError(f"list_size and user_cap must be >= 1 (got {list_size}, {user_cap})")
+    problem = cap_infeasibility(n_clips, list_size, n_users, user_cap)
+    if problem:
+        raise ValueError(f"infeasible: {problem}")
     if fallback_order is None:
         return np.arange(n_users, dtype=np.int32)
     fallback = np.asarray(fallback_order)
