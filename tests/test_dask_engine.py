@@ -337,3 +337,47 @@ def test_a_run_reads_the_hub_layout_through_fsspec(tiny_run, hub_mirror, tmp_pat
     }
     split = json.loads((cfg.artifacts / "split.json").read_text())
     assert split["fit_weeks"][0].startswith(f"{HUB_ROOT}/interactions/train/week_00")
+
+
+@pytest.mark.parametrize("holdout", [0, 1])
+def test_user_shards_give_every_source_the_local_lists(tiny_stocked_dir, tmp_path, cluster, holdout):
+    """The candidates stage with the sources that split by user answered on 3 user shards of the workers:
+    every source's file equals the local engine's, bit for bit. On the stocked shape: the validate run's
+    warm targets have their fit-week audiences dropped after the shards' merge; the holdout run's pseudo-new
+    clips are hidden from every shard's fit data (co-engagement's index is built on one thread, so the
+    shards' indexes equal the whole one's)."""
+    from audience.candidates import make_source
+    from audience.candidates.sharded import user_separable
+    from audience.config import HoldoutTargets
+    from audience.stages.candidates import stage_candidates
+    from audience.stages.profiles import stage_profiles
+    from audience.stages.run import Run
+
+    cfg = tiny_config(
+        tiny_stocked_dir,
+        tmp_path / "local",
+        weeks_dir=tmp_path / "weeks",
+        n_threads=1,
+        targets=None if holdout else tiny_stocked_dir / "targets" / "mixed_validation.parquet",
+        holdout=holdout,
+        holdout_targets=HoldoutTargets(new=False, pseudo=40, warm=20) if holdout else HoldoutTargets(),
+    )
+    sharded_cfg = replace(
+        cfg,
+        run_dir=tmp_path / "sharded",
+        engine="dask",
+        dask=DaskConfig(scheduler=cluster.scheduler_address, part_rows=3_000, user_shards=3),
+    )
+    runs = [Run(cfg), Run(sharded_cfg)]
+    for run in runs:
+        stage_profiles(run)
+        stage_candidates(run)
+    local, sharded = runs
+    split = json.loads(local.path("split.json").read_text())
+    assert split["warm_targets"] > 0 and split["pseudo_new_targets"] == (40 if holdout else 0)
+    names = [*cfg.sources, *cfg.baselines]
+    assert sum(user_separable(make_source(name, cfg)) for name in names) >= 2, "sources ran on shards"
+    for name in names:
+        want, got = local.candidates(name), sharded.candidates(name)
+        assert want.height > 0
+        assert got.equals(want), name

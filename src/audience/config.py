@@ -327,8 +327,14 @@ class DaskConfig:
     # rows of one xgboost.dask partition (whole clips; a group never straddles two); the reranker's
     # training frame is cut into about rows / train_partition_rows partitions
     train_partition_rows: int = 2_000_000
+    # user shards (engine/dask_engine.py): > 0, the candidates stage's sources that split by user (exact
+    # search, author fans, co-engagement) are fitted and answered per shard on the workers, each from its
+    # own users' fit data, and merged on the client; 0 fits every source on the client
+    user_shards: int = 0
 
     def __post_init__(self) -> None:
+        if self.user_shards < 0:
+            raise ConfigError(f"dask.user_shards={self.user_shards}: 0 (off) or a count of shards expected")
         for name in ("part_rows", "merge_fan_in", "clip_block", "train_partition_rows", "threads_per_worker"):
             if getattr(self, name) < 1 or (name == "merge_fan_in" and self.merge_fan_in < 2):
                 raise ConfigError(f"dask.{name}={getattr(self, name)} is too small")

@@ -1,6 +1,8 @@
 """Sources answered shard by shard: each user shard (profiles/user_shards.py) fits its own copy of a source
 on its users' FitData and answers its own top-k users per clip; the answers are merged per clip
 (`arrays.merge_top_k`). No step holds more than one shard's users and the clips x k answers.
+`sharded_answers` runs the shards one after the other in this process; the Dask engine runs
+`shard_population` and `shard_answer` on the worker that holds each shard (engine/dask_engine.py).
 
 Which sources split by user (`user_separable`): those whose score of (user, clip) reads only that user's
 state and clip-side tables, and whose top-k is exact, so that the merged lists equal the unsharded source's,
@@ -30,6 +32,33 @@ def user_separable(source: CandidateSource) -> bool:
     return bool(getattr(source, "user_separable", False))
 
 
+def shard_population(build: Callable[[], CandidateSource], data: FitData) -> np.ndarray:
+    """A shard's additive part of the total over every user that `build()`'s source needs (`population`)."""
+    return np.asarray(build().population(data))
+
+
+def shard_answer(
+    build: Callable[[], CandidateSource],
+    data: FitData,
+    catalog: Catalog,
+    clips: ClipQueries,
+    k: int,
+    total: np.ndarray | None = None,
+) -> TopK:
+    """One shard's top-k users (local indices) of every clip: a fresh `build()` given the population's
+    `total` (when it needs one), fitted on the shard's `data`."""
+    source = build()
+    if total is not None:
+        source.with_population(total)
+    return source.fit(data, catalog).recommend(clips, k)
+
+
+def check_separable(source: CandidateSource) -> None:
+    """Raises ValueError for a source whose shards, merged, would not answer as the whole source does."""
+    if not user_separable(source):
+        raise ValueError(f"{source.name} does not split by user (candidates/sharded.py says which do)")
+
+
 def sharded_answers(
     build: Callable[[], CandidateSource],
     shards: Sequence[tuple[UserShard, FitData]],
@@ -39,14 +68,12 @@ def sharded_answers(
 ) -> TopK:
     """The top-k users (global indices) of every clip from a fresh `build()` per shard, fitted on that
     shard's FitData, merged. Raises ValueError for a source that does not split by user."""
-    sources = [build() for _ in shards]
-    if not sources:
+    if not shards:
         raise ValueError("sharded_answers needs at least one shard")
-    if not user_separable(sources[0]):
-        raise ValueError(f"{sources[0].name} does not split by user (candidates/sharded.py says which do)")
-    if hasattr(sources[0], "population"):
-        total = np.sum([s.population(data) for s, (_, data) in zip(sources, shards, strict=True)], axis=0)
-        for source in sources:
-            source.with_population(total)
-    parts = [s.fit(data, catalog).recommend(clips, k) for s, (_, data) in zip(sources, shards, strict=True)]
+    source = build()
+    check_separable(source)
+    total = None
+    if hasattr(source, "population"):
+        total = np.sum([shard_population(build, data) for _, data in shards], axis=0)
+    parts = [shard_answer(build, data, catalog, clips, k, total) for _, data in shards]
     return merge_top_k(parts, [shard.start for shard, _ in shards], k)

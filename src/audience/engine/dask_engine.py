@@ -12,6 +12,13 @@
 - Maps over blocks of target clips (the rank stage's pair features): the caller's function and its shared
   inputs (the fit data and the pool-wide tables, computed on the client) are sent to the workers, and each
   block of clips is mapped there.
+- Sources over user shards (`DaskConfig.user_shards` > 0; candidates/sharded.py says which sources split):
+  each worker combines one shard of users' fit data straight from the shared aggregate cache and keeps it
+  (`shard_fits`); for each source every shard fits its own copy and answers its own top-k users of every
+  target clip (`sharded_recommend`); the client merges the shards' answers (clips x k x shards, nothing
+  that grows with the users) into the lists the unsharded source gives, ties included. A source that
+  needs a total over every user gets it as a sum of per-shard parts first. Each shard refits the source's
+  clip-side state (co-engagement's index of old clips), so that part of a fit costs once per shard.
 - Reranker boosting: xgboost.dask (engine/dask_boosting.py).
 
 Broadcast objects are scattered to every worker, so a lost worker leaves copies on the others; a lost
@@ -36,11 +43,13 @@ import numpy as np
 import polars as pl
 
 from audience import progress as progress_report
-from audience.arrays import TopK
+from audience.arrays import TopK, merge_top_k
 from audience.candidates.base import CandidateSource, ClipQueries
+from audience.candidates.sharded import check_separable, shard_answer, shard_population
 from audience.config import DaskConfig, ProfileSettings
 from audience.data.catalog import Catalog
 from audience.data.ids import unique_sorted
+from audience.data.location import data_path
 from audience.data.weeks import WeekPart, week_ids, week_parts
 from audience.engine.cluster import client_for
 from audience.engine.dask_boosting import DaskBoosting
@@ -49,8 +58,11 @@ from audience.profiles.aggregates import (
     WeekAggregate,
     aggregate_part,
     aggregate_week,
+    fit_from_aggregates,
     merge_aggregates,
 )
+from audience.profiles.fit_data import FitData
+from audience.profiles.user_shards import UserShard, user_shards
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +78,14 @@ def _recommend_block(source: CandidateSource, queries: ClipQueries, k: int) -> T
 
 def _apply_block(function: Callable[..., pl.DataFrame], pool: pl.DataFrame, shared: tuple) -> pl.DataFrame:
     return function(pool, *shared)
+
+
+def _shard_fit(
+    store: AggregateStore, weeks: list[Path], hidden_items: np.ndarray | None, shard: UserShard
+) -> FitData:
+    fit = fit_from_aggregates(store, weeks, hidden_items, progress=False, shard=shard)
+    fit.gmm = store.mixture
+    return fit
 
 
 def gathered(futures: list, desc: str) -> list:
@@ -237,6 +257,50 @@ class DaskEngine:
             for lo, hi in itertools.pairwise(bounds)
         ]
         return pl.concat(gathered(futures, f"{getattr(function, '__name__', 'map')} (dask)"))
+
+    @property
+    def n_user_shards(self) -> int:
+        """User shards the sources that split by user answer in (0: none, every source on the client)."""
+        return self.cfg.user_shards
+
+    def shard_fits(
+        self, store: AggregateStore, weeks: Sequence[Path], hidden_items: np.ndarray | None = None
+    ) -> list[tuple[UserShard, object]]:
+        """Each of `user_shards` shards of the store's users with the future of its fit data, combined by a
+        worker from the aggregate cache (which must be built) and kept there while the future is held."""
+        weeks = [data_path(w) for w in weeks]
+        shards = user_shards(store.catalog.n_users, max(self.cfg.user_shards, 1))
+        shared_store, shared_hidden = self._broadcast(store), self._shared(hidden_items)
+        return [
+            (shard, self.client.submit(_shard_fit, shared_store, weeks, shared_hidden, shard, pure=False))
+            for shard in shards
+        ]
+
+    def sharded_recommend(
+        self,
+        build: Callable[[], CandidateSource],
+        fits: list[tuple[UserShard, object]],
+        catalog: Catalog,
+        queries: ClipQueries,
+        k: int,
+    ) -> TopK:
+        """The top-k users (global indices) of every query clip from a fresh `build()` per shard of `fits`
+        (shard_fits), each fitted and asked on its shard's worker, merged on the client: the unsharded
+        source's lists (candidates/sharded.py). Raises ValueError for a source that does not split by
+        user. Needs picklable `build` (a module-level function or a partial of one)."""
+        source = build()
+        check_separable(source)
+        total = None
+        if hasattr(source, "population"):
+            parts = [self.client.submit(shard_population, build, fit, pure=False) for _, fit in fits]
+            total = np.sum(self.client.gather(parts), axis=0)
+        shared_catalog, shared_queries = self._broadcast(catalog), self._broadcast(queries)
+        futures = [
+            self.client.submit(shard_answer, build, fit, shared_catalog, shared_queries, k, total, pure=False)
+            for _, fit in fits
+        ]
+        answers = gathered(futures, f"{source.name} (dask, {len(fits)} user shards)")
+        return merge_top_k(answers, [shard.start for shard, _ in fits], k)
 
     def boosting(self, n_threads: int) -> DaskBoosting:
         return DaskBoosting(self.client, self.cfg.train_partition_rows)

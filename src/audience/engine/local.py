@@ -29,6 +29,9 @@ class LocalEngine(LocalAggregation):
     def recommend(self, source: CandidateSource, queries: ClipQueries, k: int) -> TopK:
         return source.recommend(queries, k)
 
+    # sources answer on the whole user set here (the Dask engine can split them by user shard)
+    n_user_shards = 0
+
     # the rank stage scores its pool this many clips at a time (features, then prediction, per block)
     feature_block_clips: int | None = 4096
 

@@ -4,28 +4,43 @@ top-`candidate_depth` users of each target clip -> candidates/<source>.parquet, 
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from audience import timing
 from audience.arrays import TopK
-from audience.candidates import make_source
+from audience.candidates import ClipQueries, make_source
 from audience.candidates.ann import recall_against_exact
-from audience.candidates.exclude_seen import ExcludeSeen
+from audience.candidates.exclude_seen import ExcludeSeen, drop_seen, seen_extra
+from audience.candidates.sharded import user_separable
 from audience.io import write_json, write_parquet
 from audience.stages.run import Run, file_key
 
 
 def stage_candidates(run: Run) -> None:
+    """Every source's lists; with user shards (the Dask engine's `user_shards`), the sources that split by
+    user are fitted and answered on the workers, shard by shard (their time is all 'query'), the rest here
+    on the run's whole fit data (loaded only if one needs it)."""
     cfg = run.cfg
-    fit, queries = run.fit_data(), run.queries()
+    queries = run.queries()
     report: dict[str, dict] = {}
     results = {}
     history = run.target_history() if cfg.exclude_seen else None
+    fit, shard_fits = None, None
     for name in dict.fromkeys((*cfg.sources, *cfg.baselines)):
-        source = make_source(name, cfg) if history is None else ExcludeSeen(make_source(name, cfg), history)
         start = time.perf_counter()
-        source.fit(fit, run.catalog)
-        fitted = time.perf_counter()
-        results[name] = run.engine.recommend(source, queries, cfg.candidate_depth)
+        if run.engine.n_user_shards and user_separable(make_source(name, cfg)):
+            if shard_fits is None:  # combined once, on the workers, for every sharded source
+                split = run.split()
+                shard_fits = run.engine.shard_fits(run.aggregate_store(), split.fit_weeks, run.hidden_items())
+            fitted = time.perf_counter()
+            results[name] = sharded_lists(run, name, shard_fits, queries)
+        else:
+            fit = run.fit_data() if fit is None else fit
+            source = make_source(name, cfg)
+            source = source if history is None else ExcludeSeen(source, history)
+            source.fit(fit, run.catalog)
+            fitted = time.perf_counter()
+            results[name] = run.engine.recommend(source, queries, cfg.candidate_depth)
         done = time.perf_counter()
         timing.add(f"{name} fit", fitted - start)
         timing.add(f"{name} query", done - fitted)
@@ -46,3 +61,14 @@ def stage_candidates(run: Run) -> None:
             )
             report[name][f"recall_at_{k}_vs_exact"] = round(recall, 5)
     write_json(report, run.path("candidates", "sources.json"))
+
+
+def sharded_lists(run: Run, name: str, shard_fits: list, queries: ClipQueries) -> TopK:
+    """Source `name`'s lists from the engine's user shards (fit and query timed together as the query),
+    each target's fit-week audience left out as ExcludeSeen leaves it out."""
+    cfg, depth = run.cfg, run.cfg.candidate_depth
+    history = run.target_history() if cfg.exclude_seen else None
+    extra = 0 if history is None else seen_extra(history, depth)
+    build = partial(make_source, name, cfg)
+    top = run.engine.sharded_recommend(build, shard_fits, run.catalog, queries, depth + extra)
+    return top if history is None else drop_seen(top, history, queries, run.catalog, depth)

@@ -11,15 +11,13 @@ import polars as pl
 
 from audience.assign import cap_infeasibility
 from audience.candidates import ClipQueries
-from audience.candidates.registry import needs_mixture
 from audience.data.catalog import Catalog, RunNeeds, load_catalog
 from audience.data.ids import unique_sorted
 from audience.data.target_history import write_target_history
 from audience.errors import DataError
 from audience.io import write_json, write_parquet
-from audience.profiles.aggregates import AggregateStore, fit_from_aggregates
-from audience.profiles.dataset_mixture import dataset_mixture
-from audience.rank.protocol import holdout_samples, run_target_ids
+from audience.profiles.aggregates import fit_from_aggregates
+from audience.rank.protocol import run_target_ids
 from audience.split import Split
 from audience.stages.run import Run
 
@@ -49,23 +47,9 @@ def stage_profiles(run: Run) -> None:
     cfg = run.cfg
     run.layout.check_metadata_present()
     split = run.split()
-    pseudo_new, warm_sample = holdout_samples(split, cfg)  # both empty unless a holdout run asks for them
+    pseudo_new, warm_sample = run.holdout_samples()  # both empty unless a holdout run asks for them
     catalog, target_ids = _index_catalog(run, split, pseudo_new, warm_sample)
-    layout = run.layout
-    mixture = None
-    if needs_mixture((*cfg.sources, *cfg.baselines)):
-        _, train_clips = run.engine.distinct_ids(layout.train_weeks(), not cfg.quiet, cfg.weeks_cache)
-        mixture = dataset_mixture(
-            layout.item_embeddings, train_clips, cfg.gmm, cfg.embedding_dim, cfg.weeks_cache
-        )
-    store = AggregateStore(
-        cfg.weeks_cache,
-        catalog,
-        cfg.positive_flags,
-        cfg.profiles,
-        (layout.items_metadata, layout.item_embeddings),
-        mixture=mixture,
-    )
+    store = run.aggregate_store()
     fit = fit_from_aggregates(
         store,
         split.fit_weeks,
@@ -73,7 +57,7 @@ def stage_profiles(run: Run) -> None:
         progress=not cfg.quiet,
         engine=run.engine,
     )
-    fit.gmm = mixture
+    fit.gmm = store.mixture
     seen_ids = catalog.items.ids[fit.item_views > 0]
     queries = ClipQueries.from_catalog(catalog, target_ids)
     warm_targets = np.isin(queries.item_ids, seen_ids)  # targets with interactions in the fit weeks

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from audience.candidates import ClipQueries
+from audience.candidates.registry import needs_mixture
 from audience.config import RunConfig
 from audience.data.catalog import Catalog
 from audience.data.layout import DatasetLayout
 from audience.data.target_history import read_target_history
 from audience.engine import engine_for
 from audience.io import read_json, write_json
+from audience.profiles.aggregates import AggregateStore
+from audience.profiles.dataset_mixture import dataset_mixture
 from audience.profiles.fit_data import FitData
+from audience.rank.protocol import holdout_samples
 from audience.split import Split, make_split
 
 
@@ -63,6 +68,31 @@ class Run:
                 f"{path}: missing; run the '{stage}' stage first (or `python -m audience run`)"
             )
         return path
+
+    def aggregate_store(self) -> AggregateStore:
+        """The dataset's weekly aggregates for this run's catalog, with the dataset's mixture when a source
+        needs one (profiles/dataset_mixture.py): what the fit data is combined from."""
+        cfg, layout = self.cfg, self.layout
+        mixture = None
+        if needs_mixture((*cfg.sources, *cfg.baselines)):
+            _, train_clips = self.engine.distinct_ids(layout.train_weeks(), not cfg.quiet, cfg.weeks_cache)
+            mixture = dataset_mixture(
+                layout.item_embeddings, train_clips, cfg.gmm, cfg.embedding_dim, cfg.weeks_cache
+            )
+        metadata = (layout.items_metadata, layout.item_embeddings)
+        return AggregateStore(
+            cfg.weeks_cache, self.catalog, cfg.positive_flags, cfg.profiles, metadata, mixture=mixture
+        )
+
+    def holdout_samples(self) -> tuple[np.ndarray, np.ndarray]:
+        """(pseudo-new clip ids, warm clip ids) of a holdout run (rank/protocol.py); both empty otherwise."""
+        return holdout_samples(self.split(), self.cfg)
+
+    def hidden_items(self) -> np.ndarray | None:
+        """Per clip of the catalog, whether its fit-week rows are hidden from the fit data (a holdout run's
+        pseudo-new clips); None when none are."""
+        pseudo_new, _ = self.holdout_samples()
+        return np.isin(self.catalog.items.ids, pseudo_new) if pseudo_new.size else None
 
     def fit_data(self) -> FitData:
         return FitData.load(self.require("fit_data.npz", "profiles"))
