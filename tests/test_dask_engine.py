@@ -342,12 +342,14 @@ def test_a_run_reads_the_hub_layout_through_fsspec(tiny_run, hub_mirror, tmp_pat
 @pytest.mark.parametrize("holdout", [0, 1])
 def test_user_shards_give_every_source_the_local_lists(tiny_stocked_dir, tmp_path, cluster, holdout):
     """The candidates stage with the sources that split by user answered on 3 user shards of the workers:
-    every source's file equals the local engine's, bit for bit. On the stocked shape: the validate run's
-    warm targets have their fit-week audiences dropped after the shards' merge; the holdout run's pseudo-new
-    clips are hidden from every shard's fit data (co-engagement's index is built on one thread, so the
-    shards' indexes equal the whole one's)."""
+    every exactly separable source's file equals the local engine's, bit for bit; the HNSW sources (one
+    index per shard) answer as many users, and hnsw:all finds the exact search's top 100 as well as the one
+    local index does (tests/test_sharded.py checks each HNSW source's scores and recall). On the stocked
+    shape: the validate run's warm targets have their fit-week audiences dropped after the shards' merge;
+    the holdout run's pseudo-new clips are hidden from every shard's fit data (co-engagement's index is
+    built on one thread, so the shards' indexes equal the whole one's)."""
     from audience.candidates import make_source
-    from audience.candidates.sharded import user_separable
+    from audience.candidates.sharded import user_separable, user_shardable
     from audience.config import HoldoutTargets
     from audience.stages.candidates import stage_candidates
     from audience.stages.profiles import stage_profiles
@@ -362,6 +364,8 @@ def test_user_shards_give_every_source_the_local_lists(tiny_stocked_dir, tmp_pat
         holdout=holdout,
         holdout_targets=HoldoutTargets(new=False, pseudo=40, warm=20) if holdout else HoldoutTargets(),
     )
+    if holdout:
+        cfg = replace(cfg, baselines=("exact:all", "hnsw:all"))
     sharded_cfg = replace(
         cfg,
         run_dir=tmp_path / "sharded",
@@ -376,8 +380,14 @@ def test_user_shards_give_every_source_the_local_lists(tiny_stocked_dir, tmp_pat
     split = json.loads(local.path("split.json").read_text())
     assert split["warm_targets"] > 0 and split["pseudo_new_targets"] == (40 if holdout else 0)
     names = [*cfg.sources, *cfg.baselines]
-    assert sum(user_separable(make_source(name, cfg)) for name in names) >= 2, "sources ran on shards"
-    for name in names:
+    sources = {name: make_source(name, cfg) for name in names}
+    assert sum(map(user_separable, sources.values())) >= 3, "exact sources ran on shards"
+    for name, source in sources.items():
         want, got = local.candidates(name), sharded.candidates(name)
         assert want.height > 0
-        assert got.equals(want), name
+        if user_separable(source) or not user_shardable(source):
+            assert got.equals(want), name
+        else:  # one HNSW index per shard: as many answers, found as well (below)
+            assert got.height == want.height, name
+    recall = [json.loads(run.path("candidates", "sources.json").read_text())["hnsw:all"] for run in runs]
+    assert recall[1]["recall_at_100_vs_exact"] >= recall[0]["recall_at_100_vs_exact"] - 0.01

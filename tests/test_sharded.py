@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audience.arrays import merge_top_k, top_k
+from audience.arrays import TopK, merge_top_k, top_k
 from audience.candidates import ClipQueries, make_source
-from audience.candidates.sharded import sharded_answers, user_separable
+from audience.candidates.ann import exact_search, recall_against_exact
+from audience.candidates.sharded import sharded_answers, user_separable, user_shardable
 from audience.config import DEFAULT_POSITIVE_FLAGS, ProfileSettings, load_config
 from audience.data.catalog import RunNeeds, load_catalog
 from audience.data.layout import DatasetLayout
@@ -72,7 +73,7 @@ def test_sharded_sources_answer_as_the_whole_source(split, name, n_shards):
     np.testing.assert_array_equal(got.scores, want.scores)
 
 
-@pytest.mark.parametrize("name", ["hnsw:all", "reach:recency", "popular", "random", "bpr_bridge"])
+@pytest.mark.parametrize("name", ["popular", "random", "bpr_bridge"])
 def test_sources_that_do_not_split_by_user_are_refused(split, name):
     catalog, _, _, whole, queries = split
     cfg = load_config(n_threads=1)
@@ -80,3 +81,36 @@ def test_sources_that_do_not_split_by_user_are_refused(split, name):
     with pytest.raises(ValueError, match="does not split by user"):
         shard = user_shards(catalog.n_users, 1)[0]
         sharded_answers(lambda: make_source(name, cfg), [(shard, whole)], catalog, queries, 10)
+
+
+@pytest.mark.parametrize("name", ["hnsw:all", "hnsw:positive", "reach:recency"])
+def test_hnsw_shards_answer_near_the_exact_search(split, name):
+    """One HNSW index per shard (3 shards): every answered user carries its exact score (to float rounding)
+    and the merged lists find the exact top-k as well as the one global index does, within 1 %."""
+    catalog, store, weeks, whole, queries = split
+    cfg = load_config(n_threads=1)
+    k = 40
+    source = make_source(name, cfg).fit(whole, catalog)
+    assert user_shardable(source) and not user_separable(source)
+    rows = np.flatnonzero(queries.has_embedding)
+    lifted = source.query_vectors(queries, rows)
+    if name.startswith("reach"):  # the inner product w_u <p_u, e_c>: the lifted vectors without the lift
+        vectors, query = source.vectors[:, :-1], lifted[:, :-1]
+    else:
+        vectors, query = source.vectors, lifted
+    exact = exact_search(vectors, source.ids, query, k)
+    shards = [
+        (shard, fit_from_aggregates(store, weeks, progress=False, shard=shard))
+        for shard in user_shards(catalog.n_users, 3)
+    ]
+    got = sharded_answers(lambda: make_source(name, cfg), shards, catalog, queries, k)
+    got_rows = TopK(got.ids[rows], got.scores[rows])
+    found = got_rows.ids >= 0
+    assert found.sum() > len(rows) * k * 0.9, "the shards answer"
+    position = {int(u): i for i, u in enumerate(source.ids)}
+    index = np.vectorize(position.__getitem__)(got_rows.ids[found])
+    truth = np.einsum("ij,ij->i", vectors[index].astype(np.float64), query[np.nonzero(found)[0]])
+    np.testing.assert_allclose(got_rows.scores[found], truth, rtol=1e-4, atol=1e-5)
+    one_index = source.recommend(queries, k)
+    one_index_recall = recall_against_exact(TopK(one_index.ids[rows], one_index.scores[rows]), exact)
+    assert recall_against_exact(got_rows, exact) >= min(one_index_recall, 0.99) - 0.01

@@ -328,8 +328,9 @@ class DaskConfig:
     # training frame is cut into about rows / train_partition_rows partitions
     train_partition_rows: int = 2_000_000
     # user shards (engine/dask_engine.py): > 0, the candidates stage's sources that split by user (exact
-    # search, author fans, co-engagement) are fitted and answered per shard on the workers, each from its
-    # own users' fit data, and merged on the client; 0 fits every source on the client
+    # search, author fans, co-engagement; HNSW and reach approximately, one index per shard) are fitted and
+    # answered per shard on the workers, each from its own users' fit data, and merged on the client; 0
+    # fits every source on the client
     user_shards: int = 0
 
     def __post_init__(self) -> None:

@@ -41,6 +41,11 @@ class EmbeddingSource:
         """Exact search splits by user (candidates/sharded.py); an HNSW index per shard answers otherwise."""
         return self.backend == "exact"
 
+    @property
+    def approximate_shards(self) -> bool:
+        """An HNSW index per user shard: each answered score exact, the misses not the global index's."""
+        return self.backend == "hnsw"
+
     def profile_rows(self, data: FitData) -> tuple[np.ndarray, np.ndarray]:
         """(user indices with a usable history, their profile rows) of this source's profile kind."""
         if self.profile not in data.profiles:

@@ -9,10 +9,14 @@ state and clip-side tables, and whose top-k is exact, so that the merged lists e
 ties included: 'exact:<profile>' and 'coengagement' (its old clips' index is built from clip-side counts,
 the same in every shard; with more than one thread hnswlib's build order varies, so equal indexes, and
 equal lists, need `n_threads = 1`). A source that also needs a total over every user (author fans' global
-engagement rate) offers `population(data)`: additive partial sums per shard, whose total every shard's copy
-receives (`with_population`) before it fits. Not split (yet): 'hnsw:*' and 'reach:*' (approximate: one
-index per shard answers differently from one global index), 'popular' (the population's largest activity),
-'random' (draws over the whole batch), the CF bridges (trained on every user at once)."""
+engagement rate) offers `population(data)`: partial totals per shard, added up (or combined by its
+`population_reduce`, a numpy ufunc), which every shard's copy receives (`with_population`) before it fits.
+Sources that split approximately (`approximate_shards`): 'hnsw:*' and 'reach:*', one HNSW index per shard
+(each over its shard's users; reach's lift uses the shard's largest norm and its scores are rescaled to
+the inner product, so shards compare): every answered score is its user's score (to float rounding), but which
+users an index misses differs from one global index (each shard's smaller index misses fewer). Not split
+(yet): 'popular' (the population's largest activity), 'random' (draws over the whole batch), the CF
+bridges (trained on every user at once)."""
 
 from __future__ import annotations
 
@@ -30,6 +34,11 @@ from audience.profiles.user_shards import UserShard
 def user_separable(source: CandidateSource) -> bool:
     """Whether shards of this source, merged, answer as the whole source does."""
     return bool(getattr(source, "user_separable", False))
+
+
+def user_shardable(source: CandidateSource) -> bool:
+    """Whether this source can answer by user shards: exactly (`user_separable`) or approximately."""
+    return user_separable(source) or bool(getattr(source, "approximate_shards", False))
 
 
 def shard_population(build: Callable[[], CandidateSource], data: FitData) -> np.ndarray:
@@ -53,10 +62,16 @@ def shard_answer(
     return source.fit(data, catalog).recommend(clips, k)
 
 
-def check_separable(source: CandidateSource) -> None:
-    """Raises ValueError for a source whose shards, merged, would not answer as the whole source does."""
-    if not user_separable(source):
+def check_shardable(source: CandidateSource) -> None:
+    """Raises ValueError for a source that cannot answer by user shards."""
+    if not user_shardable(source):
         raise ValueError(f"{source.name} does not split by user (candidates/sharded.py says which do)")
+
+
+def population_total(source: CandidateSource, parts: Sequence[np.ndarray]) -> np.ndarray:
+    """The shards' population parts combined: summed, or by the source's `population_reduce`."""
+    reduce = getattr(source, "population_reduce", np.add)
+    return reduce.reduce(np.stack([np.asarray(p, dtype=np.float64) for p in parts]), axis=0)
 
 
 def sharded_answers(
@@ -71,9 +86,9 @@ def sharded_answers(
     if not shards:
         raise ValueError("sharded_answers needs at least one shard")
     source = build()
-    check_separable(source)
+    check_shardable(source)
     total = None
     if hasattr(source, "population"):
-        total = np.sum([shard_population(build, data) for _, data in shards], axis=0)
+        total = population_total(source, [shard_population(build, data) for _, data in shards])
     parts = [shard_answer(build, data, catalog, clips, k, total) for _, data in shards]
     return merge_top_k(parts, [shard.start for shard, _ in shards], k)

@@ -12,7 +12,8 @@
 - Maps over blocks of target clips (the rank stage's pair features): the caller's function and its shared
   inputs (the fit data and the pool-wide tables, computed on the client) are sent to the workers, and each
   block of clips is mapped there.
-- Sources over user shards (`DaskConfig.user_shards` > 0; candidates/sharded.py says which sources split):
+- Sources over user shards (`DaskConfig.user_shards` > 0; candidates/sharded.py says which sources split,
+  exactly or, for HNSW indexes, approximately):
   each worker combines one shard of users' fit data straight from the shared aggregate cache and keeps it
   (`shard_fits`); for each source every shard fits its own copy and answers its own top-k users of every
   target clip (`sharded_recommend`); the client merges the shards' answers (clips x k x shards, nothing
@@ -45,7 +46,7 @@ import polars as pl
 from audience import progress as progress_report
 from audience.arrays import TopK, merge_top_k
 from audience.candidates.base import CandidateSource, ClipQueries
-from audience.candidates.sharded import check_separable, shard_answer, shard_population
+from audience.candidates.sharded import check_shardable, population_total, shard_answer, shard_population
 from audience.config import DaskConfig, ProfileSettings
 from audience.data.catalog import Catalog
 from audience.data.ids import unique_sorted
@@ -286,14 +287,15 @@ class DaskEngine:
     ) -> TopK:
         """The top-k users (global indices) of every query clip from a fresh `build()` per shard of `fits`
         (shard_fits), each fitted and asked on its shard's worker, merged on the client: the unsharded
-        source's lists (candidates/sharded.py). Raises ValueError for a source that does not split by
-        user. Needs picklable `build` (a module-level function or a partial of one)."""
+        source's lists, or for an approximate one (HNSW) one index per shard (candidates/sharded.py).
+        Raises ValueError for a source that does not split by user. Needs a picklable `build` (a
+        module-level function or a partial of one)."""
         source = build()
-        check_separable(source)
+        check_shardable(source)
         total = None
         if hasattr(source, "population"):
             parts = [self.client.submit(shard_population, build, fit, pure=False) for _, fit in fits]
-            total = np.sum(self.client.gather(parts), axis=0)
+            total = population_total(source, self.client.gather(parts))
         shared_catalog, shared_queries = self._broadcast(catalog), self._broadcast(queries)
         futures = [
             self.client.submit(shard_answer, build, fit, shared_catalog, shared_queries, k, total, pure=False)

@@ -11,7 +11,7 @@ from audience.arrays import TopK
 from audience.candidates import ClipQueries, make_source
 from audience.candidates.ann import recall_against_exact
 from audience.candidates.exclude_seen import ExcludeSeen, drop_seen, seen_extra
-from audience.candidates.sharded import user_separable
+from audience.candidates.sharded import user_shardable
 from audience.io import write_json, write_parquet
 from audience.stages.run import Run, file_key
 
@@ -28,7 +28,7 @@ def stage_candidates(run: Run) -> None:
     fit, shard_fits = None, None
     for name in dict.fromkeys((*cfg.sources, *cfg.baselines)):
         start = time.perf_counter()
-        if run.engine.n_user_shards and user_separable(make_source(name, cfg)):
+        if run.engine.n_user_shards and user_shardable(make_source(name, cfg)):
             if shard_fits is None:  # combined once, on the workers, for every sharded source
                 split = run.split()
                 shard_fits = run.engine.shard_fits(run.aggregate_store(), split.fit_weeks, run.hidden_items())
