@@ -9,8 +9,8 @@ state and clip-side tables, and whose top-k is exact, so that the merged lists e
 ties included: 'exact:<profile>' and 'coengagement' (its old clips' index is built from clip-side counts,
 the same in every shard; with more than one thread hnswlib's build order varies, so equal indexes, and
 equal lists, need `n_threads = 1`). A source that also needs a total over every user (author fans' global
-engagement rate) offers `population(data)`: partial totals per shard, added up (or combined by its
-`population_reduce`, a numpy ufunc), which every shard's copy receives (`with_population`) before it fits.
+engagement rate) offers `population(data)`: additive partial sums per shard, whose total every shard's copy
+receives (`with_population`) before it fits.
 Sources that split approximately (`approximate_shards`): 'hnsw:*' and 'reach:*', one HNSW index per shard
 (each over its shard's users; reach's lift uses the shard's largest norm and its scores are rescaled to
 the inner product, so shards compare): every answered score is its user's score (to float rounding), but which
@@ -68,10 +68,9 @@ def check_shardable(source: CandidateSource) -> None:
         raise ValueError(f"{source.name} does not split by user (candidates/sharded.py says which do)")
 
 
-def population_total(source: CandidateSource, parts: Sequence[np.ndarray]) -> np.ndarray:
-    """The shards' population parts combined: summed, or by the source's `population_reduce`."""
-    reduce = getattr(source, "population_reduce", np.add)
-    return reduce.reduce(np.stack([np.asarray(p, dtype=np.float64) for p in parts]), axis=0)
+def population_total(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """The shards' population parts added up (each source's `population` is additive over users)."""
+    return np.sum([np.asarray(p, dtype=np.float64) for p in parts], axis=0)
 
 
 def sharded_answers(
@@ -89,6 +88,6 @@ def sharded_answers(
     check_shardable(source)
     total = None
     if hasattr(source, "population"):
-        total = population_total(source, [shard_population(build, data) for _, data in shards])
+        total = population_total([shard_population(build, data) for _, data in shards])
     parts = [shard_answer(build, data, catalog, clips, k, total) for _, data in shards]
     return merge_top_k(parts, [shard.start for shard, _ in shards], k)

@@ -295,7 +295,7 @@ class DaskEngine:
         total = None
         if hasattr(source, "population"):
             parts = [self.client.submit(shard_population, build, fit, pure=False) for _, fit in fits]
-            total = population_total(source, self.client.gather(parts))
+            total = population_total(self.client.gather(parts))
         shared_catalog, shared_queries = self._broadcast(catalog), self._broadcast(queries)
         futures = [
             self.client.submit(shard_answer, build, fit, shared_catalog, shared_queries, k, total, pure=False)
