@@ -17,7 +17,8 @@
   each worker combines one shard of users' fit data straight from the shared aggregate cache and keeps it
   (`shard_fits`); for each source every shard fits its own copy and answers its own top-k users of every
   target clip (`sharded_recommend`); the client merges the shards' answers (clips x k x shards, nothing
-  that grows with the users) into the lists the unsharded source gives, ties included. A source that
+  that grows with the users) into the unsharded source's lists, ties included (an HNSW source's shards
+  each build their own index, approximate as one global index is). A source that
   needs a total over every user gets it as a sum of per-shard parts first. Each shard refits the source's
   clip-side state (co-engagement's index of old clips), so that part of a fit costs once per shard.
 - Reranker boosting: xgboost.dask (engine/dask_boosting.py).
