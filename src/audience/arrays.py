@@ -88,6 +88,23 @@ def merge_top_k(parts: list[TopK], offsets: list[int], k: int) -> TopK:
 
 
 @nb.njit(cache=True, nogil=True)
+def key_buckets(keys, n_keys):  # pragma: no cover - numba
+    """(offsets, order): the indices of `keys` (integers in [0, n_keys)) grouped by key in input order, a
+    counting sort in O(len(keys) + n_keys); key c's indices are order[offsets[c]:offsets[c + 1]]."""
+    offsets = np.zeros(n_keys + 1, dtype=np.int64)
+    for i in range(keys.size):
+        offsets[keys[i] + 1] += 1
+    for c in range(n_keys):
+        offsets[c + 1] += offsets[c]
+    fill = offsets[:-1].copy()
+    order = np.empty(keys.size, dtype=np.int64)
+    for i in range(keys.size):
+        order[fill[keys[i]]] = i
+        fill[keys[i]] += 1
+    return offsets, order
+
+
+@nb.njit(cache=True, nogil=True)
 def select_top(columns, values, n, k, ids, scores):  # pragma: no cover - numba
     """Writes the top `k` of the entries (columns[:n], values[:n]) into ids / scores (one row), by value
     descending then column ascending. O(n) selection of the k-th value, then a sort of the kept."""

@@ -54,6 +54,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
+from audience.arrays import key_buckets
 from audience.config import STRATEGIES
 
 __all__ = [
@@ -116,23 +117,6 @@ def _check_triples(
 
 
 @nb.njit(cache=True, nogil=True)
-def _clip_buckets(clip, n_clips):  # pragma: no cover - numba
-    """(offsets, order): the triples' indices grouped by clip in input order (a counting sort), clip c's at
-    order[offsets[c]:offsets[c + 1]]."""
-    offsets = np.zeros(n_clips + 1, dtype=np.int64)
-    for i in range(clip.size):
-        offsets[clip[i] + 1] += 1
-    for c in range(n_clips):
-        offsets[c + 1] += offsets[c]
-    fill = offsets[:-1].copy()
-    order = np.empty(clip.size, dtype=np.int64)
-    for i in range(clip.size):
-        order[fill[clip[i]]] = i
-        fill[clip[i]] += 1
-    return offsets, order
-
-
-@nb.njit(cache=True, nogil=True)
 def _best_pair_kernel(clip, user, score, n_clips, n_users):  # pragma: no cover - numba
     """keep[i]: triple i is the best occurrence of its (clip, user) pair (highest score; on a tie the first
     in input order), i.e. its first occurrence in the global order. Works clip by clip with a per-user
@@ -144,7 +128,7 @@ def _best_pair_kernel(clip, user, score, n_clips, n_users):  # pragma: no cover 
         if clip[i] < clip[i - 1]:
             grouped = False
             break
-    bucket = np.arange(n) if grouped else _clip_buckets(clip, n_clips)[1]
+    bucket = np.arange(n) if grouped else key_buckets(clip, n_clips)[1]
     stamp = np.full(n_users, -1, dtype=np.int32)
     best = np.zeros(n_users, dtype=np.int64)
     for j in range(n):
@@ -249,7 +233,7 @@ def _distinct_by_clip(
     keep = _best_pair_kernel(clip, user, score, n_clips, n_users)
     if not keep.all():  # a subset keeps the input order, so ties still break by it
         clip, user, score = clip[keep], user[keep], score[keep]
-    offsets, perm = _clip_buckets(clip, n_clips)
+    offsets, perm = key_buckets(clip, n_clips)
     sorted_user, sorted_score = _sort_buckets(offsets, perm, user, score)
     return offsets, sorted_user, sorted_score
 
@@ -281,7 +265,7 @@ def kth_scores(clip: np.ndarray, score: np.ndarray, n_clips: int, k: int | np.nd
     when it has fewer than k triples (0 for a clip with none). O(P) plus a selection per clip, no sort."""
     score = np.ascontiguousarray(score, dtype=np.float64)
     k = _per_clip_k(k, n_clips)
-    offsets, perm = _clip_buckets(np.ascontiguousarray(clip, dtype=np.int64), n_clips)
+    offsets, perm = key_buckets(np.ascontiguousarray(clip, dtype=np.int64), n_clips)
     return _kth_over_buckets(offsets, perm, score, k)
 
 
@@ -429,7 +413,7 @@ def _merge_greedy(
     keep = _best_pair_kernel(clip, user, score, n_clips, n_users)
     if not keep.all():  # a subset keeps the input order, so ties still break by it
         clip, user, score = clip[keep], user[keep], score[keep]
-    offsets, perm = _clip_buckets(clip, n_clips)
+    offsets, perm = key_buckets(clip, n_clips)
     out[:] = -1
     return _greedy_over_buckets(offsets, perm, user, score, n_users, user_cap, out)
 

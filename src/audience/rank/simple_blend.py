@@ -17,7 +17,7 @@ import numba as nb
 import numpy as np
 import polars as pl
 
-from audience.arrays import TopK, select_top
+from audience.arrays import TopK, key_buckets, select_top
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
@@ -66,11 +66,9 @@ def rrf_blend(
         return TopK.empty(0, 0).to_frame("blend")
     first = int(clip.min())
     local = (clip - first).astype(np.int64)
-    counts = np.bincount(local)
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    order = np.argsort(local, kind="stable")
-    width = int(counts.max()) if depth is None else depth
-    top = TopK.empty(counts.size, width)
+    offsets, order = key_buckets(local, int(local.max()) + 1)
+    width = int(np.diff(offsets).max()) if depth is None else depth
+    top = TopK.empty(offsets.size - 1, width)
     scores = np.full(top.ids.shape, -np.inf)
     _rrf_top(offsets, order, user.astype(np.int32), term, width, top.ids, scores)
     blended = TopK(top.ids, scores).to_frame("blend")
