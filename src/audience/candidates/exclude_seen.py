@@ -25,15 +25,14 @@ def seen_extra(history: pl.DataFrame, k: int) -> int:
     return min(int(audience["count"].max()) if audience.height else 0, k)
 
 
-def drop_seen(top: TopK, history: pl.DataFrame, clips: ClipQueries, catalog: Catalog, k: int) -> TopK:
-    """`top` (global user indices, one row per clip of `clips`) without each clip's fit-week audience, the
-    source's order kept, cut to `k`."""
-    row, user = seen_pairs(history, clips.item_ids, catalog)
+def drop_seen(top: TopK, seen: tuple[np.ndarray, np.ndarray], n_users: int, k: int) -> TopK:
+    """`top` (global user indices, one row per clip) without the `seen` pairs (row, user:
+    data/target_history.seen_pairs of the same clips), the source's order kept, cut to `k`."""
+    row, user = seen
     if row.size == 0:
         return TopK(top.ids[:, :k], top.scores[:, :k])
-    n_users = np.int64(catalog.n_users)
-    seen_keys = unique_sorted(row * n_users + user)
-    keys = np.arange(len(clips), dtype=np.int64)[:, None] * n_users + top.ids
+    seen_keys = unique_sorted(row * np.int64(n_users) + user)
+    keys = np.arange(top.ids.shape[0], dtype=np.int64)[:, None] * np.int64(n_users) + top.ids
     drop = np.isin(keys, seen_keys) | (top.ids < 0)
     order = np.argsort(drop, axis=1, kind="stable")[:, :k]  # kept users first, in the source's order
     users = np.take_along_axis(np.where(drop, -1, top.ids), order, axis=1)
@@ -57,8 +56,8 @@ class ExcludeSeen:
 
     def recommend(self, clips: ClipQueries, k: int) -> TopK:
         assert self.catalog is not None, "fit first"
-        row, _ = seen_pairs(self.history, clips.item_ids, self.catalog)
-        if row.size == 0:
+        seen = seen_pairs(self.history, clips.item_ids, self.catalog)
+        if seen[0].size == 0:
             return self.inner.recommend(clips, k)
         top = self.inner.recommend(clips, k + seen_extra(self.history, k))
-        return drop_seen(top, self.history, clips, self.catalog, k)
+        return drop_seen(top, seen, self.catalog.n_users, k)

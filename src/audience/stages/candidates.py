@@ -6,12 +6,15 @@ from __future__ import annotations
 import time
 from functools import partial
 
+import polars as pl
+
 from audience import timing
 from audience.arrays import TopK
 from audience.candidates import ClipQueries, make_source
 from audience.candidates.ann import recall_against_exact
 from audience.candidates.exclude_seen import ExcludeSeen, drop_seen, seen_extra
 from audience.candidates.sharded import user_shardable
+from audience.data.target_history import seen_pairs
 from audience.io import write_json, write_parquet
 from audience.stages.run import Run, file_key
 
@@ -28,15 +31,15 @@ def stage_candidates(run: Run) -> None:
     fit, shard_fits = None, None
     for name in dict.fromkeys((*cfg.sources, *cfg.baselines)):
         start = time.perf_counter()
-        if run.engine.n_user_shards and user_shardable(make_source(name, cfg)):
+        source = make_source(name, cfg)
+        if run.engine.n_user_shards and user_shardable(source):
             if shard_fits is None:  # combined once, on the workers, for every sharded source
                 split = run.split()
                 shard_fits = run.engine.shard_fits(run.aggregate_store(), split.fit_weeks, run.hidden_items())
             fitted = time.perf_counter()
-            results[name] = sharded_lists(run, name, shard_fits, queries)
+            results[name] = sharded_lists(run, name, shard_fits, queries, history)
         else:
             fit = run.fit_data() if fit is None else fit
-            source = make_source(name, cfg)
             source = source if history is None else ExcludeSeen(source, history)
             source.fit(fit, run.catalog)
             fitted = time.perf_counter()
@@ -63,12 +66,14 @@ def stage_candidates(run: Run) -> None:
     write_json(report, run.path("candidates", "sources.json"))
 
 
-def sharded_lists(run: Run, name: str, shard_fits: list, queries: ClipQueries) -> TopK:
+def sharded_lists(
+    run: Run, name: str, shard_fits: list, queries: ClipQueries, history: pl.DataFrame | None
+) -> TopK:
     """Source `name`'s lists from the engine's user shards (fit and query timed together as the query),
-    each target's fit-week audience left out as ExcludeSeen leaves it out."""
-    cfg, depth = run.cfg, run.cfg.candidate_depth
-    history = run.target_history() if cfg.exclude_seen else None
-    extra = 0 if history is None else seen_extra(history, depth)
-    build = partial(make_source, name, cfg)
+    the targets' fit-week audience (`history`, None to keep it) left out as ExcludeSeen leaves it out."""
+    depth = run.cfg.candidate_depth
+    seen = None if history is None else seen_pairs(history, queries.item_ids, run.catalog)
+    extra = seen_extra(history, depth) if seen is not None and seen[0].size else 0
+    build = partial(make_source, name, run.cfg)
     top = run.engine.sharded_recommend(build, shard_fits, run.catalog, queries, depth + extra)
-    return top if history is None else drop_seen(top, history, queries, run.catalog, depth)
+    return top if seen is None else drop_seen(top, seen, run.catalog.n_users, depth)
