@@ -15,6 +15,7 @@ from audience.profiles.fit_data import FitData
 
 class PopularSource:
     name = "popular"
+    reads_counts_only = True  # fits on FitData's activity counts alone (FitData.load(counts_only=True))
 
     def __init__(self) -> None:
         self.order: np.ndarray | None = None

@@ -16,6 +16,7 @@ from audience.profiles.fit_data import FitData
 class RandomSource:
     name = "random"
     whole_batch = True  # a clip's draw depends on its place in the batch: engines query every clip at once
+    reads_counts_only = True  # fits on FitData's activity counts alone (FitData.load(counts_only=True))
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from distributed import Future
 
 from audience import progress as progress_report
 from audience.arrays import TopK, merge_top_k
@@ -88,6 +89,11 @@ def _shard_fit(
     fit = fit_from_aggregates(store, weeks, hidden_items, progress=False, shard=shard)
     fit.gmm = store.mixture
     return fit
+
+
+def _broadcastable(value) -> bool:
+    """Whether a shared task argument is worth one broadcast (not a future, a number or a short string)."""
+    return not isinstance(value, (int, float, str, type(None), Future))
 
 
 def gathered(futures: list, desc: str) -> list:
@@ -239,8 +245,12 @@ class DaskEngine:
         answers = gathered(futures, f"{source.name} (dask)")
         return TopK(np.concatenate([a.ids for a in answers]), np.concatenate([a.scores for a in answers]))
 
-    # the rank stage hands the whole pool to map_clip_blocks, which cuts it into blocks for the workers
-    feature_block_clips: int | None = None
+    @property
+    def feature_block_clips(self) -> int | None:
+        """The rank stage scores its pool this many clips at a time: with user shards `clip_block` (the
+        client holds one block's features); without, None: the whole pool goes to map_clip_blocks, which
+        cuts it into blocks for the workers."""
+        return self.cfg.clip_block if self.cfg.user_shards else None
 
     def map_clip_blocks(
         self, function: Callable[..., pl.DataFrame], pool: pl.DataFrame, n_clips: int, *shared
@@ -304,6 +314,30 @@ class DaskEngine:
         ]
         answers = gathered(futures, f"{source.name} (dask, {len(fits)} user shards)")
         return merge_top_k(answers, [shard.start for shard, _ in fits], k)
+
+    def shard_map(
+        self,
+        fits: list[tuple[UserShard, object]],
+        function: Callable,
+        *shared,
+        per_shard: Sequence | None = None,
+        keep: bool = False,
+    ) -> list:
+        """`function(shard, fit, *per_shard[i], *shared)` on the worker of each shard of `fits` (shard_fits;
+        with `per_shard`, only where its entry is not None), its results gathered in shard order (None where
+        skipped), or with `keep` their futures, held there for later calls (rank/sharded_features.py's
+        ShardMap). Arrays and other large `shared` values are broadcast once per call."""
+        args = per_shard if per_shard is not None else [()] * len(fits)
+        shared = tuple(self._broadcast(v) if _broadcastable(v) else v for v in shared)
+        futures = [
+            None if extra is None else self.client.submit(function, shard, fit, *extra, *shared, pure=False)
+            for (shard, fit), extra in zip(fits, args, strict=True)
+        ]
+        if keep:
+            return futures
+        found = self.client.gather([f for f in futures if f is not None])
+        results = iter(found)
+        return [None if f is None else next(results) for f in futures]
 
     def boosting(self, n_threads: int) -> DaskBoosting:
         return DaskBoosting(self.client, self.cfg.train_partition_rows)

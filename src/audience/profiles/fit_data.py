@@ -58,11 +58,14 @@ class FitData:
             self.gmm.save(Path(path).with_suffix(".gmm.npz"))
 
     @classmethod
-    def load(cls, path: Path) -> FitData:
-        with np.load(path) as npz:
-            profiles = {k.split("__", 1)[1]: npz[k] for k in npz.files if k.startswith("profile__")}
-            weights = {k.split("__", 1)[1]: npz[k] for k in npz.files if k.startswith("weight__")}
-            names = {k.split("__")[1] for k in npz.files if k.startswith("sparse__")}
+    def load(cls, path: Path, counts_only: bool = False) -> FitData:
+        """The saved fit data; `counts_only`: its activity counts and mixture alone, without the profiles and
+        histories (which hold nearly all of its bytes: the rest is n_users + n_items counts)."""
+        with np.load(path) as npz:  # an npz member is read only when asked for
+            stored = [] if counts_only else npz.files
+            profiles = {k.split("__", 1)[1]: npz[k] for k in stored if k.startswith("profile__")}
+            weights = {k.split("__", 1)[1]: npz[k] for k in stored if k.startswith("weight__")}
+            names = {k.split("__")[1] for k in stored if k.startswith("sparse__")}
             matrices = {
                 name: sparse.csr_matrix(
                     tuple(npz[f"sparse__{name}__{p}"] for p in ("data", "indices", "indptr")),

@@ -75,14 +75,113 @@ def _blocked_dot(clip_vectors: np.ndarray, user_vectors: np.ndarray, clip: np.nd
 
 
 @dataclass
-class PoolContext:
-    """What the pair features read besides the pairs themselves, computed once per pool: per-user and
-    per-author tables and the target authors' neighbours. A block of the pool's clips gets the same
-    features with it as the whole pool does (the Dask engine scores blocks on workers)."""
+class UserTables:
+    """Per user of a fit data (a shard's local users for a shard's), what the pair features gather: activity,
+    demographics, distinct authors and the recency-weighted totals of the user x author histories."""
 
-    user_cols: dict[str, np.ndarray]  # float32 per user
-    author_cols: dict[str, np.ndarray]  # float64/float32 per author (gathered with NaN for unknown authors)
+    cols: dict[str, np.ndarray]  # float32 per user
     recent_total: dict[str, np.ndarray]  # float32 per user: recency-weighted views / positives, all authors
+
+
+def user_tables(fit: FitData, users_meta: pl.DataFrame) -> UserTables:
+    """The fit data's `UserTables`; `users_meta`: its users' rows of the catalog's users_frame."""
+    views = fit.user_views.astype(np.float32)
+    positives = fit.user_positives.astype(np.float32)
+    cols = {
+        "user_log_views": np.log1p(views),
+        "user_log_positives": np.log1p(positives),
+        "user_positive_rate": positives / np.maximum(views, 1.0),
+        "user_age": users_meta["age"].to_numpy().astype(np.float32),
+        "user_gender": users_meta["gender"].to_numpy().astype(np.float32),
+        "user_geo": users_meta["geo"].to_numpy().astype(np.float32),
+        "user_distinct_authors": np.diff(fit.histories["user_author_views"].indptr).astype(np.float32),
+        "user_views": views,
+    }
+    recent_total = {
+        name: np.asarray(fit.histories[name].sum(axis=1)).ravel().astype(np.float32)
+        for name in ("user_author_views", "user_author_positives")
+    }
+    return UserTables(cols, recent_total)
+
+
+def author_history_sums(fit: FitData) -> dict[str, np.ndarray]:
+    """Per author, the sums over users the author columns need (recent views as float64, distinct viewers and
+    distinct engaged users as int64): additive over user shards, the same sums to float64 rounding."""
+    audience = fit.histories["user_author_views"]
+    engaged = fit.histories["user_author_positives"]
+    n_authors = audience.shape[1]
+    return {
+        "recent_views": np.bincount(audience.indices, weights=audience.data, minlength=n_authors),
+        "audience": np.bincount(audience.indices, minlength=n_authors),
+        "engaged_users": np.bincount(engaged.indices, minlength=n_authors),
+    }
+
+
+def author_tables(
+    fit: FitData, catalog: Catalog, queries: ClipQueries, history_sums: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Per author columns from the clip-side counts of `fit` (whole in every shard) and the users' summed
+    `history_sums` (author_history_sums)."""
+    n_authors = len(catalog.authors)
+    n_targets = max(len(queries), 1)
+    author_views = np.bincount(catalog.item_author, weights=fit.item_views, minlength=n_authors)
+    author_pos = np.bincount(catalog.item_author, weights=fit.item_positives, minlength=n_authors)
+    recent_author_views = history_sums["recent_views"]
+    clip_author = queries.author[queries.author >= 0]
+    return {
+        "author_log_views": np.log1p(author_views),
+        "author_positive_rate": author_pos / np.maximum(author_views, 1.0),
+        "author_clips": np.bincount(catalog.item_author[fit.item_views > 0], minlength=n_authors),
+        "author_target_share": np.bincount(clip_author, minlength=n_authors).astype(np.float32) / n_targets,
+        "author_recent_views": np.log1p(recent_author_views),
+        # is the author's audience growing or fading
+        "author_recent_share": recent_author_views / np.maximum(author_views, 1.0),
+        "author_audience": np.log1p(history_sums["audience"]),
+        "author_engaged_users": np.log1p(history_sums["engaged_users"]),
+    }
+
+
+def pool_shares(pool: pl.DataFrame, n_users: int, n_targets: int) -> dict[str, np.ndarray]:
+    """Cap pressure per user as shares of the targets, comparable between a label week's few thousand new
+    clips and a test week's tens of thousands: in how many pools, and in how many near the top."""
+    user = pool["user"].to_numpy()
+    near_top = best_rank(pool) <= TOP_RANK
+    n_targets = max(n_targets, 1)
+    return {
+        "user_pool_share": np.bincount(user, minlength=n_users).astype(np.float32) / n_targets,
+        "user_top_share": np.bincount(user[near_top], minlength=n_users).astype(np.float32) / n_targets,
+    }
+
+
+def clip_tables(queries: ClipQueries, gmm) -> tuple[np.ndarray, np.ndarray | None]:
+    """(unit clip embeddings, the clips' GMM posteriors or None without a mixture)."""
+    unit = np.linalg.norm(queries.embedding, axis=1, keepdims=True)
+    clip_vectors = np.where(unit > 0, queries.embedding / np.maximum(unit, 1e-12), 0.0).astype(np.float32)
+    posteriors = None
+    if gmm is not None:
+        posteriors = gmm.predict_proba(queries.embedding) * queries.has_embedding[:, None]
+        posteriors = posteriors.astype(np.float32)
+    return clip_vectors, posteriors
+
+
+def target_author_rows(queries: ClipQueries, n_authors: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the target clips' distinct authors, per author its row among them or -1)."""
+    target_authors = np.unique(queries.author[queries.author >= 0])
+    row_of_author = np.full(n_authors, -1, dtype=np.int64)
+    row_of_author[target_authors] = np.arange(target_authors.size)
+    return target_authors, row_of_author
+
+
+@dataclass
+class PoolContext:
+    """What the pair features read besides the pairs themselves, computed once per pool: per-user,
+    per-author and per-clip tables and the target authors' neighbours. A block of the pool's clips gets the
+    same features with it as the whole pool does (the Dask engine scores blocks on workers); with user
+    shards, a shard's context holds its own users' tables (rank/sharded_features.py)."""
+
+    users: UserTables
+    shares: dict[str, np.ndarray]  # float32 per user: pool_shares
+    author_cols: dict[str, np.ndarray]  # float64/float32 per author (gathered with NaN for unknown authors)
     neighbours: sparse.csr_matrix  # (target authors x n_authors) similar_authors.author_neighbours
     row_of_author: np.ndarray  # int64 per author: its row in `neighbours`, -1 if not a target author
     clip_vectors: np.ndarray  # float32 (n_clips, dim) unit clip embeddings
@@ -99,67 +198,17 @@ def pool_context(
     """The pool-wide part of `pair_features` (see PoolContext); `similar`: the similar-authors settings
     (the reranker's, config.RerankerConfig.similar_authors)."""
     similar = similar or SimilarAuthorsSettings()
-    clip = pool["clip"].to_numpy()
-    user = pool["user"].to_numpy()
-    author = queries.author[clip]
-    n_targets = max(len(queries), 1)
-    near_top = best_rank(pool) <= TOP_RANK
-    views = fit.user_views.astype(np.float32)
-    positives = fit.user_positives.astype(np.float32)
-    users_meta = catalog.users_frame
-    audience = sparse.csr_matrix(fit.histories["user_author_views"])
-    engaged = sparse.csr_matrix(fit.histories["user_author_positives"])
-    user_cols = {
-        "user_log_views": np.log1p(views),
-        "user_log_positives": np.log1p(positives),
-        "user_positive_rate": positives / np.maximum(views, 1.0),
-        "user_age": users_meta["age"].to_numpy().astype(np.float32),
-        "user_gender": users_meta["gender"].to_numpy().astype(np.float32),
-        "user_geo": users_meta["geo"].to_numpy().astype(np.float32),
-        # cap pressure as shares of the targets, comparable between a label week's few thousand new clips
-        # and a test week's tens of thousands: in how many pools, and in how many near the top
-        "user_pool_share": np.bincount(user, minlength=fit.n_users).astype(np.float32) / n_targets,
-        "user_top_share": np.bincount(user[near_top], minlength=fit.n_users).astype(np.float32) / n_targets,
-        "user_distinct_authors": np.diff(audience.indptr).astype(np.float32),
-        "user_views": views,
-    }
-    n_authors = len(catalog.authors)
-    author_views = np.bincount(catalog.item_author, weights=fit.item_views, minlength=n_authors)
-    author_pos = np.bincount(catalog.item_author, weights=fit.item_positives, minlength=n_authors)
-    recent_author_views = np.asarray(audience.sum(axis=0)).ravel()
-    clip_author = queries.author[queries.author >= 0]
-    author_cols = {
-        "author_log_views": np.log1p(author_views),
-        "author_positive_rate": author_pos / np.maximum(author_views, 1.0),
-        "author_clips": np.bincount(catalog.item_author[fit.item_views > 0], minlength=n_authors),
-        "author_target_share": np.bincount(clip_author, minlength=n_authors).astype(np.float32) / n_targets,
-        "author_recent_views": np.log1p(recent_author_views),
-        # is the author's audience growing or fading
-        "author_recent_share": recent_author_views / np.maximum(author_views, 1.0),
-    }
-    for name, history in (("author_audience", audience), ("author_engaged_users", engaged)):
-        author_cols[name] = np.log1p(np.bincount(history.indices, minlength=n_authors))
-    recent_total = {
-        name: np.asarray(fit.histories[name].sum(axis=1)).ravel().astype(np.float32)
-        for name in ("user_author_views", "user_author_positives")
-    }
-    target_authors = np.unique(author[author >= 0])
-    row_of_author = np.full(n_authors, -1, dtype=np.int64)
-    row_of_author[target_authors] = np.arange(target_authors.size)
-    unit = np.linalg.norm(queries.embedding, axis=1, keepdims=True)
-    clip_vectors = np.where(unit > 0, queries.embedding / np.maximum(unit, 1e-12), 0.0).astype(np.float32)
-    posteriors = None
-    if fit.gmm is not None:
-        posteriors = fit.gmm.predict_proba(queries.embedding) * queries.has_embedding[:, None]
-        posteriors = posteriors.astype(np.float32)
+    target_authors, row_of_author = target_author_rows(queries, len(catalog.authors))
+    neighbours = author_neighbours(
+        fit.histories["user_author_views"], target_authors, similar.k, pair_budget=similar.pair_budget
+    )
     return PoolContext(
-        user_cols,
-        author_cols,
-        recent_total,
-        author_neighbours(audience, target_authors, similar.k, pair_budget=similar.pair_budget),
+        user_tables(fit, catalog.users_frame),
+        pool_shares(pool, fit.n_users, len(queries)),
+        author_tables(fit, catalog, queries, author_history_sums(fit)),
+        neighbours,
         row_of_author,
-        clip_vectors,
-        posteriors,
+        *clip_tables(queries, fit.gmm),
     )
 
 
@@ -173,13 +222,21 @@ def pair_features(
     """The pool with every feature column added (float32; NaN where unknown). `context`: the pool-wide
     tables (`pool_context` of the whole pool; computed here with the default settings when None)."""
     context = pool_context(pool, fit, catalog, queries) if context is None else context
+    return within_clip_features(pair_columns(pool, fit, queries, context))
+
+
+def pair_columns(
+    pool: pl.DataFrame, fit: FitData, queries: ClipQueries, context: PoolContext
+) -> pl.DataFrame:
+    """`pair_features` but the within-clip columns: each pair's columns from its own user's state and the
+    pool-wide tables, so any subset of the pool's pairs (a user shard's) gets its rows' values."""
     clip = pool["clip"].to_numpy()
     user = pool["user"].to_numpy()
     author = queries.author[clip]
     known_author = author >= 0
     safe_author = np.maximum(author, 0)
     nan = np.float32(np.nan)
-    u = context.user_cols
+    u = {**context.users.cols, **context.shares}
     cols: dict[str, np.ndarray] = {
         name: u[name][user]
         for name in (
@@ -206,7 +263,7 @@ def pair_features(
     pair_row = np.where(known_author, context.row_of_author[safe_author], -1)
     for name in ("user_author_views", "user_author_positives"):
         history = fit.histories[name]
-        total = context.recent_total[name][user]
+        total = context.users.recent_total[name][user]
         value = sparse_values_at(history, user, safe_author).astype(np.float32)
         cols[name] = np.where(known_author, value, nan)
         cols[f"{name}_share"] = cols[name] / np.maximum(total, 1e-3)
@@ -214,7 +271,7 @@ def pair_features(
         cols[f"similar_{name}"] = similar
         cols[f"similar_{name}_share"] = similar / np.maximum(total, 1e-3)
     cols["user_author_rate"] = cols["user_author_positives"] / np.maximum(cols["user_author_views"], 1e-3)
-    cols["user_recent_views"] = context.recent_total["user_author_views"][user]
+    cols["user_recent_views"] = context.users.recent_total["user_author_views"][user]
     # activity trend
     cols["user_recent_share"] = cols["user_recent_views"] / np.maximum(u["user_views"][user], 1.0)
     for kind, profile in fit.profiles.items():
@@ -227,7 +284,7 @@ def pair_features(
         cosine = _blocked_dot(context.clip_vectors, profile[:, : context.clip_vectors.shape[1]], clip, user)
         cols[f"cos__{kind}"] = np.where(queries.has_embedding[clip], cosine, nan)
     extra = pl.DataFrame({name: np.asarray(v, dtype=np.float32) for name, v in cols.items()})
-    return within_clip_features(pl.concat([pool, extra], how="horizontal"))
+    return pl.concat([pool, extra], how="horizontal")
 
 
 # Where a pair stands among its own clip's pool, for the strongest signals: its rank as a share of the

@@ -21,6 +21,8 @@ plus the pool users' history entries.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 from numba import get_num_threads, njit, prange
@@ -61,17 +63,61 @@ def _top_mask(indptr: np.ndarray, data: np.ndarray, n: int) -> np.ndarray:  # pr
 def budget_per_user(seen: np.ndarray, pair_budget: float) -> int | None:
     """The largest per-user author count p with sum(min(seen, p)^2) <= pair_budget (None when every author
     fits): the cost of every author's neighbours when each user keeps p authors."""
-    seen = np.asarray(seen, dtype=np.float64)
-    if (seen**2).sum() <= pair_budget:
+    return budget_from_histogram(np.bincount(np.asarray(seen, dtype=np.int64)), pair_budget)
+
+
+def budget_from_histogram(histogram: np.ndarray, pair_budget: float) -> int | None:
+    """`budget_per_user` from the histogram of authors seen per user (histogram[s]: users who saw s
+    authors), which user shards add up (`seen_histogram`)."""
+    seen = np.arange(histogram.size, dtype=np.float64)
+    users = np.asarray(histogram, dtype=np.float64)
+    if (users * seen**2).sum() <= pair_budget:
         return None
-    low, high = 1, int(seen.max())
+    low, high = 1, int(np.flatnonzero(users)[-1])
     while low < high:  # the cost grows with p: binary search
         mid = (low + high + 1) // 2
-        if (np.minimum(seen, mid) ** 2).sum() <= pair_budget:
+        if (users * np.minimum(seen, mid) ** 2).sum() <= pair_budget:
             low = mid
         else:
             high = mid - 1
     return low
+
+
+def seen_histogram(user_author_views: sparse.csr_matrix) -> np.ndarray:
+    """int64 histogram of the authors each user saw: additive over user shards (pad to add)."""
+    return np.bincount(np.diff(sparse.csr_matrix(user_author_views).indptr).astype(np.int64))
+
+
+def cut_audience(user_author_views: sparse.csr_matrix, per_user: int | None) -> sparse.csr_matrix:
+    """log1p of each user's views of their `per_user` most viewed authors (all when None), float32: the
+    rows the audience cosines are made of. A shard's rows are the whole matrix's rows."""
+    audience = sparse.csr_matrix(user_author_views, dtype=np.float32, copy=True)
+    if per_user is not None and np.diff(audience.indptr).max(initial=0) > per_user:
+        audience = top_per_row(audience, per_user)
+    audience.data = np.log1p(audience.data)
+    return audience
+
+
+def squared_norms(audience: sparse.csr_matrix) -> np.ndarray:
+    """float64 per author: the squared norm of its audience column, additive over user shards."""
+    data = audience.data.astype(np.float64)
+    return np.bincount(audience.indices, weights=data * data, minlength=audience.shape[1])
+
+
+def unit_audience(
+    audience: sparse.csr_matrix, norms: np.ndarray
+) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+    """(authors x users, users x authors) float64 CSR of the audience with unit author columns (`norms`: the
+    columns' norms over every user), the two operands of `block_similarity`."""
+    unit = (audience.astype(np.float64) @ sparse.diags(1.0 / np.maximum(norms, 1e-12))).tocsc()
+    return unit.T.tocsr(), unit.tocsr()
+
+
+def block_similarity(operands: tuple[sparse.csr_matrix, sparse.csr_matrix], part: np.ndarray) -> np.ndarray:
+    """Dense float64 (len(part), n_authors) audience cosines of the authors `part` with every author: a sum
+    over users, so user shards' blocks add up to the whole one's (to float64 rounding)."""
+    by_author, audience = operands
+    return (by_author[part] @ audience).toarray()
 
 
 def author_neighbours(
@@ -85,33 +131,45 @@ def author_neighbours(
     """(len(authors) x n_authors) CSR: row i holds the `k` authors most similar to authors[i] (itself
     excluded), valued by their audience cosine. `per_user` cuts each user's audience to that many authors;
     without it, the cut is the largest within `pair_budget` (none by default)."""
-    audience = sparse.csr_matrix(user_author_views, dtype=np.float32, copy=True)
-    n_authors = audience.shape[1]
     if per_user is None:  # the budget of every author's neighbours: the same cut whatever the targets
-        per_user = budget_per_user(np.diff(audience.indptr), pair_budget)
-        if per_user is not None:
-            log.info("similar authors: each user's audience cut to its %d most viewed authors", per_user)
-    if per_user is not None and np.diff(audience.indptr).max(initial=0) > per_user:
-        audience = top_per_row(audience, per_user)
-    audience.data = np.log1p(audience.data)
-    norm = np.sqrt(np.asarray(audience.multiply(audience).sum(axis=0)).ravel())
-    audience = (audience @ sparse.diags((1.0 / np.maximum(norm, 1e-12)).astype(np.float32))).tocsc()
-    by_author = audience.T.tocsr()
-    audience = audience.tocsr()
+        per_user = cut_per_user(seen_histogram(user_author_views), pair_budget)
+    audience = cut_audience(user_author_views, per_user)
+    operands = unit_audience(audience, np.sqrt(squared_norms(audience)))
+    n_authors = user_author_views.shape[1]
+    return neighbours_by_blocks(partial(block_similarity, operands), authors, n_authors, k, block)
+
+
+def cut_per_user(histogram: np.ndarray, pair_budget: float) -> int | None:
+    """`budget_from_histogram`, logged when it cuts."""
+    per_user = budget_from_histogram(histogram, pair_budget)
+    if per_user is not None:
+        log.info("similar authors: each user's audience cut to its %d most viewed authors", per_user)
+    return per_user
+
+
+def neighbours_by_blocks(
+    similarity: Callable[[np.ndarray], np.ndarray],
+    authors: np.ndarray,
+    n_authors: int,
+    k: int,
+    block: int | None = None,
+) -> sparse.csr_matrix:
+    """`author_neighbours`' rows from `similarity(part)` (dense cosines of a block of target authors with
+    every author: `block_similarity`, or its sum over user shards), one block at a time."""
     authors = np.asarray(authors, dtype=np.int64)
     rows, cols, values = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
     block = block or max(1, min(512, (1 << 25) // max(n_authors, 1)))
     for start in range(0, authors.size, block):  # blocks of target authors: a sparse product, dense top-k
         part = authors[start : start + block]
-        sim = (by_author[part] @ audience).toarray()
+        sim = similarity(part)
         sim[np.arange(part.size), part] = 0.0  # an author is not its own neighbour
         sim[sim <= 0] = -np.inf
         top = top_k(sim, k)
         found = top.ids >= 0
         rows.append(np.nonzero(found)[0] + start)
         cols.append(top.ids[found].astype(np.int64))
-        values.append(top.scores[found].astype(np.float32))
-    shape = (authors.size, user_author_views.shape[1])
+        values.append(top.scores[found].astype(np.float32))  # float64 sums rounded once: equal over shards
+    shape = (authors.size, n_authors)
     out = sparse.csr_matrix(
         (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=shape
     )

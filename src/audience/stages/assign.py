@@ -184,7 +184,7 @@ def stage_assign(run: Run) -> None:
     cfg = run.cfg
     targets = run.targets()
     n_clips = targets.height
-    fallback = fallback_order(run.fit_data(), run.catalog)
+    fallback = fallback_order(run.fit_counts(), run.catalog)
     item_ids = targets["item_id"].to_numpy()
     seen = seen_pairs(run.target_history(), item_ids, run.catalog) if cfg.exclude_seen else None
     report = {}

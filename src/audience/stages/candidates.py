@@ -16,30 +16,32 @@ from audience.candidates.exclude_seen import ExcludeSeen, drop_seen, seen_extra
 from audience.candidates.sharded import user_shardable
 from audience.data.target_history import seen_pairs
 from audience.io import write_json, write_parquet
+from audience.profiles.fit_data import FitData
 from audience.stages.run import Run, file_key
 
 
 def stage_candidates(run: Run) -> None:
     """Every source's lists; with user shards (the Dask engine's `user_shards`), the sources that split by
     user are fitted and answered on the workers, shard by shard (their time is all 'query'), the rest here
-    on the run's whole fit data (loaded only if one needs it)."""
+    on the run's fit data: its counts alone for the sources that read nothing else (popular, random), the
+    whole of it only if a source needs it."""
     cfg = run.cfg
     queries = run.queries()
     report: dict[str, dict] = {}
     results = {}
     history = run.target_history() if cfg.exclude_seen else None
-    fit, shard_fits = None, None
+    loaded: dict[bool, FitData] = {}
     for name in dict.fromkeys((*cfg.sources, *cfg.baselines)):
         start = time.perf_counter()
         source = make_source(name, cfg)
         if run.engine.n_user_shards and user_shardable(source):
-            if shard_fits is None:  # combined once, on the workers, for every sharded source
-                split = run.split()
-                shard_fits = run.engine.shard_fits(run.aggregate_store(), split.fit_weeks, run.hidden_items())
-            fitted = time.perf_counter()
-            results[name] = sharded_lists(run, name, shard_fits, queries, history)
+            fitted = time.perf_counter()  # the shards' fit data is combined once, on the workers
+            results[name] = sharded_lists(run, name, run.shard_fits(), queries, history)
         else:
-            fit = run.fit_data() if fit is None else fit
+            counts_only = bool(getattr(source, "reads_counts_only", False))
+            if counts_only not in loaded:
+                loaded[counts_only] = run.fit_counts() if counts_only else run.fit_data()
+            fit = loaded[counts_only]
             source = source if history is None else ExcludeSeen(source, history)
             source.fit(fit, run.catalog)
             fitted = time.perf_counter()

@@ -40,6 +40,7 @@ class Run:
         self.layout = DatasetLayout(cfg.data_dir, cfg.subsample)
         self._catalog: Catalog | None = None
         self._engine = None
+        self._shard_fits: list | None = None
 
     def path(self, *parts: str) -> Path:
         return self.dir.joinpath(*parts)
@@ -96,6 +97,20 @@ class Run:
 
     def fit_data(self) -> FitData:
         return FitData.load(self.require("fit_data.npz", "profiles"))
+
+    def fit_counts(self) -> FitData:
+        """The fit data's activity counts and mixture, without its profiles and histories (FitData.load)."""
+        return FitData.load(self.require("fit_data.npz", "profiles"), counts_only=True)
+
+    def shard_fits(self) -> list:
+        """The engine's user shards of this run's fit data (engine.shard_fits: (shard, handle) each),
+        combined on first use and held while this Run is."""
+        if self._shard_fits is None:
+            split = self.split()
+            self._shard_fits = self.engine.shard_fits(
+                self.aggregate_store(), split.fit_weeks, self.hidden_items()
+            )
+        return self._shard_fits
 
     def targets(self) -> pl.DataFrame:
         return pl.read_parquet(self.require("targets.parquet", "profiles"))

@@ -20,6 +20,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ from audience.rank.clip_history import history_features
 from audience.rank.features import add_labels, candidate_pool, pair_features, pool_context
 from audience.rank.first_stage import fit_weights, label_sample
 from audience.rank.protocol import LabelWeek, TrainingPlan, holdout_samples, training_plans
+from audience.rank.sharded_features import sharded_pair_features, sharded_pool_context
 from audience.split import Split
 from audience.stages.holdout_runs import LABELLED_POOLS, building, holdout_run
 from audience.stages.run import Run
@@ -139,24 +141,34 @@ def first_stage_weights(run: Run, plan: TrainingPlan) -> FirstStage | None:
     return weights
 
 
-def _feature_inputs(run: Run, pool: pl.DataFrame) -> tuple:
-    """What `pair_features` reads besides a block of the pool, in its order: the fit data, the catalog, the
-    queries and the whole pool's tables (`pool_context`, with the reranker's similar-authors settings)."""
-    fit, queries = run.fit_data(), run.queries()
-    return (
-        fit,
-        run.catalog,
-        queries,
-        pool_context(pool, fit, run.catalog, queries, run.cfg.reranker.similar_authors),
-    )
+def _featurizer(run: Run, pool: pl.DataFrame) -> Callable[[pl.DataFrame], pl.DataFrame]:
+    """`block -> block with its pair features` for blocks of whole clips of `pool`, whose pool-wide tables
+    (`pool_context`, with the reranker's similar-authors settings) are computed here, once. With user shards
+    (the Dask engine's `user_shards`), each user's columns are computed on its shard and the client holds only
+    the fit data's counts (rank/sharded_features.py); otherwise the engine maps the blocks over the whole fit
+    data."""
+    queries, similar = run.queries(), run.cfg.reranker.similar_authors
+    if run.engine.n_user_shards:
+        fits = run.shard_fits()
+        shard_map = partial(run.engine.shard_map, fits)
+        context = sharded_pool_context(
+            pool, run.fit_counts(), run.catalog, queries, [s for s, _ in fits], shard_map, similar
+        )
+        return partial(sharded_pair_features, queries=queries, context=context, shard_map=shard_map)
+    fit = run.fit_data()
+    shared = (fit, run.catalog, queries, pool_context(pool, fit, run.catalog, queries, similar))
+    return partial(_mapped_pair_features, run.engine, len(queries), shared)
+
+
+def _mapped_pair_features(engine, n_clips: int, shared: tuple, block: pl.DataFrame) -> pl.DataFrame:
+    return engine.map_clip_blocks(pair_features, block, n_clips, *shared)
 
 
 def pool_features(run: Run, first_stage: FirstStage | None = None) -> pl.DataFrame:
     """The run's pool (`run_pool`) with the reranker's pair and clip-history features, sorted by clip, user:
     what the models train on (holdout runs)."""
     pool = run_pool(run, first_stage)
-    shared = _feature_inputs(run, pool)
-    features = run.engine.map_clip_blocks(pair_features, pool, len(shared[2]), *shared)
+    features = _featurizer(run, pool)(pool)
     return history_features(features, run.targets()["item_id"].to_numpy(), run.target_history())
 
 
@@ -167,17 +179,16 @@ def scored_pool(
     `engine.feature_block_clips` clips at a time: only one block's features are held, not the pool's (GBs
     at VK size). The pool-wide feature tables (cap pressure, author tables) still see the whole pool."""
     pool = run_pool(run, first_stage)
-    shared = _feature_inputs(run, pool)
-    queries = shared[2]
-    block = run.engine.feature_block_clips or max(len(queries), 1)
-    bounds = np.searchsorted(pool["clip"].to_numpy(), np.arange(0, len(queries) + block, block))
+    features = _featurizer(run, pool)
+    n_clips = len(run.queries())
+    block = run.engine.feature_block_clips or max(n_clips, 1)
+    bounds = np.searchsorted(pool["clip"].to_numpy(), np.arange(0, n_clips + block, block))
     item_ids, history = run.targets()["item_id"].to_numpy(), run.target_history()
     parts = []
     blocks = [(lo, hi) for lo, hi in itertools.pairwise(bounds) if hi > lo]
     for lo, hi in progress.iterate(blocks, "pool scores", "block"):
         with timing.substep("pair features"):
-            part = run.engine.map_clip_blocks(pair_features, pool.slice(lo, hi - lo), len(queries), *shared)
-            part = history_features(part, item_ids, history)
+            part = history_features(features(pool.slice(lo, hi - lo)), item_ids, history)
         with timing.substep("prediction"):
             score = pl.Series("score", predict(part), dtype=pl.Float32)
         parts.append(part.select("clip", "user").with_columns(score))
