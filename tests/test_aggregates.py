@@ -169,7 +169,8 @@ def _shard_of(fit: FitData, shard: UserShard) -> FitData:
 def test_user_shards_combine_to_the_unsharded_splits_rows(weeks_and_catalog, tmp_path, n_shards):
     """Each shard combined alone (its rows of every memory-mapped aggregate) equals the unsharded split's
     rows bit for bit: every profile kind, the soft-cluster profiles, every history, with pseudo-new clips
-    subtracted; pruned author views included (a low cap, so the pruning binds)."""
+    subtracted; pruned author views included (a low cap, so the pruning binds). The shards stacked
+    (FitData.stacked) are the unsharded fit data again."""
     weeks, catalog, layout = weeks_and_catalog
     mixture = fit_gmm(catalog.embedding[catalog.has_embedding], GmmConfig(n_components=5, dim=8))
     settings = replace(SETTINGS, max_user_authors=3)
@@ -186,9 +187,12 @@ def test_user_shards_combine_to_the_unsharded_splits_rows(weeks_and_catalog, tmp
         assert whole.histories["user_author_views"].nnz < every_author.histories["user_author_views"].nnz
         shards = user_shards(catalog.n_users, n_shards)
         assert sum(len(s) for s in shards) == catalog.n_users
+        parts = []
         for shard in shards:
             got = fit_from_aggregates(store, split, hidden_items=hide, progress=False, shard=shard)
             assert_same_fit(got, _shard_of(whole, shard), exact=True)
+            parts.append(got)
+        assert_same_fit(FitData.stacked(parts), whole, exact=True)
 
 
 def test_user_shards_cover_the_users_in_order():

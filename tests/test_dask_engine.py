@@ -397,9 +397,12 @@ def test_the_tiny_pipeline_gives_one_table_on_1_2_and_3_user_shards(tiny_run, tm
     """`audience run` end to end with the sources, the pair features of the rank stage's pool and of its
     holdout runs' pools computed on 1, 2 and 3 user shards: the NDCG@100 table equals the local engine's to
     4 decimals for every method (sources that split exactly; the reranker without sampling, as in
-    test_pipeline_on_dask_equals_local). No stage loads the whole fit data on the client: only its counts.
-    Each run has a folder of its own, so that its holdout runs are built on its shards, not shared."""
+    test_pipeline_on_dask_equals_local). No stage loads the whole fit data on the client: fit_data.npz holds
+    the counts, each shard's fit data is saved by the profiles stage in fit_shards/ and read there; gathered
+    (Run.fit_data, for the sources not on shards) it is the local run's. Each run has a folder of its own,
+    so that its holdout runs are built on its shards, not shared."""
     from audience.pipeline import run_all
+    from audience.profiles.fit_data import FitData
     from audience.stages.run import Run
 
     exact = replace(tiny_run.cfg.reranker, subsample=1.0, colsample_bytree=1.0)
@@ -429,3 +432,13 @@ def test_the_tiny_pipeline_gives_one_table_on_1_2_and_3_user_shards(tiny_run, tm
         )
         run_all(cfg)
         assert table(cfg.artifacts) == want, n_shards
+    monkeypatch.undo()
+    sharded, local = Run(cfg), Run(local_cfg)
+    assert not FitData.load(sharded.path("fit_data.npz")).has_user_state
+    assert len(list(sharded.path("fit_shards").glob("users_*.npz"))) == 3
+    gathered, whole = sharded.fit_data(), local.fit_data()
+    np.testing.assert_array_equal(gathered.user_views, whole.user_views)
+    for name, profile in whole.profiles.items():
+        np.testing.assert_array_equal(gathered.profiles[name], profile, err_msg=name)
+    for name, history in whole.histories.items():
+        assert (gathered.histories[name] != history).nnz == 0, name

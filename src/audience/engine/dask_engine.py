@@ -84,10 +84,21 @@ def _apply_block(function: Callable[..., pl.DataFrame], pool: pl.DataFrame, shar
 
 
 def _shard_fit(
-    store: AggregateStore, weeks: list[Path], hidden_items: np.ndarray | None, shard: UserShard
+    store: AggregateStore,
+    weeks: list[Path],
+    hidden_items: np.ndarray | None,
+    shard: UserShard,
+    path: str | None,
+    rebuild: bool,
 ) -> FitData:
+    """A shard's fit data: read from `path` when it is there (and not `rebuild`), else combined from the
+    aggregate cache and saved there."""
+    if path is not None and not rebuild and Path(path).is_file():
+        return FitData.load(Path(path))
     fit = fit_from_aggregates(store, weeks, hidden_items, progress=False, shard=shard)
     fit.gmm = store.mixture
+    if path is not None:
+        fit.save(Path(path))
     return fit
 
 
@@ -276,17 +287,28 @@ class DaskEngine:
         return self.cfg.user_shards
 
     def shard_fits(
-        self, store: AggregateStore, weeks: Sequence[Path], hidden_items: np.ndarray | None = None
+        self,
+        store: AggregateStore,
+        weeks: Sequence[Path],
+        hidden_items: np.ndarray | None = None,
+        folder: Path | None = None,
+        rebuild: bool = False,
     ) -> list[tuple[UserShard, object]]:
-        """Each of `user_shards` shards of the store's users with the future of its fit data, combined by a
-        worker from the aggregate cache (which must be built) and kept there while the future is held."""
+        """Each of `user_shards` shards of the store's users with the future of its fit data, kept on a
+        worker while the future is held: read from `folder` (one file per shard, named by its users, on a
+        filesystem the workers share) when it is there, else combined from the aggregate cache (which must be
+        built) and saved there; `rebuild` combines and saves them all."""
         weeks = [data_path(w) for w in weeks]
         shards = user_shards(store.catalog.n_users, max(self.cfg.user_shards, 1))
         shared_store, shared_hidden = self._broadcast(store), self._shared(hidden_items)
-        return [
-            (shard, self.client.submit(_shard_fit, shared_store, weeks, shared_hidden, shard, pure=False))
-            for shard in shards
-        ]
+        fits = []
+        for shard in shards:
+            path = None if folder is None else str(folder / f"users_{shard.start}_{shard.stop}.npz")
+            task = self.client.submit(
+                _shard_fit, shared_store, weeks, shared_hidden, shard, path, rebuild, pure=False
+            )
+            fits.append((shard, task))
+        return fits
 
     def sharded_recommend(
         self,

@@ -719,6 +719,20 @@ def fit_from_aggregates(
         return _combine_weeks(store, weeks, hidden_items, progress, engine, shard)
 
 
+def build_aggregates(
+    store: AggregateStore,
+    weeks: Sequence[Path],
+    progress: bool = True,
+    engine: LocalAggregation | None = None,
+) -> None:
+    """The weeks' missing aggregates built into the store (by `engine`, default this process), as
+    `fit_from_aggregates` builds them first: for passes that combine them elsewhere (user shards' workers)."""
+    engine = LocalAggregation() if engine is None else engine
+    weeks = [data_path(w) for w in weeks]
+    with store.reading(weeks), store.building():
+        engine.build_aggregates(store, weeks, progress)
+
+
 def _combine_weeks(
     store: AggregateStore,
     weeks: list[Path],

@@ -5,6 +5,7 @@ the clips a user watched (profiles/kinds.py says how a view weighs), L2-normalis
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,40 @@ class FitData:
     @property
     def n_users(self) -> int:
         return int(self.user_views.shape[0])
+
+    @property
+    def has_user_state(self) -> bool:
+        """Whether it holds the users' profiles or histories (not only counts: `counts`)."""
+        return bool(self.profiles or self.histories)
+
+    def counts(self) -> FitData:
+        """The activity counts and mixture alone (what `load(counts_only=True)` reads)."""
+        return FitData(
+            self.user_views, self.user_positives, self.item_views, self.item_positives, gmm=self.gmm
+        )
+
+    @classmethod
+    def stacked(cls, parts: Sequence[FitData]) -> FitData:
+        """The fit data of consecutive user shards' (profiles/user_shards.py) as one: their users' rows one
+        after the other (item_user_positives' columns), the clip-side counts and the mixture of the first
+        (every shard holds them whole)."""
+        first = parts[0]
+        histories = {
+            name: (sparse.hstack if name == "item_user_positives" else sparse.vstack)(
+                [p.histories[name] for p in parts], format="csr"
+            )
+            for name in first.histories
+        }
+        return cls(
+            np.concatenate([p.user_views for p in parts]),
+            np.concatenate([p.user_positives for p in parts]),
+            first.item_views,
+            first.item_positives,
+            {name: np.concatenate([p.profiles[name] for p in parts]) for name in first.profiles},
+            {name: np.concatenate([p.profile_weight[name] for p in parts]) for name in first.profile_weight},
+            histories,
+            first.gmm,
+        )
 
     def save(self, path: Path) -> None:
         arrays = {

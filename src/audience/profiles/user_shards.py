@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from audience.profiles.fit_data import FitData
+
 
 @dataclass(frozen=True)
 class UserShard:
@@ -43,3 +45,13 @@ def user_shards(n_users: int, n_shards: int) -> list[UserShard]:
         raise ValueError(f"user_shards needs n_shards >= 1 and n_users >= 0, got {n_shards}, {n_users}")
     bounds = np.arange(n_shards + 1, dtype=np.int64) * n_users // n_shards
     return [UserShard(int(a), int(b)) for a, b in itertools.pairwise(bounds.tolist())]
+
+
+def whole_fit(shard: UserShard, fit: FitData) -> FitData:
+    """A shard's fit data as it is (the function a shard map gathers it with)."""
+    return fit
+
+
+def shard_counts(shard: UserShard, fit: FitData) -> FitData:
+    """A shard's activity counts and mixture (FitData.counts)."""
+    return fit.counts()

@@ -1,10 +1,13 @@
 """The profiles stage: the split, the run's catalog (only the users and clips it needs), the target clips and
 one combination of the cached weekly aggregates into the fit data (profiles, histories, counts) ->
-catalog.npz, fit_data.npz, targets.parquet, target_history.parquet, split.json."""
+catalog.npz, fit_data.npz, targets.parquet, target_history.parquet, split.json. With user shards (the Dask
+engine's `user_shards`), each shard's fit data is combined on a worker into fit_shards/ and fit_data.npz
+holds only the counts."""
 
 from __future__ import annotations
 
 import logging
+import shutil
 
 import numpy as np
 import polars as pl
@@ -16,7 +19,9 @@ from audience.data.ids import unique_sorted
 from audience.data.target_history import write_target_history
 from audience.errors import DataError
 from audience.io import write_json, write_parquet
-from audience.profiles.aggregates import fit_from_aggregates
+from audience.profiles.aggregates import AggregateStore, build_aggregates, fit_from_aggregates
+from audience.profiles.fit_data import FitData
+from audience.profiles.user_shards import shard_counts
 from audience.rank.protocol import run_target_ids
 from audience.split import Split
 from audience.stages.run import Run
@@ -43,6 +48,14 @@ def _index_catalog(
     return catalog, target_ids
 
 
+def _sharded_counts(run: Run, store: AggregateStore, split: Split) -> FitData:
+    """With user shards: every shard's fit data combined on its worker and saved in fit_shards/ (for the
+    later stages' shards), and their counts gathered here (the users' state never reaches the client)."""
+    build_aggregates(store, split.fit_weeks, not run.cfg.quiet, run.engine)
+    shutil.rmtree(run.path("fit_shards"), ignore_errors=True)  # another shard count's files would go stale
+    return FitData.stacked(run.engine.shard_map(run.shard_fits(rebuild=True), shard_counts))
+
+
 def stage_profiles(run: Run) -> None:
     cfg = run.cfg
     run.layout.check_metadata_present()
@@ -50,14 +63,17 @@ def stage_profiles(run: Run) -> None:
     pseudo_new, warm_sample = run.holdout_samples()  # both empty unless a holdout run asks for them
     catalog, target_ids = _index_catalog(run, split, pseudo_new, warm_sample)
     store = run.aggregate_store()
-    fit = fit_from_aggregates(
-        store,
-        split.fit_weeks,
-        hidden_items=np.isin(catalog.items.ids, pseudo_new) if pseudo_new.size else None,
-        progress=not cfg.quiet,
-        engine=run.engine,
-    )
-    fit.gmm = store.mixture
+    if run.engine.n_user_shards:
+        fit = _sharded_counts(run, store, split)
+    else:
+        fit = fit_from_aggregates(
+            store,
+            split.fit_weeks,
+            hidden_items=np.isin(catalog.items.ids, pseudo_new) if pseudo_new.size else None,
+            progress=not cfg.quiet,
+            engine=run.engine,
+        )
+        fit.gmm = store.mixture
     seen_ids = catalog.items.ids[fit.item_views > 0]
     queries = ClipQueries.from_catalog(catalog, target_ids)
     warm_targets = np.isin(queries.item_ids, seen_ids)  # targets with interactions in the fit weeks
@@ -71,7 +87,7 @@ def stage_profiles(run: Run) -> None:
                 int((~mask).sum()),
                 what,
             )
-    fit.save(run.path("fit_data.npz"))
+    fit.save(run.path("fit_data.npz"))  # with user shards: the counts alone (Run.fit_data gathers the rest)
     write_parquet(
         pl.DataFrame(
             {

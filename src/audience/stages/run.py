@@ -18,10 +18,12 @@ from audience.data.catalog import Catalog
 from audience.data.layout import DatasetLayout
 from audience.data.target_history import read_target_history
 from audience.engine import engine_for
+from audience.errors import DataError
 from audience.io import read_json, write_json
 from audience.profiles.aggregates import AggregateStore
 from audience.profiles.dataset_mixture import dataset_mixture
 from audience.profiles.fit_data import FitData
+from audience.profiles.user_shards import whole_fit
 from audience.rank.protocol import holdout_samples
 from audience.split import Split, make_split
 
@@ -96,19 +98,31 @@ class Run:
         return np.isin(self.catalog.items.ids, pseudo_new) if pseudo_new.size else None
 
     def fit_data(self) -> FitData:
-        return FitData.load(self.require("fit_data.npz", "profiles"))
+        """The whole fit data. With user shards, fit_data.npz holds only the counts and the users' state is
+        gathered here from the shards: what the sources and stages not yet on shards need (the BPR bridge,
+        the first stage), at the cost of every user's state on the client."""
+        fit = FitData.load(self.require("fit_data.npz", "profiles"))
+        if fit.has_user_state:
+            return fit
+        if not self.engine.n_user_shards:
+            raise DataError(
+                f"{self.path('fit_data.npz')}: holds only counts (written with [dask] user_shards); run with "
+                "the same engine and user_shards, or rerun the profiles stage"
+            )
+        return FitData.stacked(self.engine.shard_map(self.shard_fits(), whole_fit))
 
     def fit_counts(self) -> FitData:
         """The fit data's activity counts and mixture, without its profiles and histories (FitData.load)."""
         return FitData.load(self.require("fit_data.npz", "profiles"), counts_only=True)
 
-    def shard_fits(self) -> list:
-        """The engine's user shards of this run's fit data (engine.shard_fits: (shard, handle) each),
-        combined on first use and held while this Run is."""
-        if self._shard_fits is None:
+    def shard_fits(self, rebuild: bool = False) -> list:
+        """The engine's user shards of this run's fit data (engine.shard_fits: (shard, handle) each), read
+        from fit_shards/ (the profiles stage saves them, `rebuild`) or combined, on first use, and held while
+        this Run is."""
+        if self._shard_fits is None or rebuild:
             split = self.split()
             self._shard_fits = self.engine.shard_fits(
-                self.aggregate_store(), split.fit_weeks, self.hidden_items()
+                self.aggregate_store(), split.fit_weeks, self.hidden_items(), self.path("fit_shards"), rebuild
             )
         return self._shard_fits
 
