@@ -122,32 +122,58 @@ def child() -> None:
     write_atomic(out, json.dumps(figures, indent=2))
 
 
-def pipeline(data: Path, mode: str = "validate") -> dict:
-    """`audience run` end to end on each engine (one process each, as a user runs it; the Dask one on a
-    LocalCluster of one worker per core), from empty run and aggregate folders: wall time, the client's peak
-    RSS, per-stage times and whether the NDCG@100 tables agree to 4 decimals."""
+def pipeline(data: Path, mode: str = "validate", user_shards: int = 0) -> dict:
+    """`audience run` end to end on each engine (one process each, as a user runs it; the Dask ones on a
+    LocalCluster of one worker per core, the last with `user_shards` when given), from empty run and
+    aggregate folders: wall time, the client's and the workers' peak RSS, per-stage times, the run's users
+    and fit rows, and whether each NDCG@100 table equals the local engine's to 4 decimals."""
+    engines = {"local": ["--engine", "local"], "dask": ["--engine", "dask"]}
+    if user_shards:
+        engines[f"dask, {user_shards} user shards"] = ["--engine", "dask", "--user-shards", str(user_shards)]
     runs = {}
-    for engine in ("local", "dask"):
-        run_dir = ROOT / "artifacts" / f"bench-dask-pipeline-{engine}"
-        weeks = ROOT / "artifacts" / f"bench-dask-pipeline-{engine}-weeks"
+    for engine, flags in engines.items():
+        slug = engine.replace(", ", "-").replace(" ", "-")
+        run_dir = ROOT / "artifacts" / f"bench-dask-pipeline-{slug}"
+        weeks = ROOT / "artifacts" / f"bench-dask-pipeline-{slug}-weeks"
         for folder in (run_dir, weeks):
             shutil.rmtree(folder, ignore_errors=True)
-        cmd = [sys.executable, "-m", "audience", "run", "--engine", engine, "--data-dir", str(data)]
+        cmd = [sys.executable, "-m", "audience", "run", *flags, "--data-dir", str(data)]
         cmd += ["--mode", mode, "--run-dir", str(run_dir), "--weeks-dir", str(weeks), "--quiet"]
         print(f"== pipeline, {engine}", flush=True)
         child = run_child(cmd, timeout=None, log=run_dir.parent / f"{run_dir.name}.log")
         if child["status"] != "ok":
             raise SystemExit(f"pipeline on {engine} failed: {child}; see {run_dir.parent / run_dir.name}.log")
         results = read_json(run_dir / "results.json")
+        split = read_json(run_dir / "split.json")
+        workers = read_json(run_dir / "memory.json").get("workers", {})
         runs[engine] = {
             **{k: child[k] for k in ("wall_s", "cpu_s", "peak_rss_gib")},
-            "stages": read_json(run_dir / "timings.json"),
+            "worker_peak_gib": max(workers.values(), default=None),
+            "users": split["n_users"],
+            "rows": split["fit_interactions"],
+            "stages": {k: v for k, v in read_json(run_dir / "timings.json").items() if k != "substeps"},
             "ndcg_capped": {r["method"]: r["ndcg_capped"] for r in results["methods"] if "ndcg_capped" in r},
             "n_targets": results["n_targets"],
         }
         shutil.rmtree(weeks, ignore_errors=True)
-    tables = [{m: round(v, 4) for m, v in r["ndcg_capped"].items()} for r in runs.values()]
-    return {"mode": mode, "runs": runs, "tables_equal": tables[0] == tables[1]}
+    tables = {e: {m: round(v, 4) for m, v in r["ndcg_capped"].items()} for e, r in runs.items()}
+    for engine, run in runs.items():
+        run["identical"] = tables[engine] == tables["local"]
+    return {"mode": mode, "runs": runs, "tables_equal": all(r["identical"] for r in runs.values())}
+
+
+def sharded_record(preset: str, figures: dict) -> dict:
+    """benchmarks/results/dask_sharded.json's entry for one preset: per engine its users, fit rows, client
+    and worker peaks, wall time and whether its table is the local engine's."""
+    keys = ("users", "rows", "wall_s", "identical")
+    return {
+        engine: {
+            **{k: run[k] for k in keys},
+            "client_peak_gib": run["peak_rss_gib"],
+            "worker_peak_gib": run["worker_peak_gib"],
+        }
+        for engine, run in figures["runs"].items()
+    } | {"machine": figures["machine"], "mode": figures["mode"]}
 
 
 def measure(data: Path, name: str, workers: int, part_rows: int) -> dict:
@@ -262,11 +288,18 @@ def pipeline_summary(figures: dict) -> str:
     ]
     stages = list(next(iter(runs.values()))["stages"])
     rows = [
-        [engine, f"{r['wall_s']:.0f}", f"{r['peak_rss_gib']:.1f}", f"{r['ndcg_capped']['reranked']:.4f}"]
+        [
+            engine,
+            f"{r['wall_s']:.0f}",
+            f"{r['peak_rss_gib']:.1f}",
+            "" if r.get("worker_peak_gib") is None else f"{r['worker_peak_gib']:.1f}",
+            f"{r['ndcg_capped']['reranked']:.4f}",
+        ]
         + [f"{r['stages'].get(s, 0):.0f}" for s in stages]
         for engine, r in runs.items()
     ]
-    lines += table(["engine", "wall s", "client peak GiB", "reranked", *[f"{s} s" for s in stages]], rows)
+    headers = ["engine", "wall s", "client peak GiB", "worker peak GiB", "reranked"]
+    lines += table([*headers, *[f"{s} s" for s in stages]], rows)
     return "\n".join(lines) + "\n"
 
 
@@ -279,11 +312,23 @@ def main() -> None:
     parser.add_argument(
         "--pipeline", action="store_true", help="time `audience run` (validate) on each engine instead"
     )
+    parser.add_argument(
+        "--user-shards", type=int, default=0, help="--pipeline: also run Dask with this many user shards"
+    )
     args = parser.parse_args()
     if args.pipeline:
-        figures = {"preset": args.preset, "machine": machine(), **pipeline(data_dir(args.preset))}
+        figures = {
+            "preset": args.preset,
+            "machine": machine(),
+            **pipeline(data_dir(args.preset), user_shards=args.user_shards),
+        }
         stem = RESULTS / f"dask_pipeline_{args.preset}"
         publish(stem, figures, pipeline_summary(figures))
+        if args.user_shards:
+            path = RESULTS / "dask_sharded.json"
+            sharded = read_json(path) if path.is_file() else {}
+            sharded[args.preset] = sharded_record(args.preset, figures)
+            write_json(path, sharded)
         return
     stem = RESULTS / f"dask_{args.preset}"
     if args.report:

@@ -49,6 +49,11 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
         "--scheduler", help="Dask scheduler address (tcp://host:8786); default a LocalCluster on this machine"
     )
     parser.add_argument("--workers", type=int, help="LocalCluster workers (default one per core)")
+    parser.add_argument(
+        "--user-shards",
+        type=int,
+        help="Dask: cut the users into N shards held by the workers (0: every user's state on the client)",
+    )
 
 
 def config_from_args(args: argparse.Namespace):
@@ -71,7 +76,8 @@ def config_from_args(args: argparse.Namespace):
         "engine",
     )
     cfg = load_config(args.config, **{k: getattr(args, k) for k in keys})
-    cluster = {k: getattr(args, k) for k in ("scheduler", "workers") if getattr(args, k) is not None}
+    options = ("scheduler", "workers", "user_shards")
+    cluster = {k: getattr(args, k) for k in options if getattr(args, k) is not None}
     return replace(cfg, dask=replace(cfg.dask, **cluster)) if cluster else cfg
 
 

@@ -66,6 +66,7 @@ from audience.profiles.aggregates import (
 )
 from audience.profiles.fit_data import FitData
 from audience.profiles.user_shards import UserShard, user_shards
+from audience.resources import peak_rss_gib, reset_peak_rss
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,12 @@ def _shard_fit(
     if path is not None:
         fit.save(Path(path))
     return fit
+
+
+def _worker_peak(reset: bool) -> float:
+    if reset:
+        reset_peak_rss()
+    return peak_rss_gib()
 
 
 def _broadcastable(value) -> bool:
@@ -360,6 +367,10 @@ class DaskEngine:
         found = self.client.gather([f for f in futures if f is not None])
         results = iter(found)
         return [None if f is None else next(results) for f in futures]
+
+    def worker_peak_gib(self, reset: bool = False) -> float:
+        """The largest peak RSS (GiB) of the cluster's workers since their last reset; `reset` starts anew."""
+        return max(self.client.run(_worker_peak, reset).values(), default=0.0)
 
     def boosting(self, n_threads: int) -> DaskBoosting:
         return DaskBoosting(self.client, self.cfg.train_partition_rows)

@@ -41,6 +41,10 @@ class LocalEngine(LocalAggregation):
         """`function(pool, *shared)`: here the pool is one block."""
         return function(pool, *shared)
 
+    def worker_peak_gib(self, reset: bool = False) -> None:
+        """None: no worker processes here (the stage's own peak is the run's)."""
+        return None
+
     def boosting(self, n_threads: int) -> None:
         """None: the boosters train in this process (the model's own default)."""
         return None

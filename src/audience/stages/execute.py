@@ -20,11 +20,13 @@ _stage_depth = 0  # stages run inside a stage (the rank stage's holdout runs) do
 
 @contextmanager
 def _timed(run: Run, stage: str):
-    """Record the stage wall time (timings.json); an outermost stage also its peak RSS, GiB (memory.json)."""
+    """Record the stage wall time (timings.json); an outermost stage also its peak RSS, GiB (memory.json),
+    and on an engine with worker processes (Dask) their largest peak under `workers`."""
     global _stage_depth
     outermost = _stage_depth == 0
     if outermost:
         reset_peak_rss()
+        run.engine.worker_peak_gib(reset=True)
     _stage_depth += 1
     start = time.perf_counter()
     try:
@@ -40,6 +42,9 @@ def _timed(run: Run, stage: str):
         path = run.path("memory.json")
         memory = read_json(path) if path.exists() else {}
         memory[stage] = round(peak_rss_gib(), 3)
+        workers = run.engine.worker_peak_gib()
+        if workers is not None:
+            memory.setdefault("workers", {})[stage] = round(workers, 3)
         write_json(memory, path)
 
 
