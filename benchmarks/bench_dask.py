@@ -159,13 +159,14 @@ def pipeline(data: Path, mode: str = "validate", user_shards: int = 0) -> dict:
     tables = {e: {m: round(v, 4) for m, v in r["ndcg_capped"].items()} for e, r in runs.items()}
     for engine, run in runs.items():
         run["identical"] = tables[engine] == tables["local"]
+        run["differs"] = sorted(m for m, v in tables[engine].items() if tables["local"].get(m) != v)
     return {"mode": mode, "runs": runs, "tables_equal": all(r["identical"] for r in runs.values())}
 
 
 def sharded_record(preset: str, figures: dict) -> dict:
     """benchmarks/results/dask_sharded.json's entry for one preset: per engine its users, fit rows, client
     and worker peaks, wall time and whether its table is the local engine's."""
-    keys = ("users", "rows", "wall_s", "identical")
+    keys = ("users", "rows", "wall_s", "identical", "differs")
     return {
         engine: {
             **{k: run[k] for k in keys},

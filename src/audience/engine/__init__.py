@@ -10,10 +10,12 @@ them: what runs on blocks is handed to them.
 What stays on the client under Dask, and why: indexing the run's users and clips (the catalog: one
 metadata read), combining a split's weekly aggregates into profiles (one pass over the cached .npy files,
 49 s for vk's 25 weeks; its output is the user profiles every later stage reads here), the GMM fit,
-fitting each candidate source (its index is then broadcast; with `[dask] user_shards`, the sources that
-split by user are fitted per shard on the workers instead), the RRF blend and MixiGen (one pass over the
+fitting each candidate source (its index is then broadcast), the RRF blend and MixiGen (one pass over the
 pools), the reranker's prediction, the cap-aware assignment (a global greedy over every clip's list) and
-the evaluation."""
+the evaluation. With `[dask] user_shards`, the users' state leaves the client: each shard's fit data is
+combined and saved by a worker, the sources that split by user are fitted and answered there, and the
+pair features read each user's state on its shard; the client keeps the counts, the pools and the
+clip- and author-side tables (the CF bridges and the first stage still gather every shard's fit data)."""
 
 from __future__ import annotations
 

@@ -9,9 +9,9 @@
   are queried there (a broadcast, not a sharded, index: a source is fitted on the client from the split's
   profiles, and at VK scale its index is ~100-300 MB, cheaper to copy than to shard; sources whose draws
   depend on the whole batch (random) answer on the client).
-- Maps over blocks of target clips (the rank stage's pair features): the caller's function and its shared
-  inputs (the fit data and the pool-wide tables, computed on the client) are sent to the workers, and each
-  block of clips is mapped there.
+- Maps over blocks of target clips (the rank stage's pair features without user shards): the caller's
+  function and its shared inputs (the fit data and the pool-wide tables, computed on the client) are sent
+  to the workers, and each block of clips is mapped there.
 - Sources over user shards (`DaskConfig.user_shards` > 0; candidates/sharded.py says which sources split,
   exactly or, for HNSW indexes, approximately):
   each worker combines one shard of users' fit data straight from the shared aggregate cache and keeps it
@@ -21,6 +21,9 @@
   each build their own index, approximate as one global index is). A source that
   needs a total over every user gets it as a sum of per-shard parts first. Each shard refits the source's
   clip-side state (co-engagement's index of old clips), so that part of a fit costs once per shard.
+  The profiles stage saves each shard's fit data from its worker (`shard_fits(..., folder, rebuild)`),
+  and later stages read it there. `shard_map` runs any function on every shard's worker, its results
+  gathered or kept there as futures: the pair features use it (rank/sharded_features.py).
 - Reranker boosting: xgboost.dask (engine/dask_boosting.py).
 
 Broadcast objects are scattered to every worker, so a lost worker leaves copies on the others; a lost
