@@ -43,13 +43,17 @@ LABELLED_POOLS = "labelled_pool_*.parquet"
 
 
 def holdout_key(cfg: RunConfig, split: Split) -> dict:
-    """Everything that shapes a holdout run's profiles and candidates: equal keys, equal artifacts."""
+    """Everything that shapes a holdout run's profiles and candidates: equal keys, equal artifacts. A run on
+    user shards keeps its users' state in the shards' files, not in fit_data.npz: its holdout runs are its
+    own (the key says so only then, so that other runs' keys stay as they were)."""
+    sharded = {"fit_data": "user shards"} if cfg.engine == "dask" and cfg.dask.user_shards else {}
     return json.loads(
         json.dumps(
             {
                 "fit_weeks": [str(p) for p in split.fit_weeks],
                 "truth_week": str(split.truth_week),
                 **cfg.candidate_settings(),
+                **sharded,
                 # regenerated or re-downloaded data under the same paths must not reuse old holdout runs
                 "data_stamps": [file_stamp(p) for p in (*split.fit_weeks, split.truth_week)],
                 "code": HOLDOUT_CODE,

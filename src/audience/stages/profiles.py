@@ -52,7 +52,6 @@ def _sharded_counts(run: Run, store: AggregateStore, split: Split) -> FitData:
     """With user shards: every shard's fit data combined on its worker and saved in fit_shards/ (for the
     later stages' shards), and their counts gathered here (the users' state never reaches the client)."""
     build_aggregates(store, split.fit_weeks, not run.cfg.quiet, run.engine)
-    shutil.rmtree(run.path("fit_shards"), ignore_errors=True)  # another shard count's files would go stale
     return FitData.stacked(run.engine.shard_map(run.shard_fits(rebuild=True), shard_counts))
 
 
@@ -63,6 +62,7 @@ def stage_profiles(run: Run) -> None:
     pseudo_new, warm_sample = run.holdout_samples()  # both empty unless a holdout run asks for them
     catalog, target_ids = _index_catalog(run, split, pseudo_new, warm_sample)
     store = run.aggregate_store()
+    shutil.rmtree(run.path("fit_shards"), ignore_errors=True)  # an earlier profiles stage's shards are stale
     if run.engine.n_user_shards:
         fit = _sharded_counts(run, store, split)
     else:
