@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 
 from audience.candidates import ClipQueries
-from audience.config import RunConfig, load_config
-from audience.data.catalog import Catalog, load_catalog
+from audience.config import ProfileSettings, RunConfig, load_config
+from audience.data.catalog import Catalog, RunNeeds, load_catalog
 from audience.data.layout import DatasetLayout
 from audience.data.presets import preset
 from audience.data.schema import DEFAULT_POSITIVE_FLAGS
 from audience.data.synthetic import generate
+from audience.data.weeks import distinct_ids
+from audience.profiles.aggregates import AggregateStore, fit_from_aggregates
 from audience.profiles.fit_data import FitData
 from audience.profiles.reference_pass import build_fit_data
 
@@ -32,6 +34,20 @@ def tiny_world(data_dir: Path, n_queries: int) -> tuple[Catalog, FitData, ClipQu
     catalog = load_catalog(layout)
     fit = build_fit_data(layout.train_weeks(), catalog, DEFAULT_POSITIVE_FLAGS, progress=False)
     return catalog, fit, ClipQueries.from_catalog(catalog, catalog.items.ids[:n_queries])
+
+
+@pytest.fixture(scope="session")
+def tiny_aggregates(tiny_dir, tmp_path_factory) -> tuple[Catalog, AggregateStore, list[Path], FitData]:
+    """The tiny train weeks' catalog, their aggregate store (built) and the whole FitData combined from it:
+    what user shards are combined from and compared with."""
+    layout = DatasetLayout(tiny_dir)
+    weeks = layout.train_weeks()
+    catalog = load_catalog(layout, None, RunNeeds(*distinct_ids(weeks)))
+    metadata = (layout.items_metadata, layout.item_embeddings)
+    store = AggregateStore(
+        tmp_path_factory.mktemp("weeks"), catalog, DEFAULT_POSITIVE_FLAGS, ProfileSettings(), metadata
+    )
+    return catalog, store, weeks, fit_from_aggregates(store, weeks, progress=False)
 
 
 def tiny_config(data_dir: Path, run_dir: Path, **overrides) -> RunConfig:

@@ -10,29 +10,18 @@ from audience.arrays import TopK, merge_top_k, top_k
 from audience.candidates import ClipQueries, make_source
 from audience.candidates.ann import exact_search, recall_against_exact
 from audience.candidates.sharded import sharded_answers, user_separable, user_shardable
-from audience.config import DEFAULT_POSITIVE_FLAGS, ProfileSettings, load_config
-from audience.data.catalog import RunNeeds, load_catalog
-from audience.data.layout import DatasetLayout
-from audience.data.weeks import distinct_ids
-from audience.profiles.aggregates import AggregateStore, fit_from_aggregates
+from audience.config import load_config
+from audience.profiles.aggregates import fit_from_aggregates
 from audience.profiles.user_shards import user_shards
 
 SEPARABLE = ["exact:all", "exact:positive", "author_fans", "coengagement"]
 
 
 @pytest.fixture(scope="module")
-def split(tiny_dir, tmp_path_factory):
+def split(tiny_aggregates):
     """The tiny train weeks' catalog, aggregate store and whole FitData, and 300 target queries."""
-    layout = DatasetLayout(tiny_dir)
-    weeks = layout.train_weeks()
-    catalog = load_catalog(layout, None, RunNeeds(*distinct_ids(weeks)))
-    metadata = (layout.items_metadata, layout.item_embeddings)
-    store = AggregateStore(
-        tmp_path_factory.mktemp("weeks"), catalog, DEFAULT_POSITIVE_FLAGS, ProfileSettings(), metadata
-    )
-    whole = fit_from_aggregates(store, weeks, progress=False)
-    queries = ClipQueries.from_catalog(catalog, catalog.items.ids[:300])
-    return catalog, store, weeks, whole, queries
+    catalog = tiny_aggregates[0]
+    return (*tiny_aggregates, ClipQueries.from_catalog(catalog, catalog.items.ids[:300]))
 
 
 def test_merged_top_k_equals_the_top_k_of_the_union():

@@ -9,11 +9,8 @@ import pytest
 from scipy import sparse
 
 from audience.candidates import ClipQueries, make_source
-from audience.config import DEFAULT_POSITIVE_FLAGS, ProfileSettings, SimilarAuthorsSettings, load_config
-from audience.data.catalog import RunNeeds, load_catalog
-from audience.data.layout import DatasetLayout
-from audience.data.weeks import distinct_ids
-from audience.profiles.aggregates import AggregateStore, fit_from_aggregates
+from audience.config import SimilarAuthorsSettings, load_config
+from audience.profiles.aggregates import fit_from_aggregates
 from audience.profiles.user_shards import user_shards
 from audience.rank.features import candidate_pool, pair_features, pool_context
 from audience.rank.sharded_features import (
@@ -30,17 +27,10 @@ CUT = SimilarAuthorsSettings(k=6, pair_budget=200_000)
 
 
 @pytest.fixture(scope="module")
-def world(tiny_dir, tmp_path_factory):
+def world(tiny_aggregates):
     """The tiny train weeks' catalog, aggregate store, whole FitData, 200 target clips and a pool of three
     sources' top 60 users each."""
-    layout = DatasetLayout(tiny_dir)
-    weeks = layout.train_weeks()
-    catalog = load_catalog(layout, None, RunNeeds(*distinct_ids(weeks)))
-    metadata = (layout.items_metadata, layout.item_embeddings)
-    store = AggregateStore(
-        tmp_path_factory.mktemp("weeks"), catalog, DEFAULT_POSITIVE_FLAGS, ProfileSettings(), metadata
-    )
-    whole = fit_from_aggregates(store, weeks, progress=False)
+    catalog, store, weeks, whole = tiny_aggregates
     queries = ClipQueries.from_catalog(catalog, catalog.items.ids[-200:])
     cfg = load_config(None)
     frames = {}
