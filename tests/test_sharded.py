@@ -12,7 +12,7 @@ from audience.candidates.ann import exact_search, recall_against_exact
 from audience.candidates.sharded import sharded_answers, user_separable, user_shardable
 from audience.config import load_config
 from audience.profiles.aggregates import fit_from_aggregates
-from audience.profiles.user_shards import user_shards
+from audience.profiles.user_shards import in_process, user_shards
 
 SEPARABLE = ["exact:all", "exact:positive", "author_fans", "coengagement"]
 
@@ -22,6 +22,11 @@ def split(tiny_aggregates):
     """The tiny train weeks' catalog, aggregate store and whole FitData, and 300 target queries."""
     catalog = tiny_aggregates[0]
     return (*tiny_aggregates, ClipQueries.from_catalog(catalog, catalog.items.ids[:300]))
+
+
+def answers(build, shards, catalog, queries, k):
+    """sharded_answers over (shard, FitData) pairs held in this process."""
+    return sharded_answers(build, in_process(shards), [shard for shard, _ in shards], catalog, queries, k)
 
 
 def test_merged_top_k_equals_the_top_k_of_the_union():
@@ -56,7 +61,7 @@ def test_sharded_sources_answer_as_the_whole_source(split, name, n_shards):
         (shard, fit_from_aggregates(store, weeks, progress=False, shard=shard))
         for shard in user_shards(catalog.n_users, n_shards)
     ]
-    got = sharded_answers(lambda: make_source(name, cfg), shards, catalog, queries, 40)
+    got = answers(lambda: make_source(name, cfg), shards, catalog, queries, 40)
     assert (want.ids >= 0).sum() > len(queries) * 5, "the source answers"
     np.testing.assert_array_equal(got.ids, want.ids)
     np.testing.assert_array_equal(got.scores, want.scores)
@@ -69,7 +74,7 @@ def test_sources_that_do_not_split_by_user_are_refused(split, name):
     assert not user_separable(make_source(name, cfg))
     with pytest.raises(ValueError, match="does not split by user"):
         shard = user_shards(catalog.n_users, 1)[0]
-        sharded_answers(lambda: make_source(name, cfg), [(shard, whole)], catalog, queries, 10)
+        answers(lambda: make_source(name, cfg), [(shard, whole)], catalog, queries, 10)
 
 
 @pytest.mark.parametrize("name", ["hnsw:all", "hnsw:positive", "reach:recency"])
@@ -92,7 +97,7 @@ def test_hnsw_shards_answer_near_the_exact_search(split, name):
         (shard, fit_from_aggregates(store, weeks, progress=False, shard=shard))
         for shard in user_shards(catalog.n_users, 3)
     ]
-    got = sharded_answers(lambda: make_source(name, cfg), shards, catalog, queries, k)
+    got = answers(lambda: make_source(name, cfg), shards, catalog, queries, k)
     got_rows = TopK(got.ids[rows], got.scores[rows])
     found = got_rows.ids >= 0
     assert found.sum() > len(rows) * k * 0.9, "the shards answer"

@@ -11,11 +11,10 @@ from scipy import sparse
 from audience.candidates import ClipQueries, make_source
 from audience.config import SimilarAuthorsSettings, load_config
 from audience.profiles.aggregates import fit_from_aggregates
-from audience.profiles.user_shards import user_shards
+from audience.profiles.user_shards import in_process, user_shards
 from audience.rank.features import candidate_pool, pair_features, pool_context
 from audience.rank.sharded_features import (
     add_parts,
-    in_process,
     sharded_neighbours,
     sharded_pair_features,
     sharded_pool_context,

@@ -1,7 +1,7 @@
 """Warm targets as candidates: in VK-LSVD no (user, clip) pair repeats, so a user who already saw a warm
 target cannot be a new positive for it. `ExcludeSeen` wraps any generator and drops the clip's fit-week
-audience (data/target_history.py) from its lists; `seen_extra` and `drop_seen` do the same for answers
-gathered another way (user shards merged: engine/dask_engine.py).
+audience (data/target_history.py) from its lists; `largest_audience` and `drop_seen` do the same for answers
+gathered another way (user shards merged: stages/candidates.py).
 Limits: the source is asked for up to twice `k` users, so a clip whose audience fills more than that can
 come back short (the assignment fills it)."""
 
@@ -18,11 +18,11 @@ from audience.data.target_history import seen_pairs
 from audience.profiles.fit_data import FitData
 
 
-def seen_extra(history: pl.DataFrame, k: int) -> int:
-    """Users to ask a source for beyond `k`: the largest fit-week audience of any target, at most `k` (so a
-    clip's list does not depend on which other clips share its batch)."""
+def largest_audience(history: pl.DataFrame) -> int:
+    """The largest fit-week audience of any target: how many users beyond `k` to ask a source for, at most
+    `k` (so a clip's list does not depend on which other clips share its batch)."""
     audience = history.select("item_id", "user_id").unique()["item_id"].value_counts()
-    return min(int(audience["count"].max()) if audience.height else 0, k)
+    return int(audience["count"].max()) if audience.height else 0
 
 
 def drop_seen(top: TopK, seen: tuple[np.ndarray, np.ndarray], n_users: int, k: int) -> TopK:
@@ -48,10 +48,12 @@ class ExcludeSeen:
         self.name = inner.name
         self.whole_batch = getattr(inner, "whole_batch", False)
         self.catalog: Catalog | None = None
+        self.largest = 0  # largest_audience, counted once at fit
 
     def fit(self, data: FitData, catalog: Catalog) -> ExcludeSeen:
         self.inner.fit(data, catalog)
         self.catalog = catalog
+        self.largest = largest_audience(self.history)
         return self
 
     def recommend(self, clips: ClipQueries, k: int) -> TopK:
@@ -59,5 +61,5 @@ class ExcludeSeen:
         seen = seen_pairs(self.history, clips.item_ids, self.catalog)
         if seen[0].size == 0:
             return self.inner.recommend(clips, k)
-        top = self.inner.recommend(clips, k + seen_extra(self.history, k))
+        top = self.inner.recommend(clips, k + min(self.largest, k))
         return drop_seen(top, seen, self.catalog.n_users, k)

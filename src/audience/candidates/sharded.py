@@ -1,8 +1,8 @@
 """Sources answered shard by shard: each user shard (profiles/user_shards.py) fits its own copy of a source
 on its users' FitData and answers its own top-k users per clip; the answers are merged per clip
 (`arrays.merge_top_k`). No step holds more than one shard's users and the clips x k answers.
-`sharded_answers` runs the shards one after the other in this process; the Dask engine runs
-`shard_population` and `shard_answer` on the worker that holds each shard (engine/dask_engine.py).
+`sharded_answers` reaches the shards through the `ShardMap` its caller passes (profiles/user_shards.py):
+`in_process`, one shard after the other here, or the Dask engine's, on the worker that holds each shard.
 
 Which sources split by user (`user_separable`): those whose score of (user, clip) reads only that user's
 state and clip-side tables, and whose top-k is exact, so that the merged lists equal the unsharded source's,
@@ -28,7 +28,7 @@ from audience.arrays import TopK, merge_top_k
 from audience.candidates.base import CandidateSource, ClipQueries
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
-from audience.profiles.user_shards import UserShard
+from audience.profiles.user_shards import ShardMap, UserShard
 
 
 def user_separable(source: CandidateSource) -> bool:
@@ -41,14 +41,15 @@ def user_shardable(source: CandidateSource) -> bool:
     return user_separable(source) or bool(getattr(source, "approximate_shards", False))
 
 
-def shard_population(build: Callable[[], CandidateSource], data: FitData) -> np.ndarray:
+def shard_population(shard: UserShard, data: FitData, build: Callable[[], CandidateSource]) -> np.ndarray:
     """A shard's additive part of the total over every user that `build()`'s source needs (`population`)."""
     return np.asarray(build().population(data))
 
 
 def shard_answer(
-    build: Callable[[], CandidateSource],
+    shard: UserShard,
     data: FitData,
+    build: Callable[[], CandidateSource],
     catalog: Catalog,
     clips: ClipQueries,
     k: int,
@@ -75,19 +76,22 @@ def population_total(parts: Sequence[np.ndarray]) -> np.ndarray:
 
 def sharded_answers(
     build: Callable[[], CandidateSource],
-    shards: Sequence[tuple[UserShard, FitData]],
+    shard_map: ShardMap,
+    shards: Sequence[UserShard],
     catalog: Catalog,
     clips: ClipQueries,
     k: int,
 ) -> TopK:
-    """The top-k users (global indices) of every clip from a fresh `build()` per shard, fitted on that
-    shard's FitData, merged. Raises ValueError for a source that does not split by user."""
+    """The top-k users (global indices) of every clip from a fresh `build()` per shard of `shard_map`
+    (`shards`, in its order), fitted on that shard's FitData, merged. Raises ValueError for a source that
+    does not split by user. Across processes `build` must pickle (a module-level function or a partial)."""
     if not shards:
         raise ValueError("sharded_answers needs at least one shard")
     source = build()
     check_shardable(source)
     total = None
     if hasattr(source, "population"):
-        total = population_total([shard_population(build, data) for _, data in shards])
-    parts = [shard_answer(build, data, catalog, clips, k, total) for _, data in shards]
-    return merge_top_k(parts, [shard.start for shard, _ in shards], k)
+        total = population_total(shard_map(shard_population, build))
+    desc = f"{source.name} ({len(shards)} user shards)"
+    parts = shard_map(shard_answer, build, catalog, clips, k, total, desc=desc)
+    return merge_top_k(parts, [shard.start for shard in shards], k)

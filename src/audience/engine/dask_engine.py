@@ -13,17 +13,17 @@
   function and its shared inputs (the fit data and the pool-wide tables, computed on the client) are sent
   to the workers, and each block of clips is mapped there.
 - Sources over user shards (`DaskConfig.user_shards` > 0; candidates/sharded.py says which sources split,
-  exactly or, for HNSW indexes, approximately):
-  each worker combines one shard of users' fit data straight from the shared aggregate cache and keeps it
-  (`shard_fits`); for each source every shard fits its own copy and answers its own top-k users of every
-  target clip (`sharded_recommend`); the client merges the shards' answers (clips x k x shards, nothing
-  that grows with the users) into the unsharded source's lists, ties included (an HNSW source's shards
-  each build their own index, approximate as one global index is). A source that
-  needs a total over every user gets it as a sum of per-shard parts first. Each shard refits the source's
-  clip-side state (co-engagement's index of old clips), so that part of a fit costs once per shard.
-  The profiles stage saves each shard's fit data from its worker (`shard_fits(..., folder, rebuild)`),
-  and later stages read it there. `shard_map` runs any function on every shard's worker, its results
-  gathered or kept there as futures: the pair features use it (rank/sharded_features.py).
+  exactly or, for HNSW indexes, approximately): each worker combines one shard of users' fit data straight
+  from the shared aggregate cache and keeps it (`shard_fits`); for each source every shard fits its own
+  copy and answers its own top-k users of every target clip (candidates/sharded.py's `sharded_answers`
+  through `shard_map`); the client merges the shards' answers (clips x k x shards, nothing that grows with
+  the users) into the unsharded source's lists, ties included (an HNSW source's shards each build their
+  own index, approximate as one global index is). A source that needs a total over every user gets it as a
+  sum of per-shard parts first. Each shard refits the source's clip-side state (co-engagement's index of
+  old clips), so that part of a fit costs once per shard. The profiles stage saves each shard's fit data
+  from its worker (`shard_fits(..., folder, rebuild)`), and later stages read it there. `shard_map` runs
+  any function on every shard's worker, its results gathered or kept there as futures: the sources and the
+  pair features use it (rank/sharded_features.py).
 - Reranker boosting: xgboost.dask (engine/dask_boosting.py).
 
 Broadcast objects are scattered to every worker, so a lost worker leaves copies on the others; a lost
@@ -49,9 +49,8 @@ import polars as pl
 from distributed import Future
 
 from audience import progress as progress_report
-from audience.arrays import TopK, merge_top_k
+from audience.arrays import TopK
 from audience.candidates.base import CandidateSource, ClipQueries
-from audience.candidates.sharded import check_shardable, population_total, shard_answer, shard_population
 from audience.config import DaskConfig, ProfileSettings
 from audience.data.catalog import Catalog
 from audience.data.ids import unique_sorted
@@ -320,33 +319,6 @@ class DaskEngine:
             fits.append((shard, task))
         return fits
 
-    def sharded_recommend(
-        self,
-        build: Callable[[], CandidateSource],
-        fits: list[tuple[UserShard, object]],
-        catalog: Catalog,
-        queries: ClipQueries,
-        k: int,
-    ) -> TopK:
-        """The top-k users (global indices) of every query clip from a fresh `build()` per shard of `fits`
-        (shard_fits), each fitted and asked on its shard's worker, merged on the client: the unsharded
-        source's lists, or for an approximate one (HNSW) one index per shard (candidates/sharded.py).
-        Raises ValueError for a source that does not split by user. Needs a picklable `build` (a
-        module-level function or a partial of one)."""
-        source = build()
-        check_shardable(source)
-        total = None
-        if hasattr(source, "population"):
-            parts = [self.client.submit(shard_population, build, fit, pure=False) for _, fit in fits]
-            total = population_total(self.client.gather(parts))
-        shared_catalog, shared_queries = self._broadcast(catalog), self._broadcast(queries)
-        futures = [
-            self.client.submit(shard_answer, build, fit, shared_catalog, shared_queries, k, total, pure=False)
-            for _, fit in fits
-        ]
-        answers = gathered(futures, f"{source.name} (dask, {len(fits)} user shards)")
-        return merge_top_k(answers, [shard.start for shard, _ in fits], k)
-
     def shard_map(
         self,
         fits: list[tuple[UserShard, object]],
@@ -354,11 +326,13 @@ class DaskEngine:
         *shared,
         per_shard: Sequence | None = None,
         keep: bool = False,
+        desc: str | None = None,
     ) -> list:
         """`function(shard, fit, *per_shard[i], *shared)` on the worker of each shard of `fits` (shard_fits;
         with `per_shard`, only where its entry is not None), its results gathered in shard order (None where
-        skipped), or with `keep` their futures, held there for later calls (rank/sharded_features.py's
-        ShardMap). Arrays and other large `shared` values are broadcast once per call."""
+        skipped; a progress report as shards finish when `desc` names one), or with `keep` their futures,
+        held there for later calls (profiles/user_shards.py's ShardMap). Arrays and other large `shared`
+        values are broadcast once per call."""
         args = per_shard if per_shard is not None else [()] * len(fits)
         shared = tuple(self._broadcast(v) if _broadcastable(v) else v for v in shared)
         futures = [
@@ -367,7 +341,8 @@ class DaskEngine:
         ]
         if keep:
             return futures
-        found = self.client.gather([f for f in futures if f is not None])
+        submitted = [f for f in futures if f is not None]
+        found = gathered(submitted, f"{desc} (dask)") if desc else self.client.gather(submitted)
         results = iter(found)
         return [None if f is None else next(results) for f in futures]
 

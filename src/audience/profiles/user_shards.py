@@ -11,6 +11,7 @@ balanced (a shard of heavy users costs more)."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,3 +56,32 @@ def whole_fit(shard: UserShard, fit: FitData) -> FitData:
 def shard_counts(shard: UserShard, fit: FitData) -> FitData:
     """A shard's activity counts and mixture (FitData.counts)."""
     return fit.counts()
+
+
+# How work reaches the shards, passed down by its caller: `shard_map(function, *shared, per_shard=None,
+# keep=False, desc=None)` calls `function(shard, fit, *per_shard[i], *shared)` for every shard (with
+# `per_shard`, only where its entry is not None) and returns the results in shard order (None where skipped),
+# or with `keep` handles that later calls can take among their `per_shard` arguments; `desc` names a progress
+# report. The Dask engine's runs on the worker that holds each shard (DaskEngine.shard_map, futures as
+# handles); `in_process` holds every shard here.
+ShardMap = Callable[..., list]
+
+
+def in_process(shards: Sequence[tuple[UserShard, FitData]]) -> ShardMap:
+    """A `ShardMap` over shards held in this process, one after the other (handles are the values)."""
+
+    def shard_map(
+        function: Callable,
+        *shared,
+        per_shard: Sequence | None = None,
+        keep: bool = False,
+        desc: str | None = None,
+    ) -> list:
+        del keep, desc  # the values are their own handles; nothing to report
+        args = per_shard if per_shard is not None else [()] * len(shards)
+        return [
+            None if extra is None else function(shard, fit, *extra, *shared)
+            for (shard, fit), extra in zip(shards, args, strict=True)
+        ]
+
+    return shard_map

@@ -17,16 +17,13 @@ Equal to `pair_features` on one fit data, whatever the number of shards: every s
 or a float64 sum rounded to float32 once, after the shards' parts are added (the only difference: a float64
 sum within its rounding error, ~1e-16, of a float32 tie, which no test or run has met).
 
-`ShardMap` is how the work reaches the shards, passed down by the caller: `shard_map(function, *shared,
-per_shard=None, keep=False)` calls `function(shard, fit, *per_shard[i], *shared)` for every shard (with
-`per_shard`, only where its entry is not None), returning the results in shard order, or with `keep`
-handles that later calls can take among their `per_shard` arguments (the Dask engine's futures;
-`in_process` here, which holds every shard in this process, for tests and references)."""
+The work reaches the shards through a `ShardMap` passed down by the caller (profiles/user_shards.py: the
+Dask engine's, or `in_process` for tests and references)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -36,7 +33,7 @@ from audience.candidates.base import ClipQueries
 from audience.config import SimilarAuthorsSettings
 from audience.data.catalog import Catalog
 from audience.profiles.fit_data import FitData
-from audience.profiles.user_shards import UserShard
+from audience.profiles.user_shards import ShardMap, UserShard
 from audience.rank.features import (
     PoolContext,
     UserTables,
@@ -58,22 +55,6 @@ from audience.rank.similar_authors import (
     squared_norms,
     unit_audience,
 )
-
-ShardMap = Callable[..., list]
-
-
-def in_process(shards: Sequence[tuple[UserShard, FitData]]) -> ShardMap:
-    """A `ShardMap` over shards held in this process (handles are the values themselves)."""
-
-    def shard_map(function: Callable, *shared, per_shard: Sequence | None = None, keep: bool = False) -> list:
-        del keep  # the values are their own handles
-        args = per_shard if per_shard is not None else [()] * len(shards)
-        return [
-            None if extra is None else function(shard, fit, *extra, *shared)
-            for (shard, fit), extra in zip(shards, args, strict=True)
-        ]
-
-    return shard_map
 
 
 def add_parts(parts: Sequence[np.ndarray]) -> np.ndarray:
@@ -178,16 +159,7 @@ def _shard_pair_columns(
 ) -> pl.DataFrame:
     """The columns of a shard's pairs (local user indices), its users' tables in the common context."""
     shares = {name: values[shard.start : shard.stop] for name, values in common.shares.items()}
-    context = PoolContext(
-        tables,
-        shares,
-        common.author_cols,
-        common.neighbours,
-        common.row_of_author,
-        common.clip_vectors,
-        common.posteriors,
-    )
-    return pair_columns(pairs, fit, queries, context)
+    return pair_columns(pairs, fit, queries, replace(common, users=tables, shares=shares))
 
 
 def sharded_pair_features(
@@ -201,25 +173,15 @@ def sharded_pair_features(
         rows = np.flatnonzero((user >= shard.start) & (user < shard.stop))
         rows_of.append(rows)
         local = block[rows].with_columns(pl.col("user") - shard.start)
-        per_shard.append((tables, local) if rows.size else None)
+        # a shard without pairs is skipped, but the first always answers: an empty block has every column
+        per_shard.append((tables, local) if rows.size or not per_shard else None)
     parts = shard_map(_shard_pair_columns, queries, context.common, per_shard=per_shard)
-    frames = [
-        part.with_columns(pl.col("user") + shard.start)
-        for shard, part in zip(context.shards, parts, strict=True)
-        if part is not None
-    ]
-    if not frames:  # an empty block: the columns of an empty pool
-        return pair_columns_of_empty(block, queries, context, shard_map)
-    merged = pl.concat(frames)
+    merged = pl.concat(
+        [
+            part.with_columns(pl.col("user") + shard.start)
+            for shard, part in zip(context.shards, parts, strict=True)
+            if part is not None
+        ]
+    )
     order = np.argsort(np.concatenate(rows_of), kind="stable")
     return within_clip_features(merged[order])
-
-
-def pair_columns_of_empty(
-    block: pl.DataFrame, queries: ClipQueries, context: ShardedContext, shard_map: ShardMap
-) -> pl.DataFrame:
-    """An empty block's frame with every column (the first shard computes it)."""
-    per_shard = [None] * len(context.shards)
-    per_shard[0] = (context.users[0], block)
-    part = shard_map(_shard_pair_columns, queries, context.common, per_shard=per_shard)[0]
-    return within_clip_features(part)

@@ -12,8 +12,8 @@ from audience import timing
 from audience.arrays import TopK
 from audience.candidates import ClipQueries, make_source
 from audience.candidates.ann import recall_against_exact
-from audience.candidates.exclude_seen import ExcludeSeen, drop_seen, seen_extra
-from audience.candidates.sharded import user_shardable
+from audience.candidates.exclude_seen import ExcludeSeen, drop_seen, largest_audience
+from audience.candidates.sharded import sharded_answers, user_shardable
 from audience.data.target_history import seen_pairs
 from audience.io import write_json, write_parquet
 from audience.profiles.fit_data import FitData
@@ -75,7 +75,8 @@ def sharded_lists(
     the targets' fit-week audience (`history`, None to keep it) left out as ExcludeSeen leaves it out."""
     depth = run.cfg.candidate_depth
     seen = None if history is None else seen_pairs(history, queries.item_ids, run.catalog)
-    extra = seen_extra(history, depth) if seen is not None and seen[0].size else 0
+    extra = min(largest_audience(history), depth) if seen is not None and seen[0].size else 0
     build = partial(make_source, name, run.cfg)
-    top = run.engine.sharded_recommend(build, shard_fits, run.catalog, queries, depth + extra)
+    shard_map = partial(run.engine.shard_map, shard_fits)
+    top = sharded_answers(build, shard_map, [s for s, _ in shard_fits], run.catalog, queries, depth + extra)
     return top if seen is None else drop_seen(top, seen, run.catalog.n_users, depth)
