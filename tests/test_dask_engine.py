@@ -396,11 +396,11 @@ def test_user_shards_give_every_source_the_local_lists(tiny_stocked_dir, tmp_pat
 def test_the_tiny_pipeline_gives_one_table_on_1_2_and_3_user_shards(tiny_run, tmp_path, cluster, monkeypatch):
     """`audience run` end to end with the sources, the pair features of the rank stage's pool and of its
     holdout runs' pools computed on 1, 2 and 3 user shards: the NDCG@100 table equals the local engine's to
-    4 decimals for every method (sources that split exactly; the reranker without sampling, as in
-    test_pipeline_on_dask_equals_local). No stage loads the whole fit data on the client: fit_data.npz holds
-    the counts, each shard's fit data is saved by the profiles stage in fit_shards/ and read there; gathered
-    (Run.fit_data, for the sources not on shards) it is the local run's. Each run has a folder of its own,
-    so that its holdout runs are built on its shards, not shared."""
+    4 decimals for every method (sources that split exactly, BPR fitted on the rows the shards send; the
+    reranker without sampling, as in test_pipeline_on_dask_equals_local). No stage loads the whole fit data
+    on the client: fit_data.npz holds the counts, each shard's fit data is saved by the profiles stage in
+    fit_shards/ and read there; gathered (Run.fit_data, for the tests' comparison) it is the local run's.
+    Each run has a folder of its own, so that its holdout runs are built on its shards, not shared."""
     from audience.pipeline import run_all
     from audience.profiles.fit_data import FitData
     from audience.stages.run import Run
@@ -411,7 +411,7 @@ def test_the_tiny_pipeline_gives_one_table_on_1_2_and_3_user_shards(tiny_run, tm
         tmp_path / "local",
         weeks_dir=tmp_path / "weeks",
         reranker=exact,
-        sources=("author_fans", "exact:positive", "coengagement"),
+        sources=("author_fans", "exact:positive", "coengagement", "bpr_bridge"),
         baselines=("popular", "exact:all"),
         final_method="author_fans",
         n_threads=1,

@@ -3,14 +3,24 @@ alone, the answers merged, equal the unsharded source's lists, ties included."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import partial
+
 import numpy as np
 import pytest
 
 from audience.arrays import TopK, merge_top_k, top_k
 from audience.candidates import ClipQueries, make_source
 from audience.candidates.ann import exact_search, recall_against_exact
-from audience.candidates.sharded import sharded_answers, user_separable, user_shardable
-from audience.config import load_config
+from audience.candidates.cf_bridges import bpr_users
+from audience.candidates.sharded import (
+    fits_on_sampled_rows,
+    fitted_on_sampled_rows,
+    sharded_answers,
+    user_separable,
+    user_shardable,
+)
+from audience.config import BprBridgeSettings, SourceSettings, load_config
 from audience.profiles.aggregates import fit_from_aggregates
 from audience.profiles.user_shards import in_process, user_shards
 
@@ -108,3 +118,50 @@ def test_hnsw_shards_answer_near_the_exact_search(split, name):
     one_index = source.recommend(queries, k)
     one_index_recall = recall_against_exact(TopK(one_index.ids[rows], one_index.scores[rows]), exact)
     assert recall_against_exact(got_rows, exact) >= min(one_index_recall, 0.99) - 0.01
+
+
+def test_bpr_users_are_the_most_engaged_within_the_budget():
+    """`bpr_users` against a slow loop: users by positives (ties to the smaller index) while the sum fits."""
+    rng = np.random.default_rng(3)
+    positives = rng.integers(0, 6, size=200)  # many ties, some users without positives
+    for budget in (1, 2, 37, 150, int(positives.sum()), 10**9):
+        kept, total = [], 0
+        for user in sorted(range(positives.size), key=lambda u: (-positives[u], u)):
+            if positives[user] == 0 or (kept and total + positives[user] > budget):
+                break
+            kept.append(user)
+            total += positives[user]
+        got = bpr_users(positives, budget)
+        np.testing.assert_array_equal(got, sorted(kept), err_msg=str(budget))
+        assert got.dtype == np.int32
+
+
+@pytest.mark.parametrize("n_shards", [1, 2, 3])
+@pytest.mark.parametrize("budget_share", [None, 0.5])
+def test_bpr_on_the_rows_the_shards_send_is_the_bpr_of_the_whole_fit(split, n_shards, budget_share):
+    """'bpr_bridge' fitted on the rows of its sample that 1, 2 or 3 shards send answers as the source fitted
+    on the whole fit data, bit for bit, with every user learned or a binding budget (whose lists then hold
+    only the sample's users)."""
+    catalog, store, weeks, whole, queries = split
+    total = int(whole.user_positives.sum())
+    max_positives = total if budget_share is None else int(total * budget_share)
+    settings = replace(BprBridgeSettings(), epochs=3, max_positives=max_positives)
+    cfg = load_config(n_threads=1, source=SourceSettings(bpr_bridge=settings))
+    source = make_source("bpr_bridge", cfg)
+    assert fits_on_sampled_rows(source) and not user_shardable(source)
+    want = source.fit(whole, catalog).recommend(queries, 40)
+    shards = [
+        (shard, fit_from_aggregates(store, weeks, progress=False, shard=shard))
+        for shard in user_shards(catalog.n_users, n_shards)
+    ]
+    build = partial(make_source, "bpr_bridge", cfg)
+    got = fitted_on_sampled_rows(
+        build, in_process(shards), [s for s, _ in shards], whole.counts(), catalog
+    ).recommend(queries, 40)
+    np.testing.assert_array_equal(got.ids, want.ids)
+    np.testing.assert_array_equal(got.scores, want.scores)
+    sample = bpr_users(whole.user_positives, max_positives)
+    answered = np.unique(want.ids[want.ids >= 0])
+    assert answered.size > 40 and np.isin(answered, sample).all()
+    if budget_share is not None:
+        assert sample.size < np.count_nonzero(whole.user_positives) / 2, "the budget binds"

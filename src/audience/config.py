@@ -240,6 +240,14 @@ class BprBridgeSettings:
     epochs: int = 30  # at most; fewer when positives x epochs would pass `sample_budget`
     ridge: float = 1.0
     sample_budget: int = 150_000_000  # SGD samples in all: bounds the fit's time on dense data
+    # the users whose factors are learned: the most engaged, while their positives add up to at most this
+    # (bounds the fit's memory, 16 bytes a positive plus the factors, wherever it runs; the others are never
+    # answered)
+    max_positives: int = 200_000_000
+
+    def __post_init__(self) -> None:
+        if self.max_positives < 1:
+            raise ConfigError(f"bpr_bridge.max_positives must be >= 1, got {self.max_positives}")
 
 
 @dataclass(frozen=True)

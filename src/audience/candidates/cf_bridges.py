@@ -6,7 +6,10 @@
   Limits: BPR costs epochs x positives SGD samples on one thread (Hogwild over threads would make the
   factors run-dependent), ~3 M samples/s: the epochs are cut so a fit takes at most `sample_budget` samples
   (150 M, under a minute; at VK density, 58 M positives, that is 2 epochs instead of 30); the map is
-  (dim + factors)^2; the index n_users x factors.
+  (dim + factors)^2; the index n_users x factors. It learns only the most engaged users, while their
+  positives add up to `max_positives` (`bpr_users`; 200 M: 3.2 GB of rows and pairs): the others are never
+  answered. It is fitted in one process on those users' rows alone (`fit_rows`), which the Dask engine's user
+  shards send (candidates/sharded.py's `fitted_on_sampled_rows`), so no step holds every user.
 * `NeighbourBridgeSource` ('ease_bridge', 'slim_bridge'): a new clip stands in as the similarity-weighted sum
   of its nearest old clips (by embedding) among the model's scored clips; a user's score is
   X_u . B s_c (B the model's clip x clip weights, s_c those similarities). EASE keeps `max_items` clips
@@ -37,6 +40,24 @@ def positives_matrix(data: FitData) -> sparse.csr_matrix:
     return matrix
 
 
+def positive_rows(data: FitData, users: np.ndarray) -> sparse.csr_matrix:
+    """The rows of `users` (indices into `data`'s users) of `positives_matrix`, in that order."""
+    matrix = data.histories["item_user_positives"].T.tocsr()[users].astype(np.float32)
+    matrix.data[:] = 1.0
+    return matrix
+
+
+def bpr_users(user_positives: np.ndarray, max_positives: int) -> np.ndarray:
+    """The users BPR learns (sorted int32): those with positives, the most engaged first (ties to the smaller
+    index), while their positives add up to at most `max_positives` (the most engaged one at least)."""
+    users = np.flatnonzero(user_positives > 0)
+    if user_positives[users].sum() <= max_positives:
+        return users.astype(np.int32)
+    order = users[np.lexsort((users, -user_positives[users]))]
+    kept = max(1, int(np.searchsorted(np.cumsum(user_positives[order]), max_positives, side="right")))
+    return np.sort(order[:kept]).astype(np.int32)
+
+
 def _author_mean(
     factors: np.ndarray, item_author: np.ndarray, items: np.ndarray, n_authors: int
 ) -> np.ndarray:
@@ -48,6 +69,7 @@ def _author_mean(
 
 class BprBridgeSource:
     name = "bpr_bridge"
+    fits_on_sampled_rows = True  # sample_users, sample_rows, fit_rows (candidates/sharded.py)
 
     def __init__(
         self,
@@ -58,7 +80,7 @@ class BprBridgeSource:
     ):
         settings = settings or BprBridgeSettings()
         self.factors, self.epochs, self.ridge = settings.factors, settings.epochs, settings.ridge
-        self.sample_budget = settings.sample_budget
+        self.sample_budget, self.max_positives = settings.sample_budget, settings.max_positives
         self.hnsw = hnsw or HnswConfig()
         self.n_threads, self.seed = n_threads, seed
 
@@ -66,17 +88,29 @@ class BprBridgeSource:
         author_part = np.where((author >= 0)[:, None], self.author_factor[np.maximum(author, 0)], 0.0)
         return np.hstack([embedding, author_part, np.ones((embedding.shape[0], 1))]).astype(np.float32)
 
+    def sample_users(self, counts: FitData) -> np.ndarray:
+        """The users this source learns (`bpr_users`), from the fit data's counts alone."""
+        return bpr_users(counts.user_positives, self.max_positives)
+
+    def sample_rows(self, data: FitData, users: np.ndarray) -> sparse.csr_matrix:
+        """What `fit_rows` reads of `users` (indices into `data`'s users): their positives' rows."""
+        return positive_rows(data, users)
+
     def fit(self, data: FitData, catalog: Catalog) -> BprBridgeSource:
-        X = positives_matrix(data)
+        users = self.sample_users(data)
+        return self.fit_rows(self.sample_rows(data, users), users, catalog)
+
+    def fit_rows(self, X: sparse.csr_matrix, users: np.ndarray, catalog: Catalog) -> BprBridgeSource:
+        """Fitted on the positives' rows `X` of `users` (global indices, sorted): `positive_rows`."""
         epochs = max(1, min(self.epochs, self.sample_budget // max(X.nnz, 1)))
         model = BPR(factors=self.factors, epochs=epochs, n_threads=1, seed=self.seed).fit(X)
         old = np.flatnonzero(catalog.has_embedding & (np.diff(X.tocsc().indptr) > 0))
         self.author_factor = _author_mean(model.item_factors, catalog.item_author, old, len(catalog.authors))
         A = self._features(catalog.embedding[old], catalog.item_author[old]).astype(np.float64)
         self.map = np.linalg.solve(A.T @ A + self.ridge * np.eye(A.shape[1]), A.T @ model.item_factors[old])
-        users = np.flatnonzero(np.diff(X.indptr) > 0).astype(np.int32)
+        rows = np.flatnonzero(np.diff(X.indptr) > 0)
         self.index = HnswIndex.from_config("ip", self.hnsw, self.n_threads, self.seed).build(
-            model.user_factors[users], users
+            model.user_factors[rows], np.asarray(users, dtype=np.int32)[rows]
         )
         return self
 

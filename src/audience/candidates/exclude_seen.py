@@ -52,6 +52,10 @@ class ExcludeSeen:
 
     def fit(self, data: FitData, catalog: Catalog) -> ExcludeSeen:
         self.inner.fit(data, catalog)
+        return self.around_fitted(catalog)
+
+    def around_fitted(self, catalog: Catalog) -> ExcludeSeen:
+        """This wrapper around an inner source fitted another way (on rows gathered from user shards)."""
         self.catalog = catalog
         self.largest = largest_audience(self.history)
         return self

@@ -15,14 +15,18 @@ Sources that split approximately (`approximate_shards`): 'hnsw:*' and 'reach:*',
 (each over its shard's users; reach's lift uses the shard's largest norm and its scores are rescaled to
 the inner product, so shards compare): every answered score is its user's score (to float rounding), but which
 users an index misses differs from one global index (each shard's smaller index misses fewer). Not split
-(yet): 'popular' (the population's largest activity), 'random' (draws over the whole batch), the CF
-bridges (trained on every user at once)."""
+(yet): 'popular' (the population's largest activity), 'random' (draws over the whole batch), the neighbour
+bridges (trained on every user at once).
+Sources fitted on a sample of users (`fits_on_sampled_rows`: 'bpr_bridge', trained on every user of its
+sample at once) are fitted here on the sample's rows, which each shard sends (`fitted_on_sampled_rows`): the
+same source as fitted on the whole fit data, holding only the sample."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from scipy import sparse
 
 from audience.arrays import TopK, merge_top_k
 from audience.candidates.base import CandidateSource, ClipQueries
@@ -95,3 +99,33 @@ def sharded_answers(
     desc = f"{source.name} ({len(shards)} user shards)"
     parts = shard_map(shard_answer, build, catalog, clips, k, total, desc=desc)
     return merge_top_k(parts, [shard.start for shard in shards], k)
+
+
+def fits_on_sampled_rows(source: CandidateSource) -> bool:
+    """Whether this source is fitted on rows of a sample of users (`sample_users`, `sample_rows`,
+    `fit_rows`), which user shards can send."""
+    return bool(getattr(source, "fits_on_sampled_rows", False))
+
+
+def shard_sample_rows(
+    shard: UserShard, data: FitData, users: np.ndarray, build: Callable[[], CandidateSource]
+) -> sparse.csr_matrix:
+    """A shard's rows of `users` (its local indices) that `build()`'s source is fitted on."""
+    return build().sample_rows(data, users)
+
+
+def fitted_on_sampled_rows(
+    build: Callable[[], CandidateSource],
+    shard_map: ShardMap,
+    shards: Sequence[UserShard],
+    counts: FitData,
+    catalog: Catalog,
+) -> CandidateSource:
+    """A fresh `build()` fitted on the rows of its sample of users (chosen from the fit data's `counts`),
+    each shard of `shard_map` (`shards`, consecutive, in its order) sending its own users' rows: the source
+    that fitting on the whole fit data gives."""
+    source = build()
+    users = source.sample_users(counts)
+    per_shard = [(users[shard.rows_of(users)] - shard.start,) for shard in shards]
+    parts = shard_map(shard_sample_rows, build, per_shard=per_shard, desc=f"{source.name} (sampled rows)")
+    return source.fit_rows(sparse.vstack(parts, format="csr"), users, catalog)

@@ -10,10 +10,15 @@ import polars as pl
 
 from audience import timing
 from audience.arrays import TopK
-from audience.candidates import ClipQueries, make_source
+from audience.candidates import CandidateSource, ClipQueries, make_source
 from audience.candidates.ann import recall_against_exact
 from audience.candidates.exclude_seen import ExcludeSeen, drop_seen, largest_audience
-from audience.candidates.sharded import sharded_answers, user_shardable
+from audience.candidates.sharded import (
+    fits_on_sampled_rows,
+    fitted_on_sampled_rows,
+    sharded_answers,
+    user_shardable,
+)
 from audience.data.target_history import seen_pairs
 from audience.io import write_json, write_parquet
 from audience.profiles.fit_data import FitData
@@ -22,9 +27,10 @@ from audience.stages.run import Run, file_key
 
 def stage_candidates(run: Run) -> None:
     """Every source's lists; with user shards (the Dask engine's `user_shards`), the sources that split by
-    user are fitted and answered on the workers, shard by shard (their time is all 'query'), the rest here
-    on the run's fit data: its counts alone for the sources that read nothing else (popular, random), the
-    whole of it only if a source needs it."""
+    user are fitted and answered on the workers, shard by shard (their time is all 'query'), those fitted on
+    a sample of users here on the rows the shards send, the rest here on the run's fit data: its counts
+    alone for the sources that read nothing else (popular, random), the whole of it only if a source needs
+    it."""
     cfg = run.cfg
     queries = run.queries()
     report: dict[str, dict] = {}
@@ -37,6 +43,10 @@ def stage_candidates(run: Run) -> None:
         if run.engine.n_user_shards and user_shardable(source):
             fitted = time.perf_counter()  # the shards' fit data is combined once, on the workers
             results[name] = sharded_lists(run, name, run.shard_fits(), queries, history)
+        elif run.engine.n_user_shards and fits_on_sampled_rows(source):
+            source = sampled_fit(run, name, history)
+            fitted = time.perf_counter()
+            results[name] = run.engine.recommend(source, queries, cfg.candidate_depth)
         else:
             counts_only = bool(getattr(source, "reads_counts_only", False))
             if counts_only not in loaded:
@@ -66,6 +76,15 @@ def stage_candidates(run: Run) -> None:
             )
             report[name][f"recall_at_{k}_vs_exact"] = round(recall, 5)
     write_json(report, run.path("candidates", "sources.json"))
+
+
+def sampled_fit(run: Run, name: str, history: pl.DataFrame | None) -> CandidateSource:
+    """Source `name` fitted here on the rows of its sample of users that the engine's user shards send,
+    wrapped to leave out the targets' fit-week audience (`history`, None to keep it)."""
+    fits = run.shard_fits()
+    build, shard_map = partial(make_source, name, run.cfg), partial(run.engine.shard_map, fits)
+    source = fitted_on_sampled_rows(build, shard_map, [s for s, _ in fits], run.fit_counts(), run.catalog)
+    return source if history is None else ExcludeSeen(source, history).around_fitted(run.catalog)
 
 
 def sharded_lists(
