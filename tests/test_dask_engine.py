@@ -32,9 +32,12 @@ from audience.profiles.aggregates import (
     WeekAggregate,
     aggregate_part,
     aggregate_week,
+    fit_from_aggregates,
     merge_aggregates,
 )
+from audience.profiles.fit_data import FitData
 from audience.profiles.gmm import fit_gmm
+from audience.profiles.user_shards import user_shards
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import the tests folder
 ROW_GROUP = 1_500  # tiny's weeks (9-13 thousand rows) rewritten in row groups of this many rows
@@ -134,6 +137,17 @@ def test_parts_merged_equal_the_whole_week(grouped_dir):
     # merged in any grouping (the reduction tree's shape) the counts agree
     nested = merge_aggregates([merge_aggregates(pieces[:2]), merge_aggregates(pieces[2:])])
     assert_same_aggregate(nested, whole)
+    # with the catalog, the users follow its index order as the one pass's do (not their ids' order)
+    assert np.any(np.diff(whole.users.astype(np.int64)) < 0), "the metadata is not in id order"
+    catalog = store.catalog
+    for merged in (
+        merge_aggregates(pieces, catalog),
+        merge_aggregates(
+            [merge_aggregates(pieces[:2], catalog), merge_aggregates(pieces[2:], catalog)], catalog
+        ),
+    ):
+        np.testing.assert_array_equal(merged.users, whole.users)
+        assert_same_aggregate(merged, whole)
 
 
 def test_merge_sums_shared_users_and_keys_across_the_whole_uint32_range():
@@ -178,8 +192,18 @@ def test_dask_aggregates_equal_local(grouped_dir, tmp_path, cluster):
         assert remote.path(week).is_dir()
         assert set(remote.load(week).spaces) == {"gmm"}
         assert_same_aggregate(remote.load(week), local.load(week))
+        np.testing.assert_array_equal(remote.load(week).users, local.load(week).users)  # the index order
     for got, want in zip(engine.distinct_ids(weeks), distinct_ids(weeks), strict=True):
         np.testing.assert_array_equal(got, want)
+    # user shards are slices of the Dask engine's aggregates too: stacked, they are the local split's rows
+    whole = fit_from_aggregates(local, weeks, progress=False)
+    shards = user_shards(local.catalog.n_users, 3)
+    stacked = FitData.stacked([fit_from_aggregates(remote, weeks, progress=False, shard=s) for s in shards])
+    np.testing.assert_array_equal(stacked.user_views, whole.user_views)
+    for name, profile in whole.profiles.items():
+        np.testing.assert_allclose(stacked.profiles[name], profile, rtol=1e-5, atol=1e-6, err_msg=name)
+    for name, history in whole.histories.items():
+        assert abs(stacked.histories[name] - history).max() < 1e-4, name
     hidden = np.zeros(local.catalog.n_items, dtype=bool)
     hidden[::7] = True
     options = {"kinds": local.kinds, "rows_of": hidden, "spaces": local.spaces}
@@ -402,7 +426,6 @@ def test_the_tiny_pipeline_gives_one_table_on_1_2_and_3_user_shards(tiny_run, tm
     fit_shards/ and read there; gathered (Run.fit_data, for the tests' comparison) it is the local run's.
     Each run has a folder of its own, so that its holdout runs are built on its shards, not shared."""
     from audience.pipeline import run_all
-    from audience.profiles.fit_data import FitData
     from audience.stages.run import Run
 
     exact = replace(tiny_run.cfg.reranker, subsample=1.0, colsample_bytree=1.0)
@@ -426,7 +449,13 @@ def test_the_tiny_pipeline_gives_one_table_on_1_2_and_3_user_shards(tiny_run, tm
     assert "reranked" in want and len(want) >= 5
     monkeypatch.setattr(Run, "fit_data", lambda run: pytest.fail("the whole fit data loaded on the client"))
     for n_shards in (1, 2, 3):
-        cfg = replace(local_cfg, run_dir=tmp_path / f"shards{n_shards}" / "run", engine="dask")
+        # the Dask engine's own week aggregates (merged by parts), shared by its runs
+        cfg = replace(
+            local_cfg,
+            run_dir=tmp_path / f"shards{n_shards}" / "run",
+            engine="dask",
+            weeks_dir=tmp_path / "dask",
+        )
         cfg = replace(
             cfg, dask=DaskConfig(scheduler=cluster.scheduler_address, part_rows=3_000, user_shards=n_shards)
         )

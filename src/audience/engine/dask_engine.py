@@ -23,7 +23,9 @@
   old clips), so that part of a fit costs once per shard. The profiles stage saves each shard's fit data
   from its worker (`shard_fits(..., folder, rebuild)`), and later stages read it there. `shard_map` runs
   any function on every shard's worker, its results gathered or kept there as futures: the sources and the
-  pair features use it (rank/sharded_features.py).
+  pair features use it (rank/sharded_features.py). A source trained on a sample of users at once (the BPR
+  bridge) is fitted on the client from the sample's rows, which each shard sends (candidates/sharded.py's
+  `fitted_on_sampled_rows`).
 - Reranker boosting: xgboost.dask (engine/dask_boosting.py).
 
 Broadcast objects are scattered to every worker, so a lost worker leaves copies on the others; a lost
@@ -151,12 +153,13 @@ class DaskEngine:
             return {name: self._shared(item) for name, item in value.items()}
         return value
 
-    def _reduce(self, futures: list):
-        """One future: `futures` (partial aggregates) merged in a tree, `merge_fan_in` at a time."""
+    def _reduce(self, futures: list, catalog):
+        """One future: `futures` (partial aggregates) merged in a tree, `merge_fan_in` at a time, users in
+        the (future of the) `catalog`'s index order."""
         fan_in = self.cfg.merge_fan_in
         while len(futures) > 1:
             futures = [
-                self.client.submit(merge_aggregates, futures[i : i + fan_in], pure=False)
+                self.client.submit(merge_aggregates, futures[i : i + fan_in], catalog, pure=False)
                 for i in range(0, len(futures), fan_in)
             ]
         return futures[0]
@@ -188,7 +191,7 @@ class DaskEngine:
             ]
             part_rows.update({f.key: part.rows for f, part in zip(futures, parts, strict=True)})
             parts_done += futures
-            merged = self._reduce(futures) if futures else None
+            merged = self._reduce(futures, catalog) if futures else None
             reduced.append(merged if merged is None or finish is None else finish(week, merged))
         if bar is not None:
             for future in as_completed(parts_done):

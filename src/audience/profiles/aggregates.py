@@ -364,18 +364,26 @@ def aggregate_part(
     )
 
 
-def merge_aggregates(parts: Sequence[WeekAggregate]) -> WeekAggregate:
+def merge_aggregates(parts: Sequence[WeekAggregate], catalog: Catalog | None = None) -> WeekAggregate:
     """One aggregate of the rows of every part (parts of one week, or weeks summed with equal weight):
-    counts and histories exactly, sums in float32 in the parts' order. Cost: the parts' users x kinds x d
-    additions, and one linear merge of sorted CSR rows per history and part (scipy's sparse addition)."""
+    counts and histories exactly, sums in float32 in the parts' order. Its users follow `catalog`'s index
+    order, as `aggregate_week`'s do and `combine` needs (user shards are slices of it), or, without a
+    catalog, their ids' order. Cost: the parts' users x kinds x d additions, and one linear merge of
+    sorted CSR rows per history and part (scipy's sparse addition)."""
     if len(parts) == 1:
         return parts[0]
     kinds = parts[0].kinds
     if any(p.kinds != kinds for p in parts):
         raise ValueError(f"cannot merge aggregates of different kinds: {[p.kinds for p in parts]}")
-    users = unique_sorted(np.concatenate([p.users for p in parts]))
+    if catalog is None:
+        users = unique_sorted(np.concatenate([p.users for p in parts]))
+        at_user = [np.searchsorted(users, p.users) for p in parts]
+    else:
+        dense = [catalog.users.index(p.users, "week aggregate part", "users") for p in parts]
+        union = unique_sorted(np.concatenate(dense))
+        users = catalog.users.ids[union]
+        at_user = [np.searchsorted(union, d) for d in dense]
     items = unique_sorted(np.concatenate([p.items for p in parts]))
-    at_user = [np.searchsorted(users, p.users) for p in parts]
     at_item = [np.searchsorted(items, p.items) for p in parts]
 
     def summed(values: str, positions: list[np.ndarray], n: int) -> np.ndarray:
@@ -606,6 +614,11 @@ def combine(
     for aggregate, age, sign in progress_report.iterate(weeks, "combine weeks", "part", enabled=progress):
         recency = recency_weight(age, settings)
         dense = catalog.users.index(aggregate.users, "week aggregate", "users")
+        if dense.size > 1 and np.any(np.diff(dense) <= 0):
+            raise DataError(
+                f"the week aggregate {age} weeks before the split's last fit week: its users are not in the "
+                "run's index order (made by older code, or the metadata was rewritten?)"
+            )
         mine = shard.rows_of(dense)  # the shard's rows: one slice (an aggregate's users are in index order)
         all_users = dense - shard.start
         users = all_users[mine]
