@@ -122,12 +122,15 @@ def child() -> None:
     write_atomic(out, json.dumps(figures, indent=2))
 
 
-def pipeline(data: Path, mode: str = "validate", user_shards: int = 0) -> dict:
+def pipeline(data: Path, mode: str = "validate", user_shards: int = 0, plain_dask: bool = True) -> dict:
     """`audience run` end to end on each engine (one process each, as a user runs it; the Dask ones on a
-    LocalCluster of one worker per core, the last with `user_shards` when given), from empty run and
-    aggregate folders: wall time, the client's and the workers' peak RSS, per-stage times, the run's users
-    and fit rows, and whether each NDCG@100 table equals the local engine's to 4 decimals."""
-    engines = {"local": ["--engine", "local"], "dask": ["--engine", "dask"]}
+    LocalCluster of one worker per core, the last with `user_shards` when given; `plain_dask` False leaves
+    out the Dask run without shards), from empty run and aggregate folders: wall time, the client's and the
+    workers' peak RSS, per-stage times, the run's users and fit rows, and whether each NDCG@100 table equals
+    the local engine's to 4 decimals."""
+    engines = {"local": ["--engine", "local"]}
+    if plain_dask or not user_shards:
+        engines["dask"] = ["--engine", "dask"]
     if user_shards:
         engines[f"dask, {user_shards} user shards"] = ["--engine", "dask", "--user-shards", str(user_shards)]
     runs = {}
@@ -316,19 +319,26 @@ def main() -> None:
     parser.add_argument(
         "--user-shards", type=int, default=0, help="--pipeline: also run Dask with this many user shards"
     )
+    parser.add_argument(
+        "--mode", choices=["validate", "submit"], default="validate", help="--pipeline's mode"
+    )
+    parser.add_argument(
+        "--no-plain-dask", action="store_true", help="--pipeline with --user-shards: skip Dask without shards"
+    )
     args = parser.parse_args()
     if args.pipeline:
         figures = {
             "preset": args.preset,
             "machine": machine(),
-            **pipeline(data_dir(args.preset), user_shards=args.user_shards),
+            **pipeline(data_dir(args.preset), args.mode, args.user_shards, not args.no_plain_dask),
         }
-        stem = RESULTS / f"dask_pipeline_{args.preset}"
+        suffix = "" if args.mode == "validate" else f"_{args.mode}"
+        stem = RESULTS / f"dask_pipeline_{args.preset}{suffix}"
         publish(stem, figures, pipeline_summary(figures))
         if args.user_shards:
             path = RESULTS / "dask_sharded.json"
             sharded = read_json(path) if path.is_file() else {}
-            sharded[args.preset] = sharded_record(args.preset, figures)
+            sharded[f"{args.preset}{suffix}"] = sharded_record(args.preset, figures)
             write_json(path, sharded)
         return
     stem = RESULTS / f"dask_{args.preset}"

@@ -87,6 +87,20 @@ VK_PRESET = SyntheticConfig(
 )
 
 
+# many users at a modest density, for the engines' memory against the number of users (issue 25): a million
+# users who view ~24 clips a week (~0.5 B train rows, a third of vk's), the clips released every week as in
+# `large`; `many-users-half` is the same world with half the users, to see what doubles with them.
+MANY_USERS_PRESET = SyntheticConfig(
+    name="many-users",
+    n_users=1_000_000,
+    n_items=500_000,
+    n_authors=50_000,
+    n_train_weeks=25,
+    views_per_user_week=24.0,
+    rate_multiplier=1.0,
+)
+
+
 PRESETS: dict[str, SyntheticConfig] = {
     "tiny": SyntheticConfig(
         name="tiny",
@@ -133,6 +147,8 @@ PRESETS: dict[str, SyntheticConfig] = {
     "vk-small": replace(
         VK_PRESET, name="vk-small", n_users=10_000, test_new_items=4_777, global_metadata=False
     ),
+    "many-users": MANY_USERS_PRESET,
+    "many-users-half": replace(MANY_USERS_PRESET, name="many-users-half", n_users=500_000),
 }
 
 

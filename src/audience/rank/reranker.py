@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 import xgboost as xgb
 
+from audience import timing
 from audience.config import RerankerConfig, with_table
 from audience.errors import TooLittleData
 from audience.rank._booster import LocalBoosting, gain_shares, load_boosters, save_boosters
@@ -79,11 +80,14 @@ class Reranker:
         for i in range(1, self.cfg.bag_seeds):  # the first seed draws exactly what a single model draws
             seed_rng = np.random.default_rng([self.seed, i])
             valid_draws.append(seed_rng.choice(clips, size=n_valid, replace=False))
+        # rebinding `frame` frees the unsampled one when the caller holds no other reference (the training
+        # frames, passed straight in by stages/training_data.py's train_with_fallbacks)
         frame = frame.filter(pl.Series(keep) & pl.col("clip").is_in(pl.Series(clips).implode())).sort("clip")
         self.features = list(features)
         self.boosters, self.n_trees = [], []
         start = time.perf_counter()
-        members = [self._fit_seed(frame, valid, self.seed + i) for i, valid in enumerate(valid_draws)]
+        with timing.substep("boosting"):
+            members = [self._fit_seed(frame, valid, self.seed + i) for i, valid in enumerate(valid_draws)]
         first = members[0]
         self.report = {
             "train_rows": first["train_rows"],

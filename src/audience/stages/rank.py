@@ -7,7 +7,6 @@ import logging
 
 import polars as pl
 
-from audience import timing
 from audience.arrays import rank_within_clip
 from audience.io import write_json, write_parquet
 from audience.rank.protocol import best_source_on_pools
@@ -29,7 +28,9 @@ def stage_rank(run: Run) -> None:
     if not cfg.rerank:
         return
     reranker = Reranker(cfg.reranker, cfg.n_threads, cfg.seed, run.engine.boosting(cfg.n_threads))
-    model, record, built = train_with_fallbacks(run, timing.substep("boosting")(reranker.fit), "reranker")
+    # fit takes the training frames as the only reference, so it can drop them once sampled (the substep
+    # "boosting" is timed inside it)
+    model, record, built = train_with_fallbacks(run, reranker.fit, "reranker")
     if model is None:  # the last resort: the source that ranks best on the holdout pools built so far
         pools = training_frames(run, built) if built is not None else None
         best, scores = best_source_on_pools(pools, cfg.sources, cfg.list_size)
