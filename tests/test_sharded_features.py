@@ -12,7 +12,7 @@ from audience.candidates import ClipQueries, make_source
 from audience.config import SimilarAuthorsSettings, load_config
 from audience.profiles.aggregates import fit_from_aggregates
 from audience.profiles.user_shards import in_process, user_shards
-from audience.rank.features import candidate_pool, pair_features, pool_context
+from audience.rank.features import candidate_pool, pair_features, pool_context, pool_counts
 from audience.rank.sharded_features import (
     add_parts,
     sharded_neighbours,
@@ -73,8 +73,9 @@ def test_sharded_pair_features_equal_the_whole_fit(world, n_shards):
     """Every column of every pair, the pool cut into two blocks of whole clips as the rank stage scores it."""
     catalog, _, _, whole, queries, pool = world
     shards, shard_map = shard_map_of(world, n_shards)
-    want = pair_features(pool, whole, catalog, queries, pool_context(pool, whole, catalog, queries, CUT))
-    context = sharded_pool_context(pool, whole, catalog, queries, shards, shard_map, CUT)
+    counts = pool_counts(pool, catalog.n_users)
+    want = pair_features(pool, whole, catalog, queries, pool_context(counts, whole, catalog, queries, CUT))
+    context = sharded_pool_context(counts, whole, catalog, queries, shards, shard_map, CUT)
     cut = int(np.searchsorted(pool["clip"].to_numpy(), 100))
     got = pl.concat(
         [
@@ -89,7 +90,8 @@ def test_sharded_pair_features_equal_the_whole_fit(world, n_shards):
 def test_a_block_with_no_pairs_has_every_column(world):
     catalog, _, _, whole, queries, pool = world
     shards, shard_map = shard_map_of(world, 2)
-    context = sharded_pool_context(pool, whole, catalog, queries, shards, shard_map, CUT)
+    counts = pool_counts(pool, catalog.n_users)
+    context = sharded_pool_context(counts, whole, catalog, queries, shards, shard_map, CUT)
     empty = sharded_pair_features(pool.clear(), queries, context, shard_map)
     assert empty.height == 0
     assert empty.columns == pair_features(pool, whole, catalog, queries).columns

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import polars as pl
 import pytest
 from conftest import tiny_config
 
 from audience.data.layout import DatasetLayout
 from audience.errors import DataError
+from audience.rank.features import pool_counts
 from audience.split import make_split
 from audience.stages.holdout_runs import holdout_dir, holdout_key
-from audience.stages.training_data import HOLDOUT_CLIP_OFFSET, shift_clips
+from audience.stages.training_data import HOLDOUT_CLIP_OFFSET, pool_sources, shift_clips
 
 
 def test_submit_mode_shares_validate_modes_holdout_run(tiny_dir, tmp_path):
@@ -56,3 +58,16 @@ def test_label_weeks_pools_stack_apart_and_an_oversized_pool_is_refused():
     too_many = pool.with_columns(pl.lit(HOLDOUT_CLIP_OFFSET, dtype=pl.Int32).alias("clip"))
     with pytest.raises(DataError, match=r"pool\.parquet: 10000001 target clips exceed HOLDOUT_CLIP_OFFSET"):
         shift_clips(too_many, 1, "pool.parquet")
+
+
+def test_the_pool_read_by_blocks_of_clips_is_the_whole_pool(tiny_run):
+    """The rank stage reads its pool one block of clips at a time from the sources' files: the blocks, end to
+    end, are the whole pool row for row, and their cap-pressure counts add up to the whole pool's."""
+    run = tiny_run
+    sources = pool_sources(run)
+    whole = sources.pool()
+    n_clips, n_users = len(run.queries()), run.catalog.n_users
+    blocks = [sources.pool((lo, min(lo + 37, n_clips))) for lo in range(0, n_clips, 37)]
+    assert whole.height > 1_000 and sum(b.height > 0 for b in blocks) > 2
+    assert pl.concat(blocks).equals(whole)
+    np.testing.assert_array_equal(sum(pool_counts(b, n_users) for b in blocks), pool_counts(whole, n_users))

@@ -141,15 +141,22 @@ def author_tables(
     }
 
 
-def pool_shares(pool: pl.DataFrame, n_users: int, n_targets: int) -> dict[str, np.ndarray]:
-    """Cap pressure per user as shares of the targets, comparable between a label week's few thousand new
-    clips and a test week's tens of thousands: in how many pools, and in how many near the top."""
+def pool_counts(pool: pl.DataFrame, n_users: int) -> np.ndarray:
+    """(2, n_users) int64: per user, how many of the pool's clips it is a candidate of, and of how many near
+    the top (`TOP_RANK`). Additive over blocks of clips, so a pool read block by block is counted whole."""
     user = pool["user"].to_numpy()
     near_top = best_rank(pool) <= TOP_RANK
+    return np.stack([np.bincount(user, minlength=n_users), np.bincount(user[near_top], minlength=n_users)])
+
+
+def pool_shares(counts: np.ndarray, n_targets: int) -> dict[str, np.ndarray]:
+    """Cap pressure per user as shares of the targets (`counts`: pool_counts of the whole pool), comparable
+    between a label week's few thousand new clips and a test week's tens of thousands: in how many pools,
+    and in how many near the top."""
     n_targets = max(n_targets, 1)
     return {
-        "user_pool_share": np.bincount(user, minlength=n_users).astype(np.float32) / n_targets,
-        "user_top_share": np.bincount(user[near_top], minlength=n_users).astype(np.float32) / n_targets,
+        "user_pool_share": counts[0].astype(np.float32) / n_targets,
+        "user_top_share": counts[1].astype(np.float32) / n_targets,
     }
 
 
@@ -180,7 +187,7 @@ class PoolContext:
     shards, a shard's context holds its own users' tables (rank/sharded_features.py)."""
 
     users: UserTables
-    shares: dict[str, np.ndarray]  # float32 per user: pool_shares
+    shares: dict[str, np.ndarray]  # float32 per user: pool_shares of the whole pool
     author_cols: dict[str, np.ndarray]  # float64/float32 per author (gathered with NaN for unknown authors)
     neighbours: sparse.csr_matrix  # (target authors x n_authors) similar_authors.author_neighbours
     row_of_author: np.ndarray  # int64 per author: its row in `neighbours`, -1 if not a target author
@@ -189,14 +196,15 @@ class PoolContext:
 
 
 def pool_context(
-    pool: pl.DataFrame,
+    counts: np.ndarray,
     fit: FitData,
     catalog: Catalog,
     queries: ClipQueries,
     similar: SimilarAuthorsSettings | None = None,
 ) -> PoolContext:
-    """The pool-wide part of `pair_features` (see PoolContext); `similar`: the similar-authors settings
-    (the reranker's, config.RerankerConfig.similar_authors)."""
+    """The pool-wide part of `pair_features` (see PoolContext) from the pool's `pool_counts` (the only
+    thing it reads of the pool, so the pool may be read block by block); `similar`: the similar-authors
+    settings (the reranker's, config.RerankerConfig.similar_authors)."""
     similar = similar or SimilarAuthorsSettings()
     target_authors, row_of_author = target_author_rows(queries, len(catalog.authors))
     neighbours = author_neighbours(
@@ -204,7 +212,7 @@ def pool_context(
     )
     return PoolContext(
         user_tables(fit, catalog.users_frame),
-        pool_shares(pool, fit.n_users, len(queries)),
+        pool_shares(counts, len(queries)),
         author_tables(fit, catalog, queries, author_history_sums(fit)),
         neighbours,
         row_of_author,
@@ -221,7 +229,8 @@ def pair_features(
 ) -> pl.DataFrame:
     """The pool with every feature column added (float32; NaN where unknown). `context`: the pool-wide
     tables (`pool_context` of the whole pool; computed here with the default settings when None)."""
-    context = pool_context(pool, fit, catalog, queries) if context is None else context
+    if context is None:
+        context = pool_context(pool_counts(pool, fit.n_users), fit, catalog, queries)
     return within_clip_features(pair_columns(pool, fit, queries, context))
 
 

@@ -123,7 +123,7 @@ def sharded_neighbours(
 
 
 def sharded_pool_context(
-    pool: pl.DataFrame,
+    pool_counts: np.ndarray,
     counts: FitData,
     catalog: Catalog,
     queries: ClipQueries,
@@ -131,15 +131,16 @@ def sharded_pool_context(
     shard_map: ShardMap,
     similar: SimilarAuthorsSettings | None = None,
 ) -> ShardedContext:
-    """features.pool_context over user shards: `counts` needs only the clip-side counts and the mixture (any
-    shard's fit data, or the light load of a run's), the users' state stays on the shards."""
+    """features.pool_context over user shards (`pool_counts`: the pool's, features.pool_counts): `counts`
+    needs only the fit data's clip-side counts and the mixture (any shard's fit data, or the light load of a
+    run's), the users' state stays on the shards."""
     similar = similar or SimilarAuthorsSettings()
     sums = shard_map(_shard_history_sums)
     history_sums = {name: add_parts([s[name] for s in sums]) for name in sums[0]}
     target_authors, row_of_author = target_author_rows(queries, len(catalog.authors))
     common = PoolContext(
         None,  # type: ignore[arg-type]  # each shard's own, see ShardedContext.users
-        pool_shares(pool, catalog.n_users, len(queries)),
+        pool_shares(pool_counts, len(queries)),
         author_tables(counts, catalog, queries, history_sums),
         sharded_neighbours(shard_map, target_authors, len(catalog.authors), similar),
         row_of_author,

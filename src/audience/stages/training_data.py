@@ -15,11 +15,10 @@ The blend and rank stages call this module for their training data."""
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from audience.errors import DataError, TooLittleData
 from audience.io import read_json, write_json, write_parquet
 from audience.metrics import truth_positives
 from audience.rank.clip_history import history_features
-from audience.rank.features import add_labels, candidate_pool, pair_features, pool_context
+from audience.rank.features import add_labels, candidate_pool, pair_features, pool_context, pool_counts
 from audience.rank.first_stage import fit_weights, label_sample
 from audience.rank.protocol import LabelWeek, TrainingPlan, holdout_samples, training_plans
 from audience.rank.sharded_features import sharded_pair_features, sharded_pool_context
@@ -75,16 +74,42 @@ FIRST_STAGE = "first_stage"  # the first stage's name in a pool's columns (score
 FirstStage = dict[str, float]  # the first stage's weights per term (candidates/combined.py)
 
 
-def run_pool(run: Run, first_stage: FirstStage | None = None) -> pl.DataFrame:
-    """The run's candidate pool: its sources' top `pool_depth` users per clip and, with `first_stage`
-    weights, the first stage's top `first_stage.depth` (`first_stage_candidates`), sorted by clip, user."""
+@dataclass
+class PoolSources:
+    """What a run's candidate pool is made of: each source's candidates (lazily read from its file) and the
+    depths that differ from `pool_depth` (the first stage's)."""
+
+    frames: dict[str, pl.LazyFrame]
+    depth: int
+    depths: dict[str, int]
+
+    def pool(self, clips: tuple[int, int] | None = None) -> pl.DataFrame:
+        """The pool (`candidate_pool`), or its clips lo <= clip < hi only: each source's file is read for
+        those clips alone."""
+        frames = self.frames
+        if clips is not None:
+            lo, hi = clips
+            frames = {
+                n: f.filter(pl.col("clip").is_between(lo, hi, closed="left")) for n, f in frames.items()
+            }
+        return candidate_pool({n: f.collect() for n, f in frames.items()}, self.depth, self.depths)
+
+
+def pool_sources(run: Run, first_stage: FirstStage | None = None) -> PoolSources:
+    """The run's pool's sources: its sources' top `pool_depth` users per clip and, with `first_stage`
+    weights, the first stage's top `first_stage.depth` (`first_stage_candidates`, computed here, held)."""
     cfg = run.cfg
-    frames = {name: run.candidates(name) for name in cfg.sources}
+    frames = {name: pl.scan_parquet(run.candidates_path(name)) for name in cfg.sources}
     depths = {}
     if first_stage is not None:
-        frames[FIRST_STAGE] = first_stage_candidates(run, first_stage)
+        frames[FIRST_STAGE] = first_stage_candidates(run, first_stage).lazy()
         depths[FIRST_STAGE] = cfg.first_stage.depth
-    return candidate_pool(frames, cfg.reranker.pool_depth, depths)
+    return PoolSources(frames, cfg.reranker.pool_depth, depths)
+
+
+def run_pool(run: Run, first_stage: FirstStage | None = None) -> pl.DataFrame:
+    """The run's whole candidate pool (`pool_sources`), sorted by clip, user."""
+    return pool_sources(run, first_stage).pool()
 
 
 def first_stage_candidates(run: Run, weights: FirstStage) -> pl.DataFrame:
@@ -141,9 +166,10 @@ def first_stage_weights(run: Run, plan: TrainingPlan) -> FirstStage | None:
     return weights
 
 
-def _featurizer(run: Run, pool: pl.DataFrame) -> Callable[[pl.DataFrame], pl.DataFrame]:
-    """`block -> block with its pair features` for blocks of whole clips of `pool`, whose pool-wide tables
-    (`pool_context`, with the reranker's similar-authors settings) are computed here, once. With user shards
+def _featurizer(run: Run, counts: np.ndarray) -> Callable[[pl.DataFrame], pl.DataFrame]:
+    """`block -> block with its pair features` for blocks of whole clips of a pool whose `pool_counts` are
+    `counts`; its pool-wide tables (`pool_context`, with the reranker's similar-authors settings) are
+    computed here, once. With user shards
     (the Dask engine's `user_shards`), each user's columns are computed on its shard and the client holds only
     the fit data's counts (rank/sharded_features.py); otherwise the engine maps the blocks over the whole fit
     data."""
@@ -152,11 +178,11 @@ def _featurizer(run: Run, pool: pl.DataFrame) -> Callable[[pl.DataFrame], pl.Dat
         fits = run.shard_fits()
         shard_map = partial(run.engine.shard_map, fits)
         context = sharded_pool_context(
-            pool, run.fit_counts(), run.catalog, queries, [s for s, _ in fits], shard_map, similar
+            counts, run.fit_counts(), run.catalog, queries, [s for s, _ in fits], shard_map, similar
         )
         return partial(sharded_pair_features, queries=queries, context=context, shard_map=shard_map)
     fit = run.fit_data()
-    shared = (fit, run.catalog, queries, pool_context(pool, fit, run.catalog, queries, similar))
+    shared = (fit, run.catalog, queries, pool_context(counts, fit, run.catalog, queries, similar))
     return partial(_mapped_pair_features, run.engine, len(queries), shared)
 
 
@@ -168,7 +194,7 @@ def pool_features(run: Run, first_stage: FirstStage | None = None) -> pl.DataFra
     """The run's pool (`run_pool`) with the reranker's pair and clip-history features, sorted by clip, user:
     what the models train on (holdout runs)."""
     pool = run_pool(run, first_stage)
-    features = _featurizer(run, pool)(pool)
+    features = _featurizer(run, pool_counts(pool, run.catalog.n_users))(pool)
     return history_features(features, run.targets()["item_id"].to_numpy(), run.target_history())
 
 
@@ -176,23 +202,32 @@ def scored_pool(
     run: Run, predict: Callable[[pl.DataFrame], np.ndarray], first_stage: FirstStage | None = None
 ) -> pl.DataFrame:
     """(clip, user, score) of the run's pool, scored by `predict` over its features one block of
-    `engine.feature_block_clips` clips at a time: only one block's features are held, not the pool's (GBs
-    at VK size). The pool-wide feature tables (cap pressure, author tables) still see the whole pool."""
-    pool = run_pool(run, first_stage)
-    features = _featurizer(run, pool)
-    n_clips = len(run.queries())
+    `engine.feature_block_clips` clips at a time. The pool itself is read block by block from the sources'
+    files, twice: once to count the pool-wide cap pressure (`pool_counts`), once to score; so only one
+    block's pool and features are held, never the whole pool's (GBs at VK size)."""
+    sources = pool_sources(run, first_stage)
+    n_clips, n_users = len(run.queries()), run.catalog.n_users
     block = run.engine.feature_block_clips or max(n_clips, 1)
-    bounds = np.searchsorted(pool["clip"].to_numpy(), np.arange(0, n_clips + block, block))
+    blocks = [(lo, min(lo + block, n_clips)) for lo in range(0, n_clips, block)]
+    with timing.substep("pool counts"):
+        counts = np.zeros((2, n_users), dtype=np.int64)
+        for clips in blocks:
+            counts += pool_counts(sources.pool(clips), n_users)
+    features = _featurizer(run, counts)
     item_ids, history = run.targets()["item_id"].to_numpy(), run.target_history()
     parts = []
-    blocks = [(lo, hi) for lo, hi in itertools.pairwise(bounds) if hi > lo]
-    for lo, hi in progress.iterate(blocks, "pool scores", "block"):
+    for clips in progress.iterate(blocks, "pool scores", "block"):
+        pool = sources.pool(clips)
+        if pool.height == 0:
+            continue
         with timing.substep("pair features"):
-            part = history_features(features(pool.slice(lo, hi - lo)), item_ids, history)
+            part = history_features(features(pool), item_ids, history)
         with timing.substep("prediction"):
             score = pl.Series("score", predict(part), dtype=pl.Float32)
         parts.append(part.select("clip", "user").with_columns(score))
-    return pl.concat(parts) if parts else pool.select("clip", "user", score=pl.lit(0.0, pl.Float32))
+    if parts:
+        return pl.concat(parts)
+    return sources.pool().select("clip", "user", score=pl.lit(0.0, pl.Float32))
 
 
 def label_positives(train_run: Run) -> pl.DataFrame:
