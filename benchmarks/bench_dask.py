@@ -146,38 +146,81 @@ def pipeline(data: Path, mode: str = "validate", user_shards: int = 0, plain_das
         child = run_child(cmd, timeout=None, log=run_dir.parent / f"{run_dir.name}.log")
         if child["status"] != "ok":
             raise SystemExit(f"pipeline on {engine} failed: {child}; see {run_dir.parent / run_dir.name}.log")
-        results = read_json(run_dir / "results.json")
-        split = read_json(run_dir / "split.json")
-        workers = read_json(run_dir / "memory.json").get("workers", {})
-        runs[engine] = {
-            **{k: child[k] for k in ("wall_s", "cpu_s", "peak_rss_gib")},
-            "worker_peak_gib": max(workers.values(), default=None),
-            "users": split["n_users"],
-            "rows": split["fit_interactions"],
-            "stages": {k: v for k, v in read_json(run_dir / "timings.json").items() if k != "substeps"},
-            "ndcg_capped": {r["method"]: r["ndcg_capped"] for r in results["methods"] if "ndcg_capped" in r},
-            "n_targets": results["n_targets"],
-        }
+        runs[engine] = run_figures(run_dir, child["wall_s"]) | {"cpu_s": child["cpu_s"]}
         shutil.rmtree(weeks, ignore_errors=True)
-    tables = {e: {m: round(v, 4) for m, v in r["ndcg_capped"].items()} for e, r in runs.items()}
-    for engine, run in runs.items():
-        run["identical"] = tables[engine] == tables["local"]
-        run["differs"] = sorted(m for m, v in tables[engine].items() if tables["local"].get(m) != v)
+    compare(runs)
     return {"mode": mode, "runs": runs, "tables_equal": all(r["identical"] for r in runs.values())}
+
+
+def run_figures(run_dir: Path, wall_s: float | None = None) -> dict:
+    """One `audience run`'s figures from its folder: wall time (`wall_s`, else the stages' sum), the client's
+    peak RSS (the largest of its stages' in memory.json: each stage resets the process's high-water mark, so
+    the process's own maximum covers only its last stage), the workers' peak, the users and fit rows, the
+    stages' seconds and the NDCG@100 table."""
+    results = read_json(run_dir / "results.json")
+    split = read_json(run_dir / "split.json")
+    memory = read_json(run_dir / "memory.json")
+    workers = memory.pop("workers", {})
+    stages = {k: v for k, v in read_json(run_dir / "timings.json").items() if k != "substeps"}
+    return {
+        "wall_s": round(sum(stages.values()), 2) if wall_s is None else wall_s,
+        "peak_rss_gib": max(memory.values()),
+        "peak_rss_gib_by_stage": memory,
+        "worker_peak_gib": max(workers.values(), default=None),
+        "users": split["n_users"],
+        "rows": split["fit_interactions"],
+        "stages": stages,
+        "ndcg_capped": {r["method"]: r["ndcg_capped"] for r in results["methods"] if "ndcg_capped" in r},
+        "n_targets": results["n_targets"],
+    }
+
+
+def compare(runs: dict) -> None:
+    """Each run's `identical` (its NDCG@100 table equals the local engine's to 4 decimals; None without a
+    local run) and `differs` (the methods that do not)."""
+    tables = {e: {m: round(v, 4) for m, v in r["ndcg_capped"].items()} for e, r in runs.items()}
+    local = tables.get("local")
+    for engine, run in runs.items():
+        run["identical"] = None if local is None else tables[engine] == local
+        run["differs"] = (
+            None if local is None else sorted(m for m, v in tables[engine].items() if local.get(m) != v)
+        )
+
+
+def record_run(run_dir: Path, engine: str, preset: str, mode: str) -> None:
+    """dask_sharded.json's entry for `preset` in `mode` gains (or replaces) `engine`'s figures from a run's
+    folder, compared with the entry's local run when it has one."""
+    path = RESULTS / "dask_sharded.json"
+    sharded = read_json(path) if path.is_file() else {}
+    key = preset if mode == "validate" else f"{preset}_{mode}"
+    entry = sharded.get(key, {"machine": machine(), "mode": mode})
+    runs = {e: r for e, r in entry.items() if isinstance(r, dict) and "wall_s" in r} | {
+        engine: run_figures(run_dir)
+    }
+    compare(runs)
+    sharded[key] = entry | {e: sharded_figures(r) for e, r in runs.items()} | {"machine": machine()}
+    write_json(path, sharded)
+
+
+def sharded_figures(run: dict) -> dict:
+    """The keys of one engine's figures that dask_sharded.json keeps."""
+    keys = ("users", "rows", "wall_s", "identical", "differs", "n_targets")
+    return {
+        **{k: run.get(k) for k in keys},
+        "client_peak_gib": run.get("client_peak_gib", run.get("peak_rss_gib")),
+        "client_peak_gib_by_stage": run.get("client_peak_gib_by_stage", run.get("peak_rss_gib_by_stage")),
+        "worker_peak_gib": run["worker_peak_gib"],
+        "ndcg_capped": run["ndcg_capped"],
+    }
 
 
 def sharded_record(preset: str, figures: dict) -> dict:
     """benchmarks/results/dask_sharded.json's entry for one preset: per engine its users, fit rows, client
     and worker peaks, wall time and whether its table is the local engine's."""
-    keys = ("users", "rows", "wall_s", "identical", "differs")
-    return {
-        engine: {
-            **{k: run[k] for k in keys},
-            "client_peak_gib": run["peak_rss_gib"],
-            "worker_peak_gib": run["worker_peak_gib"],
-        }
-        for engine, run in figures["runs"].items()
-    } | {"machine": figures["machine"], "mode": figures["mode"]}
+    return {engine: sharded_figures(run) for engine, run in figures["runs"].items()} | {
+        "machine": figures["machine"],
+        "mode": figures["mode"],
+    }
 
 
 def measure(data: Path, name: str, workers: int, part_rows: int) -> dict:
@@ -325,7 +368,17 @@ def main() -> None:
     parser.add_argument(
         "--no-plain-dask", action="store_true", help="--pipeline with --user-shards: skip Dask without shards"
     )
+    parser.add_argument(
+        "--record",
+        nargs=2,
+        metavar=("RUN_DIR", "ENGINE"),
+        help="add a run made by hand (`audience run ...`) to dask_sharded.json as ENGINE (e.g. 'dask, 4 user"
+        " shards') under the preset and --mode; its wall time is its stages' sum",
+    )
     args = parser.parse_args()
+    if args.record:
+        record_run(Path(args.record[0]), args.record[1], args.preset, args.mode)
+        return
     if args.pipeline:
         figures = {
             "preset": args.preset,
