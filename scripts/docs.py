@@ -343,6 +343,57 @@ def pipeline_sentence(root: Path) -> str:
     )
 
 
+def block_sharded(root: Path) -> list[str]:
+    """`audience run` with user shards beside the other engines (benchmarks/results/dask_sharded.json): per
+    world and engine the wall time, the client's peak (and its stage) and the workers' peak."""
+    path = RESULTS / "dask_sharded.json"
+    if not path.is_file():
+        return []
+    body = []
+    for world, entry in read_json(path).items():
+        for engine, r in entry.items():
+            if not isinstance(r, dict) or "wall_s" not in r:
+                continue
+            by_stage = r.get("client_peak_gib_by_stage") or {}
+            where = f" ({max(by_stage, key=by_stage.get)})" if by_stage else ""
+            body.append(
+                [
+                    f"`{world}` ({entry['mode']})",
+                    engine,
+                    f"{r['users']:,}",
+                    f"{r['rows'] / 1e6:,.0f} M",
+                    f"{r['wall_s'] / 60:.1f}",
+                    f"{r['client_peak_gib']:.1f}{where}",
+                    "" if r.get("worker_peak_gib") is None else f"{r['worker_peak_gib']:.1f}",
+                    {True: "yes", False: ", ".join(r.get("differs") or []), None: "(no local run)"}[
+                        r.get("identical")
+                    ],
+                ]
+            )
+    header = [
+        "world",
+        "engine",
+        "users",
+        "fit rows",
+        "wall min",
+        "client peak GiB",
+        "workers' GiB",
+        "as local",
+    ]
+    machines = {machine_text(e["machine"]) for e in read_json(path).values()}
+    return [
+        *table(header, body, "llrrrlrl"),
+        "",
+        *prose(
+            "Each run from empty run and aggregate folders (the week pass included), the client's peak the"
+            " largest of its stages'; 'as local' lists the methods whose NDCG@100 differs from the local"
+            " engine's run on the same data (HNSW indexes are one per shard). Measured "
+            + "; ".join(sorted(machines))
+            + f" (`{path.relative_to(root)}`)."
+        ),
+    ]
+
+
 def block_dask(root: Path) -> list[str]:
     """The weekly aggregation on the Dask engine beside the local engine, and the capacity plan for the full
     dataset derived from it (benchmarks/bench_dask.py)."""
@@ -404,9 +455,11 @@ def block_dask(root: Path) -> list[str]:
             " engine's lists, HNSW and reach build one index per shard (approximate as the global index"
             " is). The rank stage's pair features read each user's state on its shard and the author"
             " tables and similar-author neighbours are added over the shards (`rank/sharded_features.py`:"
-            " the same features, and the same table on tiny, with 1, 2 or 3 shards). Still on the client:"
-            " the CF bridges' training and the first stage, which gather every shard's fit data, and the"
-            " reranker's prediction by blocks of clips. Candidates and training do not grow with"
+            " the same features, and the same table on tiny, with 1, 2 or 3 shards). BPR learns the most"
+            " engaged users up to `max_positives` and is trained on the rows the shards send. Still on the"
+            " client: the opt-in first stage, which gathers every shard's fit data, the reranker's training"
+            " frames and its prediction by blocks of clips, and the assignment's pools (measured below)."
+            " Candidates and training do not grow with"
             " the rows: the 47,765 targets and their pools are `vk`'s; each profile's HNSW index over"
             f" 10 M users, broadcast to every worker, is {c['hnsw_index_gib']:.1f} GiB."
         ),
@@ -481,6 +534,7 @@ BLOCKS: dict[str, Callable[[Path], list[str]]] = {
     "shapes": block_shapes,
     "scale": block_scale,
     "dask": block_dask,
+    "sharded": block_sharded,
 }
 
 
