@@ -187,16 +187,16 @@ def compare(runs: dict) -> None:
         )
 
 
-def record_run(run_dir: Path, engine: str, preset: str, mode: str) -> None:
+def record_run(run_dir: Path, engine: str, preset: str, mode: str, cached_aggregates: bool = False) -> None:
     """dask_sharded.json's entry for `preset` in `mode` gains (or replaces) `engine`'s figures from a run's
-    folder, compared with the entry's local run when it has one."""
+    folder (`cached_aggregates`: its week pass was done before, its wall time leaves it out), compared with
+    the entry's local run when it has one."""
     path = RESULTS / "dask_sharded.json"
     sharded = read_json(path) if path.is_file() else {}
     key = preset if mode == "validate" else f"{preset}_{mode}"
     entry = sharded.get(key, {"machine": machine(), "mode": mode})
-    runs = {e: r for e, r in entry.items() if isinstance(r, dict) and "wall_s" in r} | {
-        engine: run_figures(run_dir)
-    }
+    figures = run_figures(run_dir) | {"cached_aggregates": cached_aggregates}
+    runs = {e: r for e, r in entry.items() if isinstance(r, dict) and "wall_s" in r} | {engine: figures}
     compare(runs)
     sharded[key] = entry | {e: sharded_figures(r) for e, r in runs.items()} | {"machine": machine()}
     write_json(path, sharded)
@@ -204,7 +204,7 @@ def record_run(run_dir: Path, engine: str, preset: str, mode: str) -> None:
 
 def sharded_figures(run: dict) -> dict:
     """The keys of one engine's figures that dask_sharded.json keeps."""
-    keys = ("users", "rows", "wall_s", "identical", "differs", "n_targets")
+    keys = ("users", "rows", "wall_s", "identical", "differs", "n_targets", "cached_aggregates")
     return {
         **{k: run.get(k) for k in keys},
         "client_peak_gib": run.get("client_peak_gib", run.get("peak_rss_gib")),
@@ -375,9 +375,12 @@ def main() -> None:
         help="add a run made by hand (`audience run ...`) to dask_sharded.json as ENGINE (e.g. 'dask, 4 user"
         " shards') under the preset and --mode; its wall time is its stages' sum",
     )
+    parser.add_argument(
+        "--cached-aggregates", action="store_true", help="--record: the run found its week aggregates built"
+    )
     args = parser.parse_args()
     if args.record:
-        record_run(Path(args.record[0]), args.record[1], args.preset, args.mode)
+        record_run(Path(args.record[0]), args.record[1], args.preset, args.mode, args.cached_aggregates)
         return
     if args.pipeline:
         figures = {

@@ -358,11 +358,12 @@ def block_sharded(root: Path) -> list[str]:
             where = f" ({max(by_stage, key=by_stage.get)})" if by_stage else ""
             body.append(
                 [
-                    f"`{world}` ({entry['mode']})",
+                    f"`{world.removesuffix('_' + entry['mode'])}` ({entry['mode']})",
                     engine,
                     f"{r['users']:,}",
                     f"{r['rows'] / 1e6:,.0f} M",
-                    f"{r['wall_s'] / 60:.1f}",
+                    f"{r['wall_s'] / 60:.1f}"
+                    + (" (aggregates cached)" if r.get("cached_aggregates") else ""),
                     f"{r['client_peak_gib']:.1f}{where}",
                     "" if r.get("worker_peak_gib") is None else f"{r['worker_peak_gib']:.1f}",
                     {True: "yes", False: ", ".join(r.get("differs") or []), None: "(no local run)"}[
@@ -381,15 +382,26 @@ def block_sharded(root: Path) -> list[str]:
         "as local",
     ]
     machines = {machine_text(e["machine"]) for e in read_json(path).values()}
+    stages = [
+        f"`{world.removesuffix('_' + entry['mode'])}` {entry['mode']} with {engine}: "
+        + ", ".join(f"{stage} {gib:.1f}" for stage, gib in r["client_peak_gib_by_stage"].items())
+        for world, entry in read_json(path).items()
+        for engine, r in entry.items()
+        if isinstance(r, dict) and "user shards" in engine and r.get("client_peak_gib_by_stage")
+    ]
     return [
         *table(header, body, "llrrrlrl"),
         "",
         *prose(
-            "Each run from empty run and aggregate folders (the week pass included), the client's peak the"
+            "Each run from an empty run folder and, unless said, an empty aggregate cache (the week pass"
+            " included), the client's peak the"
             " largest of its stages'; 'as local' lists the methods whose NDCG@100 differs from the local"
             " engine's run on the same data (HNSW indexes are one per shard). Measured "
             + "; ".join(sorted(machines))
-            + f" (`{path.relative_to(root)}`)."
+            + f" (`{path.relative_to(root)}`). The client's peak by stage (GiB; one process runs every"
+            " stage, so a stage's peak includes what earlier stages left resident): "
+            + "; ".join(stages)
+            + "."
         ),
     ]
 
