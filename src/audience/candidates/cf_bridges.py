@@ -104,7 +104,7 @@ class BprBridgeSource:
         """Fitted on the positives' rows `X` of `users` (global indices, sorted): `positive_rows`."""
         epochs = max(1, min(self.epochs, self.sample_budget // max(X.nnz, 1)))
         model = BPR(factors=self.factors, epochs=epochs, n_threads=1, seed=self.seed).fit(X)
-        old = np.flatnonzero(catalog.has_embedding & (np.diff(X.tocsc().indptr) > 0))
+        old = np.flatnonzero(catalog.has_embedding & (np.bincount(X.indices, minlength=X.shape[1]) > 0))
         self.author_factor = _author_mean(model.item_factors, catalog.item_author, old, len(catalog.authors))
         A = self._features(catalog.embedding[old], catalog.item_author[old]).astype(np.float64)
         self.map = np.linalg.solve(A.T @ A + self.ridge * np.eye(A.shape[1]), A.T @ model.item_factors[old])

@@ -169,10 +169,9 @@ def first_stage_weights(run: Run, plan: TrainingPlan) -> FirstStage | None:
 def _featurizer(run: Run, counts: np.ndarray) -> Callable[[pl.DataFrame], pl.DataFrame]:
     """`block -> block with its pair features` for blocks of whole clips of a pool whose `pool_counts` are
     `counts`; its pool-wide tables (`pool_context`, with the reranker's similar-authors settings) are
-    computed here, once. With user shards
-    (the Dask engine's `user_shards`), each user's columns are computed on its shard and the client holds only
-    the fit data's counts (rank/sharded_features.py); otherwise the engine maps the blocks over the whole fit
-    data."""
+    computed here, once. With user shards (the Dask engine's `user_shards`), each user's columns are
+    computed on its shard and the client holds only the fit data's counts (rank/sharded_features.py);
+    otherwise the engine maps the blocks over the whole fit data."""
     queries, similar = run.queries(), run.cfg.reranker.similar_authors
     if run.engine.n_user_shards:
         fits = run.shard_fits()
