@@ -389,7 +389,9 @@ def main() -> None:
             **pipeline(data_dir(args.preset), args.mode, args.user_shards, not args.no_plain_dask),
         }
         suffix = "" if args.mode == "validate" else f"_{args.mode}"
-        stem = RESULTS / f"dask_pipeline_{args.preset}{suffix}"
+        # without the plain Dask run, the file of a run that had one is kept
+        shards = "_sharded" if args.user_shards and args.no_plain_dask else ""
+        stem = RESULTS / f"dask_pipeline_{args.preset}{suffix}{shards}"
         publish(stem, figures, pipeline_summary(figures))
         if args.user_shards:
             path = RESULTS / "dask_sharded.json"
