@@ -335,6 +335,12 @@ def test_every_stage_records_wall_time_and_peak_memory(tiny_run):
     substeps = timings.pop("substeps")
     assert set(memory) == set(timings) >= {"profiles", "candidates", "rank", "evaluate"}
     assert all(0.05 < gib < 24 for gib in memory.values()), memory
+    # each substep's peak so far is at most its stage's peak; every timed substep has one
+    peaks = read_json(tiny_run.path("memory_substeps.json"))
+    assert set(peaks) == set(memory)
+    for stage, by_substep in peaks.items():
+        assert all(0.05 < gib <= memory[stage] for gib in by_substep.values()), (stage, by_substep)
+        assert set(by_substep) == set(substeps[stage]), stage
     cfg = tiny_run.cfg
     timed_sources = {f"{s} fit" for s in cfg.sources} | {f"{s} query" for s in cfg.sources}
     assert timed_sources <= set(substeps["candidates"])
@@ -356,5 +362,22 @@ def test_substeps_add_up_in_the_innermost_recorder():
             timing.add("b", 1.0)
         timing.add("c", 0.5)
     timing.add("nowhere", 1.0)  # no recorder open: nothing happens
-    assert inner == {"b": 3.0}
-    assert set(outer) == {"a", "c"} and outer["c"] == 0.5 and 0 <= outer["a"] < 1
+    assert inner.times == {"b": 3.0}
+    assert set(outer.times) == {"a", "c"} and outer.times["c"] == 0.5 and 0 <= outer.times["a"] < 1
+    assert outer.peaks == inner.peaks == {}  # no probe, no peaks
+
+
+def test_a_substeps_peak_is_the_probes_value_at_its_end_in_the_outermost_recorder():
+    """The probe is read as each substep ends, nested stages' substeps included; the largest reading per
+    name is kept (the stage's peak only grows)."""
+    readings = iter([1.0, 3.0, 2.0, 5.0])
+    with timing.recorder(lambda: next(readings)) as outer:
+        with timing.substep("load"):
+            pass
+        with timing.recorder() as inner:  # a holdout run's stage: its substeps count in the outer memory
+            with timing.substep("holdout pairs"):
+                pass
+        timing.add("load", 0.1)
+        timing.add("score", 0.1)
+    assert outer.peaks == {"load": 2.0, "holdout pairs": 3.0, "score": 5.0}
+    assert set(inner.times) == {"holdout pairs"} and inner.peaks == {}

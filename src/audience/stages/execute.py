@@ -1,5 +1,6 @@
 """How a stage runs: its config recorded in the run folder, BLAS threads limited to the run's, its wall time
-and substeps (timing.py) in timings.json and, for an outermost stage, its peak RSS in memory.json. Used by
+and substeps (timing.py) in timings.json and, for an outermost stage, its peak RSS in memory.json and the
+peak so far at each of its substeps' ends in memory_substeps.json. Used by
 the pipeline's wiring and by the holdout runs of stages/training_data.py."""
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ def _timed(run: Run, stage: str):
     _stage_depth += 1
     start = time.perf_counter()
     try:
-        with timing.recorder() as substeps:
+        with timing.recorder(peak_rss_gib if outermost else None) as record:
             yield
     finally:
         _stage_depth -= 1
     seconds = time.perf_counter() - start
-    run.record_timing(stage, seconds, substeps)
+    run.record_timing(stage, seconds, record.times)
     if not outermost:  # a holdout run's stage, inside the rank stage
         timing.add(f"holdout {stage}", seconds)
     else:
@@ -46,6 +47,10 @@ def _timed(run: Run, stage: str):
         if workers is not None:
             memory.setdefault("workers", {})[stage] = round(workers, 3)
         write_json(memory, path)
+        path = run.path("memory_substeps.json")  # the stage's peak so far at each substep's end
+        substeps = read_json(path) if path.exists() else {}
+        substeps[stage] = {name: round(gib, 3) for name, gib in record.peaks.items()}
+        write_json(substeps, path)
 
 
 def execute(run: Run, stage: str, function: Callable[[Run], object]) -> object:
