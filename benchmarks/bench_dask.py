@@ -196,7 +196,8 @@ def record_run(run_dir: Path, engine: str, preset: str, mode: str, cached_aggreg
     key = preset if mode == "validate" else f"{preset}_{mode}"
     entry = sharded.get(key, {"machine": machine(), "mode": mode})
     figures = run_figures(run_dir) | {"cached_aggregates": cached_aggregates}
-    runs = {e: r for e, r in entry.items() if isinstance(r, dict) and "wall_s" in r} | {engine: figures}
+    # runs recorded with their NDCG@100 table (older entries kept as they are)
+    runs = {e: r for e, r in entry.items() if isinstance(r, dict) and "ndcg_capped" in r} | {engine: figures}
     compare(runs)
     sharded[key] = entry | {e: sharded_figures(r) for e, r in runs.items()} | {"machine": machine()}
     write_json(path, sharded)

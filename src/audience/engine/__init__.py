@@ -15,7 +15,8 @@ pools), the reranker's prediction, the cap-aware assignment (a global greedy ove
 the evaluation. With `[dask] user_shards`, the users' state leaves the client: each shard's fit data is
 combined and saved by a worker, the sources that split by user are fitted and answered there, and the
 pair features read each user's state on its shard; the client keeps the counts, the pools and the
-clip- and author-side tables (the CF bridges and the first stage still gather every shard's fit data)."""
+clip- and author-side tables (BPR is fitted here on its sample's rows, which the shards send; the
+neighbour bridges and the first stage still gather every shard's fit data)."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ def stage_candidates(run: Run) -> None:
         source = make_source(name, cfg)
         if run.engine.n_user_shards and user_shardable(source):
             fitted = time.perf_counter()  # the shards' fit data is combined once, on the workers
-            results[name] = sharded_lists(run, name, run.shard_fits(), queries, history)
+            results[name] = sharded_lists(run, name, queries, history)
         elif run.engine.n_user_shards and fits_on_sampled_rows(source):
             source = sampled_fit(run, name, history)
             fitted = time.perf_counter()
@@ -81,21 +81,19 @@ def stage_candidates(run: Run) -> None:
 def sampled_fit(run: Run, name: str, history: pl.DataFrame | None) -> CandidateSource:
     """Source `name` fitted here on the rows of its sample of users that the engine's user shards send,
     wrapped to leave out the targets' fit-week audience (`history`, None to keep it)."""
-    fits = run.shard_fits()
-    build, shard_map = partial(make_source, name, run.cfg), partial(run.engine.shard_map, fits)
-    source = fitted_on_sampled_rows(build, shard_map, [s for s, _ in fits], run.fit_counts(), run.catalog)
+    shards, shard_map = run.user_shards()
+    build = partial(make_source, name, run.cfg)
+    source = fitted_on_sampled_rows(build, shard_map, shards, run.fit_counts(), run.catalog)
     return source if history is None else ExcludeSeen(source, history).around_fitted(run.catalog)
 
 
-def sharded_lists(
-    run: Run, name: str, shard_fits: list, queries: ClipQueries, history: pl.DataFrame | None
-) -> TopK:
+def sharded_lists(run: Run, name: str, queries: ClipQueries, history: pl.DataFrame | None) -> TopK:
     """Source `name`'s lists from the engine's user shards (fit and query timed together as the query),
     the targets' fit-week audience (`history`, None to keep it) left out as ExcludeSeen leaves it out."""
     depth = run.cfg.candidate_depth
     seen = None if history is None else seen_pairs(history, queries.item_ids, run.catalog)
     extra = min(largest_audience(history), depth) if seen is not None and seen[0].size else 0
     build = partial(make_source, name, run.cfg)
-    shard_map = partial(run.engine.shard_map, shard_fits)
-    top = sharded_answers(build, shard_map, [s for s, _ in shard_fits], run.catalog, queries, depth + extra)
+    shards, shard_map = run.user_shards()
+    top = sharded_answers(build, shard_map, shards, run.catalog, queries, depth + extra)
     return top if seen is None else drop_seen(top, seen, run.catalog.n_users, depth)

@@ -6,6 +6,7 @@ the holdout runs shifted back from it."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from audience.io import read_json, write_json
 from audience.profiles.aggregates import AggregateStore
 from audience.profiles.dataset_mixture import dataset_mixture
 from audience.profiles.fit_data import FitData
-from audience.profiles.user_shards import whole_fit
+from audience.profiles.user_shards import ShardMap, UserShard, whole_fit
 from audience.rank.protocol import holdout_samples
 from audience.split import Split, make_split
 
@@ -99,8 +100,8 @@ class Run:
 
     def fit_data(self) -> FitData:
         """The whole fit data. With user shards, fit_data.npz holds only the counts and the users' state is
-        gathered here from the shards: what the sources and stages not yet on shards need (the BPR bridge,
-        the first stage), at the cost of every user's state on the client."""
+        gathered here from the shards: what the sources and stages not yet on shards need (the neighbour
+        bridges, the first stage), at the cost of every user's state on the client."""
         fit = FitData.load(self.require("fit_data.npz", "profiles"))
         if fit.has_user_state:
             return fit
@@ -125,6 +126,12 @@ class Run:
                 self.aggregate_store(), split.fit_weeks, self.hidden_items(), self.path("fit_shards"), rebuild
             )
         return self._shard_fits
+
+    def user_shards(self) -> tuple[list[UserShard], ShardMap]:
+        """This run's user shards, in order, and the engine's `ShardMap` over their fit data (`shard_fits`):
+        what the sharded sources and pair features are handed."""
+        fits = self.shard_fits()
+        return [shard for shard, _ in fits], partial(self.engine.shard_map, fits)
 
     def targets(self) -> pl.DataFrame:
         return pl.read_parquet(self.require("targets.parquet", "profiles"))

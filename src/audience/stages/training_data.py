@@ -174,10 +174,9 @@ def _featurizer(run: Run, counts: np.ndarray) -> Callable[[pl.DataFrame], pl.Dat
     otherwise the engine maps the blocks over the whole fit data."""
     queries, similar = run.queries(), run.cfg.reranker.similar_authors
     if run.engine.n_user_shards:
-        fits = run.shard_fits()
-        shard_map = partial(run.engine.shard_map, fits)
+        shards, shard_map = run.user_shards()
         context = sharded_pool_context(
-            counts, run.fit_counts(), run.catalog, queries, [s for s, _ in fits], shard_map, similar
+            counts, run.fit_counts(), run.catalog, queries, shards, shard_map, similar
         )
         return partial(sharded_pair_features, queries=queries, context=context, shard_map=shard_map)
     fit = run.fit_data()
