@@ -6,11 +6,14 @@ import pytest
 
 from audience.assign import (
     assign_pairs,
+    assign_pairs_by_slots,
     assign_with_cap,
     candidates_by_clip,
     cap_infeasibility,
     top_k_uncapped,
+    top_lists,
 )
+from audience.evaluation.report import pool_ceiling_frame
 from audience.matching import expected_ndcg_weights
 from audience.stages.assign import ndcg_weighted
 
@@ -359,6 +362,68 @@ def test_assign_pairs_equals_assign_with_cap_over_the_csr(seed, strategy):
         want.n_displaced,
     )
     assert got.n_displaced > 0  # the cap binds
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_one_csr_gives_the_slots_draft_and_the_uncapped_lists_of_assign_with_cap(seed):
+    # repeated pairs, tied scores, clips without candidates, a cap that binds: the CSR's slots draft and its
+    # top lists equal assign_with_cap over the triples ("slots"; "global" with the cap lifted)
+    rng = np.random.default_rng(seed)
+    n_clips, n_users, list_size, user_cap = 25, 90, 7, 2 + seed % 3
+    n = int(rng.integers(0, 1500))
+    clip = rng.integers(0, n_clips - 2, n).astype(np.int32)
+    user = (rng.zipf(1.4, n) % n_users).astype(np.int32)
+    score = np.round(rng.random(n), 2)
+    fallback = rng.permutation(n_users).astype(np.int32)
+    pairs = candidates_by_clip(clip, user, score, n_clips, n_users)
+    for got, want in (
+        (
+            assign_pairs_by_slots(pairs, n_users, list_size, user_cap, fallback),
+            assign_with_cap(clip, user, score, n_clips, n_users, list_size, user_cap, fallback, "slots"),
+        ),
+        (
+            top_lists(pairs, n_users, list_size, fallback),
+            assign_with_cap(clip, user, score, n_clips, n_users, list_size, n_clips, fallback, "global"),
+        ),
+    ):
+        np.testing.assert_array_equal(got.users, want.users)
+        np.testing.assert_array_equal(got.user_load, want.user_load)
+        assert (got.n_from_candidates, got.n_from_fallback, got.n_displaced) == (
+            want.n_from_candidates,
+            want.n_from_fallback,
+            want.n_displaced,
+        )
+
+
+@pytest.mark.parametrize("block_rows", [1, 7, 10_000])
+def test_pool_ceiling_scores_pool_pairs_by_the_oracle_else_by_minus_rank(block_rows):
+    rng = np.random.default_rng(block_rows)
+    n = 400
+    pool = pl.DataFrame(
+        {
+            "clip": rng.integers(0, 12, n).astype(np.int32),
+            "user": rng.integers(0, 60, n).astype(np.int32),
+            "rank": rng.integers(1, 50, n).astype(np.int32),
+        }
+    ).unique(["clip", "user"], maintain_order=True)
+    keys = rng.choice(15 * 70, 300, replace=False)
+    oracle = pl.DataFrame(
+        {
+            "clip": (keys // 70).astype(np.int32),
+            "user": (keys % 70).astype(np.int64),
+            "score": rng.random(300).astype(np.float32),
+        }
+    )
+    got = pool_ceiling_frame(pool, oracle, block_rows)
+    truth = dict(zip(zip(oracle["clip"], oracle["user"], strict=True), oracle["score"], strict=True))
+    want = [
+        float(truth[(c, u)]) if (c, u) in truth else -float(r)
+        for c, u, r in pool.select("clip", "user", "rank").iter_rows()
+    ]
+    assert got.columns == ["clip", "user", "score"]
+    assert got["clip"].to_list() == pool["clip"].to_list() and got["user"].to_list() == pool["user"].to_list()
+    assert got["score"].to_list() == want
+    assert 0 < sum(s >= 0 for s in want) < len(want)  # both kinds of pairs occur
 
 
 def test_slots_draft_spreads_top_users_over_top_ranks():

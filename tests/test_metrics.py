@@ -189,6 +189,31 @@ def test_recall_at_depth_matches_reference():
                 assert (math.isnan(g[d]) and math.isnan(r[d])) or g[d] == pytest.approx(r[d], abs=1e-12)
 
 
+def test_recall_of_parts_equals_recall_of_their_concatenation():
+    rng = np.random.default_rng(5)
+    schema = {"item_id": pl.UInt32, "user_id": pl.UInt32, "rank": pl.Int64}
+    truth = _truth(list(zip(rng.integers(0, 8, 90).tolist(), rng.integers(0, 25, 90).tolist(), strict=True)))
+    for _ in range(30):
+        parts = [
+            pl.DataFrame(
+                {
+                    "item_id": rng.integers(0, 7, n),
+                    "user_id": rng.integers(0, 25, n),
+                    "rank": rng.integers(1, 40, n),
+                },
+                schema=schema,
+            )
+            for n in rng.integers(0, 120, int(rng.integers(1, 5)))
+        ]
+        whole = pl.concat(parts)
+        for targets in (None, np.arange(8)):
+            got = recall_at_depth(iter(parts), truth, [1, 10, 40], targets=targets)
+            want = recall_at_depth(whole, truth, [1, 10, 40], targets=targets)
+            assert got.keys() == want.keys()
+            for d in got:
+                assert (math.isnan(got[d]) and math.isnan(want[d])) or got[d] == want[d]
+
+
 def test_recall_hand_case():
     frame = pl.DataFrame(
         {"item_id": [1, 1, 1, 2], "user_id": [10, 11, 10, 20], "rank": [3, 1, 1, 2]},

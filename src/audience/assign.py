@@ -60,10 +60,12 @@ from audience.config import STRATEGIES
 __all__ = [
     "AssignmentResult",
     "assign_pairs",
+    "assign_pairs_by_slots",
     "assign_with_cap",
     "candidates_by_clip",
     "cap_infeasibility",
     "top_k_uncapped",
+    "top_lists",
 ]
 
 
@@ -480,10 +482,8 @@ def assign_with_cap(
             clip, user, score, n_clips, n_users, list_size, user_cap, users
         )
     else:
-        indptr, clip_users, clip_scores = _distinct_by_clip(clip, user, score, n_clips, n_users)
-        count, load, displaced = _slots_kernel(
-            indptr, clip_users, clip_scores, n_users, list_size, user_cap, users
-        )
+        pairs = _distinct_by_clip(clip, user, score, n_clips, n_users)
+        count, load, displaced = _slots_kernel(*pairs, n_users, list_size, user_cap, users)
     return _filled(users, count, load, displaced, fallback, user_cap)
 
 
@@ -506,11 +506,12 @@ def assign_pairs(
     n_clips = indptr.size - 1
     fallback = _checked_fallback(n_clips, n_users, list_size, user_cap, fallback_order)
     priority = np.ascontiguousarray(priority, dtype=np.float64)
-    identity = np.arange(priority.size, dtype=np.int64)
+    identity = np.arange(priority.size, dtype=np.int32 if priority.size < 2**31 else np.int64)
     if strategy == "margin":
         k = _per_clip_k(list_size + 1, n_clips)
         replacement = _kth_over_buckets(indptr, identity, priority, k)
-        priority = priority - np.repeat(replacement, np.diff(indptr))
+        margin = np.repeat(replacement, np.diff(indptr))
+        priority = np.subtract(priority, margin, out=margin)
     users = np.full((n_clips, list_size), -1, dtype=np.int32)
     count, load, displaced = _greedy_over_buckets(
         indptr, identity, pair_users, priority, n_users, user_cap, users
@@ -578,7 +579,54 @@ def top_k_uncapped(clip: np.ndarray, user: np.ndarray, score: np.ndarray, n_clip
     n_users = int(user.max()) + 1 if user.size else 0
     indptr, users, _ = _distinct_by_clip(clip, user, score, n_clips, n_users)
     out = np.full((n_clips, k), -1, dtype=np.int32)
-    rank = np.arange(users.size) - np.repeat(indptr[:-1], np.diff(indptr))
-    top = rank < k
-    out[np.repeat(np.arange(n_clips), np.diff(indptr))[top], rank[top]] = users[top]
+    _top_of_buckets(indptr, users, out)
     return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _top_of_buckets(indptr, users, out):  # pragma: no cover - numba
+    """Writes each clip's first out.shape[1] CSR users into its row of `out`; returns how many each got."""
+    n_clips, list_size = out.shape
+    count = np.zeros(n_clips, dtype=np.int64)
+    for c in range(n_clips):
+        k = min(indptr[c + 1] - indptr[c], list_size)
+        for i in range(k):
+            out[c, i] = users[indptr[c] + i]
+        count[c] = k
+    return count
+
+
+def top_lists(
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
+    n_users: int,
+    list_size: int = 100,
+    fallback_order: np.ndarray | None = None,
+) -> AssignmentResult:
+    """The cap lifted: each clip's first `list_size` pairs of a `candidates_by_clip` CSR, short clips filled
+    from `fallback_order`. The same lists as `assign_with_cap` with ``user_cap = n_clips`` (no user can then
+    be refused) over the triples the CSR was made from, without a second sort."""
+    indptr, users = pairs[0], pairs[1]
+    n_clips = indptr.size - 1
+    cap = max(n_clips, 1)
+    fallback = _checked_fallback(n_clips, n_users, list_size, cap, fallback_order)
+    out = np.full((n_clips, list_size), -1, dtype=np.int32)
+    count = _top_of_buckets(indptr, users, out)
+    load = np.bincount(out[out >= 0], minlength=n_users).astype(np.int64)
+    return _filled(out, count, load, 0, fallback, cap)
+
+
+def assign_pairs_by_slots(
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
+    n_users: int,
+    list_size: int = 100,
+    user_cap: int = 100,
+    fallback_order: np.ndarray | None = None,
+) -> AssignmentResult:
+    """`assign_with_cap`'s "slots" draft over a `candidates_by_clip` CSR (the same lists as over the triples
+    it was made from): one CSR then serves the capped and the uncapped lists (`top_lists`)."""
+    indptr, users, scores = pairs
+    n_clips = indptr.size - 1
+    fallback = _checked_fallback(n_clips, n_users, list_size, user_cap, fallback_order)
+    out = np.full((n_clips, list_size), -1, dtype=np.int32)
+    count, load, displaced = _slots_kernel(indptr, users, scores, n_users, list_size, user_cap, out)
+    return _filled(out, count, load, displaced, fallback, user_cap)

@@ -51,6 +51,7 @@ from audience.assign import AssignmentResult, assign_pairs, candidates_by_clip
 __all__ = [
     "BoundResult",
     "assign_by_prices",
+    "assign_pairs_by_prices",
     "discounts",
     "expected_ndcg_weights",
     "gain_pairs",
@@ -345,7 +346,23 @@ def assign_by_prices(
     Inputs as `assign.assign_with_cap` (scores >= 0); lists hold candidates by descending score, then the
     fill."""
     pairs = gain_pairs(clip, user, score, n_clips, n_users)
+    return assign_pairs_by_prices(pairs, n_users, list_size, user_cap, fallback_order, steps, primal_every)
+
+
+def assign_pairs_by_prices(
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
+    n_users: int,
+    list_size: int = 100,
+    user_cap: int = 100,
+    fallback_order: np.ndarray | None = None,
+    steps: int = 40,
+    primal_every: int = 10,
+) -> tuple[AssignmentResult, BoundResult]:
+    """`assign_by_prices` of the CSR that `gain_pairs` made: the caller keeps the CSR (for the uncapped
+    lists, `assign.top_lists`) and may drop the triples first. Each primal step holds the priced scores
+    and one greedy's sort besides the CSR: about 36 bytes a pair at its peak."""
     _, users, scores = pairs
+    n_clips = pairs[0].size - 1
 
     def greedy(priority: np.ndarray, strategy: str = "global") -> tuple[float, AssignmentResult]:
         result = assign_pairs(pairs, priority, n_users, list_size, user_cap, fallback_order, strategy)
@@ -356,14 +373,16 @@ def assign_by_prices(
         return list_gain(lists, pairs, n_users), result
 
     def primal(prices: np.ndarray, chosen: np.ndarray):
-        priced = scores - prices[users]
-        # the clips' own best lists under the prices first (a user over the cap keeps its best-priced
-        # lists), then the rest by priced score
-        repair = np.where(chosen, priced + (priced.max() - priced.min() + 1.0), priced)
+        priced = prices[users]
+        np.subtract(scores, priced, out=priced)
         tries = []
-        for priority, strategy in ((priced, "global"), (priced, "margin"), (repair, "global")):
+        for strategy in ("global", "margin", "repair"):
+            if strategy == "repair":
+                # the clips' own best lists under the prices first (a user over the cap keeps its
+                # best-priced lists), then the rest by priced score
+                priced[chosen] += priced.max() - priced.min() + 1.0
             try:
-                tries.append(greedy(priority, strategy))
+                tries.append(greedy(priced, "global" if strategy == "repair" else strategy))
             except ValueError:  # the greedy fill ran out of users on a tight instance
                 continue
         return max(tries, key=lambda pair: pair[0]) if tries else (-np.inf, None)

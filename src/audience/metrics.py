@@ -16,7 +16,7 @@ sorted keys (numba), so no hash join of millions of rows is needed.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numba as nb
@@ -274,7 +274,7 @@ def _target_ids(targets: np.ndarray | pl.Series | Sequence[int]) -> np.ndarray:
 
 
 def recall_at_depth(
-    candidates: pl.DataFrame,
+    candidates: pl.DataFrame | Iterable[pl.DataFrame],
     truth: pl.DataFrame,
     depths: Sequence[int],
     targets: np.ndarray | pl.Series | None = None,
@@ -282,7 +282,9 @@ def recall_at_depth(
     """Micro-averaged candidate recall: for each depth ``d``, the share of relevant (clip, user) pairs that
     appear in `candidates` with ``rank <= d``.
 
-    candidates: ``item_id``, ``user_id``, ``rank`` (1-based; a pair listed twice counts at its best rank).
+    candidates: ``item_id``, ``user_id``, ``rank`` (1-based; a pair listed twice counts at its best rank),
+    as one frame or as parts read one at a time (a union of pools, a pool by blocks): the recall of their
+    concatenation, holding one part at a time.
     truth: relevant pairs (duplicates counted once). The denominator is every distinct truth pair of the
     evaluated clips: `targets` when given, else the clips present in `candidates` (so a target clip with no
     candidates at all is only penalised when `targets` is passed). Micro-average: clips with many positives
@@ -291,8 +293,33 @@ def recall_at_depth(
     depth_list = [int(d) for d in depths]
     if any(d < 1 for d in depth_list):
         raise ValueError(f"depths must be >= 1 (got {depth_list})")
-    cand_items = _id_column(candidates, "item_id", "candidates")
-    cand_users = _id_column(candidates, "user_id", "candidates")
+    truth_keys = _sorted_truth_keys(truth)
+    best = np.full(truth_keys.size, np.iinfo(np.int64).max, dtype=np.int64)
+    seen_items = []
+    for part in [candidates] if isinstance(candidates, pl.DataFrame) else candidates:
+        cand_items = _id_column(part, "item_id", "candidates")
+        cand_users = _id_column(part, "user_id", "candidates")
+        ranks = _rank_column(part)
+        if targets is None:
+            seen_items.append(np.unique(cand_items))
+        pos = _lookup_kernel(_pair_keys(cand_items, cand_users), truth_keys)
+        is_hit = pos >= 0
+        np.minimum.at(best, pos[is_hit], ranks[is_hit])
+    if targets is not None:
+        scope = _target_ids(targets)
+    else:
+        scope = np.unique(np.concatenate(seen_items)) if seen_items else np.zeros(0, np.uint32)
+    in_scope = np.isin((truth_keys >> _HIGH).astype(np.uint32), scope)
+    if not in_scope.any():
+        return {d: math.nan for d in depth_list}
+    best = best[in_scope]
+    found = np.sort(best[best != np.iinfo(np.int64).max])
+    total = float(best.size)
+    return {d: float(np.searchsorted(found, d, side="right")) / total for d in depth_list}
+
+
+def _rank_column(candidates: pl.DataFrame) -> np.ndarray:
+    """The candidates' 1-based ``rank`` column as int64, checked."""
     if "rank" not in candidates.columns:
         raise ValueError(f"candidates: missing column 'rank' (found {candidates.columns})")
     rank_col = candidates.get_column("rank")
@@ -303,20 +330,7 @@ def recall_at_depth(
     ranks = rank_col.cast(pl.Int64).to_numpy()
     if ranks.size and int(ranks.min()) < 1:
         raise ValueError(f"candidates: column 'rank' must be 1-based (found {int(ranks.min())})")
-
-    truth_keys = _sorted_truth_keys(truth)
-    scope = _target_ids(targets) if targets is not None else np.unique(cand_items)
-    truth_keys = truth_keys[np.isin((truth_keys >> _HIGH).astype(np.uint32), scope)]
-    if truth_keys.size == 0:
-        return {d: math.nan for d in depth_list}
-
-    pos = _lookup_kernel(_pair_keys(cand_items, cand_users), truth_keys)
-    is_hit = pos >= 0
-    best = np.full(truth_keys.size, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(best, pos[is_hit], ranks[is_hit])
-    found = np.sort(best[best != np.iinfo(np.int64).max])
-    total = float(truth_keys.size)
-    return {d: float(np.searchsorted(found, d, side="right")) / total for d in depth_list}
+    return ranks
 
 
 def positives(week: pl.LazyFrame | pl.DataFrame, flags: Sequence[str]) -> pl.DataFrame:

@@ -13,19 +13,29 @@ ORACLE = "oracle"
 POOL_CEILING = "pool_ceiling"
 
 
-def pool_ceiling_frame(pool: pl.DataFrame, oracle: pl.DataFrame) -> pl.DataFrame:
-    """The pool's pairs scored by the oracle; pairs beyond the oracle's list (its top `oracle_depth`, so
-    below every pair it lists) follow in the pool's own order, with negative scores -rank."""
-    truth = oracle.select("clip", "user", pl.col("score").cast(pl.Float64).alias("truth"))
-    return (
-        pool.select("clip", "user", "rank")
-        .join(truth, on=["clip", "user"], how="left")
-        .select(
-            "clip",
-            "user",
-            pl.coalesce("truth", -pl.col("rank").cast(pl.Float64)).alias("score"),
-        )
-    )
+def pool_ceiling_frame(pool: pl.DataFrame, oracle: pl.DataFrame, block_rows: int = 4_000_000) -> pl.DataFrame:
+    """The pool's pairs (clip, user, rank) scored by the oracle (clip, user, score: distinct pairs); pairs
+    beyond the oracle's list (its top `oracle_depth`, so below every pair it lists) follow in the pool's own
+    order, with negative scores -rank. Pairs are looked up by a (clip, user) key in the oracle's sorted
+    keys, `block_rows` pool rows at a time: the transient memory is the oracle's keys plus a block's."""
+    n_users = np.int64(max(_max(pool["user"]), _max(oracle["user"])) + 1)
+    oracle_keys = oracle["clip"].to_numpy().astype(np.int64) * n_users + oracle["user"].to_numpy()
+    order = np.argsort(oracle_keys, kind="stable")
+    oracle_keys = oracle_keys[order]
+    truth = oracle["score"].to_numpy().astype(np.float64)[order]
+    scores = np.empty(pool.height, dtype=np.float64)
+    for start in range(0, pool.height, block_rows):
+        block = pool.slice(start, block_rows)
+        keys = block["clip"].to_numpy().astype(np.int64) * n_users + block["user"].to_numpy()
+        at = np.minimum(np.searchsorted(oracle_keys, keys), max(oracle_keys.size - 1, 0))
+        found = oracle_keys[at] == keys if oracle_keys.size else np.zeros(keys.size, dtype=bool)
+        own = -block["rank"].to_numpy().astype(np.float64)
+        scores[start : start + block.height] = np.where(found, truth[at] if truth.size else own, own)
+    return pool.select("clip", "user").with_columns(pl.Series("score", scores))
+
+
+def _max(column: pl.Series) -> int:
+    return int(column.max()) if column.len() else 0
 
 
 def lists_frame(item_ids: np.ndarray, lists: np.ndarray, user_ids: np.ndarray) -> pl.DataFrame:

@@ -5,12 +5,13 @@ assignment under its own scores -> lists/bound.json."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import polars as pl
 
 from audience import progress, timing
-from audience.assign import assign_with_cap
+from audience.assign import assign_pairs_by_slots, assign_with_cap, candidates_by_clip, top_lists
 from audience.candidates.popular import fallback_order
 from audience.config import RunConfig
 from audience.data.ids import unique_sorted
@@ -20,7 +21,7 @@ from audience.evaluation.report import ORACLE, POOL_CEILING, pool_ceiling_frame
 from audience.io import atomic_path, write_json
 from audience.matching import (
     BoundResult,
-    assign_by_prices,
+    assign_pairs_by_prices,
     expected_ndcg_weights,
     gain_pairs,
     list_gain,
@@ -80,36 +81,42 @@ def ndcg_weighted(frame: pl.DataFrame, n_clips: int, list_size: int) -> pl.DataF
     return frame.with_columns(pl.Series("score", weighted, dtype=frame.schema["score"]))
 
 
+CANDIDATE_COLUMNS = ["clip", "user", "score"]  # what the assignment reads of a pool
+
+
 def _assign(
     run: Run,
     method: str,
-    frame: pl.DataFrame,
+    load: Callable[[], pl.DataFrame],
     n_clips: int,
     fallback: np.ndarray,
     strategy: str,
     seen: tuple[np.ndarray, np.ndarray] | None,
     user_ids: np.ndarray | None = None,
 ) -> tuple[dict, BoundResult | None]:
-    """Assign `method`'s candidates with and without the cap and save both; returns the report and, for the
-    "prices" strategy, the Lagrangian bound it computed on the way when it is the bound of `frame`'s own
-    pairs (None when the warm fill added pairs). `seen` (clip rows, users of the targets' fit-week audience,
-    or None): a short warm list is filled with fallback users who have not seen the clip. `user_ids`
-    (default the run's users) are the external ids of the frame's user indices, saved beside the lists when
-    they differ."""
+    """Assign `method`'s candidates (`load()`: clip, user, score) with and without the cap and save both;
+    returns the report and, for the "prices" strategy, the Lagrangian bound it computed on the way when it
+    is the bound of the loaded pairs (None when the warm fill added pairs). `seen` (clip rows, users of the
+    targets' fit-week audience, or None): a short warm list is filled with fallback users who have not seen
+    the clip. `user_ids` (default the run's users) are the external ids of the frame's user indices, saved
+    beside the lists when they differ. The frame is loaded here and dropped once the pairs are sorted by
+    clip (`assign.candidates_by_clip`), which then serve both assignments."""
     cfg = run.cfg
+    frame = load()
     n_pairs = frame.height
     if seen is not None:
         frame = fill_unseen(frame, *seen, fallback, cfg.list_size)
+    filled = frame.height != n_pairs
     clip, user, score = (frame[c].to_numpy() for c in ("clip", "user", "score"))
+    del frame
     n_users = run.catalog.n_users if user_ids is None else len(user_ids)
 
     bound = None
     if strategy == "prices":
-        result, bound = assign_by_prices(
-            clip,
-            user,
-            _non_negative(score),
-            n_clips,
+        pairs = gain_pairs(clip, user, _non_negative(score), n_clips, n_users)
+        del clip, user, score
+        result, bound = assign_pairs_by_prices(
+            pairs,
             n_users,
             cfg.list_size,
             cfg.user_cap,
@@ -117,14 +124,19 @@ def _assign(
             steps=cfg.bound_steps,
             primal_every=cfg.primal_every,
         )
+    elif strategy == "slots":
+        pairs = candidates_by_clip(clip, user, score, n_clips, n_users)
+        del clip, user, score
+        result = assign_pairs_by_slots(pairs, n_users, cfg.list_size, cfg.user_cap, fallback)
     else:
         result = assign_with_cap(
             clip, user, score, n_clips, n_users, cfg.list_size, cfg.user_cap, fallback, strategy
         )
+        pairs = candidates_by_clip(clip, user, score, n_clips, n_users)
+        del clip, user, score
     # the cap lifted (every strategy then gives each clip its top list), so cap_cost measures the cap alone
-    uncapped = assign_with_cap(
-        clip, user, score, n_clips, n_users, cfg.list_size, max(n_clips, 1), fallback, "global"
-    ).users
+    uncapped = top_lists(pairs, n_users, cfg.list_size, fallback).users
+    del pairs
     saved = {"capped": result.users, "uncapped": uncapped}
     if user_ids is not None and len(user_ids) != run.catalog.n_users:
         saved["user_ids"] = user_ids
@@ -139,7 +151,7 @@ def _assign(
         "displaced_by_cap": int(result.n_displaced),
         "max_user_load": int(result.user_load.max()),
     }
-    return report, bound if frame.height == n_pairs else None
+    return report, None if filled else bound
 
 
 def run_strategy(cfg: RunConfig, method: str) -> str:
@@ -148,7 +160,9 @@ def run_strategy(cfg: RunConfig, method: str) -> str:
 
 
 def _non_negative(score: np.ndarray) -> np.ndarray:
-    """Scores shifted to start at 0 when some are negative (the gain model reads them as probabilities)."""
+    """Scores as float64, shifted to start at 0 when some are negative (the gain model reads them as
+    probabilities; the shift in float64 keeps their order)."""
+    score = np.asarray(score, dtype=np.float64)
     low = float(score.min()) if score.size else 0.0
     return score - low if low < 0 else score
 
@@ -159,9 +173,10 @@ def assignment_bound(run: Run, method: str, frame: pl.DataFrame, n_clips: int) -
     chose."""
     cfg = run.cfg
     start = time.perf_counter()
-    score = _non_negative(frame["score"].to_numpy().astype(np.float64))
+    score = _non_negative(frame["score"].to_numpy())
     n_users = run.catalog.n_users
     pairs = gain_pairs(frame["clip"].to_numpy(), frame["user"].to_numpy(), score, n_clips, n_users)
+    del frame, score
     bound = pairs_bound(pairs, n_users, cfg.list_size, cfg.user_cap, cfg.bound_steps)
     capped = np.load(run.path("lists", f"{file_key(method)}.capped.npy"))
     return bound_report(method, bound, list_gain(capped, pairs, n_users), time.perf_counter() - start)
@@ -187,17 +202,23 @@ def stage_assign(run: Run) -> None:
     fallback = fallback_order(run.fit_counts(), run.catalog)
     item_ids = targets["item_id"].to_numpy()
     seen = seen_pairs(run.target_history(), item_ids, run.catalog) if cfg.exclude_seen else None
+
+    def method_pool(method: str) -> Callable[[], pl.DataFrame]:
+        def load() -> pl.DataFrame:
+            frame = run.candidates(method, columns=CANDIDATE_COLUMNS)
+            if method == cfg.final_method and cfg.ndcg_weights:
+                frame = ndcg_weighted(frame, n_clips, cfg.list_size)
+            return frame
+
+        return load
+
     report = {}
-    final = run.candidates(cfg.final_method)
-    if cfg.ndcg_weights:
-        final = ndcg_weighted(final, n_clips, cfg.list_size)
     bound_json = None  # from the final method's priced assignment, when it returns one
     for m in progress.iterate(cfg.methods, "assign", "method"):
         strategy = run_strategy(cfg, m)
         start = time.perf_counter()
         with timing.substep(f"{m} ({strategy})"):
-            frame = final if m == cfg.final_method else run.candidates(m)
-            report[m], bound = _assign(run, m, frame, n_clips, fallback, strategy, seen)
+            report[m], bound = _assign(run, m, method_pool(m), n_clips, fallback, strategy, seen)
         if m == cfg.final_method and bound is not None:
             bound_json = bound_report(m, bound, bound.best_gain, time.perf_counter() - start)
     oracle = oracle_frame(run, item_ids)
@@ -205,13 +226,18 @@ def stage_assign(run: Run) -> None:
         # the oracle's scores are all ties: it is always drafted by slots, so the ceiling the methods are
         # measured against does not move with the strategy under test
         with timing.substep("oracle and pool ceiling (slots)"):
-            report[ORACLE] = _assign(run, ORACLE, oracle[0], n_clips, fallback, "slots", seen, oracle[1])[0]
-            ceiling = pool_ceiling_frame(final, oracle[0])
-            report[POOL_CEILING] = _assign(
-                run, POOL_CEILING, ceiling, n_clips, fallback, "slots", seen, oracle[1]
-            )[0]
+            oracle_pool, user_ids = oracle
+            del oracle
+
+            def ceiling() -> pl.DataFrame:
+                pool = run.candidates(cfg.final_method, columns=["clip", "user", "rank"])
+                return pool_ceiling_frame(pool, oracle_pool)
+
+            for name, load in ((ORACLE, lambda: oracle_pool), (POOL_CEILING, ceiling)):
+                report[name] = _assign(run, name, load, n_clips, fallback, "slots", seen, user_ids)[0]
+            del oracle_pool
     write_json(report, run.path("lists", "assignment.json"))
     if bound_json is None:  # another strategy, or warm targets (the fill's pairs are not the final frame's)
         with timing.substep("bound"):
-            bound_json = assignment_bound(run, cfg.final_method, final, n_clips)
+            bound_json = assignment_bound(run, cfg.final_method, method_pool(cfg.final_method)(), n_clips)
     write_json(bound_json, run.path("lists", "bound.json"))

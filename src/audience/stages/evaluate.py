@@ -24,6 +24,8 @@ from audience.stages.run import Run, file_key
 
 log = logging.getLogger(__name__)
 
+RECALL_BLOCK_ROWS = 4_000_000  # rows of a pool gathered to external ids at a time (~100 MB)
+
 
 def stage_evaluate(run: Run) -> dict:
     cfg = run.cfg
@@ -45,13 +47,20 @@ def stage_evaluate(run: Run) -> dict:
         {d for d in (cfg.list_size, *cfg.recall_depths, cfg.candidate_depth) if d <= cfg.candidate_depth}
     )
 
-    def pool_recall(cands: pl.DataFrame) -> dict[str, float]:
-        pool = cands.select(
-            pl.Series("item_id", item_ids, dtype=pl.UInt32).gather(cands["clip"]),
-            pl.Series("user_id", user_ids).gather(cands["user"]),
-            "rank",
-        )
-        found = recall_at_depth(pool, truth, depths, targets=item_ids)
+    def pool_recall(methods: list[str]) -> dict[str, float]:
+        """Recall of the union of `methods`' pools, read one method at a time in blocks of rows."""
+
+        def parts():
+            for method in methods:
+                cands = run.candidates(method, columns=["clip", "user", "rank"])
+                for block in cands.iter_slices(RECALL_BLOCK_ROWS):
+                    yield block.select(
+                        pl.Series("item_id", item_ids, dtype=pl.UInt32).gather(block["clip"]),
+                        pl.Series("user_id", user_ids).gather(block["user"]),
+                        "rank",
+                    )
+
+        found = recall_at_depth(parts(), truth, depths, targets=item_ids)
         return {f"recall@{d}": value for d, value in found.items()}
 
     if truth is not None and truth.height:
@@ -65,10 +74,9 @@ def stage_evaluate(run: Run) -> dict:
                 row.update(group_ndcg(per_clip, targets, name) if name == "capped" else {})
             row["cap_cost"] = row["ndcg_uncapped"] - row["ndcg_capped"]
             if method not in (ORACLE, POOL_CEILING):
-                row.update(pool_recall(run.candidates(method)))
+                row.update(pool_recall([method]))
             rows.append(row)
-        union = pl.concat([run.candidates(m).select("clip", "user", "rank") for m in cfg.sources])
-        rows.append({"method": "union of sources", **pool_recall(union)})
+        rows.append({"method": "union of sources", **pool_recall(list(cfg.sources))})
     results = {
         "dataset": cfg.dataset_name,
         "mode": cfg.mode,

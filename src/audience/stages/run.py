@@ -147,8 +147,10 @@ class Run:
         """`method`'s candidate file, which the candidates stage (or blend, rank) wrote."""
         return self.require(f"candidates/{file_key(method)}.parquet", "candidates")
 
-    def candidates(self, method: str) -> pl.DataFrame:
-        return pl.read_parquet(self.candidates_path(method))
+    def candidates(self, method: str, columns: list[str] | None = None) -> pl.DataFrame:
+        """`method`'s candidate file, or only its `columns` (the pool's `source` strings cost more than its
+        numbers)."""
+        return pl.read_parquet(self.candidates_path(method), columns=columns)
 
     def record_timing(self, stage: str, seconds: float, substeps: dict[str, float] | None = None) -> None:
         """The stage's wall seconds in timings.json, and its substeps (timing.py) under `substeps`."""
