@@ -5,6 +5,7 @@ import xgboost as xgb
 
 from audience.config import RerankerConfig
 from audience.rank.reranker import Reranker
+from audience.rank.stacked import StackedFrames
 
 
 def _frame(seed: int = 0, n_clips: int = 60, per_clip: int = 40) -> pl.DataFrame:
@@ -91,3 +92,30 @@ def test_prediction_in_blocks_equals_each_boosters_dmatrix_prediction():
     for booster, n_trees in zip(model.boosters, model.n_trees, strict=True):
         total += booster.predict(matrix, iteration_range=(0, n_trees))
     np.testing.assert_array_equal(model.predict(frame), (total / len(model.boosters)).astype(np.float32))
+
+
+def test_a_stack_read_part_by_part_trains_the_model_its_concatenation_trains(tmp_path):
+    # three label weeks as parquet scans, one with an extra column (null in the others): the stack's sampled
+    # rows and the boosters equal those of the concatenated frame
+    parts = []
+    for week in range(3):
+        part = _frame(seed=week, n_clips=30).with_columns(pl.col("clip") + week * 1000)
+        if week == 1:
+            part = part.with_columns(extra=pl.lit(1.0, pl.Float32))
+        part.write_parquet(tmp_path / f"week{week}.parquet")
+        parts.append(pl.scan_parquet(tmp_path / f"week{week}.parquet"))
+    stack = StackedFrames(tuple(parts))
+    whole = pl.concat([p.collect() for p in parts], how="diagonal_relaxed")
+    assert stack.columns() == whole.columns
+    assert stack.collect().equals(whole)
+    keep = np.random.default_rng(1).random(whole.height) < 0.4
+    assert stack.filter(keep).equals(whole.filter(pl.Series(keep)))
+    with pytest.raises(ValueError, match="rows"):
+        stack.filter(keep[:-1])
+    cfg = RerankerConfig(n_estimators=30, early_stopping_rounds=5, negative_keep=0.5, bag_seeds=2)
+    from_stack = Reranker(cfg, n_threads=1, seed=2).fit(stack)
+    from_frame = Reranker(cfg, n_threads=1, seed=2).fit(whole)
+    assert from_stack.features == from_frame.features == ["signal", "noise", "extra"]
+    untimed = [{k: v for k, v in m.report.items() if k != "fit_s"} for m in (from_stack, from_frame)]
+    assert untimed[0] == untimed[1]
+    np.testing.assert_array_equal(from_stack.predict(whole), from_frame.predict(whole))

@@ -14,9 +14,17 @@ from conftest import tiny_config
 from audience.data.layout import DatasetLayout
 from audience.errors import DataError
 from audience.rank.features import pool_counts
+from audience.rank.protocol import training_plans
 from audience.split import make_split
-from audience.stages.holdout_runs import holdout_dir, holdout_key
-from audience.stages.training_data import HOLDOUT_CLIP_OFFSET, pool_sources, shift_clips
+from audience.stages.holdout_runs import holdout_dir, holdout_key, holdout_run
+from audience.stages.training_data import (
+    HOLDOUT_CLIP_OFFSET,
+    first_stage_weights,
+    hidden_audience,
+    labelled_pool,
+    pool_sources,
+    shift_clips,
+)
 
 
 def test_submit_mode_shares_validate_modes_holdout_run(tiny_dir, tmp_path):
@@ -71,3 +79,27 @@ def test_the_pool_read_by_blocks_of_clips_is_the_whole_pool(tiny_run):
     assert whole.height > 1_000 and sum(b.height > 0 for b in blocks) > 2
     assert pl.concat(blocks).equals(whole)
     np.testing.assert_array_equal(sum(pool_counts(b, n_users) for b in blocks), pool_counts(whole, n_users))
+
+
+@pytest.mark.parametrize("fixture", ["tiny_run", "tiny_stocked_run"])
+def test_a_labelled_pool_built_by_blocks_of_clips_is_the_whole_pools(fixture, request, monkeypatch):
+    """A holdout run's labelled pool is built one block of clips at a time (the hidden audience of its
+    pseudo-new clips dropped and the labels joined per block): the same frame, row for row, as one block."""
+    run = request.getfixturevalue(fixture)
+    n_warm = int(run.targets()["warm"].sum()) if "warm" in run.targets().columns else 0
+    plan = next(p for p in training_plans(run.split().fit_weeks, run.cfg.reranker, n_warm) if p.weeks)
+    first_stage = first_stage_weights(run, plan)
+    train_run = holdout_run(run, plan.weeks[-1])
+    monkeypatch.setattr(train_run.engine, "feature_block_clips", None)
+    whole = labelled_pool(train_run, first_stage)
+    monkeypatch.setattr(train_run.engine, "feature_block_clips", 7)
+    blocked = labelled_pool(train_run, first_stage)
+    assert whole.height > 1_000 and whole["label"].sum() > 0
+    assert blocked.equals(whole)
+    hidden = hidden_audience(
+        train_run.targets()["item_id"].to_numpy(), train_run.split(), train_run.cfg, train_run.catalog
+    )
+    if fixture == "tiny_stocked_run":  # pseudo-new clips: their hidden audience is left out
+        assert hidden is not None and hidden.height > 0
+        kept = whole.join(hidden.cast({"clip": pl.Int32, "user": pl.Int32}), on=["clip", "user"])
+        assert kept.height == 0

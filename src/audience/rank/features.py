@@ -20,7 +20,7 @@ are computed in blocks of pairs so memory stays at about block x dim x 8 bytes."
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -334,9 +334,9 @@ def within_clip_features(frame: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([frame, added], how="horizontal")
 
 
-def feature_columns(frame: pl.DataFrame) -> list[str]:
-    """Every column of a feature frame except the keys and the label."""
-    return [c for c in frame.columns if c not in ("clip", "user", "label")]
+def feature_columns(columns: Iterable[str]) -> list[str]:
+    """Every column of a feature frame (`columns`: its names) except the keys and the label."""
+    return [c for c in columns if c not in ("clip", "user", "label")]
 
 
 def add_labels(pool: pl.DataFrame, truth_pairs: pl.DataFrame) -> pl.DataFrame:

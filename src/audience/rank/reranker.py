@@ -8,8 +8,9 @@ carry no ranking signal); a share of the training clips is held out for early st
 and both are averaged. `bag_seeds` > 1 repeats that per seed (own stopping clips, own XGBoost row and column
 samples; the negative sample is shared) and averages every booster, which lowers the variance that one
 seed's stopping clips and samples bring.
-Limits: memory ~ pool rows x features x 4 bytes, about three copies at the peak (the sampled frame, one
-seed's train/stopping split and XGBoost's matrices); time ~ bag_seeds x (1 + refit_scale) x one boosting."""
+Limits: memory ~ pool rows x features x 4 bytes, about three copies of the sampled rows at the peak (the
+sampled frame, one seed's train/stopping split and XGBoost's matrices), plus one unsampled part when the
+training frames come as a stack (rank/stacked.py); time ~ bag_seeds x (1 + refit_scale) x one boosting."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from audience.config import RerankerConfig, with_table
 from audience.errors import TooLittleData
 from audience.rank._booster import LocalBoosting, gain_shares, load_boosters, save_boosters
 from audience.rank.features import feature_columns
+from audience.rank.stacked import StackedFrames
 
 
 class Reranker:
@@ -63,26 +65,30 @@ class Reranker:
     def _matrix(self, frame: pl.DataFrame, features: list[str], label: bool):
         return self.boosting.matrix(*self._arrays(frame, features, label))
 
-    def fit(self, frame: pl.DataFrame, features: list[str] | None = None) -> Reranker:
-        """`frame`: clip, user, label and the feature columns (`features`; default every other column)."""
-        features = feature_columns(frame) if features is None else features
+    def fit(self, frame: pl.DataFrame | StackedFrames, features: list[str] | None = None) -> Reranker:
+        """`frame`: clip, user, label and the feature columns (`features`; default every other column), or
+        a stack of such frames read part by part (the training frames of stages/training_data.py): then
+        only the sampled rows are ever held together."""
+        stack = frame if isinstance(frame, StackedFrames) else StackedFrames.of(frame)
+        features = feature_columns(stack.columns()) if features is None else features
         rng = np.random.default_rng(self.seed)
+        keys = stack.select(["clip", "label"])
         with_positive = (
-            frame.group_by("clip").agg(pl.col("label").max().alias("has")).filter(pl.col("has") > 0)
+            keys.group_by("clip").agg(pl.col("label").max().alias("has")).filter(pl.col("has") > 0)
         )
         if with_positive.height < 2:
             raise TooLittleData("reranker: fewer than 2 training clips have a positive; cannot train")
         clips = np.sort(with_positive["clip"].to_numpy())  # group_by order is arbitrary; the draw must not be
         n_valid = max(1, int(len(clips) * self.cfg.valid_share))
         valid_draws = [rng.choice(clips, size=n_valid, replace=False)]
-        keep = frame["label"].to_numpy() > 0
-        keep |= rng.random(frame.height) < self.cfg.negative_keep
+        keep = keys["label"].to_numpy() > 0
+        keep |= rng.random(keys.height) < self.cfg.negative_keep
+        keep &= keys["clip"].is_in(pl.Series(clips).implode()).to_numpy()
+        del keys
         for i in range(1, self.cfg.bag_seeds):  # the first seed draws exactly what a single model draws
             seed_rng = np.random.default_rng([self.seed, i])
             valid_draws.append(seed_rng.choice(clips, size=n_valid, replace=False))
-        # rebinding `frame` frees the unsampled one when the caller holds no other reference (the training
-        # frames, passed straight in by stages/training_data.py's train_with_fallbacks)
-        frame = frame.filter(pl.Series(keep) & pl.col("clip").is_in(pl.Series(clips).implode())).sort("clip")
+        frame = stack.filter(keep).sort("clip")
         self.features = list(features)
         self.boosters, self.n_trees = [], []
         start = time.perf_counter()

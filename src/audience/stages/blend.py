@@ -35,12 +35,12 @@ def stage_blend(run: Run) -> None:
     folder = run.path("mixigen")
     mixigen = MixiGen(cfg.mixigen, cfg.sources, cfg.n_threads, cfg.seed)
     model, record, built = train_with_fallbacks(
-        run, lambda frame: mixigen.fit(long_candidates(frame, cfg.sources)), "mixigen"
+        run, lambda frames: mixigen.fit(long_candidates(frames.collect(), cfg.sources)), "mixigen"
     )
     if model is None:  # opt-in stage: stop with what was tried (the default chain never comes here)
         raise TooLittleData(f"mixigen: no training protocol could train: {record['tried']}")
     write_json(record, folder / "training.json")
-    train = long_candidates(training_frames(run, built), cfg.sources)  # cached pools: a re-read
+    train = long_candidates(training_frames(run, built).collect(), cfg.sources)  # cached pools: a re-read
     model.save(folder)
     table = value_by_position(train, model.value(train), cfg.sources)
     write_parquet(table, folder / "value_by_position.parquet")

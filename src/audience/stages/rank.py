@@ -28,11 +28,11 @@ def stage_rank(run: Run) -> None:
     if not cfg.rerank:
         return
     reranker = Reranker(cfg.reranker, cfg.n_threads, cfg.seed, run.engine.boosting(cfg.n_threads))
-    # fit takes the training frames as the only reference, so it can drop them once sampled (the substep
-    # "boosting" is timed inside it)
+    # fit reads the training frames part by part, keeping only their sampled rows (the substep "boosting" is
+    # timed inside it)
     model, record, built = train_with_fallbacks(run, reranker.fit, "reranker")
     if model is None:  # the last resort: the source that ranks best on the holdout pools built so far
-        pools = training_frames(run, built) if built is not None else None
+        pools = training_frames(run, built).collect() if built is not None else None
         best, scores = best_source_on_pools(pools, cfg.sources, cfg.list_size)
         record["fallback_source"] = {"source": best, f"holdout_pool_ndcg@{cfg.list_size}": scores}
         log.warning(

@@ -5,8 +5,8 @@
   shapes it (pool depth, first stage, similar-authors settings) and by `POOL_CODE`, the hash of this
   module's import closure (the pair features and the first stage): an edited feature rebuilds the pools,
   not the holdout runs' profiles and candidates.
-* `training_frames`: the pools of a plan's label weeks stacked into one frame; week h's clip ids are shifted
-  by h x `HOLDOUT_CLIP_OFFSET` so no two weeks share one.
+* `training_frames`: the pools of a plan's label weeks as one stack read part by part (rank/stacked.py); week
+  h's clip ids are shifted by h x `HOLDOUT_CLIP_OFFSET` so no two weeks share one.
 * `train_with_fallbacks`: fits a model on the first protocol of the fallback chain that can train.
 * `pool_features` and `scored_pool`: the same features for a run's own pool, to score it.
 
@@ -17,10 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
@@ -40,6 +41,7 @@ from audience.rank.features import add_labels, candidate_pool, pair_features, po
 from audience.rank.first_stage import fit_weights, label_sample
 from audience.rank.protocol import LabelWeek, TrainingPlan, holdout_samples, training_plans
 from audience.rank.sharded_features import sharded_pair_features, sharded_pool_context
+from audience.rank.stacked import StackedFrames
 from audience.split import Split
 from audience.stages.holdout_runs import LABELLED_POOLS, building, holdout_run
 from audience.stages.run import Run
@@ -47,8 +49,10 @@ from audience.stages.run import Run
 __all__ = [
     "HOLDOUT_CLIP_OFFSET",
     "POOL_CODE",
+    "featured_blocks",
     "first_stage_candidates",
     "first_stage_weights",
+    "hidden_audience",
     "label_positives",
     "labelled_pool",
     "pool_features",
@@ -61,6 +65,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 
 # the labelled pools are made by this module and what it imports (the holdout runs' code, the features, the
 # first stage): any edit there rebuilds them, as an edit in stages/holdout_runs.py's closure rebuilds the runs
@@ -188,21 +194,14 @@ def _mapped_pair_features(engine, n_clips: int, shared: tuple, block: pl.DataFra
     return engine.map_clip_blocks(pair_features, block, n_clips, *shared)
 
 
-def pool_features(run: Run, first_stage: FirstStage | None = None) -> pl.DataFrame:
-    """The run's pool (`run_pool`) with the reranker's pair and clip-history features, sorted by clip, user:
-    what the models train on (holdout runs)."""
-    pool = run_pool(run, first_stage)
-    features = _featurizer(run, pool_counts(pool, run.catalog.n_users))(pool)
-    return history_features(features, run.targets()["item_id"].to_numpy(), run.target_history())
-
-
-def scored_pool(
-    run: Run, predict: Callable[[pl.DataFrame], np.ndarray], first_stage: FirstStage | None = None
-) -> pl.DataFrame:
-    """(clip, user, score) of the run's pool, scored by `predict` over its features one block of
-    `engine.feature_block_clips` clips at a time. The pool itself is read block by block from the sources'
-    files, twice: once to count the pool-wide cap pressure (`pool_counts`), once to score; so only one
-    block's pool and features are held, never the whole pool's (GBs at VK size)."""
+def featured_blocks(
+    run: Run, first_stage: FirstStage | None = None, what: str = "pool features"
+) -> Iterator[pl.DataFrame]:
+    """The run's pool with the reranker's pair and clip-history features, one block of
+    `engine.feature_block_clips` clips at a time, in clip order. The pool itself is read block by block from
+    the sources' files, twice: once to count the pool-wide cap pressure (`pool_counts`), once for the
+    features; so only one block's pool and features are held here, never the whole pool's (GBs at VK size).
+    A pool with no rows gives one empty block."""
     sources = pool_sources(run, first_stage)
     n_clips, n_users = len(run.queries()), run.catalog.n_users
     block = run.engine.feature_block_clips or max(n_clips, 1)
@@ -213,19 +212,36 @@ def scored_pool(
             counts += pool_counts(sources.pool(clips), n_users)
     features = _featurizer(run, counts)
     item_ids, history = run.targets()["item_id"].to_numpy(), run.target_history()
-    parts = []
-    for clips in progress.iterate(blocks, "pool scores", "block"):
+    empty = True
+    for clips in progress.iterate(blocks, what, "block"):
         pool = sources.pool(clips)
         if pool.height == 0:
             continue
         with timing.substep("pair features"):
             part = history_features(features(pool), item_ids, history)
+        empty = False
+        yield part
+    if empty:
+        yield history_features(features(sources.pool((0, 0))), item_ids, history)
+
+
+def pool_features(run: Run, first_stage: FirstStage | None = None) -> pl.DataFrame:
+    """The run's pool (`run_pool`) with the reranker's pair and clip-history features, sorted by clip, user
+    (`featured_blocks`, stacked)."""
+    return pl.concat(featured_blocks(run, first_stage), rechunk=False)
+
+
+def scored_pool(
+    run: Run, predict: Callable[[pl.DataFrame], np.ndarray], first_stage: FirstStage | None = None
+) -> pl.DataFrame:
+    """(clip, user, score) of the run's pool, scored by `predict` over its features one block at a time
+    (`featured_blocks`)."""
+    parts = []
+    for part in featured_blocks(run, first_stage, "pool scores"):
         with timing.substep("prediction"):
             score = pl.Series("score", predict(part), dtype=pl.Float32)
         parts.append(part.select("clip", "user").with_columns(score))
-    if parts:
-        return pl.concat(parts)
-    return sources.pool().select("clip", "user", score=pl.lit(0.0, pl.Float32))
+    return pl.concat(parts)
 
 
 def label_positives(train_run: Run) -> pl.DataFrame:
@@ -241,30 +257,37 @@ def label_positives(train_run: Run) -> pl.DataFrame:
 
 def labelled_pool(train_run: Run, first_stage: FirstStage | None = None) -> pl.DataFrame:
     """A holdout run's pool features labelled by its truth week's positives, without the hidden audience of
-    its pseudo-new clips (without_hidden_audience)."""
+    its pseudo-new clips (`hidden_audience`), built one block of clips at a time (`featured_blocks`): the
+    blocks' labelled rows are what is held, not every intermediate frame of the whole pool."""
     cfg = train_run.cfg
     targets = train_run.targets()["item_id"].to_numpy()
-    pool = without_hidden_audience(
-        pool_features(train_run, first_stage), targets, train_run.split(), cfg, train_run.catalog
-    )
-    return add_labels(pool, label_positives(train_run))
+    hidden = hidden_audience(targets, train_run.split(), cfg, train_run.catalog)
+    positives = label_positives(train_run)
+    parts = []
+    for pool in featured_blocks(train_run, first_stage, "labelled pool"):
+        if hidden is not None:
+            pool = pool.join(
+                hidden.cast({"clip": pool.schema["clip"], "user": pool.schema["user"]}),
+                on=["clip", "user"],
+                how="anti",
+            )
+        parts.append(add_labels(pool, positives))
+    return pl.concat(parts, rechunk=False)
 
 
-def without_hidden_audience(
-    pool: pl.DataFrame, item_ids: np.ndarray, split: Split, cfg: RunConfig, catalog: Catalog
-) -> pl.DataFrame:
-    """A holdout run's pool (clip rows follow `item_ids`) without the (pseudo-new clip, user) pairs whose
-    interaction was hidden from its fit weeks: pairs do not repeat, so those users cannot be positives of
-    the label week, and keeping them as negatives teaches the reranker that users like a clip's audience do
-    not engage with it. Real new clips have no such users. Costs one fit-week scan filtered to the clips."""
+def hidden_audience(
+    item_ids: np.ndarray, split: Split, cfg: RunConfig, catalog: Catalog
+) -> pl.DataFrame | None:
+    """The (clip row, user) pairs of a holdout run (clip rows follow `item_ids`) whose interaction was hidden
+    from its fit weeks, or None without pseudo-new clips. They are dropped from its pool: pairs do not repeat,
+    so those users cannot be positives of the label week, and keeping them as negatives teaches the reranker
+    that users like a clip's audience do not engage with it. Real new clips have no such users. Costs one
+    fit-week scan filtered to the clips."""
     pseudo, _ = holdout_samples(split, cfg)
     if pseudo.size == 0:
-        return pool
+        return None
     row, user = seen_pairs(target_history(split.fit_weeks, pseudo, cfg.positive_flags), item_ids, catalog)
-    hidden = pl.DataFrame({"clip": row, "user": user}).cast(
-        {"clip": pool.schema["clip"], "user": pool.schema["user"]}
-    )
-    return pool.join(hidden, on=["clip", "user"], how="anti")
+    return pl.DataFrame({"clip": row, "user": user})
 
 
 def _pool_path(train_run: Run, first_stage: FirstStage | None) -> Path:
@@ -277,19 +300,23 @@ def _pool_path(train_run: Run, first_stage: FirstStage | None) -> Path:
     return train_run.path(f"labelled_pool_depth{cfg.reranker.pool_depth}_{digest}_code{POOL_CODE}.parquet")
 
 
-def shift_clips(pool: pl.DataFrame, holdout: int, source: Path | str = "pool") -> pl.DataFrame:
-    """`pool` with its clip ids shifted by `holdout` x HOLDOUT_CLIP_OFFSET, so pools of different label weeks
-    stack without sharing a clip id. Raises DataError (naming `source`) when a pool holds as many clips."""
-    if pool.height and pool["clip"].max() >= HOLDOUT_CLIP_OFFSET:
-        raise DataError(f"{source}: {pool['clip'].max() + 1} target clips exceed HOLDOUT_CLIP_OFFSET")
+def shift_clips(pool: FrameT, holdout: int, source: Path | str = "pool") -> FrameT:
+    """`pool` (a frame or a scan) with its clip ids shifted by `holdout` x HOLDOUT_CLIP_OFFSET, so pools of
+    different label weeks stack without sharing a clip id. Raises DataError (naming `source`) when a pool
+    holds as many clips."""
+    top = pool.select(pl.col("clip").max())
+    top = (top.collect() if isinstance(top, pl.LazyFrame) else top).item()
+    if top is not None and top >= HOLDOUT_CLIP_OFFSET:
+        raise DataError(f"{source}: {top + 1} target clips exceed HOLDOUT_CLIP_OFFSET")
     return pool.with_columns(pl.col("clip") + holdout * HOLDOUT_CLIP_OFFSET)
 
 
-def training_frame(run: Run, week: LabelWeek, first_stage: FirstStage | None = None) -> pl.DataFrame:
+def training_frame(run: Run, week: LabelWeek, first_stage: FirstStage | None = None) -> pl.LazyFrame:
     """Features and labels of the pipeline shifted back `week.holdout` weeks (`holdout_run`), its clip ids
-    shifted apart from other weeks' (`shift_clips`). The labelled pool is cached in the holdout run's folder:
-    written by the first of the blend and rank stages to need it, read by the other. Pools made by other code
-    are dropped when a new one is written (under the folder's lock, as it is read)."""
+    shifted apart from other weeks' (`shift_clips`), as a scan of its cached file: the labelled pool is
+    cached in the holdout run's folder, written by the first of the blend and rank stages to need it, read
+    by the other. Pools made by other code are dropped when a new one is written (under the folder's lock,
+    as it is read)."""
     train_run = holdout_run(run, week)
     cached = _pool_path(train_run, first_stage)
     with building(train_run):
@@ -299,15 +326,16 @@ def training_frame(run: Run, week: LabelWeek, first_stage: FirstStage | None = N
                     stale.unlink()
             with timing.substep("holdout pair features"):
                 write_parquet(labelled_pool(train_run, first_stage), cached)
-        pool = pl.read_parquet(cached)
-    return shift_clips(pool, week.holdout, cached)
+        pool = pl.scan_parquet(cached)
+        return shift_clips(pool, week.holdout, cached)
 
 
-def training_frames(run: Run, plan: TrainingPlan) -> pl.DataFrame:
-    """The labelled pools of the plan's label weeks, stacked (clip ids kept apart per week), with the first
-    stage learned on the same weeks (`first_stage_weights`) in their pools."""
+def training_frames(run: Run, plan: TrainingPlan) -> StackedFrames:
+    """The labelled pools of the plan's label weeks, stacked (clip ids kept apart per week) but read only
+    when asked (rank/stacked.py), with the first stage learned on the same weeks (`first_stage_weights`) in
+    their pools."""
     first_stage = first_stage_weights(run, plan)
-    return pl.concat([training_frame(run, week, first_stage) for week in plan.weeks], how="diagonal_relaxed")
+    return StackedFrames(tuple(training_frame(run, week, first_stage) for week in plan.weeks))
 
 
 def _n_warm_targets(run: Run) -> int:
@@ -316,11 +344,12 @@ def _n_warm_targets(run: Run) -> int:
 
 
 def train_with_fallbacks(
-    run: Run, fit: Callable[[pl.DataFrame], object], what: str
+    run: Run, fit: Callable[[StackedFrames], object], what: str
 ) -> tuple[object | None, dict, TrainingPlan | None]:
-    """Fit a model (`fit`: labelled pools -> model) on the first protocol of the chain that can train
-    (rank/protocol.py). Returns (model or None, record, last plan whose pools were built or None); says
-    once, as a warning, what it fell back from and why. Bad input (a plain DataError) still stops the run."""
+    """Fit a model (`fit`: the labelled pools, `training_frames` -> model) on the first protocol of the
+    chain that can train (rank/protocol.py). Returns (model or None, record, last plan whose pools were
+    built or None); says once, as a warning, what it fell back from and why. Bad input (a plain DataError)
+    still stops the run."""
     cfg = run.cfg
     plans = training_plans(run.split().fit_weeks, cfg.reranker, _n_warm_targets(run))
     record: dict = {"model": what, "tried": [], "used": None}
@@ -330,9 +359,9 @@ def train_with_fallbacks(
             record["tried"].append({**plan.to_dict(), "error": plan.note})
             continue
         try:
-            frames = [training_frames(run, plan)]
+            frames = training_frames(run, plan)
             built = plan
-            model = fit(frames.pop())  # no reference kept: fit drops the unsampled frame once sampled
+            model = fit(frames)
         except TooLittleData as exc:
             record["tried"].append({**plan.to_dict(), "error": str(exc)})
             continue
