@@ -9,10 +9,10 @@ from audience.assign import (
     assign_pairs_by_slots,
     assign_with_cap,
     candidates_by_clip,
-    cap_infeasibility,
     top_k_uncapped,
     top_lists,
 )
+from audience.cap import cap_infeasibility
 from audience.evaluation.report import pool_ceiling_frame
 from audience.matching import expected_ndcg_weights
 from audience.stages.assign import ndcg_weighted

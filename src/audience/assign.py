@@ -55,6 +55,7 @@ import numba as nb
 import numpy as np
 
 from audience.arrays import key_buckets
+from audience.cap import cap_infeasibility
 from audience.config import STRATEGIES
 
 __all__ = [
@@ -63,7 +64,6 @@ __all__ = [
     "assign_pairs_by_slots",
     "assign_with_cap",
     "candidates_by_clip",
-    "cap_infeasibility",
     "top_k_uncapped",
     "top_lists",
 ]
@@ -434,20 +434,6 @@ def _greedy_over_buckets(
     return _merge_greedy_kernel(
         offsets, perm, sorted_user, sorted_score, n_users, out.shape[1], user_cap, out
     )
-
-
-def cap_infeasibility(n_clips: int, list_size: int, n_users: int, user_cap: int) -> str | None:
-    """Why no assignment can give `n_clips` lists of `list_size` distinct users with no user in more than
-    `user_cap` lists, or None when one can: the one feasibility check of the cap (the profiles stage and the
-    assignment both ask it)."""
-    if n_clips > 0 and n_users < list_size:
-        return f"{n_users} users < list_size {list_size} (a list needs distinct users)"
-    if n_clips * list_size > n_users * user_cap:
-        return (
-            f"{n_clips} target clips need {n_clips * list_size} slots, but {n_users} users x cap {user_cap} "
-            f"allow only {n_users * user_cap}"
-        )
-    return None
 
 
 def assign_with_cap(

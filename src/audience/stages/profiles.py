@@ -12,8 +12,8 @@ import shutil
 import numpy as np
 import polars as pl
 
-from audience.assign import cap_infeasibility
 from audience.candidates import ClipQueries
+from audience.cap import cap_infeasibility
 from audience.data.catalog import Catalog, RunNeeds, load_catalog
 from audience.data.ids import unique_sorted
 from audience.data.target_history import write_target_history
