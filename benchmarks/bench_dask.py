@@ -8,7 +8,15 @@ Each configuration runs in a fresh child process from an empty cache (deleted af
 weeks, load the run's catalog, then time building every week's aggregate. Per configuration: wall, rows/s,
 rows/s per worker, the client's and each worker's peak RSS; on Dask also every aggregation task's compute
 time (the task stream), the bytes broadcast to each worker (the pickled catalog) and the parts' sizes.
-Writes benchmarks/results/dask_<preset>.{json,md}; `--report` rewrites the md from the json."""
+Writes benchmarks/results/dask_<preset>.{json,md}; `--report` rewrites the md from the json.
+
+    python benchmarks/bench_dask.py --pipeline --preset P [--mode M] [--user-shards N] [--no-plain-dask]
+    python benchmarks/bench_dask.py --record RUN_DIR "dask, N user shards" --preset P [--mode M]
+    python benchmarks/bench_dask.py --plan
+
+`--pipeline` runs `audience run` on each engine (dask_pipeline_<preset>.{json,md}, and with user shards an
+entry of dask_sharded.json); `--record` adds a run made by hand to dask_sharded.json; `--plan` derives the
+full dataset's plan on user shards from those entries (dask_sharded_plan.json, `sharded_plan`)."""
 
 from __future__ import annotations
 
@@ -22,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 from _machine import machine
 from _suite import (
     RESULTS,
@@ -162,6 +171,7 @@ def run_figures(run_dir: Path, wall_s: float | None = None) -> dict:
     memory = read_json(run_dir / "memory.json")
     workers = memory.pop("workers", {})
     stages = {k: v for k, v in read_json(run_dir / "timings.json").items() if k != "substeps"}
+    shards = sorted((run_dir / "fit_shards").glob("users_*.npz"))
     return {
         "wall_s": round(sum(stages.values()), 2) if wall_s is None else wall_s,
         "peak_rss_gib": max(memory.values()),
@@ -172,6 +182,10 @@ def run_figures(run_dir: Path, wall_s: float | None = None) -> dict:
         "stages": stages,
         "ndcg_capped": {r["method"]: r["ndcg_capped"] for r in results["methods"] if "ndcg_capped" in r},
         "n_targets": results["n_targets"],
+        # with user shards: their number and their users' state on disk (profiles, histories, counts)
+        "user_shards": len(shards),
+        "shard_state_gib": round(sum(p.stat().st_size for p in shards) / 2**30, 3) if shards else None,
+        "pool_rows": pq.ParquetFile(run_dir / "candidates" / "reranked.parquet").metadata.num_rows,
     }
 
 
@@ -205,7 +219,18 @@ def record_run(run_dir: Path, engine: str, preset: str, mode: str, cached_aggreg
 
 def sharded_figures(run: dict) -> dict:
     """The keys of one engine's figures that dask_sharded.json keeps."""
-    keys = ("users", "rows", "wall_s", "identical", "differs", "n_targets", "cached_aggregates")
+    keys = (
+        "users",
+        "rows",
+        "wall_s",
+        "identical",
+        "differs",
+        "n_targets",
+        "cached_aggregates",
+        "user_shards",
+        "shard_state_gib",
+        "pool_rows",
+    )
     return {
         **{k: run.get(k) for k in keys},
         "client_peak_gib": run.get("client_peak_gib", run.get("peak_rss_gib")),
@@ -264,6 +289,82 @@ def capacity(figures: dict) -> dict:
         "client_histories_gib": REAL_USERS * pairs / users * 8 / 2**30,  # float32 value + int32 key per pair
         "hnsw_index_gib": REAL_USERS * (4 * DIM + 8 * HnswConfig().m) / 2**30,  # hnswlib: vectors, 2M links
     }
+
+
+PLAN_WORKER_GIB = 64  # the largest machine the plan allows
+PLAN_WORKERS = (8, 16, 64)
+
+
+def sharded_plan() -> dict:
+    """The full dataset on user shards, from measured figures: `vk` submit on 4 user shards (each user's state
+    on disk, the workers' peak, the client's peak, the stages' times), the many-users runs (the client's
+    growth per user, when both sizes ran) and the week pass (dask_vk.json). Worker memory: the catalog
+    broadcast (from dtypes), the working set a `vk` worker needs beyond its users' state (its peak less that
+    state: blocks and training partitions, which grow with the targets, not the users), then the users'
+    state at `vk`'s bytes a user (its most active users: an upper bound) plus each HNSW source's index
+    (hnswlib: float32 vectors and 2m links a user). Time: the week pass at its measured per-worker rate; the
+    per-shard stages scaled linearly with the users a worker holds (an upper bound: HNSW queries grow with
+    the log of the users). Bytes moved: the interactions read once, the weekly aggregates written and read
+    once, each source's answers (targets x depth x shards) and the pair features' blocks to the shards and
+    back (pool rows x columns, float32), from the `vk` run's sizes."""
+    sharded = read_json(RESULTS / "dask_sharded.json")
+    aggregation = read_json(RESULTS / "dask_vk.json")["capacity"]
+    run = next(r for e, r in sharded["vk_submit"].items() if "user shards" in e)
+    cfg = RunConfig()
+    per_user = run["shard_state_gib"] * 2**30 / run["users"]
+    n_hnsw = sum(s.startswith("hnsw:") for s in cfg.sources)
+    index_per_user = n_hnsw * (4 * DIM + 8 * HnswConfig().m)
+    vk_workers = 2
+    working = run["worker_peak_gib"] - run["shard_state_gib"] / vk_workers
+    catalog = aggregation["catalog_gib"]
+    full_users = aggregation["full_users"]
+    growth = client_growth(sharded)
+    client = run["client_peak_gib"] + max(growth or 0.0, 0.0) * (full_users - run["users"])
+    rows = {}
+    for workers in PLAN_WORKERS:
+        users = full_users / workers
+        memory = catalog + working + users * (per_user + index_per_user) / 2**30
+        rows[str(workers)] = {
+            "users_per_worker": round(users),
+            "worker_gib": round(memory, 1),
+            "fits": memory <= PLAN_WORKER_GIB,
+            "week_pass_h": round(aggregation["aggregation_core_hours"] / workers, 2),
+            # the run's stages on cached aggregates, scaled by the users each worker holds
+            "stages_h": round(run["wall_s"] * users / (run["users"] / vk_workers) / 3600, 1),
+        }
+    answers = run["n_targets"] * cfg.candidate_depth * len(cfg.sources) * 8  # int32 user + float32 score
+    return {
+        "from": {k: run[k] for k in ("users", "shard_state_gib", "worker_peak_gib", "wall_s", "pool_rows")},
+        "full_users": full_users,
+        "full_rows": aggregation["full_rows"],
+        "state_kib_per_user": round(per_user / 1024, 1),
+        "hnsw_kib_per_user": round(index_per_user / 1024, 2),
+        "worker_working_gib": round(working, 2),
+        "catalog_gib": round(catalog, 2),
+        "client_gib_per_million_users": None if growth is None else round(growth * 1e6, 3),
+        "client_gib": round(client, 1),
+        "workers": rows,
+        "bytes_moved_gib": {
+            "interactions": round(aggregation["full_gb"] * 1e9 / 2**30),
+            "weekly_aggregates": round(2 * 27 * aggregation["week_aggregate_gib"]),  # written, then read
+            "answers_per_shard": round(answers / 2**30, 2),
+            # the run's pool to the shards (~25 columns) and back with its features (~75), float32
+            "pair_features": round(run["pool_rows"] * 100 * 4 / 2**30),
+        },
+    }
+
+
+def client_growth(sharded: dict) -> float | None:
+    """GiB a user adds to the sharded client's peak: the slope between `many-users-half` and `many-users`
+    (None until both ran with user shards)."""
+    peaks = {}
+    for world in ("many-users-half", "many-users"):
+        run = next((r for e, r in sharded.get(world, {}).items() if "user shards" in e), None)
+        if run is None:
+            return None
+        peaks[world] = (run["users"], run["client_peak_gib"])
+    (u0, p0), (u1, p1) = peaks["many-users-half"], peaks["many-users"]
+    return (p1 - p0) / (u1 - u0)
 
 
 def summary(figures: dict) -> str:
@@ -379,7 +480,15 @@ def main() -> None:
     parser.add_argument(
         "--cached-aggregates", action="store_true", help="--record: the run found its week aggregates built"
     )
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="write dask_sharded_plan.json: the full dataset on user shards, from the recorded runs",
+    )
     args = parser.parse_args()
+    if args.plan:
+        write_json(RESULTS / "dask_sharded_plan.json", sharded_plan())
+        return
     if args.record:
         record_run(Path(args.record[0]), args.record[1], args.preset, args.mode, args.cached_aggregates)
         return

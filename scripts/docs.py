@@ -406,6 +406,57 @@ def block_sharded(root: Path) -> list[str]:
     ]
 
 
+def block_sharded_plan(root: Path) -> list[str]:
+    """The full dataset on user shards (benchmarks/results/dask_sharded_plan.json, bench_dask.py --plan): per
+    worker count the users a worker holds, its memory and the hours, then the client and the bytes moved."""
+    path = RESULTS / "dask_sharded_plan.json"
+    if not path.is_file():
+        return []
+    plan = read_json(path)
+    body = [
+        [
+            workers,
+            f"{w['users_per_worker']:,}",
+            f"{w['worker_gib']:.0f}" + ("" if w["fits"] else " (over 64)"),
+            f"{w['week_pass_h']:.2f}",
+            f"{w['stages_h']:.1f}",
+        ]
+        for workers, w in plan["workers"].items()
+    ]
+    header = ["workers", "users each", "worker GiB", "week pass h", "other stages h (upper bound)"]
+    moved = plan["bytes_moved_gib"]
+    growth = plan["client_gib_per_million_users"]
+    source = plan["from"]
+    return [
+        *table(header, body, "rrrrr"),
+        "",
+        *prose(
+            f"From the `vk` submit run on 4 user shards ({source['users']:,} users, their state"
+            f" {source['shard_state_gib']:.1f} GiB on disk: {plan['state_kib_per_user']:.1f} KiB a user,"
+            " the most active users' density, an upper bound for the full data's), for"
+            f" {plan['full_users']:,} users and {plan['full_rows'] / 1e9:.1f} B rows: a worker holds the"
+            f" catalog ({plan['catalog_gib']:.1f} GiB, from its dtypes), a working set of"
+            f" {plan['worker_working_gib']:.1f} GiB (the `vk` worker's peak less its users' state: blocks and"
+            " training partitions, which grow with the targets, not the users), and its users' state plus"
+            f" each HNSW source's index ({plan['hnsw_kib_per_user']:.2f} KiB a user). The week pass runs at"
+            " the measured per-worker rate; the other stages are the `vk` run's time scaled linearly with the"
+            " users a worker holds (HNSW queries grow more slowly). The client holds the pools, bounded by"
+            f" the targets: {plan['client_gib']:.1f} GiB at the full size ("
+            + (
+                "the `vk` run's peak; the many-users runs not yet recorded"
+                if growth is None
+                else f"the `vk` run's peak plus {growth:.3f} GiB per million users, measured between"
+                " `many-users-half` and `many-users`"
+            )
+            + f"). Bytes moved: the interactions once ({moved['interactions']:,} GiB), the weekly"
+            f" aggregates written and read once ({moved['weekly_aggregates']:,} GiB), each source's answers"
+            f" ({moved['answers_per_shard']:.1f} GiB a shard) and the pool's pair-feature blocks to the"
+            f" shards and back ({moved['pair_features']:,} GiB). Derived by"
+            f" `benchmarks/bench_dask.py --plan` (`{path.relative_to(root)}`)."
+        ),
+    ]
+
+
 def block_dask(root: Path) -> list[str]:
     """The weekly aggregation on the Dask engine beside the local engine, and the capacity plan for the full
     dataset derived from it (benchmarks/bench_dask.py)."""
@@ -547,6 +598,7 @@ BLOCKS: dict[str, Callable[[Path], list[str]]] = {
     "scale": block_scale,
     "dask": block_dask,
     "sharded": block_sharded,
+    "sharded-plan": block_sharded_plan,
 }
 
 

@@ -79,8 +79,8 @@ def test_sharded_pair_features_equal_the_whole_fit(world, n_shards):
     cut = int(np.searchsorted(pool["clip"].to_numpy(), 100))
     got = pl.concat(
         [
-            sharded_pair_features(pool.slice(0, cut), queries, context, shard_map),
-            sharded_pair_features(pool.slice(cut), queries, context, shard_map),
+            sharded_pair_features(pool.slice(0, cut), context, shard_map),
+            sharded_pair_features(pool.slice(cut), context, shard_map),
         ]
     )
     assert got.columns == want.columns and got.height == pool.height
@@ -92,7 +92,7 @@ def test_a_block_with_no_pairs_has_every_column(world):
     shards, shard_map = shard_map_of(world, 2)
     counts = pool_counts(pool, catalog.n_users)
     context = sharded_pool_context(counts, whole, catalog, queries, shards, shard_map, CUT)
-    empty = sharded_pair_features(pool.clear(), queries, context, shard_map)
+    empty = sharded_pair_features(pool.clear(), context, shard_map)
     assert empty.height == 0
     assert empty.columns == pair_features(pool, whole, catalog, queries).columns
     assert isinstance(context.common.neighbours, sparse.csr_matrix)

@@ -72,11 +72,14 @@ def add_parts(parts: Sequence[np.ndarray]) -> np.ndarray:
 @dataclass
 class ShardedContext:
     """The pool-wide tables of a sharded pool: `common` is a PoolContext whose `users` is None (each shard
-    brings its own), `users` the shards' UserTables (or their handles), in shard order."""
+    brings its own), `users` the shards' UserTables (or their handles), `held` each shard's handle of the
+    target clips' queries and `common`, sent to its worker once for every block of the pool; in shard
+    order."""
 
     shards: list[UserShard]
     common: PoolContext
     users: list
+    held: list
 
 
 def _shard_user_tables(shard: UserShard, fit: FitData, catalog: Catalog) -> UserTables:
@@ -147,36 +150,36 @@ def sharded_pool_context(
         *clip_tables(queries, counts.gmm),
     )
     users = shard_map(_shard_user_tables, catalog, keep=True)
-    return ShardedContext(list(shards), common, users)
+    held = shard_map(_shard_hold, queries, common, keep=True)
+    return ShardedContext(list(shards), common, users, held)
+
+
+def _shard_hold(shard: UserShard, fit: FitData, queries: ClipQueries, common: PoolContext) -> tuple:
+    return queries, common
 
 
 def _shard_pair_columns(
-    shard: UserShard,
-    fit: FitData,
-    tables: UserTables,
-    pairs: pl.DataFrame,
-    queries: ClipQueries,
-    common: PoolContext,
+    shard: UserShard, fit: FitData, tables: UserTables, held: tuple, pairs: pl.DataFrame
 ) -> pl.DataFrame:
-    """The columns of a shard's pairs (local user indices), its users' tables in the common context."""
+    """The columns of a shard's pairs (local user indices), its users' tables in the common context (`held`:
+    the queries and the common context)."""
+    queries, common = held
     shares = {name: values[shard.start : shard.stop] for name, values in common.shares.items()}
     return pair_columns(pairs, fit, queries, replace(common, users=tables, shares=shares))
 
 
-def sharded_pair_features(
-    block: pl.DataFrame, queries: ClipQueries, context: ShardedContext, shard_map: ShardMap
-) -> pl.DataFrame:
+def sharded_pair_features(block: pl.DataFrame, context: ShardedContext, shard_map: ShardMap) -> pl.DataFrame:
     """features.pair_features of a block of the pool (whole clips, sorted by clip, user), each user's
     columns computed on its shard; rows in the block's order."""
     user = block["user"].to_numpy()
     rows_of, per_shard = [], []
-    for shard, tables in zip(context.shards, context.users, strict=True):
+    for shard, tables, held in zip(context.shards, context.users, context.held, strict=True):
         rows = np.flatnonzero((user >= shard.start) & (user < shard.stop))
         rows_of.append(rows)
         local = block[rows].with_columns(pl.col("user") - shard.start)
         # a shard without pairs is skipped, but the first always answers: an empty block has every column
-        per_shard.append((tables, local) if rows.size or not per_shard else None)
-    parts = shard_map(_shard_pair_columns, queries, context.common, per_shard=per_shard)
+        per_shard.append((tables, held, local) if rows.size or not per_shard else None)
+    parts = shard_map(_shard_pair_columns, per_shard=per_shard)
     merged = pl.concat(
         [
             part.with_columns(pl.col("user") + shard.start)

@@ -184,7 +184,7 @@ def _featurizer(run: Run, counts: np.ndarray) -> Callable[[pl.DataFrame], pl.Dat
         context = sharded_pool_context(
             counts, run.fit_counts(), run.catalog, queries, shards, shard_map, similar
         )
-        return partial(sharded_pair_features, queries=queries, context=context, shard_map=shard_map)
+        return partial(sharded_pair_features, context=context, shard_map=shard_map)
     fit = run.fit_data()
     shared = (fit, run.catalog, queries, pool_context(counts, fit, run.catalog, queries, similar))
     return partial(_mapped_pair_features, run.engine, len(queries), shared)
