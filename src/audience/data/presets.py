@@ -88,15 +88,16 @@ VK_PRESET = SyntheticConfig(
 
 
 # many users at a modest density, for the engines' memory against the number of users (issue 25): a million
-# users who view ~24 clips a week (~0.5 B train rows, a third of vk's), the clips released every week as in
-# `large`; `many-users-half` is the same world with half the users, to see what doubles with them.
+# users who view ~60 clips a week over 6 train weeks (~0.3 B train rows), 7,500 clips released a week;
+# `many-users-half` is the same world with half the users, to see what doubles with them. Few weeks, so the
+# weekly aggregates (about 1.4 KB per active user-week) fit beside the other worlds on a laptop's disk.
 MANY_USERS_PRESET = SyntheticConfig(
     name="many-users",
     n_users=1_000_000,
-    n_items=500_000,
-    n_authors=50_000,
-    n_train_weeks=25,
-    views_per_user_week=24.0,
+    n_items=60_000,
+    n_authors=10_000,
+    n_train_weeks=6,
+    views_per_user_week=60.0,
     rate_multiplier=1.0,
 )
 

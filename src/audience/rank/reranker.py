@@ -62,9 +62,6 @@ class Reranker:
         data = frame.select(pl.col(features).cast(pl.Float32)).to_numpy()
         return data, frame["label"].to_numpy() if label else None, frame["clip"].to_numpy(), features
 
-    def _matrix(self, frame: pl.DataFrame, features: list[str], label: bool):
-        return self.boosting.matrix(*self._arrays(frame, features, label))
-
     def fit(self, frame: pl.DataFrame | StackedFrames, features: list[str] | None = None) -> Reranker:
         """`frame`: clip, user, label and the feature columns (`features`; default every other column), or
         a stack of such frames read part by part (the training frames of stages/training_data.py): then
@@ -88,18 +85,20 @@ class Reranker:
         for i in range(1, self.cfg.bag_seeds):  # the first seed draws exactly what a single model draws
             seed_rng = np.random.default_rng([self.seed, i])
             valid_draws.append(seed_rng.choice(clips, size=n_valid, replace=False))
-        frame = stack.filter(keep).sort("clip")
         self.features = list(features)
+        # the sampled rows as XGBoost's float32 matrix, once: each seed's split is a copy of its rows, not of
+        # a frame (the frame is dropped as soon as it is converted)
+        sample = self._arrays(stack.filter(keep).sort("clip"), self.features, True)[:3]
         self.boosters, self.n_trees = [], []
         start = time.perf_counter()
         with timing.substep("boosting"):
-            members = [self._fit_seed(frame, valid, self.seed + i) for i, valid in enumerate(valid_draws)]
+            members = [self._fit_seed(*sample, valid, self.seed + i) for i, valid in enumerate(valid_draws)]
         first = members[0]
         self.report = {
             "train_rows": first["train_rows"],
             "valid_rows": first["valid_rows"],
             "train_clips": len(clips),
-            "positives": int(frame["label"].sum()),
+            "positives": int(sample[1].sum()),
             "best_iteration": first["best_iteration"],  # the first seed's; every seed's under "seeds"
             "valid_ndcg@100": first["valid_ndcg@100"],
             "n_trees": self.n_trees,
@@ -109,14 +108,18 @@ class Reranker:
         }
         return self
 
-    def _fit_seed(self, frame: pl.DataFrame, valid_clips: np.ndarray, seed: int) -> dict:
-        """One seed's boosters: early-stopped on `valid_clips`, then (refit_scale > 0) boosted again on every
-        clip; both join the average (the early-stopped one is a second model for free)."""
-        is_valid = frame["clip"].is_in(pl.Series(valid_clips).implode())
-        train, valid = frame.filter(~is_valid), frame.filter(is_valid)
-        summary = {"seed": seed, "train_rows": train.height, "valid_rows": valid.height}
-        dtrain, dvalid = self._matrix(train, self.features, True), self._matrix(valid, self.features, True)
-        del train, valid
+    def _fit_seed(
+        self, data: np.ndarray, label: np.ndarray, clip: np.ndarray, valid_clips: np.ndarray, seed: int
+    ) -> dict:
+        """One seed's boosters on the sampled rows (`data`, `label`, `clip`, sorted by clip): early-stopped on
+        `valid_clips`, then (refit_scale > 0) boosted again on every clip; both join the average (the
+        early-stopped one is a second model for free)."""
+        is_valid = np.isin(clip, valid_clips)
+        summary = {"seed": seed, "train_rows": int((~is_valid).sum()), "valid_rows": int(is_valid.sum())}
+        dtrain, dvalid = (
+            self.boosting.matrix(data[rows], label[rows], clip[rows], self.features)
+            for rows in (~is_valid, is_valid)
+        )
         booster, best_score = self.boosting.train_early_stopped(
             self._params(seed),
             dtrain,
@@ -132,7 +135,7 @@ class Reranker:
         summary |= {"best_iteration": best_trees - 1, "valid_ndcg@100": best_score}
         if self.cfg.refit_scale > 0:  # the stopping clips carry signal too: boost again on every clip
             refit_trees = max(1, round(best_trees * self.cfg.refit_scale))
-            whole = self._matrix(frame, self.features, True)
+            whole = self.boosting.matrix(data, label, clip, self.features)
             self.boosters.append(
                 self.boosting.train_rounds(
                     self._params(seed), whole, refit_trees, f"reranker refit, seed {seed}"
