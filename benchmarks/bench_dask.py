@@ -171,7 +171,9 @@ def run_figures(run_dir: Path, wall_s: float | None = None) -> dict:
     memory = read_json(run_dir / "memory.json")
     workers = memory.pop("workers", {})
     stages = {k: v for k, v in read_json(run_dir / "timings.json").items() if k != "substeps"}
-    shards = sorted((run_dir / "fit_shards").glob("users_*.npz"))
+    shards = [
+        p for p in sorted((run_dir / "fit_shards").glob("users_*.npz")) if not p.name.endswith(".gmm.npz")
+    ]
     return {
         "wall_s": round(sum(stages.values()), 2) if wall_s is None else wall_s,
         "peak_rss_gib": max(memory.values()),
@@ -201,15 +203,23 @@ def compare(runs: dict) -> None:
         )
 
 
-def record_run(run_dir: Path, engine: str, preset: str, mode: str, cached_aggregates: bool = False) -> None:
+def record_run(
+    run_dir: Path,
+    engine: str,
+    preset: str,
+    mode: str,
+    cached_aggregates: bool = False,
+    note: str | None = None,
+) -> None:
     """dask_sharded.json's entry for `preset` in `mode` gains (or replaces) `engine`'s figures from a run's
-    folder (`cached_aggregates`: its week pass was done before, its wall time leaves it out), compared with
-    the entry's local run when it has one."""
+    folder (`cached_aggregates`: its week pass was done before, its wall time leaves it out; `note`: how the
+    run was made, when its stages' sum is not one run's wall time), compared with the entry's local run when
+    it has one."""
     path = RESULTS / "dask_sharded.json"
     sharded = read_json(path) if path.is_file() else {}
     key = preset if mode == "validate" else f"{preset}_{mode}"
     entry = sharded.get(key, {"machine": machine(), "mode": mode})
-    figures = run_figures(run_dir) | {"cached_aggregates": cached_aggregates}
+    figures = run_figures(run_dir) | {"cached_aggregates": cached_aggregates, "note": note}
     # runs recorded with their NDCG@100 table (older entries kept as they are)
     runs = {e: r for e, r in entry.items() if isinstance(r, dict) and "ndcg_capped" in r} | {engine: figures}
     compare(runs)
@@ -230,6 +240,7 @@ def sharded_figures(run: dict) -> dict:
         "user_shards",
         "shard_state_gib",
         "pool_rows",
+        "note",
     )
     return {
         **{k: run.get(k) for k in keys},
@@ -485,12 +496,15 @@ def main() -> None:
         action="store_true",
         help="write dask_sharded_plan.json: the full dataset on user shards, from the recorded runs",
     )
+    parser.add_argument("--note", help="--record: how the run was made (shown beside its wall time)")
     args = parser.parse_args()
     if args.plan:
         write_json(RESULTS / "dask_sharded_plan.json", sharded_plan())
         return
     if args.record:
-        record_run(Path(args.record[0]), args.record[1], args.preset, args.mode, args.cached_aggregates)
+        record_run(
+            Path(args.record[0]), args.record[1], args.preset, args.mode, args.cached_aggregates, args.note
+        )
         return
     if args.pipeline:
         figures = {

@@ -363,7 +363,8 @@ def block_sharded(root: Path) -> list[str]:
                     f"{r['users']:,}",
                     f"{r['rows'] / 1e6:,.0f} M",
                     f"{r['wall_s'] / 60:.1f}"
-                    + (" (aggregates cached)" if r.get("cached_aggregates") else ""),
+                    + (" (aggregates cached)" if r.get("cached_aggregates") else "")
+                    + (f" ({r['note']})" if r.get("note") else ""),
                     f"{r['client_peak_gib']:.1f}{where}",
                     "" if r.get("worker_peak_gib") is None else f"{r['worker_peak_gib']:.1f}",
                     {True: "yes", False: ", ".join(r.get("differs") or []), None: "(no local run)"}[
@@ -436,11 +437,13 @@ def block_sharded_plan(root: Path) -> list[str]:
             " the most active users' density, an upper bound for the full data's), for"
             f" {plan['full_users']:,} users and {plan['full_rows'] / 1e9:.1f} B rows: a worker holds the"
             f" catalog ({plan['catalog_gib']:.1f} GiB, from its dtypes), a working set of"
-            f" {plan['worker_working_gib']:.1f} GiB (the `vk` worker's peak less its users' state: blocks and"
-            " training partitions, which grow with the targets, not the users), and its users' state plus"
+            f" {plan['worker_working_gib']:.1f} GiB (the `vk` workers' largest peak, in the week pass, less"
+            " a worker's share of the users' state: parts, blocks and training partitions, which grow with"
+            " the part size and the targets, not the users), and its users' state plus"
             f" each HNSW source's index ({plan['hnsw_kib_per_user']:.2f} KiB a user). The week pass runs at"
-            " the measured per-worker rate; the other stages are the `vk` run's time scaled linearly with the"
-            " users a worker holds (HNSW queries grow more slowly). The client holds the pools, bounded by"
+            " the measured per-worker rate; the other stages are the `vk` run's recorded stage times (the"
+            " week pass and shared cores included) scaled linearly with the users a worker holds (HNSW"
+            " queries grow more slowly). The client holds the pools, bounded by"
             f" the targets: {plan['client_gib']:.1f} GiB at the full size ("
             + (
                 "the `vk` run's peak; the many-users runs not yet recorded"
