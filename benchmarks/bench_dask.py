@@ -49,7 +49,8 @@ from audience.config import HnswConfig, ProfileSettings, RunConfig
 from audience.markdown import table
 from audience.profiles.kinds import weekly_kinds
 
-FULL_ROWS = 40_800_000_000  # VK-LSVD's interactions over its 27 weeks (the dataset card)
+FULL_ROWS = 40_800_000_000  # VK-LSVD's interactions over its weeks (the dataset card)
+FULL_WEEKS = 27  # VK-LSVD's weeks (the dataset card)
 FULL_GB = 452  # its parquet files (the dataset card)
 PROFILES = ProfileSettings()
 KINDS = len(weekly_kinds(PROFILES.kinds))  # profile kinds a week aggregates
@@ -168,6 +169,7 @@ def run_figures(run_dir: Path, wall_s: float | None = None) -> dict:
     stages' seconds and the NDCG@100 table."""
     results = read_json(run_dir / "results.json")
     split = read_json(run_dir / "split.json")
+    config = read_json(run_dir / "config.json")
     memory = read_json(run_dir / "memory.json")
     workers = memory.pop("workers", {})
     stages = {k: v for k, v in read_json(run_dir / "timings.json").items() if k != "substeps"}
@@ -188,6 +190,14 @@ def run_figures(run_dir: Path, wall_s: float | None = None) -> dict:
         "user_shards": len(shards),
         "shard_state_gib": round(sum(p.stat().st_size for p in shards) / 2**30, 3) if shards else None,
         "pool_rows": pq.ParquetFile(run_dir / "candidates" / "reranked.parquet").metadata.num_rows,
+        "workers": config["dask"]["workers"] if config["engine"] == "dask" else None,
+        "hnsw_sources": sum(s.startswith("hnsw:") for s in config["sources"]),
+        # what one shard sends back for every source: targets x depth x (int32 user, float32 score)
+        "answer_gib_per_shard": results["n_targets"]
+        * config["candidate_depth"]
+        * len(config["sources"])
+        * 8
+        / 2**30,
     }
 
 
@@ -240,6 +250,9 @@ def sharded_figures(run: dict) -> dict:
         "user_shards",
         "shard_state_gib",
         "pool_rows",
+        "workers",
+        "hnsw_sources",
+        "answer_gib_per_shard",
         "note",
     )
     return {
@@ -310,8 +323,9 @@ def sharded_plan() -> dict:
     """The full dataset on user shards, from measured figures: `vk` submit on 4 user shards (each user's state
     on disk, the workers' peak, the client's peak, the stages' times), the many-users runs (the client's
     growth per user, when both sizes ran) and the week pass (dask_vk.json). Worker memory: the catalog
-    broadcast (from dtypes), the working set a `vk` worker needs beyond its users' state (its peak less that
-    state: blocks and training partitions, which grow with the targets, not the users), then the users'
+    broadcast (from dtypes), the working set a `vk` worker needs beyond its users' state (its largest peak
+    less its share of that state: parts, blocks and training partitions, which grow with the part size and
+    the targets, not the users), then the users'
     state at `vk`'s bytes a user (its most active users: an upper bound) plus each HNSW source's index
     (hnswlib: float32 vectors and 2m links a user). Time: the week pass at its measured per-worker rate; the
     per-shard stages scaled linearly with the users a worker holds (an upper bound: HNSW queries grow with
@@ -321,12 +335,9 @@ def sharded_plan() -> dict:
     sharded = read_json(RESULTS / "dask_sharded.json")
     aggregation = read_json(RESULTS / "dask_vk.json")["capacity"]
     run = next(r for e, r in sharded["vk_submit"].items() if "user shards" in e)
-    cfg = RunConfig()
     per_user = run["shard_state_gib"] * 2**30 / run["users"]
-    n_hnsw = sum(s.startswith("hnsw:") for s in cfg.sources)
-    index_per_user = n_hnsw * (4 * DIM + 8 * HnswConfig().m)
-    vk_workers = 2
-    working = run["worker_peak_gib"] - run["shard_state_gib"] / vk_workers
+    index_per_user = run["hnsw_sources"] * (4 * DIM + 8 * HnswConfig().m)
+    working = run["worker_peak_gib"] - run["shard_state_gib"] / run["workers"]
     catalog = aggregation["catalog_gib"]
     full_users = aggregation["full_users"]
     growth = client_growth(sharded)
@@ -341,9 +352,8 @@ def sharded_plan() -> dict:
             "fits": memory <= PLAN_WORKER_GIB,
             "week_pass_h": round(aggregation["aggregation_core_hours"] / workers, 2),
             # the run's stages on cached aggregates, scaled by the users each worker holds
-            "stages_h": round(run["wall_s"] * users / (run["users"] / vk_workers) / 3600, 1),
+            "stages_h": round(run["wall_s"] * users / (run["users"] / run["workers"]) / 3600, 1),
         }
-    answers = run["n_targets"] * cfg.candidate_depth * len(cfg.sources) * 8  # int32 user + float32 score
     return {
         "from": {k: run[k] for k in ("users", "shard_state_gib", "worker_peak_gib", "wall_s", "pool_rows")},
         "full_users": full_users,
@@ -357,8 +367,8 @@ def sharded_plan() -> dict:
         "workers": rows,
         "bytes_moved_gib": {
             "interactions": round(aggregation["full_gb"] * 1e9 / 2**30),
-            "weekly_aggregates": round(2 * 27 * aggregation["week_aggregate_gib"]),  # written, then read
-            "answers_per_shard": round(answers / 2**30, 2),
+            "weekly_aggregates": round(2 * FULL_WEEKS * aggregation["week_aggregate_gib"]),  # written, read
+            "answers_per_shard": round(run["answer_gib_per_shard"], 2),
             # the run's pool to the shards (~25 columns) and back with its features (~75), float32
             "pair_features": round(run["pool_rows"] * 100 * 4 / 2**30),
         },

@@ -47,6 +47,20 @@ def _pair_keys(item: np.ndarray, user: np.ndarray) -> np.ndarray:
     return (item.astype(np.uint64) << _HIGH) | user.astype(np.uint64)
 
 
+def sorted_pair_keys(item: np.ndarray, user: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(keys, order): the distinct (item, user) pairs' uint64 keys sorted, and the order that sorts the
+    pairs (keys = key of pair order[i]); what `pair_positions` searches. Ids must fit 32 bits."""
+    keys = _pair_keys(np.asarray(item), np.asarray(user))
+    order = np.argsort(keys, kind="stable")
+    return keys[order], order
+
+
+def pair_positions(item: np.ndarray, user: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """Position of each (item, user) pair in `sorted_keys` (`sorted_pair_keys`, each pair once), or -1; pairs
+    grouped by item search only their item's slice (`_lookup_kernel`)."""
+    return _lookup_kernel(_pair_keys(np.asarray(item), np.asarray(user)), sorted_keys)
+
+
 def _id_column(frame: pl.DataFrame, name: str, what: str) -> np.ndarray:
     """Column `name` of `frame` as a uint32 numpy array; a ValueError naming `what` on nulls or bad dtype."""
     if name not in frame.columns:
@@ -302,7 +316,7 @@ def recall_at_depth(
         ranks = _rank_column(part)
         if targets is None:
             seen_items.append(np.unique(cand_items))
-        pos = _lookup_kernel(_pair_keys(cand_items, cand_users), truth_keys)
+        pos = pair_positions(cand_items, cand_users, truth_keys)
         is_hit = pos >= 0
         np.minimum.at(best, pos[is_hit], ranks[is_hit])
     if targets is not None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from audience.metrics import pair_positions, sorted_pair_keys
+
 ORACLE = "oracle"
 # the oracle's order restricted to the final method's pool (pool users it does not list follow in the final
 # method's order): the best the pool allows
@@ -16,26 +18,18 @@ POOL_CEILING = "pool_ceiling"
 def pool_ceiling_frame(pool: pl.DataFrame, oracle: pl.DataFrame, block_rows: int = 4_000_000) -> pl.DataFrame:
     """The pool's pairs (clip, user, rank) scored by the oracle (clip, user, score: distinct pairs); pairs
     beyond the oracle's list (its top `oracle_depth`, so below every pair it lists) follow in the pool's own
-    order, with negative scores -rank. Pairs are looked up by a (clip, user) key in the oracle's sorted
-    keys, `block_rows` pool rows at a time: the transient memory is the oracle's keys plus a block's."""
-    n_users = np.int64(max(_max(pool["user"]), _max(oracle["user"])) + 1)
-    oracle_keys = oracle["clip"].to_numpy().astype(np.int64) * n_users + oracle["user"].to_numpy()
-    order = np.argsort(oracle_keys, kind="stable")
-    oracle_keys = oracle_keys[order]
+    order, with negative scores -rank. Pairs are looked up by their (clip, user) key in the oracle's sorted
+    keys (`metrics.pair_positions`), `block_rows` pool rows at a time: the transient memory is the oracle's
+    keys plus a block's."""
+    oracle_keys, order = sorted_pair_keys(oracle["clip"].to_numpy(), oracle["user"].to_numpy())
     truth = oracle["score"].to_numpy().astype(np.float64)[order]
-    scores = np.empty(pool.height, dtype=np.float64)
+    scores = -pool["rank"].to_numpy().astype(np.float64)
     for start in range(0, pool.height, block_rows):
         block = pool.slice(start, block_rows)
-        keys = block["clip"].to_numpy().astype(np.int64) * n_users + block["user"].to_numpy()
-        at = np.minimum(np.searchsorted(oracle_keys, keys), max(oracle_keys.size - 1, 0))
-        found = oracle_keys[at] == keys if oracle_keys.size else np.zeros(keys.size, dtype=bool)
-        own = -block["rank"].to_numpy().astype(np.float64)
-        scores[start : start + block.height] = np.where(found, truth[at] if truth.size else own, own)
+        at = pair_positions(block["clip"].to_numpy(), block["user"].to_numpy(), oracle_keys)
+        found = at >= 0
+        scores[start : start + block.height][found] = truth[at[found]]
     return pool.select("clip", "user").with_columns(pl.Series("score", scores))
-
-
-def _max(column: pl.Series) -> int:
-    return int(column.max()) if column.len() else 0
 
 
 def lists_frame(item_ids: np.ndarray, lists: np.ndarray, user_ids: np.ndarray) -> pl.DataFrame:

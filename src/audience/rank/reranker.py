@@ -8,9 +8,9 @@ carry no ranking signal); a share of the training clips is held out for early st
 and both are averaged. `bag_seeds` > 1 repeats that per seed (own stopping clips, own XGBoost row and column
 samples; the negative sample is shared) and averages every booster, which lowers the variance that one
 seed's stopping clips and samples bring.
-Limits: memory ~ pool rows x features x 4 bytes, about three copies of the sampled rows at the peak (the
-sampled frame, one seed's train/stopping split and XGBoost's matrices), plus one unsampled part when the
-training frames come as a stack (rank/stacked.py); time ~ bag_seeds x (1 + refit_scale) x one boosting."""
+Limits: memory ~ sampled rows x features x 4 bytes, about three copies at the peak (the sampled rows'
+float32 matrix, one seed's train/stopping split of it and XGBoost's matrices), plus one unsampled part while
+a stack of training frames is read (rank/stacked.py); time ~ bag_seeds x (1 + refit_scale) x one boosting."""
 
 from __future__ import annotations
 

@@ -176,7 +176,7 @@ def assignment_bound(run: Run, method: str, frame: pl.DataFrame, n_clips: int) -
     score = _non_negative(frame["score"].to_numpy())
     n_users = run.catalog.n_users
     pairs = gain_pairs(frame["clip"].to_numpy(), frame["user"].to_numpy(), score, n_clips, n_users)
-    del frame, score
+    del score  # the pairs hold their own sorted copy
     bound = pairs_bound(pairs, n_users, cfg.list_size, cfg.user_cap, cfg.bound_steps)
     capped = np.load(run.path("lists", f"{file_key(method)}.capped.npy"))
     return bound_report(method, bound, list_gain(capped, pairs, n_users), time.perf_counter() - start)
