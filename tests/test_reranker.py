@@ -4,7 +4,8 @@ import pytest
 import xgboost as xgb
 
 from audience.config import RerankerConfig
-from audience.rank.reranker import Reranker
+from audience.rank._booster import LocalBoosting
+from audience.rank.reranker import Reranker, permute_rows
 from audience.rank.stacked import StackedFrames
 
 
@@ -119,3 +120,68 @@ def test_a_stack_read_part_by_part_trains_the_model_its_concatenation_trains(tmp
     untimed = [{k: v for k, v in m.report.items() if k != "fit_s"} for m in (from_stack, from_frame)]
     assert untimed[0] == untimed[1]
     np.testing.assert_array_equal(from_stack.predict(whole), from_frame.predict(whole))
+
+
+class _RecordingBoosting(LocalBoosting):
+    """LocalBoosting that keeps a copy of every matrix it is handed (the split as XGBoost receives it)."""
+
+    def __init__(self):
+        super().__init__(1)
+        self.matrices = []
+
+    def matrix(self, data, label, qid, features):
+        self.matrices.append((data.copy(), label.copy(), qid.copy()))
+        return super().matrix(data, label, qid, features)
+
+
+def test_each_seeds_split_hands_xgboost_the_sampled_rows_of_its_clips_in_clip_order(tmp_path):
+    # an unsorted frame, every negative kept: the sample is the rows of clips with a positive, stably sorted
+    # by clip; each seed's train and stopping matrices are its rows of the other clips / of its stopping clips
+    frame = _frame(seed=4, n_clips=40).sample(fraction=1.0, shuffle=True, seed=9)
+    boosting = _RecordingBoosting()
+    cfg = RerankerConfig(n_estimators=10, early_stopping_rounds=3, negative_keep=1.0, bag_seeds=3)
+    model = Reranker(cfg, n_threads=1, seed=2, boosting=boosting).fit(frame, ["signal", "noise"])
+    positive = frame.group_by("clip").agg(pl.col("label").max()).filter(pl.col("label") > 0)["clip"]
+    sample = frame.filter(pl.col("clip").is_in(positive.implode())).sort("clip", maintain_order=True)
+    data = sample.select(pl.col("signal", "noise")).to_numpy().astype(np.float32)
+    clip, label = sample["clip"].to_numpy(), sample["label"].to_numpy()
+    assert len(boosting.matrices) == 2 * cfg.bag_seeds
+    for seed, (train, valid) in enumerate(zip(boosting.matrices[::2], boosting.matrices[1::2], strict=True)):
+        is_valid = np.isin(clip, np.unique(valid[2]))
+        for (got_data, got_label, got_clip), rows in ((train, ~is_valid), (valid, is_valid)):
+            np.testing.assert_array_equal(got_data, data[rows])
+            np.testing.assert_array_equal(got_label, label[rows])
+            np.testing.assert_array_equal(got_clip, clip[rows])
+        assert model.report["seeds"][seed]["valid_rows"] == is_valid.sum()
+
+
+def test_filtered_blocks_equal_the_filtered_stack_for_any_block_size(tmp_path):
+    parts = []
+    for week in range(2):
+        part = _frame(seed=week, n_clips=7).with_columns(pl.col("clip") + week * 100)
+        if week == 0:
+            part = part.with_columns(extra=pl.lit(2.0, pl.Float32))
+        part.write_parquet(tmp_path / f"w{week}.parquet", row_group_size=50)
+        parts.append(pl.scan_parquet(tmp_path / f"w{week}.parquet"))
+    stack = StackedFrames(tuple(parts))
+    keep = np.random.default_rng(3).random(stack.collect().height) < 0.3
+    expected = stack.filter(keep).select("clip", "extra", "signal")
+    for block_rows in (1, 33, 280, 10_000):
+        blocks = list(stack.filtered_blocks(keep, ["clip", "extra", "signal"], block_rows))
+        assert all(0 < b.height <= block_rows for b in blocks)
+        assert pl.concat(blocks, how="diagonal_relaxed").equals(expected)
+    with pytest.raises(ValueError, match="rows"):
+        list(stack.filtered_blocks(keep[:-1], ["clip"], 100))
+    with pytest.raises(ValueError, match="rows"):
+        list(stack.filtered_blocks(np.r_[keep, True], ["clip"], 100))
+
+
+def test_permute_rows_in_place_equals_fancy_indexing():
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(size=(101, 19)).astype(np.float32)
+    order = rng.permutation(101)
+    expected = matrix[order]
+    permute_rows(matrix, order, columns_at_once=4)
+    np.testing.assert_array_equal(matrix, expected)
+    permute_rows(matrix, np.argsort(order))
+    np.testing.assert_array_equal(matrix[order], expected)

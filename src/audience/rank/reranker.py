@@ -8,9 +8,10 @@ carry no ranking signal); a share of the training clips is held out for early st
 and both are averaged. `bag_seeds` > 1 repeats that per seed (own stopping clips, own XGBoost row and column
 samples; the negative sample is shared) and averages every booster, which lowers the variance that one
 seed's stopping clips and samples bring.
-Limits: memory ~ sampled rows x features x 4 bytes, about three copies at the peak (the sampled rows'
-float32 matrix, one seed's train/stopping split of it and XGBoost's matrices), plus one unsampled part while
-a stack of training frames is read (rank/stacked.py); time ~ bag_seeds x (1 + refit_scale) x one boosting."""
+Limits: memory ~ sampled rows x features x 4 bytes, held once (the sampled rows' float32 matrix, filled
+`SAMPLE_BLOCK_ROWS` rows of a training frame at a time; each seed's train/stopping split reorders its rows in
+place instead of copying them), plus XGBoost's matrices where the boosting runs in this process (the Dask
+engine's workers hold theirs); time ~ bag_seeds x (1 + refit_scale) x one boosting."""
 
 from __future__ import annotations
 
@@ -28,6 +29,17 @@ from audience.errors import TooLittleData
 from audience.rank._booster import LocalBoosting, gain_shares, load_boosters, save_boosters
 from audience.rank.features import feature_columns
 from audience.rank.stacked import StackedFrames
+
+
+def permute_rows(matrix: np.ndarray, order: np.ndarray, columns_at_once: int = 8) -> None:
+    """``matrix[:] = matrix[order]`` in place, `columns_at_once` columns at a time: the temporary is rows x
+    `columns_at_once`, not a second matrix. `order` must be a permutation of the rows."""
+    for lo in range(0, matrix.shape[1], columns_at_once):
+        matrix[:, lo : lo + columns_at_once] = matrix[order, lo : lo + columns_at_once]
+
+
+# training-frame rows read at once while the sample is drawn (one block's float32 copy beside the sample)
+SAMPLE_BLOCK_ROWS = 1_000_000
 
 
 class Reranker:
@@ -86,9 +98,7 @@ class Reranker:
             seed_rng = np.random.default_rng([self.seed, i])
             valid_draws.append(seed_rng.choice(clips, size=n_valid, replace=False))
         self.features = list(features)
-        # the sampled rows as XGBoost's float32 matrix, once: each seed's split is a copy of its rows, not of
-        # a frame (the frame is dropped as soon as it is converted)
-        sample = self._arrays(stack.filter(keep).sort("clip"), self.features, True)[:3]
+        sample = self._sample(stack, keep)
         self.boosters, self.n_trees = [], []
         start = time.perf_counter()
         with timing.substep("boosting"):
@@ -108,27 +118,53 @@ class Reranker:
         }
         return self
 
+    def _sample(self, stack: StackedFrames, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The `keep` rows' features as one float32 matrix, their labels and clips, sorted by clip (stably:
+        a clip's rows keep their order). The matrix is allocated once and filled block by block."""
+        data = np.empty((int(keep.sum()), len(self.features)), dtype=np.float32)
+        labels, clips, filled = [], [], 0
+        for block in stack.filtered_blocks(keep, [*self.features, "label", "clip"], SAMPLE_BLOCK_ROWS):
+            features = block.select(pl.col(self.features).cast(pl.Float32))
+            data[filled : filled + block.height] = features.to_numpy()
+            labels.append(block["label"].to_numpy())
+            clips.append(block["clip"].to_numpy())
+            filled += block.height
+        label, clip = np.concatenate(labels), np.concatenate(clips)
+        if np.any(clip[1:] < clip[:-1]):  # the training frames are sorted by clip; a plain frame may not be
+            order = np.argsort(clip, kind="stable")
+            permute_rows(data, order)
+            label, clip = label[order], clip[order]
+        return data, label, clip
+
     def _fit_seed(
         self, data: np.ndarray, label: np.ndarray, clip: np.ndarray, valid_clips: np.ndarray, seed: int
     ) -> dict:
         """One seed's boosters on the sampled rows (`data`, `label`, `clip`, sorted by clip): early-stopped on
         `valid_clips`, then (refit_scale > 0) boosted again on every clip; both join the average (the
-        early-stopped one is a second model for free)."""
+        early-stopped one is a second model for free). The split reorders `data`'s rows in place, training
+        rows first (each part keeps its clip order), and restores them: its matrices are views, not copies."""
         is_valid = np.isin(clip, valid_clips)
-        summary = {"seed": seed, "train_rows": int((~is_valid).sum()), "valid_rows": int(is_valid.sum())}
-        dtrain, dvalid = (
-            self.boosting.matrix(data[rows], label[rows], clip[rows], self.features)
-            for rows in (~is_valid, is_valid)
-        )
-        booster, best_score = self.boosting.train_early_stopped(
-            self._params(seed),
-            dtrain,
-            dvalid,
-            self.cfg.n_estimators,
-            self.cfg.early_stopping_rounds,
-            f"reranker boosting, seed {seed}",
-        )
-        del dtrain, dvalid
+        order = np.concatenate([np.flatnonzero(~is_valid), np.flatnonzero(is_valid)])
+        n_train = int((~is_valid).sum())
+        summary = {"seed": seed, "train_rows": n_train, "valid_rows": int(is_valid.sum())}
+        permute_rows(data, order)
+        try:
+            split_label, split_clip = label[order], clip[order]
+            dtrain, dvalid = (
+                self.boosting.matrix(data[rows], split_label[rows], split_clip[rows], self.features)
+                for rows in (slice(0, n_train), slice(n_train, None))
+            )
+            booster, best_score = self.boosting.train_early_stopped(
+                self._params(seed),
+                dtrain,
+                dvalid,
+                self.cfg.n_estimators,
+                self.cfg.early_stopping_rounds,
+                f"reranker boosting, seed {seed}",
+            )
+            del dtrain, dvalid
+        finally:
+            permute_rows(data, np.argsort(order))
         best_trees = int(booster.best_iteration) + 1
         self.boosters.append(booster)
         self.n_trees.append(best_trees)

@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from audience import progress, timing
+from audience.block_writer import write_parquet_blocks
 from audience.candidates.combined import CombinedSource
 from audience.candidates.exclude_seen import ExcludeSeen
 from audience.code_key import code_key
@@ -34,7 +35,7 @@ from audience.config import RunConfig
 from audience.data.catalog import Catalog
 from audience.data.target_history import seen_pairs, target_history
 from audience.errors import DataError, TooLittleData
-from audience.io import read_json, write_json, write_parquet
+from audience.io import read_json, write_json
 from audience.metrics import truth_positives
 from audience.rank.clip_history import history_features
 from audience.rank.features import add_labels, candidate_pool, pair_features, pool_context, pool_counts
@@ -54,6 +55,7 @@ __all__ = [
     "first_stage_weights",
     "hidden_audience",
     "label_positives",
+    "labelled_blocks",
     "labelled_pool",
     "pool_features",
     "run_pool",
@@ -255,15 +257,14 @@ def label_positives(train_run: Run) -> pl.DataFrame:
     return positives.unique().sort("clip", "user")  # a fixed order: the first stage's fit sees the same rows
 
 
-def labelled_pool(train_run: Run, first_stage: FirstStage | None = None) -> pl.DataFrame:
+def labelled_blocks(train_run: Run, first_stage: FirstStage | None = None) -> Iterator[pl.DataFrame]:
     """A holdout run's pool features labelled by its truth week's positives, without the hidden audience of
-    its pseudo-new clips (`hidden_audience`), built one block of clips at a time (`featured_blocks`): the
-    blocks' labelled rows are what is held, not every intermediate frame of the whole pool."""
+    its pseudo-new clips (`hidden_audience`), one block of clips at a time (`featured_blocks`), in clip
+    order: one block's rows are held at a time, never the whole labelled pool."""
     cfg = train_run.cfg
     targets = train_run.targets()["item_id"].to_numpy()
     hidden = hidden_audience(targets, train_run.split(), cfg, train_run.catalog)
     positives = label_positives(train_run)
-    parts = []
     for pool in featured_blocks(train_run, first_stage, "labelled pool"):
         if hidden is not None:
             pool = pool.join(
@@ -271,8 +272,12 @@ def labelled_pool(train_run: Run, first_stage: FirstStage | None = None) -> pl.D
                 on=["clip", "user"],
                 how="anti",
             )
-        parts.append(add_labels(pool, positives))
-    return pl.concat(parts, rechunk=False)
+        yield add_labels(pool, positives)
+
+
+def labelled_pool(train_run: Run, first_stage: FirstStage | None = None) -> pl.DataFrame:
+    """The labelled pool (`labelled_blocks`) as one frame."""
+    return pl.concat(labelled_blocks(train_run, first_stage), rechunk=False)
 
 
 def hidden_audience(
@@ -325,7 +330,7 @@ def training_frame(run: Run, week: LabelWeek, first_stage: FirstStage | None = N
                 if not stale.stem.endswith(f"_code{POOL_CODE}"):
                     stale.unlink()
             with timing.substep("holdout pair features"):
-                write_parquet(labelled_pool(train_run, first_stage), cached)
+                write_parquet_blocks(labelled_blocks(train_run, first_stage), cached)
         pool = pl.scan_parquet(cached)
         return shift_clips(pool, week.holdout, cached)
 
