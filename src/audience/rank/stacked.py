@@ -2,8 +2,8 @@
 pool per label week), so a model can read the few columns it samples by, then each part once, keeping only
 its sampled rows, instead of holding every part and their stack at once.
 
-Limits: each call reads the parts again (from their files, when they are scans); `filter` holds one whole
-part and the sampled rows of the parts before it; `filtered_blocks` holds one block of a part's rows."""
+Limits: each call reads the parts again (from their files, when they are scans); `filtered_blocks` holds one
+block of a part's rows at a time."""
 
 from __future__ import annotations
 
@@ -36,29 +36,13 @@ class StackedFrames:
         """The stack of `columns` alone."""
         return pl.concat([part.select(columns).collect() for part in self.parts], how="diagonal_relaxed")
 
-    def filter(self, keep: np.ndarray) -> pl.DataFrame:
-        """The stack's rows where `keep` (one bool per stacked row) holds, each part read once: equal to
-        ``collect().filter(keep)``."""
-        kept, start = [], 0
-        for part in self.parts:
-            frame = part.collect()
-            mask = keep[start : start + frame.height]
-            if mask.size != frame.height:
-                raise ValueError(f"keep has {keep.size} rows; the parts have more")
-            start += frame.height
-            kept.append(frame.filter(pl.Series(mask, dtype=pl.Boolean)))
-            del frame
-        if start != keep.size:
-            raise ValueError(f"keep has {keep.size} rows; the parts have {start}")
-        return pl.concat(kept, how="diagonal_relaxed")
-
     def filtered_blocks(
         self, keep: np.ndarray, columns: list[str], block_rows: int
     ) -> Iterator[pl.DataFrame]:
         """The stack's `columns` where `keep` holds, in stack order, read `block_rows` rows of a part at a
         time (a slice of a parquet scan reads only its row groups): their concatenation equals
-        ``filter(keep).select(columns)`` up to the common types, which each block keeps from its part (a
-        column missing from a part is null there, as Float32)."""
+        ``collect().filter(keep).select(columns)`` up to the common types, which each block keeps from its
+        part (a column missing from a part is null there, as Float32)."""
         start = 0
         for part in self.parts:
             height = part.select(pl.len()).collect().item()
