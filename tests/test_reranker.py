@@ -95,18 +95,24 @@ def test_prediction_in_blocks_equals_each_boosters_dmatrix_prediction():
     np.testing.assert_array_equal(model.predict(frame), (total / len(model.boosters)).astype(np.float32))
 
 
+def _weeks_on_disk(tmp_path, n_weeks: int, n_clips: int, extra_in: int, row_group_size=None) -> StackedFrames:
+    """Label weeks as parquet scans, clip ids apart per week, week `extra_in` with an `extra` column (null in
+    the others)."""
+    parts = []
+    for week in range(n_weeks):
+        part = _frame(seed=week, n_clips=n_clips).with_columns(pl.col("clip") + week * 1000)
+        if week == extra_in:
+            part = part.with_columns(extra=pl.lit(1.0, pl.Float32))
+        part.write_parquet(tmp_path / f"week{week}.parquet", row_group_size=row_group_size)
+        parts.append(pl.scan_parquet(tmp_path / f"week{week}.parquet"))
+    return StackedFrames(tuple(parts))
+
+
 def test_a_stack_read_part_by_part_trains_the_model_its_concatenation_trains(tmp_path):
     # three label weeks as parquet scans, one with an extra column (null in the others): the stack's sampled
     # rows and the boosters equal those of the concatenated frame
-    parts = []
-    for week in range(3):
-        part = _frame(seed=week, n_clips=30).with_columns(pl.col("clip") + week * 1000)
-        if week == 1:
-            part = part.with_columns(extra=pl.lit(1.0, pl.Float32))
-        part.write_parquet(tmp_path / f"week{week}.parquet")
-        parts.append(pl.scan_parquet(tmp_path / f"week{week}.parquet"))
-    stack = StackedFrames(tuple(parts))
-    whole = pl.concat([p.collect() for p in parts], how="diagonal_relaxed")
+    stack = _weeks_on_disk(tmp_path, n_weeks=3, n_clips=30, extra_in=1)
+    whole = pl.concat([p.collect() for p in stack.parts], how="diagonal_relaxed")
     assert stack.columns() == whole.columns
     assert stack.collect().equals(whole)
     cfg = RerankerConfig(n_estimators=30, early_stopping_rounds=5, negative_keep=0.5, bag_seeds=2)
@@ -152,14 +158,7 @@ def test_each_seeds_split_hands_xgboost_the_sampled_rows_of_its_clips_in_clip_or
 
 
 def test_filtered_blocks_equal_the_filtered_stack_for_any_block_size(tmp_path):
-    parts = []
-    for week in range(2):
-        part = _frame(seed=week, n_clips=7).with_columns(pl.col("clip") + week * 100)
-        if week == 0:
-            part = part.with_columns(extra=pl.lit(2.0, pl.Float32))
-        part.write_parquet(tmp_path / f"w{week}.parquet", row_group_size=50)
-        parts.append(pl.scan_parquet(tmp_path / f"w{week}.parquet"))
-    stack = StackedFrames(tuple(parts))
+    stack = _weeks_on_disk(tmp_path, n_weeks=2, n_clips=7, extra_in=0, row_group_size=50)
     keep = np.random.default_rng(3).random(stack.collect().height) < 0.3
     expected = stack.collect().filter(pl.Series(keep)).select("clip", "extra", "signal")
     for block_rows in (1, 33, 280, 10_000):
