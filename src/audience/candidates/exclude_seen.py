@@ -67,3 +67,9 @@ class ExcludeSeen:
             return self.inner.recommend(clips, k)
         top = self.inner.recommend(clips, k + min(self.largest, k))
         return drop_seen(top, seen, self.catalog.n_users, k)
+
+
+def excluding_seen(inner: CandidateSource, history: pl.DataFrame, catalog: Catalog) -> ExcludeSeen:
+    """`inner`, fitted another way, wrapped to leave out the targets' fit-week audience `history`
+    (module-level, so an engine can wrap a source where it was fitted)."""
+    return ExcludeSeen(inner, history).around_fitted(catalog)

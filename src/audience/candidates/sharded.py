@@ -18,8 +18,9 @@ users an index misses differs from one global index (each shard's smaller index 
 (yet): 'popular' (the population's largest activity), 'random' (draws over the whole batch), the neighbour
 bridges (trained on every user at once).
 Sources fitted on a sample of users (`fits_on_sampled_rows`: 'bpr_bridge', trained on every user of its
-sample at once) are fitted here on the sample's rows, which each shard sends (`fitted_on_sampled_rows`): the
-same source as fitted on the whole fit data, holding only the sample."""
+sample at once) are fitted on the sample's rows, which each shard sends (`sampled_rows`, `fit_on_rows`): the
+same source as fitted on the whole fit data, holding only the sample; the caller chooses where it is fitted
+(the Dask engine: on a worker, so the client never holds the sample's users)."""
 
 from __future__ import annotations
 
@@ -114,6 +115,28 @@ def shard_sample_rows(
     return build().sample_rows(data, users)
 
 
+def sampled_rows(
+    build: Callable[[], CandidateSource], shard_map: ShardMap, shards: Sequence[UserShard], counts: FitData
+) -> tuple[list, np.ndarray]:
+    """The users of `build()`'s sample (chosen from the fit data's `counts`, global indices) and each shard's
+    rows of them, as handles kept where the shards are (`shard_map(..., keep=True)`: futures on the Dask
+    engine's workers, the rows themselves in this process), in shard order (`shards`, consecutive)."""
+    users = build().sample_users(counts)
+    per_shard = [(users[shard.rows_of(users)] - shard.start,) for shard in shards]
+    return shard_map(shard_sample_rows, build, per_shard=per_shard, keep=True), users
+
+
+def fit_on_rows(
+    build: Callable[[], CandidateSource],
+    parts: Sequence[sparse.csr_matrix],
+    users: np.ndarray,
+    catalog: Catalog,
+) -> CandidateSource:
+    """A fresh `build()` fitted on its sample's rows (`parts`, one per shard in order, `sampled_rows`):
+    module-level, so an engine can run it where the rows are sent (a worker) instead of here."""
+    return build().fit_rows(sparse.vstack(list(parts), format="csr"), users, catalog)
+
+
 def fitted_on_sampled_rows(
     build: Callable[[], CandidateSource],
     shard_map: ShardMap,
@@ -121,11 +144,7 @@ def fitted_on_sampled_rows(
     counts: FitData,
     catalog: Catalog,
 ) -> CandidateSource:
-    """A fresh `build()` fitted on the rows of its sample of users (chosen from the fit data's `counts`),
-    each shard of `shard_map` (`shards`, consecutive, in its order) sending its own users' rows: the source
-    that fitting on the whole fit data gives."""
-    source = build()
-    users = source.sample_users(counts)
-    per_shard = [(users[shard.rows_of(users)] - shard.start,) for shard in shards]
-    parts = shard_map(shard_sample_rows, build, per_shard=per_shard, desc=f"{source.name} (sampled rows)")
-    return source.fit_rows(sparse.vstack(parts, format="csr"), users, catalog)
+    """A fresh `build()` fitted in this process on the rows of its sample of users that each shard of
+    `shard_map` sends (`sampled_rows`, `fit_on_rows`): the source that fitting on the whole fit data gives."""
+    parts, users = sampled_rows(build, shard_map, shards, counts)
+    return fit_on_rows(build, parts, users, catalog)

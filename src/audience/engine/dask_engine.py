@@ -24,8 +24,8 @@
   from its worker (`shard_fits(..., folder, rebuild)`), and later stages read it there. `shard_map` runs
   any function on every shard's worker, its results gathered or kept there as futures: the sources and the
   pair features use it (rank/sharded_features.py). A source trained on a sample of users at once (the BPR
-  bridge) is fitted on the client from the sample's rows, which each shard sends (candidates/sharded.py's
-  `fitted_on_sampled_rows`).
+  bridge) is fitted on a worker from the sample's rows, which each shard sends there (candidates/sharded.py's
+  `sampled_rows` and `fit_on_rows`, run by `placed`), and asked there: the client holds its handle.
 - Reranker boosting: xgboost.dask (engine/dask_boosting.py).
 
 Broadcast objects are scattered to every worker, so a lost worker leaves copies on the others; a lost
@@ -116,6 +116,11 @@ def _worker_peak(reset: bool) -> float:
 def _broadcastable(value) -> bool:
     """Whether a shared task argument is worth one broadcast (not a future, a number or a short string)."""
     return not isinstance(value, (int, float, str, type(None), Future))
+
+
+def _handles(value) -> bool:
+    """Whether `value` is a list or tuple of futures (handles the scheduler resolves on the worker)."""
+    return isinstance(value, (list, tuple)) and any(isinstance(v, Future) for v in value)
 
 
 def gathered(futures: list, desc: str) -> list:
@@ -257,15 +262,28 @@ class DaskEngine:
             unique_sorted(np.concatenate([empty, *(f[i] for f in found)])).astype(np.uint32) for i in (0, 1)
         )
 
-    def recommend(self, source: CandidateSource, queries: ClipQueries, k: int) -> TopK:
-        if getattr(source, "whole_batch", False) or len(queries) <= self.cfg.clip_block:
+    def placed(self, function: Callable, *args) -> Future:
+        """`function(*args)` run on a worker (arrays and other large arguments broadcast, futures resolved
+        there), its value kept there: the future is its handle, which `recommend` and `placed` take. What
+        only a worker should hold (a source fitted on a sample of every shard's users) stays off the
+        client."""
+        shared = [self._broadcast(a) if _broadcastable(a) and not _handles(a) else a for a in args]
+        return self.client.submit(function, *shared, pure=False)
+
+    def recommend(self, source: CandidateSource | Future, queries: ClipQueries, k: int) -> TopK:
+        """The source's top `k` users of each clip, by blocks of `clip_block` clips on the workers (a
+        whole-batch source, or a batch of one block, here), or of a source held on the cluster (`placed`)."""
+        if isinstance(source, Future):
+            shared, name = source, "placed source"
+        elif getattr(source, "whole_batch", False) or len(queries) <= self.cfg.clip_block:
             return source.recommend(queries, k)
-        shared = self._broadcast(source)
+        else:
+            shared, name = self._broadcast(source), source.name
         blocks = clip_blocks(len(queries), self.cfg.clip_block)
         futures = [
             self.client.submit(_recommend_block, shared, queries.subset(b), k, pure=False) for b in blocks
         ]
-        answers = gathered(futures, f"{source.name} (dask)")
+        answers = gathered(futures, f"{name} (dask)")
         return TopK(np.concatenate([a.ids for a in answers]), np.concatenate([a.scores for a in answers]))
 
     @property

@@ -26,6 +26,10 @@ class LocalEngine(LocalAggregation):
     ) -> tuple[np.ndarray, np.ndarray]:
         return distinct_ids(weeks, progress, cache_dir)
 
+    def placed(self, function: Callable, *args):
+        """`function(*args)`, here: its value is its own handle (the Dask engine's runs on a worker)."""
+        return function(*args)
+
     def recommend(self, source: CandidateSource, queries: ClipQueries, k: int) -> TopK:
         return source.recommend(queries, k)
 

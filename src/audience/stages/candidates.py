@@ -10,12 +10,13 @@ import polars as pl
 
 from audience import timing
 from audience.arrays import TopK
-from audience.candidates import CandidateSource, ClipQueries, make_source
+from audience.candidates import ClipQueries, make_source
 from audience.candidates.ann import recall_against_exact
-from audience.candidates.exclude_seen import ExcludeSeen, drop_seen, largest_audience
+from audience.candidates.exclude_seen import ExcludeSeen, drop_seen, excluding_seen, largest_audience
 from audience.candidates.sharded import (
+    fit_on_rows,
     fits_on_sampled_rows,
-    fitted_on_sampled_rows,
+    sampled_rows,
     sharded_answers,
     user_shardable,
 )
@@ -78,13 +79,16 @@ def stage_candidates(run: Run) -> None:
     write_json(report, run.path("candidates", "sources.json"))
 
 
-def sampled_fit(run: Run, name: str, history: pl.DataFrame | None) -> CandidateSource:
-    """Source `name` fitted here on the rows of its sample of users that the engine's user shards send,
-    wrapped to leave out the targets' fit-week audience (`history`, None to keep it)."""
+def sampled_fit(run: Run, name: str, history: pl.DataFrame | None):
+    """Source `name` fitted on the rows of its sample of users that the engine's user shards send, where the
+    engine places it (`engine.placed`: on a worker for the Dask engine, whose client then holds none of the
+    sample's state, only the handle that `engine.recommend` takes), wrapped there to leave out the targets'
+    fit-week audience (`history`, None to keep it)."""
     shards, shard_map = run.user_shards()
     build = partial(make_source, name, run.cfg)
-    source = fitted_on_sampled_rows(build, shard_map, shards, run.fit_counts(), run.catalog)
-    return source if history is None else ExcludeSeen(source, history).around_fitted(run.catalog)
+    parts, users = sampled_rows(build, shard_map, shards, run.fit_counts())
+    source = run.engine.placed(fit_on_rows, build, parts, users, run.catalog)
+    return source if history is None else run.engine.placed(excluding_seen, source, history, run.catalog)
 
 
 def sharded_lists(run: Run, name: str, queries: ClipQueries, history: pl.DataFrame | None) -> TopK:
