@@ -443,13 +443,13 @@ def block_sharded_plan(root: Path) -> list[str]:
             f" each HNSW source's index ({plan['hnsw_kib_per_user']:.2f} KiB a user). The week pass runs at"
             " the measured per-worker rate; the other stages are the `vk` run's recorded stage times (the"
             " week pass and shared cores included) scaled linearly with the users a worker holds (HNSW"
-            " queries grow more slowly). The client holds the pools, bounded by"
-            f" the targets: {plan['client_gib']:.1f} GiB at the full size ("
+            " queries grow more slowly). The client holds the pools, bounded by the targets, and what"
+            f" grows with the users: {plan['client_gib']:.1f} GiB at the full size ("
             + (
                 "the `vk` run's peak; the many-users runs not yet recorded"
                 if growth is None
-                else f"the `vk` run's peak plus {growth:.3f} GiB per million users, measured between"
-                " `many-users-half` and `many-users`"
+                else f"the `vk` run's peak plus {growth:.3f} GiB per million users, the slope of the"
+                " client's peak from `many-users-half` to `many-users`, extrapolated linearly"
             )
             + f"). Bytes moved: the interactions once ({moved['interactions']:,} GiB), the weekly"
             f" aggregates written and read once ({moved['weekly_aggregates']:,} GiB), each source's answers"
