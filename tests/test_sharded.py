@@ -14,8 +14,9 @@ from audience.candidates import ClipQueries, make_source
 from audience.candidates.ann import exact_search, recall_against_exact
 from audience.candidates.cf_bridges import bpr_users
 from audience.candidates.sharded import (
+    fit_on_rows,
     fits_on_sampled_rows,
-    fitted_on_sampled_rows,
+    sampled_rows,
     sharded_answers,
     user_separable,
     user_shardable,
@@ -155,9 +156,8 @@ def test_bpr_on_the_rows_the_shards_send_is_the_bpr_of_the_whole_fit(split, n_sh
         for shard in user_shards(catalog.n_users, n_shards)
     ]
     build = partial(make_source, "bpr_bridge", cfg)
-    got = fitted_on_sampled_rows(
-        build, in_process(shards), [s for s, _ in shards], whole.counts(), catalog
-    ).recommend(queries, 40)
+    parts, users = sampled_rows(build, in_process(shards), [s for s, _ in shards], whole.counts())
+    got = fit_on_rows(build, parts, users, catalog).recommend(queries, 40)
     np.testing.assert_array_equal(got.ids, want.ids)
     np.testing.assert_array_equal(got.scores, want.scores)
     sample = bpr_users(whole.user_positives, max_positives)

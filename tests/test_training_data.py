@@ -21,7 +21,7 @@ from audience.stages.training_data import (
     HOLDOUT_CLIP_OFFSET,
     first_stage_weights,
     hidden_audience,
-    labelled_pool,
+    labelled_blocks,
     pool_sources,
     shift_clips,
 )
@@ -91,9 +91,9 @@ def test_a_labelled_pool_built_by_blocks_of_clips_is_the_whole_pools(fixture, re
     first_stage = first_stage_weights(run, plan)
     train_run = holdout_run(run, plan.weeks[-1])
     monkeypatch.setattr(train_run.engine, "feature_block_clips", None)
-    whole = labelled_pool(train_run, first_stage)
+    whole = pl.concat(labelled_blocks(train_run, first_stage))
     monkeypatch.setattr(train_run.engine, "feature_block_clips", 7)
-    blocked = labelled_pool(train_run, first_stage)
+    blocked = pl.concat(labelled_blocks(train_run, first_stage))
     assert whole.height > 1_000 and whole["label"].sum() > 0
     assert blocked.equals(whole)
     hidden = hidden_audience(

@@ -9,7 +9,7 @@
   (dim + factors)^2; the index n_users x factors. It learns only the most engaged users, while their
   positives add up to `max_positives` (`bpr_users`; 200 M: 3.2 GB of rows and pairs): the others are never
   answered. It is fitted in one process on those users' rows alone (`fit_rows`), which the Dask engine's user
-  shards send (candidates/sharded.py's `fitted_on_sampled_rows`), so no step holds every user.
+  shards send (candidates/sharded.py's `sampled_rows`, `fit_on_rows`), so no step holds every user.
 * `NeighbourBridgeSource` ('ease_bridge', 'slim_bridge'): a new clip stands in as the similarity-weighted sum
   of its nearest old clips (by embedding) among the model's scored clips; a user's score is
   X_u . B s_c (B the model's clip x clip weights, s_c those similarities). EASE keeps `max_items` clips

@@ -135,16 +135,3 @@ def fit_on_rows(
     """A fresh `build()` fitted on its sample's rows (`parts`, one per shard in order, `sampled_rows`):
     module-level, so an engine can run it where the rows are sent (a worker) instead of here."""
     return build().fit_rows(sparse.vstack(list(parts), format="csr"), users, catalog)
-
-
-def fitted_on_sampled_rows(
-    build: Callable[[], CandidateSource],
-    shard_map: ShardMap,
-    shards: Sequence[UserShard],
-    counts: FitData,
-    catalog: Catalog,
-) -> CandidateSource:
-    """A fresh `build()` fitted in this process on the rows of its sample of users that each shard of
-    `shard_map` sends (`sampled_rows`, `fit_on_rows`): the source that fitting on the whole fit data gives."""
-    parts, users = sampled_rows(build, shard_map, shards, counts)
-    return fit_on_rows(build, parts, users, catalog)

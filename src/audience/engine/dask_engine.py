@@ -114,13 +114,11 @@ def _worker_peak(reset: bool) -> float:
 
 
 def _broadcastable(value) -> bool:
-    """Whether a shared task argument is worth one broadcast (not a future, a number or a short string)."""
+    """Whether a shared task argument is worth one broadcast: not a number, a short string, a future or a
+    list or tuple holding futures (handles the scheduler resolves on the worker)."""
+    if isinstance(value, (list, tuple)):
+        return not any(isinstance(v, Future) for v in value)
     return not isinstance(value, (int, float, str, type(None), Future))
-
-
-def _handles(value) -> bool:
-    """Whether `value` is a list or tuple of futures (handles the scheduler resolves on the worker)."""
-    return isinstance(value, (list, tuple)) and any(isinstance(v, Future) for v in value)
 
 
 def gathered(futures: list, desc: str) -> list:
@@ -267,7 +265,7 @@ class DaskEngine:
         there), its value kept there: the future is its handle, which `recommend` and `placed` take. What
         only a worker should hold (a source fitted on a sample of every shard's users) stays off the
         client."""
-        shared = [self._broadcast(a) if _broadcastable(a) and not _handles(a) else a for a in args]
+        shared = [self._broadcast(a) if _broadcastable(a) else a for a in args]
         return self.client.submit(function, *shared, pure=False)
 
     def recommend(self, source: CandidateSource | Future, queries: ClipQueries, k: int) -> TopK:

@@ -68,11 +68,10 @@ class Reranker:
             "eval_metric": "ndcg@100",
         }
 
-    @staticmethod
-    def _arrays(frame: pl.DataFrame, features: list[str], label: bool) -> tuple:
-        # cast in polars: one float32 copy instead of a float64 one and its float32 cast (GBs on medium)
-        data = frame.select(pl.col(features).cast(pl.Float32)).to_numpy()
-        return data, frame["label"].to_numpy() if label else None, frame["clip"].to_numpy(), features
+    def _matrix(self, frame: pl.DataFrame) -> np.ndarray:
+        """The frame's feature columns as XGBoost's float32 matrix, cast in polars: one float32 copy instead
+        of a float64 one and its cast."""
+        return frame.select(pl.col(self.features).cast(pl.Float32)).to_numpy()
 
     def fit(self, frame: pl.DataFrame | StackedFrames, features: list[str] | None = None) -> Reranker:
         """`frame`: clip, user, label and the feature columns (`features`; default every other column), or
@@ -124,8 +123,7 @@ class Reranker:
         data = np.empty((int(keep.sum()), len(self.features)), dtype=np.float32)
         labels, clips, filled = [], [], 0
         for block in stack.filtered_blocks(keep, [*self.features, "label", "clip"], SAMPLE_BLOCK_ROWS):
-            features = block.select(pl.col(self.features).cast(pl.Float32))
-            data[filled : filled + block.height] = features.to_numpy()
+            data[filled : filled + block.height] = self._matrix(block)
             labels.append(block["label"].to_numpy())
             clips.append(block["clip"].to_numpy())
             filled += block.height
@@ -192,7 +190,7 @@ class Reranker:
         for booster in self.boosters:
             booster.set_param({"nthread": self.n_threads})  # a cluster-trained booster has its workers'
         for start in range(0, frame.height, block_rows):
-            data = self._arrays(frame.slice(start, block_rows), self.features, False)[0]
+            data = self._matrix(frame.slice(start, block_rows))
             for booster, n_trees in zip(self.boosters, self.n_trees, strict=True):
                 total[start : start + block_rows] += booster.inplace_predict(
                     data, iteration_range=(0, n_trees), missing=np.nan

@@ -1,7 +1,7 @@
 """The training data of the reranker and MixiGen: labelled candidate pools of holdout runs
 (stages/holdout_runs.py: the pipeline shifted back to a label week, its profiles and candidates cached).
 
-* `labelled_pool`: a holdout run's pool features with their labels, cached in its folder, named by what
+* `labelled_blocks`: a holdout run's pool features with their labels, cached in its folder, named by what
   shapes it (pool depth, first stage, similar-authors settings) and by `POOL_CODE`, the hash of this
   module's import closure (the pair features and the first stage): an edited feature rebuilds the pools,
   not the holdout runs' profiles and candidates.
@@ -56,9 +56,7 @@ __all__ = [
     "hidden_audience",
     "label_positives",
     "labelled_blocks",
-    "labelled_pool",
     "pool_features",
-    "run_pool",
     "scored_pool",
     "shift_clips",
     "train_with_fallbacks",
@@ -113,11 +111,6 @@ def pool_sources(run: Run, first_stage: FirstStage | None = None) -> PoolSources
         frames[FIRST_STAGE] = first_stage_candidates(run, first_stage).lazy()
         depths[FIRST_STAGE] = cfg.first_stage.depth
     return PoolSources(frames, cfg.reranker.pool_depth, depths)
-
-
-def run_pool(run: Run, first_stage: FirstStage | None = None) -> pl.DataFrame:
-    """The run's whole candidate pool (`pool_sources`), sorted by clip, user."""
-    return pool_sources(run, first_stage).pool()
 
 
 def first_stage_candidates(run: Run, weights: FirstStage) -> pl.DataFrame:
@@ -228,8 +221,8 @@ def featured_blocks(
 
 
 def pool_features(run: Run, first_stage: FirstStage | None = None) -> pl.DataFrame:
-    """The run's pool (`run_pool`) with the reranker's pair and clip-history features, sorted by clip, user
-    (`featured_blocks`, stacked)."""
+    """The run's pool (`pool_sources`) with the reranker's pair and clip-history features, sorted by clip,
+    user (`featured_blocks`, stacked)."""
     return pl.concat(featured_blocks(run, first_stage), rechunk=False)
 
 
@@ -273,11 +266,6 @@ def labelled_blocks(train_run: Run, first_stage: FirstStage | None = None) -> It
                 how="anti",
             )
         yield add_labels(pool, positives)
-
-
-def labelled_pool(train_run: Run, first_stage: FirstStage | None = None) -> pl.DataFrame:
-    """The labelled pool (`labelled_blocks`) as one frame."""
-    return pl.concat(labelled_blocks(train_run, first_stage), rechunk=False)
 
 
 def hidden_audience(
