@@ -45,7 +45,7 @@ from _suite import (
     write_json,
 )
 
-from audience.config import HnswConfig, ProfileSettings, RunConfig
+from audience.config import STAGES, HnswConfig, ProfileSettings, RunConfig
 from audience.markdown import table
 from audience.profiles.kinds import weekly_kinds
 
@@ -166,8 +166,11 @@ def run_figures(run_dir: Path, wall_s: float | None = None) -> dict:
     """One `audience run`'s figures from its folder: wall time (`wall_s`, else the stages' sum), the client's
     peak RSS (the largest of its stages' in memory.json: each stage resets the process's high-water mark, so
     the process's own maximum covers only its last stage), the workers' peak, the users and fit rows, the
-    stages' seconds and the NDCG@100 table."""
-    results = read_json(run_dir / "results.json")
+    stages' seconds and the NDCG@100 table. A run of some stages only (`--stages profiles,candidates`) has
+    no table: `ndcg_capped` and what is read from the table or the pools are None, `stages_run` lists its
+    stages."""
+    results_path = run_dir / "results.json"
+    results = read_json(results_path) if results_path.is_file() else None
     split = read_json(run_dir / "split.json")
     config = read_json(run_dir / "config.json")
     memory = read_json(run_dir / "memory.json")
@@ -176,6 +179,7 @@ def run_figures(run_dir: Path, wall_s: float | None = None) -> dict:
     shards = [
         p for p in sorted((run_dir / "fit_shards").glob("users_*.npz")) if not p.name.endswith(".gmm.npz")
     ]
+    reranked = run_dir / "candidates" / "reranked.parquet"
     return {
         "wall_s": round(sum(stages.values()), 2) if wall_s is None else wall_s,
         "peak_rss_gib": max(memory.values()),
@@ -184,32 +188,38 @@ def run_figures(run_dir: Path, wall_s: float | None = None) -> dict:
         "users": split["n_users"],
         "rows": split["fit_interactions"],
         "stages": stages,
-        "ndcg_capped": {r["method"]: r["ndcg_capped"] for r in results["methods"] if "ndcg_capped" in r},
-        "n_targets": results["n_targets"],
+        "stages_run": [s for s in STAGES if s in stages],
+        "ndcg_capped": None
+        if results is None
+        else {r["method"]: r["ndcg_capped"] for r in results["methods"] if "ndcg_capped" in r},
+        "n_targets": None if results is None else results["n_targets"],
         # with user shards: their number and their users' state on disk (profiles, histories, counts)
         "user_shards": len(shards),
         "shard_state_gib": round(sum(p.stat().st_size for p in shards) / 2**30, 3) if shards else None,
-        "pool_rows": pq.ParquetFile(run_dir / "candidates" / "reranked.parquet").metadata.num_rows,
+        "pool_rows": pq.ParquetFile(reranked).metadata.num_rows if reranked.is_file() else None,
         "workers": config["dask"]["workers"] if config["engine"] == "dask" else None,
         "hnsw_sources": sum(s.startswith("hnsw:") for s in config["sources"]),
         # what one shard sends back for every source: targets x depth x (int32 user, float32 score)
-        "answer_gib_per_shard": results["n_targets"]
-        * config["candidate_depth"]
-        * len(config["sources"])
-        * 8
-        / 2**30,
+        "answer_gib_per_shard": None
+        if results is None
+        else results["n_targets"] * config["candidate_depth"] * len(config["sources"]) * 8 / 2**30,
     }
 
 
 def compare(runs: dict) -> None:
     """Each run's `identical` (its NDCG@100 table equals the local engine's to 4 decimals; None without a
     local run) and `differs` (the methods that do not)."""
-    tables = {e: {m: round(v, 4) for m, v in r["ndcg_capped"].items()} for e, r in runs.items()}
+    tables = {
+        e: {m: round(v, 4) for m, v in r["ndcg_capped"].items()}
+        for e, r in runs.items()
+        if r.get("ndcg_capped") is not None
+    }
     local = tables.get("local")
     for engine, run in runs.items():
-        run["identical"] = None if local is None else tables[engine] == local
+        own = tables.get(engine)
+        run["identical"] = None if local is None or own is None else own == local
         run["differs"] = (
-            None if local is None else sorted(m for m, v in tables[engine].items() if local.get(m) != v)
+            None if run["identical"] is None else sorted(m for m, v in own.items() if local.get(m) != v)
         )
 
 
@@ -254,6 +264,7 @@ def sharded_figures(run: dict) -> dict:
         "hnsw_sources",
         "answer_gib_per_shard",
         "note",
+        "stages_run",
     )
     return {
         **{k: run.get(k) for k in keys},
@@ -363,6 +374,7 @@ def sharded_plan() -> dict:
         "worker_working_gib": round(working, 2),
         "catalog_gib": round(catalog, 2),
         "client_gib_per_million_users": None if growth is None else round(growth * 1e6, 3),
+        "client_growth_contrast": growth_contrast(sharded),
         "client_gib": round(client, 1),
         "workers": rows,
         "bytes_moved_gib": {
@@ -375,17 +387,48 @@ def sharded_plan() -> dict:
     }
 
 
-def client_growth(sharded: dict) -> float | None:
-    """GiB a user adds to the sharded client's peak: the slope between `many-users-half` and `many-users`
-    (None until both ran with user shards)."""
-    peaks = {}
+def _many_users_run(sharded: dict, world: str, on_shards: bool) -> dict | None:
+    """`world`'s run on user shards (`on_shards`) or on the local engine, None when not recorded."""
+    runs = sharded.get(world, {}).items()
+    return next(
+        (
+            r
+            for e, r in runs
+            if isinstance(r, dict) and "users" in r and ("user shards" in e if on_shards else e == "local")
+        ),
+        None,
+    )
+
+
+def client_growth(sharded: dict, on_shards: bool = True, stages: list[str] | None = None) -> float | None:
+    """GiB a user adds to the client's peak, the slope between `many-users-half` and `many-users`: on user
+    shards (`on_shards`) or on the local engine, the peak over `stages` (default every stage recorded). None
+    until both sizes ran."""
+    points = []
     for world in ("many-users-half", "many-users"):
-        run = next((r for e, r in sharded.get(world, {}).items() if "user shards" in e), None)
-        if run is None:
+        run = _many_users_run(sharded, world, on_shards)
+        by_stage = (run or {}).get("client_peak_gib_by_stage") or {}
+        peaks = [gib for stage, gib in by_stage.items() if stages is None or stage in stages]
+        if not peaks:
             return None
-        peaks[world] = (run["users"], run["client_peak_gib"])
-    (u0, p0), (u1, p1) = peaks["many-users-half"], peaks["many-users"]
+        points.append((run["users"], max(peaks)))
+    (u0, p0), (u1, p1) = points
     return (p1 - p0) / (u1 - u0)
+
+
+def growth_contrast(sharded: dict) -> dict | None:
+    """The client's growth (GiB a million users) on the local engine and on user shards over the stages
+    the local runs recorded (the sharded runs' peaks restricted to the same stages); None without local
+    runs of both many-users sizes."""
+    local = _many_users_run(sharded, "many-users", on_shards=False)
+    if local is None or _many_users_run(sharded, "many-users-half", on_shards=False) is None:
+        return None
+    stages = local.get("stages_run") or list(local["client_peak_gib_by_stage"])
+    slopes = {
+        "local": client_growth(sharded, False, stages),
+        "user_shards": client_growth(sharded, True, stages),
+    }
+    return {"stages": stages} | {k: None if v is None else round(v * 1e6, 3) for k, v in slopes.items()}
 
 
 def summary(figures: dict) -> str:

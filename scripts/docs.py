@@ -343,6 +343,11 @@ def pipeline_sentence(root: Path) -> str:
     )
 
 
+def _some_stages(run: dict) -> bool:
+    """Whether a recorded run ran only some of the stages (`audience run --stages`)."""
+    return bool(run.get("stages_run")) and len(run["stages_run"]) < len(STAGES)
+
+
 def block_sharded(root: Path) -> list[str]:
     """`audience run` with user shards beside the other engines (benchmarks/results/dask_sharded.json): per
     world and engine the wall time, the client's peak (and its stage) and the workers' peak."""
@@ -363,11 +368,14 @@ def block_sharded(root: Path) -> list[str]:
                     f"{r['users']:,}",
                     f"{r['rows'] / 1e6:,.0f} M",
                     f"{r['wall_s'] / 60:.1f}"
+                    + (f" ({' and '.join(r['stages_run'])} only)" if _some_stages(r) else "")
                     + (" (aggregates cached)" if r.get("cached_aggregates") else "")
                     + (f" ({r['note']})" if r.get("note") else ""),
                     f"{r['client_peak_gib']:.1f}{where}",
                     "" if r.get("worker_peak_gib") is None else f"{r['worker_peak_gib']:.1f}",
-                    {True: "yes", False: ", ".join(r.get("differs") or []), None: "(no local run)"}[
+                    "(no table)"
+                    if _some_stages(r)
+                    else {True: "yes", False: ", ".join(r.get("differs") or []), None: "(no local run)"}[
                         r.get("identical")
                     ],
                 ]
@@ -388,7 +396,9 @@ def block_sharded(root: Path) -> list[str]:
         + ", ".join(f"{stage} {gib:.1f}" for stage, gib in r["client_peak_gib_by_stage"].items())
         for world, entry in read_json(path).items()
         for engine, r in entry.items()
-        if isinstance(r, dict) and "user shards" in engine and r.get("client_peak_gib_by_stage")
+        if isinstance(r, dict)
+        and ("user shards" in engine or _some_stages(r))
+        and r.get("client_peak_gib_by_stage")
     ]
     return [
         *table(header, body, "llrrrlrl"),
@@ -405,6 +415,30 @@ def block_sharded(root: Path) -> list[str]:
             + "."
         ),
     ]
+
+
+def _client_growth_text(growth: float | None) -> str:
+    """How the plan's client peak was derived from the many-users runs' slope (GiB a million users)."""
+    if growth is None:
+        return "the `vk` run's peak; the many-users runs not yet recorded"
+    slope = (
+        f"the slope of the client's peak from `many-users-half` to `many-users`, {growth:.2f} GiB a million"
+        " users"
+    )
+    if growth <= 0:
+        return f"the `vk` run's peak: it does not grow with the users, {slope}"
+    return f"the `vk` run's peak plus {slope}, extrapolated linearly"
+
+
+def _contrast_text(contrast: dict | None) -> str:
+    """The plan's sentence on the client's growth with the users, local engine against user shards."""
+    if not contrast:
+        return ""
+    local, shards = contrast["local"], contrast["user_shards"]
+    return (
+        f"; over the stages the local engine ran on both many-users sizes ({', '.join(contrast['stages'])}),"
+        f" its client grows {local:.2f} GiB a million users, the sharded client {shards:.2f}"
+    )
 
 
 def block_sharded_plan(root: Path) -> list[str]:
@@ -445,19 +479,47 @@ def block_sharded_plan(root: Path) -> list[str]:
             " week pass and shared cores included) scaled linearly with the users a worker holds (HNSW"
             " queries grow more slowly). The client holds the pools, bounded by the targets, and what"
             f" grows with the users: {plan['client_gib']:.1f} GiB at the full size ("
-            + (
-                "the `vk` run's peak; the many-users runs not yet recorded"
-                if growth is None
-                else f"the `vk` run's peak plus {growth:.3f} GiB per million users, the slope of the"
-                " client's peak from `many-users-half` to `many-users`, extrapolated linearly"
-            )
-            + f"). Bytes moved: the interactions once ({moved['interactions']:,} GiB), the weekly"
+            + _client_growth_text(growth)
+            + ")"
+            + _contrast_text(plan.get("client_growth_contrast"))
+            + f". Bytes moved: the interactions once ({moved['interactions']:,} GiB), the weekly"
             f" aggregates written and read once ({moved['weekly_aggregates']:,} GiB), each source's answers"
             f" ({moved['answers_per_shard']:.1f} GiB a shard) and the pool's pair-feature blocks to the"
             f" shards and back ({moved['pair_features']:,} GiB). Derived by"
             f" `benchmarks/bench_dask.py --plan` (`{path.relative_to(root)}`)."
         ),
     ]
+
+
+def block_engine_summary(root: Path) -> list[str]:
+    """The README's engine figures: the client's and the workers' peaks on user shards for `vk` submit and
+    both many-users sizes, and the full dataset's plan (dask_sharded.json, dask_sharded_plan.json)."""
+    sharded_path, plan_path = RESULTS / "dask_sharded.json", RESULTS / "dask_sharded_plan.json"
+    if not (sharded_path.is_file() and plan_path.is_file()):
+        return []
+    sharded, plan = read_json(sharded_path), read_json(plan_path)
+    runs = []
+    for world in ("vk_submit", "many-users-half", "many-users"):
+        entry = sharded.get(world, {})
+        engine, run = next(((e, r) for e, r in entry.items() if "user shards" in e), (None, None))
+        if run is not None:
+            runs.append(
+                f"`{world.replace('_', ' ')}` ({run['users']:,} users, {engine}): client"
+                f" {run['client_peak_gib']:.1f} GiB, workers at most {run['worker_peak_gib']:.1f}"
+            )
+    fits = [w for w, row in plan["workers"].items() if row["fits"]]
+    smallest = min(fits, key=int) if fits else None
+    users, rows = plan["full_users"] / 1e6, plan["full_rows"] / 1e9
+    planned = (
+        f"the plan for the full dataset ({users:.0f} M users, {rows:.1f} B rows) needs {smallest} workers of"
+        f" {plan['workers'][smallest]['worker_gib']:.0f} GiB and a client of {plan['client_gib']:.1f} GiB"
+        if smallest
+        else "no plan fits 64 GiB workers"
+    )
+    machines = "; ".join(
+        sorted({machine_text(sharded[w]["machine"]) for w in sharded if "machine" in sharded[w]})
+    )
+    return prose(f"Peak memory on user shards: {'; '.join(runs)}; {planned}. Measured on {machines}.")
 
 
 def block_dask(root: Path) -> list[str]:
@@ -606,6 +668,7 @@ BLOCKS: dict[str, Callable[[Path], list[str]]] = {
     "dask": block_dask,
     "sharded": block_sharded,
     "sharded-plan": block_sharded_plan,
+    "engine-summary": block_engine_summary,
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from audience.candidates import ClipQueries
@@ -82,3 +83,33 @@ def tiny_stocked_run(tiny_stocked_dir, tmp_path_factory):
     from audience.pipeline import run_all
 
     return run_all(tiny_config(tiny_stocked_dir, tmp_path_factory.mktemp("run-stocked")))
+
+
+def assert_same_fit(got: FitData, want: FitData, exact: bool = False) -> None:
+    """Every count, profile, weight and history equal: within float tolerance, or bit for bit (`exact`)."""
+    for name in ("user_views", "user_positives", "item_views", "item_positives"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    assert set(got.profiles) == set(want.profiles)
+    for name in want.profiles:
+        if exact:
+            np.testing.assert_array_equal(got.profiles[name], want.profiles[name], err_msg=name)
+            np.testing.assert_array_equal(got.profile_weight[name], want.profile_weight[name], err_msg=name)
+            continue
+        np.testing.assert_allclose(got.profile_weight[name], want.profile_weight[name], rtol=1e-6, atol=1e-9)
+        np.testing.assert_array_equal(
+            got.profile_weight[name] > 0, want.profile_weight[name] > 0, err_msg=name
+        )
+        np.testing.assert_allclose(got.profiles[name], want.profiles[name], atol=2e-5, err_msg=name)
+    assert set(got.histories) == set(want.histories)
+    for name, matrix in want.histories.items():
+        other, matrix = got.histories[name].tocsr(), matrix.tocsr()
+        if exact:
+            other.sort_indices()
+            matrix.sort_indices()
+        assert other.shape == matrix.shape
+        np.testing.assert_array_equal(other.indptr, matrix.indptr, err_msg=name)
+        np.testing.assert_array_equal(other.indices, matrix.indices, err_msg=name)
+        if exact:
+            np.testing.assert_array_equal(other.data, matrix.data, err_msg=name)
+        else:
+            np.testing.assert_allclose(other.data, matrix.data, rtol=1e-5, err_msg=name)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_same_fit
 
 from audience.config import DEFAULT_POSITIVE_FLAGS, GmmConfig, ProfileSettings
 from audience.data.catalog import RunNeeds, load_catalog
@@ -46,36 +47,6 @@ def _store(folder: Path, catalog, layout, chunk_rows: int = 20_000_000, mixture=
 def _built(folder: Path) -> list[Path]:
     """The weekly aggregates a store holds (one folder each)."""
     return sorted(p for p in folder.iterdir() if p.is_dir())
-
-
-def assert_same_fit(got: FitData, want: FitData, exact: bool = False) -> None:
-    """Every count, profile, weight and history equal: within float tolerance, or bit for bit (`exact`)."""
-    for name in ("user_views", "user_positives", "item_views", "item_positives"):
-        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
-    assert set(got.profiles) == set(want.profiles)
-    for name in want.profiles:
-        if exact:
-            np.testing.assert_array_equal(got.profiles[name], want.profiles[name], err_msg=name)
-            np.testing.assert_array_equal(got.profile_weight[name], want.profile_weight[name], err_msg=name)
-            continue
-        np.testing.assert_allclose(got.profile_weight[name], want.profile_weight[name], rtol=1e-6, atol=1e-9)
-        np.testing.assert_array_equal(
-            got.profile_weight[name] > 0, want.profile_weight[name] > 0, err_msg=name
-        )
-        np.testing.assert_allclose(got.profiles[name], want.profiles[name], atol=2e-5, err_msg=name)
-    assert set(got.histories) == set(want.histories)
-    for name, matrix in want.histories.items():
-        other, matrix = got.histories[name].tocsr(), matrix.tocsr()
-        if exact:
-            other.sort_indices()
-            matrix.sort_indices()
-        assert other.shape == matrix.shape
-        np.testing.assert_array_equal(other.indptr, matrix.indptr, err_msg=name)
-        np.testing.assert_array_equal(other.indices, matrix.indices, err_msg=name)
-        if exact:
-            np.testing.assert_array_equal(other.data, matrix.data, err_msg=name)
-        else:
-            np.testing.assert_allclose(other.data, matrix.data, rtol=1e-5, err_msg=name)
 
 
 def test_history_kernel_matches_a_slow_loop():

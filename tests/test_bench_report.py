@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import _suite
 import bench_cf_models
+import bench_dask
 import bench_rankers
 import report
 
@@ -311,3 +312,42 @@ def test_clip_slices_one_clip_each_spread_over_the_targets():
     slices = bench_rankers.clip_slices(clips, 3)
     assert [clips[s].tolist() for s in slices] == [[0, 0], [2, 2, 2], [7, 7]]
     assert len(bench_rankers.clip_slices(clips, 50)) == 5  # never more calls than clips
+
+
+def test_dask_client_growth_and_the_local_contrast():
+    def run(users, by_stage, stages=None):
+        return {"users": users, "client_peak_gib_by_stage": by_stage, "stages_run": stages or list(by_stage)}
+
+    shards = "dask, 4 user shards"
+    sharded = {
+        "many-users-half": {
+            "machine": {},
+            shards: run(500_000, {"profiles": 0.5, "candidates": 0.8, "rank": 3.0}),
+            "local": run(500_000, {"profiles": 2.0, "candidates": 3.0}),
+        },
+        "many-users": {
+            "machine": {},
+            shards: run(1_000_000, {"profiles": 0.6, "candidates": 0.9, "rank": 3.2}),
+            "local": run(1_000_000, {"profiles": 4.0, "candidates": 5.5}),
+        },
+    }
+    # every stage on shards: the rank stage's peak, 3.0 -> 3.2 over half a million users
+    assert bench_dask.client_growth(sharded) == pytest.approx(0.2 / 500_000)
+    assert bench_dask.client_growth(sharded, False) == pytest.approx(2.5 / 500_000)
+    contrast = bench_dask.growth_contrast(sharded)
+    assert contrast == {"stages": ["profiles", "candidates"], "local": 5.0, "user_shards": 0.2}
+    del sharded["many-users-half"]["local"]
+    assert bench_dask.growth_contrast(sharded) is None
+    assert bench_dask.client_growth({"many-users": sharded["many-users"]}) is None
+
+
+def test_dask_compare_leaves_runs_without_a_table_out():
+    runs = {
+        "local": {"ndcg_capped": {"a": 0.12341, "b": 0.5}},
+        "dask": {"ndcg_capped": {"a": 0.12344, "b": 0.6}},
+        "local, some stages": {"ndcg_capped": None},
+    }
+    bench_dask.compare(runs)
+    assert runs["dask"]["identical"] is False and runs["dask"]["differs"] == ["b"]
+    assert runs["local"]["identical"] is True
+    assert runs["local, some stages"]["identical"] is None and runs["local, some stages"]["differs"] is None

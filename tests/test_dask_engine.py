@@ -16,7 +16,7 @@ import cloudpickle
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import tiny_config
+from conftest import assert_same_fit, tiny_config
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 
@@ -37,7 +37,7 @@ from audience.profiles.aggregates import (
 )
 from audience.profiles.fit_data import FitData
 from audience.profiles.gmm import fit_gmm
-from audience.profiles.user_shards import user_shards
+from audience.profiles.user_shards import user_shards, whole_fit
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import the tests folder
 ROW_GROUP = 1_500  # tiny's weeks (9-13 thousand rows) rewritten in row groups of this many rows
@@ -217,16 +217,17 @@ def test_dask_aggregates_equal_local(grouped_dir, tmp_path, cluster):
         )
 
 
-class KillFirstPart(WorkerPlugin):
-    """Kills its worker's process the first time (over the whole cluster: a marker file) an aggregation
-    part starts executing there. The marker is created atomically (O_EXCL): two workers starting their
-    first parts at once must not both die, which would lose the broadcast data with them."""
+class KillFirstTask(WorkerPlugin):
+    """Kills its worker's process the first time (over the whole cluster: a marker file) a task whose key
+    holds `task` (its function's name) starts executing there. The marker is created atomically (O_EXCL):
+    two workers starting their first such tasks at once must not both die, which would lose the broadcast
+    data with them."""
 
-    def __init__(self, marker: str):
-        self.marker = marker
+    def __init__(self, marker: str, task: str):
+        self.marker, self.task = marker, task
 
     def transition(self, key, start, finish, **kwargs):
-        if finish != "executing" or "aggregate_part" not in str(key):
+        if finish != "executing" or self.task not in str(key):
             return
         try:
             fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -245,12 +246,32 @@ def test_a_worker_killed_mid_aggregation_changes_nothing(grouped_dir, tmp_path):
     marker = tmp_path / "killed"
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         with Client(cluster) as client:
-            client.register_plugin(KillFirstPart(str(marker)))
+            client.register_plugin(KillFirstTask(str(marker), "aggregate_part"))
             engine_on(cluster).build_aggregates(remote, weeks, progress=False)
             close_clients()
     assert marker.is_file(), "no worker was killed: the test did not test anything"
     for week in weeks:
         assert_same_aggregate(remote.load(week), local.load(week))
+
+
+def test_a_worker_killed_mid_shard_combination_changes_nothing(grouped_dir, tmp_path):
+    """A worker dies while it combines a shard's fit data: the shard is combined again elsewhere, and the
+    shards stacked equal the unsharded fit data bit for bit."""
+    layout = DatasetLayout(grouped_dir)
+    store = store_of(tmp_path / "weeks", layout)
+    weeks = layout.train_weeks()
+    store.build_missing(weeks, progress=False)
+    whole = fit_from_aggregates(store, weeks, progress=False)
+    marker = tmp_path / "killed"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        with Client(cluster) as client:
+            client.register_plugin(KillFirstTask(str(marker), "_shard_fit"))
+            engine = engine_on(cluster, user_shards=3)
+            fits = engine.shard_fits(store, weeks, folder=tmp_path / "shards", rebuild=True)
+            parts = engine.shard_map(fits, whole_fit)
+            close_clients()
+    assert marker.is_file(), "no worker was killed: the test did not test anything"
+    assert_same_fit(FitData.stacked(parts), whole, exact=True)
 
 
 def test_group_partitions_cut_only_between_clips():
