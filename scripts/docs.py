@@ -511,8 +511,9 @@ def block_engine_summary(root: Path) -> list[str]:
     smallest = min(fits, key=int) if fits else None
     users, rows = plan["full_users"] / 1e6, plan["full_rows"] / 1e9
     planned = (
-        f"the plan for the full dataset ({users:.0f} M users, {rows:.1f} B rows) needs {smallest} workers of"
-        f" {plan['workers'][smallest]['worker_gib']:.0f} GiB and a client of {plan['client_gib']:.1f} GiB"
+        f"the plan for the full dataset ({users:.0f} M users, {rows:.1f} B rows) fits {smallest} workers of"
+        f" {plan['workers'][smallest]['worker_gib']:.0f} GiB (the fewest it lists) and a client of"
+        f" {plan['client_gib']:.1f} GiB"
         if smallest
         else "no plan fits 64 GiB workers"
     )
