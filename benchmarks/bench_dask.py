@@ -167,8 +167,8 @@ def run_figures(run_dir: Path, wall_s: float | None = None) -> dict:
     peak RSS (the largest of its stages' in memory.json: each stage resets the process's high-water mark, so
     the process's own maximum covers only its last stage), the workers' peak, the users and fit rows, the
     stages' seconds and the NDCG@100 table. A run of some stages only (`--stages profiles,candidates`) has
-    no table: `ndcg_capped` and what is read from the table or the pools are None, `stages_run` lists its
-    stages."""
+    no table: `ndcg_capped` and what is read from the table or the pools are None (its stages are the keys
+    of its peaks by stage, `stages_run`)."""
     results_path = run_dir / "results.json"
     results = read_json(results_path) if results_path.is_file() else None
     split = read_json(run_dir / "split.json")
@@ -188,7 +188,6 @@ def run_figures(run_dir: Path, wall_s: float | None = None) -> dict:
         "users": split["n_users"],
         "rows": split["fit_interactions"],
         "stages": stages,
-        "stages_run": [s for s in STAGES if s in stages],
         "ndcg_capped": None
         if results is None
         else {r["method"]: r["ndcg_capped"] for r in results["methods"] if "ndcg_capped" in r},
@@ -264,7 +263,6 @@ def sharded_figures(run: dict) -> dict:
         "hnsw_sources",
         "answer_gib_per_shard",
         "note",
-        "stages_run",
     )
     return {
         **{k: run.get(k) for k in keys},
@@ -416,6 +414,11 @@ def client_growth(sharded: dict, on_shards: bool = True, stages: list[str] | Non
     return (p1 - p0) / (u1 - u0)
 
 
+def stages_run(run: dict) -> list[str]:
+    """A recorded run's stages in pipeline order: those it recorded a client peak for."""
+    return [s for s in STAGES if s in run["client_peak_gib_by_stage"]]
+
+
 def growth_contrast(sharded: dict) -> dict | None:
     """The client's growth (GiB a million users) on the local engine and on user shards over the stages
     the local runs recorded (the sharded runs' peaks restricted to the same stages); None without local
@@ -423,7 +426,7 @@ def growth_contrast(sharded: dict) -> dict | None:
     local = _many_users_run(sharded, "many-users", on_shards=False)
     if local is None or _many_users_run(sharded, "many-users-half", on_shards=False) is None:
         return None
-    stages = local.get("stages_run") or list(local["client_peak_gib_by_stage"])
+    stages = stages_run(local)
     slopes = {
         "local": client_growth(sharded, False, stages),
         "user_shards": client_growth(sharded, True, stages),

@@ -344,8 +344,9 @@ def pipeline_sentence(root: Path) -> str:
 
 
 def _some_stages(run: dict) -> bool:
-    """Whether a recorded run ran only some of the stages (`audience run --stages`)."""
-    return bool(run.get("stages_run")) and len(run["stages_run"]) < len(STAGES)
+    """Whether a recorded run ran only some of the stages (`audience run --stages`): its peaks by stage
+    name fewer than every stage."""
+    return len(run.get("client_peak_gib_by_stage") or STAGES) < len(STAGES)
 
 
 def block_sharded(root: Path) -> list[str]:
@@ -368,7 +369,11 @@ def block_sharded(root: Path) -> list[str]:
                     f"{r['users']:,}",
                     f"{r['rows'] / 1e6:,.0f} M",
                     f"{r['wall_s'] / 60:.1f}"
-                    + (f" ({' and '.join(r['stages_run'])} only)" if _some_stages(r) else "")
+                    + (
+                        f" ({' and '.join(s for s in STAGES if s in by_stage)} only)"
+                        if _some_stages(r)
+                        else ""
+                    )
                     + (" (aggregates cached)" if r.get("cached_aggregates") else "")
                     + (f" ({r['note']})" if r.get("note") else ""),
                     f"{r['client_peak_gib']:.1f}{where}",

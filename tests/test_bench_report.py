@@ -315,8 +315,8 @@ def test_clip_slices_one_clip_each_spread_over_the_targets():
 
 
 def test_dask_client_growth_and_the_local_contrast():
-    def run(users, by_stage, stages=None):
-        return {"users": users, "client_peak_gib_by_stage": by_stage, "stages_run": stages or list(by_stage)}
+    def run(users, by_stage):
+        return {"users": users, "client_peak_gib_by_stage": by_stage}
 
     shards = "dask, 4 user shards"
     sharded = {
