@@ -148,6 +148,10 @@ class DaskEngine:
     def _broadcast(self, value):
         return self.client.scatter(value, broadcast=True, hash=False)
 
+    def _task_args(self, values) -> tuple:
+        """Task arguments as sent: each worth it broadcast once (`_broadcastable`), the others as they are."""
+        return tuple(self._broadcast(v) if _broadcastable(v) else v for v in values)
+
     def _shared(self, value):
         """An option for the workers: arrays (also in a mapping) broadcast once, anything else as is."""
         if isinstance(value, np.ndarray):
@@ -265,8 +269,7 @@ class DaskEngine:
         there), its value kept there: the future is its handle, which `recommend` and `placed` take. What
         only a worker should hold (a source fitted on a sample of every shard's users) stays off the
         client."""
-        shared = [self._broadcast(a) if _broadcastable(a) else a for a in args]
-        return self.client.submit(function, *shared, pure=False)
+        return self.client.submit(function, *self._task_args(args), pure=False)
 
     def recommend(self, source: CandidateSource | Future, queries: ClipQueries, k: int) -> TopK:
         """The source's top `k` users of each clip, by blocks of `clip_block` clips on the workers (a
@@ -353,7 +356,7 @@ class DaskEngine:
         held there for later calls (profiles/user_shards.py's ShardMap). Arrays and other large `shared`
         values are broadcast once per call."""
         args = per_shard if per_shard is not None else [()] * len(fits)
-        shared = tuple(self._broadcast(v) if _broadcastable(v) else v for v in shared)
+        shared = self._task_args(shared)
         futures = [
             None if extra is None else self.client.submit(function, shard, fit, *extra, *shared, pure=False)
             for (shard, fit), extra in zip(fits, args, strict=True)
