@@ -122,30 +122,42 @@ GENERATOR_COLUMNS = (
 )
 
 
-def run_mode(data: Path, run_dir: Path, mode: str, quiet: bool = True, timeout: float | None = None) -> dict:
+def run_mode(
+    data: Path,
+    run_dir: Path,
+    mode: str,
+    quiet: bool = True,
+    timeout: float | None = None,
+    stages: tuple[str, ...] = STAGES,
+) -> dict:
     """Every stage of one mode, each in its own process as `make demo` runs them; wall time, CPU time and
     peak RSS per stage (each stage's log beside the run folder). A failed stage stops the mode: what ran is
-    returned with `failed` naming the stage and its status."""
-    shutil.rmtree(run_dir, ignore_errors=True)
+    returned with `failed` naming the stage and its status. `stages` other than all of them rerun those
+    stages on the folder a full run left (the figures returned are theirs alone, the tables the folder's
+    after them)."""
+    if tuple(stages) == STAGES:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    elif not (run_dir / "config.json").is_file():
+        raise SystemExit(f"{run_dir} holds no run to rerun {', '.join(stages)} on: run every stage first")
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    stages = {}
-    for stage in STAGES:
+    figures = {}
+    for stage in stages:
         cmd = [sys.executable, "-m", "audience", "stage", stage, "--data-dir", str(data), "--mode", mode]
         cmd += ["--run-dir", str(run_dir), "--out", str(run_dir / "submission.parquet")]
         cmd += ["--quiet"] if quiet else []
         child = run_child(cmd, timeout=timeout, log=run_dir.parent / f"{run_dir.name}-{stage}.log")
-        stages[stage] = {
+        figures[stage] = {
             k: child[k] for k in ("wall_s", "cpu_s", "peak_rss_gib", "load_before", "load_after")
         }
         if child["status"] != "ok":
-            return {"stages": stages, "failed": {"stage": stage, "status": child["status"]}}
+            return {"stages": figures, "failed": {"stage": stage, "status": child["status"]}}
     results = read_json(run_dir / "results.json")
     split = read_json(run_dir / "split.json")
     substeps = read_json(run_dir / "timings.json").get("substeps", {})
-    for stage, times in substeps.items():
-        stages[stage]["substeps"] = times
-    figures = {"stages": stages, "index": split["index"], "methods": results["methods"]}
-    return figures | ({"decomposition": results["decomposition"]} if "decomposition" in results else {})
+    for stage in figures:
+        figures[stage]["substeps"] = substeps.get(stage, {})
+    out = {"stages": figures, "index": split["index"], "methods": results["methods"]}
+    return out | ({"decomposition": results["decomposition"]} if "decomposition" in results else {})
 
 
 def write_atomic(path: Path, text: str) -> None:

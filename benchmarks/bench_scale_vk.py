@@ -1,6 +1,7 @@
 """The `vk` workload (shaped like up0.01_ip0.01) end to end on this machine.
 
     python benchmarks/bench_scale_vk.py [--preset vk] [--modes validate submit] [--report]
+    python benchmarks/bench_scale_vk.py --modes submit --stages assign evaluate   # after a code change
 
 1. Data: generated when missing (timed); otherwise the generation figure of benchmarks/results/
    generation_<preset>.json is carried over (its machine and load are in that file).
@@ -9,7 +10,9 @@
    scatter-add of 64-d embedding rows (one thread) over the last week's rows.
 3. Each mode, every stage in a fresh process (wall, CPU, peak RSS); the modes reuse the week pass's
    aggregates, as every run of a dataset does, so a cold run costs the week pass on top (stated).
-Writes benchmarks/results/scale_<preset>.{json,md}; `--report` rewrites the md from the json."""
+`--stages` reruns some stages of a mode on the folder its last full run left (their figures replace the
+stored ones; the mode records the rerun). Writes benchmarks/results/scale_<preset>.{json,md}; `--report`
+rewrites the md from the json."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import argparse
 import filecmp
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,6 +42,7 @@ from _suite import (
 )
 from numba import njit
 
+from audience.config import STAGES
 from audience.evaluation.report import decomposition_table
 from audience.markdown import table
 
@@ -161,6 +166,11 @@ def summary(figures: dict) -> str:
                     else "."
                 )
                 + (f" Measured on code {run['code']}." if run.get("code") else "")
+                + (
+                    f" Rerun on code {run['rerun']['code']}: {', '.join(run['rerun']['stages'])}."
+                    if run.get("rerun")
+                    else ""
+                )
             )
     return "\n".join(lines)
 
@@ -190,6 +200,31 @@ def mode_figures(run: dict, run_dir: Path) -> dict:
     return out
 
 
+def code_version() -> str:
+    """The commit the benchmark runs (with "-dirty" when the work tree has edits)."""
+    done = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip() or "unknown"
+
+
+def rerun_stages(path: Path, data: Path, modes: list[str], stages: tuple[str, ...]) -> None:
+    """`stages` of each mode again on its last run folder: their figures replace the stored ones, the other
+    stages' stay, and the mode records which stages were rerun and on which machine."""
+    figures = read_json(path.with_suffix(".json"))
+    for mode in modes:
+        run_dir = ROOT / "artifacts" / f"bench-{data.name}-{mode}"
+        new = run_mode(data, run_dir, mode, quiet=False, stages=stages)
+        run = figures["modes"][mode]
+        run["stages"] = {name: new["stages"].get(name, old) for name, old in run["stages"].items()}
+        if "failed" in new:
+            run["failed"] = new["failed"]
+        else:
+            run.update(mode_figures(new | {"stages": run["stages"]}, run_dir))
+        run["rerun"] = {"stages": list(stages), "code": code_version(), "machine": machine()}
+        publish(path, figures, summary(figures))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--preset", default="vk")
@@ -202,6 +237,13 @@ def main() -> None:
         "--keep-week-pass",
         action="store_true",
         help="keep the json's week-pass figures and run the modes on the aggregates already cached",
+    )
+    parser.add_argument(
+        "--stages",
+        nargs="+",
+        choices=STAGES,
+        help="rerun these stages of each mode on the run folder its last full run left, replacing their "
+        "figures and the mode's tables; the other stages' figures and the week pass stay",
     )
     parser.add_argument(
         "--generation-only",
@@ -223,6 +265,9 @@ def main() -> None:
         figures["generation_s"] = figures["generation"]["generation_s"]
         shutil.rmtree(scratch, ignore_errors=True)
         publish(path, figures, summary(figures))
+        return
+    if args.stages:
+        rerun_stages(path, data, args.modes, tuple(s for s in STAGES if s in args.stages))
         return
     if args.week_pass_only:
         figures = read_json(path.with_suffix(".json"))
@@ -251,6 +296,7 @@ def main() -> None:
     for mode in args.modes:
         run_dir = ROOT / "artifacts" / f"bench-{data.name}-{mode}"
         figures["modes"][mode] = mode_figures(run_mode(data, run_dir, mode, quiet=False), run_dir)
+        figures["modes"][mode]["code"] = code_version()
         publish(path, figures, summary(figures))  # after each mode: a long run leaves what it measured
 
 

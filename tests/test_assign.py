@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import polars as pl
 import pytest
@@ -624,3 +626,81 @@ def test_merge_greedy_equals_the_greedy_over_every_triple(seed):
     np.testing.assert_array_equal(got[1], want[2])
     assert got[2] == want[3] > 0
     assert (want[1] < list_size).any()  # some clips go short: the cap binds
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_one_priority_order_serves_the_plain_margin_and_marked_first_greedies(seed):
+    # one sort per clip (what the priced assignment does at each primal step), then three greedies read it:
+    # the plain order, the margin's per-clip shift, and the marked pairs moved ahead. Each gives the slow
+    # greedy over every pair under the priority it stands for; priorities are distinct (no tie-order
+    # question), the caps bind, some clips have no pairs
+    from audience.assign import greedy_in_order, margin_shift, marked_first, priority_order
+
+    rng = np.random.default_rng(seed)
+    n_clips, n_users, list_size, user_cap = 40, 150, 5, 2 + seed % 2
+    n = 3000
+    clip = rng.integers(0, n_clips - 3, n).astype(np.int32)
+    user = (rng.zipf(1.5, n) % n_users).astype(np.int32)
+    pairs = candidates_by_clip(clip, user, rng.random(n), n_clips, n_users)
+    priority = pairs[2] - rng.random(n_users)[pairs[1]] * (rng.random(n_users) < 0.4)[pairs[1]]
+    pair_clip = np.repeat(np.arange(n_clips, dtype=np.int32), np.diff(pairs[0]))
+    by_clip = [sorted(priority[pair_clip == c], reverse=True) for c in range(n_clips)]
+    replacement = np.array([p[min(len(p), list_size + 1) - 1] if p else 0.0 for p in by_clip])
+    # marked pairs: at most list_size a clip (as the priced assignment's chosen lists are)
+    marked = rng.random(priority.size) < 0.3
+    for lo, hi in itertools.pairwise(pairs[0]):
+        marked[lo:hi] &= np.cumsum(marked[lo:hi]) <= list_size
+    assert np.bincount(pairs[1][marked]).max() > user_cap  # the per-user pass must refuse some
+    boost = priority.max() - priority.min() + 1.0
+    stands_for = {
+        "plain": priority,
+        "margin": priority - replacement[pair_clip],
+        "marked first": np.where(marked, priority + boost, priority),
+    }
+    order = priority_order(pairs, priority)
+    for name, wanted_priority in stands_for.items():
+        ahead = marked_first(order, marked) if name == "marked first" else None
+        shift = margin_shift(order, list_size) if name == "margin" else None
+        if shift is not None:
+            np.testing.assert_array_equal(shift, replacement)
+        want = reference_global_greedy(
+            pair_clip, pairs[1], wanted_priority, n_clips, n_users, list_size, user_cap
+        )
+        fallback = rng.permutation(n_users).astype(np.int32)
+        # the marked pairs by the merge and by the per-user pass (at most list_size a clip: the cap alone
+        # decides among them)
+        for marked_ahead in (None, ahead) if ahead is not None else (None,):
+            if marked_ahead is not None:
+                np.testing.assert_array_equal(marked_ahead, np.bincount(pair_clip[marked], minlength=n_clips))
+            got = greedy_in_order(order, n_users, list_size, user_cap, fallback, shift, marked_ahead)
+            listed = [got.users[c, : want[1][c]] for c in range(n_clips)]
+            np.testing.assert_array_equal(np.concatenate(listed), want[0][want[0] >= 0], err_msg=name)
+            assert got.n_from_candidates == want[1].sum(), name
+            assert got.n_displaced == want[3] > 0, name
+            assert (got.user_load >= np.bincount(want[0][want[0] >= 0], minlength=n_users)).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("strategy", ["global", "margin"])
+def test_triples_grouped_by_clip_give_the_csr_the_same_lists(seed, strategy):
+    # what the assign stage relies on to sort a pool once: triples grouped by clip (any order within a
+    # clip), no repeated pair, scores with ties within and across clips -> assign_pairs over their CSR
+    # equals assign_with_cap over the triples
+    rng = np.random.default_rng(seed)
+    n_clips, n_users, list_size, user_cap = 30, 200, 6, 2 + seed % 2
+    per_clip = rng.integers(0, 40, n_clips)
+    clip = np.repeat(np.arange(n_clips, dtype=np.int32), per_clip)
+    user = np.concatenate([rng.choice(n_users, k, replace=False, p=_zipf_weights(n_users)) for k in per_clip])
+    score = np.round(rng.random(clip.size), 1)  # ties everywhere
+    fallback = rng.permutation(n_users).astype(np.int32)
+    pairs = candidates_by_clip(clip, user.astype(np.int32), score, n_clips, n_users)
+    assert pairs[1].size == clip.size
+    got = assign_pairs(pairs, pairs[2], n_users, list_size, user_cap, fallback, strategy)
+    want = assign_with_cap(clip, user, score, n_clips, n_users, list_size, user_cap, fallback, strategy)
+    _assert_same_assignment(got, want)
+    assert got.n_displaced > 0
+
+
+def _zipf_weights(n: int) -> np.ndarray:
+    weights = 1.0 / np.arange(1, n + 1)
+    return weights / weights.sum()

@@ -38,9 +38,11 @@ Limits
   un-normalised per-clip scores make the global order meaningless.
 * Complexity: ``global`` and ``margin`` sort within clips only (O(P log(P / n_clips)) for P triples, clips
   in parallel) and merge the clips' sorted candidates with a heap, reading each clip only until it fills
-  (`_merge_greedy`: the same lists as one pass over the fully sorted triples); ``slots`` reads the same
-  per-clip sorted candidates. `assign_pairs` runs ``global`` or ``margin`` on new scores of the distinct
-  pairs of a `candidates_by_clip` CSR, skipping the de-duplication and the bucketing. Then
+  (`_merge_greedy`: the same lists as one pass over the fully sorted triples); ``margin`` sorts by the
+  score itself and shifts each clip's keys as the merge reads them. ``slots`` reads the same per-clip sorted
+  candidates. `assign_pairs` runs ``global`` or ``margin`` on new scores of the distinct pairs of a
+  `candidates_by_clip` CSR, skipping the de-duplication and the bucketing; `priority_order` and
+  `greedy_in_order` let several greedies share one sort (the priced assignment runs three per step). Then
   O(n_users + n_clips * list_size) for the fill; memory about 40 bytes per triple.
 * The fill is greedy too: when the instance is nearly tight (``n_clips * list_size`` close to
   ``n_users * user_cap``) or `fallback_order` holds few users, a short clip may find no user left that is
@@ -60,10 +62,15 @@ from audience.config import STRATEGIES
 
 __all__ = [
     "AssignmentResult",
+    "PriorityOrder",
     "assign_pairs",
     "assign_pairs_by_slots",
     "assign_with_cap",
     "candidates_by_clip",
+    "greedy_in_order",
+    "margin_shift",
+    "marked_first",
+    "priority_order",
     "top_k_uncapped",
     "top_lists",
 ]
@@ -330,7 +337,7 @@ def _sift_down(keys, size, i):  # pragma: no cover - numba
 
 @nb.njit(cache=True, nogil=True)
 def _merge_greedy_kernel(  # pragma: no cover - numba
-    offsets, perm, sorted_user, sorted_score, n_users, list_size, user_cap, out
+    offsets, perm, sorted_user, sorted_score, shift, list_size, user_cap, out, ptr, count, load
 ):
     """The global greedy as a merge of the clips' sorted candidates: a heap of clips keyed by each one's next
     triple yields the triples in global order (descending score, ties in input order); a pair is accepted
@@ -338,22 +345,22 @@ def _merge_greedy_kernel(  # pragma: no cover - numba
     keeps reading while its next triple still comes before every other clip's (no heap operation), and
     skips the triples whose users are already full (refused whenever read: loads only grow). A clip leaves
     the heap once full or out of triples (a full clip refuses the rest), so each clip is read only until it
-    fills. Returns (count, load, displaced): displaced counts the refused pairs within their clip's
-    uncapped top `list_size`. O(R + H log n_clips) for the R triples read and H <= R heap updates. `perm`
-    holds each clip's triples in order (`_sort_buckets`), `sorted_user` / `sorted_score` their users and
-    scores, so a clip's next triple costs independent reads, not a chain through `perm`. Indices travel as
-    float64 in the heap: exact below 2**53 triples."""
+    fills. It starts from the state it is given, each clip's next triple `ptr`, its list's length `count`
+    and the users' `load` (updated in place; a clip's list goes on at out[c, count[c]]), and returns
+    displaced: the refused pairs within their clip's uncapped top `list_size`. O(R + H log n_clips) for the
+    R triples read and H <= R heap updates. `perm` holds each clip's triples in order (`_sort_buckets`),
+    `sorted_user` / `sorted_score` their users and scores, so a clip's next triple costs independent reads,
+    not a chain through `perm`. Indices travel as float64 in the heap: exact below 2**53 triples. A
+    triple's key is its sorted score less its clip's `shift` (the margin's replacement score; zeros for the
+    plain order), computed as it is read."""
     n_clips = out.shape[0]
-    count = np.zeros(n_clips, dtype=np.int64)
-    load = np.zeros(n_users, dtype=np.int64)
-    ptr = offsets[:-1].copy()
     # the spare last row holds the top clip's next triple while it is compared with the runner-up
     keys = np.empty((n_clips + 1, 3), dtype=np.float64)
     size = 0
     for c in range(n_clips):
-        if offsets[c + 1] > offsets[c]:
-            keys[size, 0] = sorted_score[offsets[c]]
-            keys[size, 1] = perm[offsets[c]]
+        if ptr[c] < offsets[c + 1] and count[c] < list_size:
+            keys[size, 0] = sorted_score[ptr[c]] - shift[c]
+            keys[size, 1] = perm[ptr[c]]
             keys[size, 2] = c
             size += 1
     for i in range(size // 2 - 1, -1, -1):
@@ -383,7 +390,7 @@ def _merge_greedy_kernel(  # pragma: no cover - numba
                 ptr[c] += 1
             if ptr[c] >= offsets[c + 1]:
                 break
-            keys[spare, 0] = sorted_score[ptr[c]]
+            keys[spare, 0] = sorted_score[ptr[c]] - shift[c]
             keys[spare, 1] = perm[ptr[c]]
             if runner >= 0 and _ahead(keys, runner, spare):
                 break
@@ -395,7 +402,7 @@ def _merge_greedy_kernel(  # pragma: no cover - numba
             for k in range(3):
                 keys[0, k] = keys[size, k]
         _sift_down(keys, size, 0)
-    return count, load, displaced
+    return displaced
 
 
 def _merge_greedy(
@@ -407,32 +414,203 @@ def _merge_greedy(
     list_size: int,
     user_cap: int,
     out: np.ndarray,
+    shift: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """The global greedy over the distinct pairs (each at its best score) in global order, filling `out`:
-    (count, load, displaced) as `_merge_greedy_kernel`. It sorts within clips only, never the whole
-    pool, and reads each clip only until it fills."""
+    """The global greedy over the distinct pairs (each at its best score) in global order of score less its
+    clip's `shift` (none: the score itself), filling `out`: (count, load, displaced) as
+    `_merge_greedy_kernel`. It sorts within clips only, never the whole pool, and reads each clip only until
+    it fills."""
     score = np.ascontiguousarray(score, dtype=np.float64)
     keep = _best_pair_kernel(clip, user, score, n_clips, n_users)
     if not keep.all():  # a subset keeps the input order, so ties still break by it
         clip, user, score = clip[keep], user[keep], score[keep]
     offsets, perm = key_buckets(clip, n_clips)
-    out[:] = -1
-    return _greedy_over_buckets(offsets, perm, user, score, n_users, user_cap, out)
+    order = PriorityOrder(offsets, perm, *_sort_buckets(offsets, perm, user, score))
+    state = _empty_state(order, n_users)
+    displaced = _merge_in_order(order, user_cap, out, shift, state)
+    return state[1], state[2], displaced
 
 
-def _greedy_over_buckets(
-    offsets: np.ndarray,
-    perm: np.ndarray,
-    user: np.ndarray,
-    score: np.ndarray,
+@dataclass(frozen=True)
+class PriorityOrder:
+    """Each clip's pairs by descending priority, ties by pair index: clip c's pairs are perm[indptr[c]:
+    indptr[c + 1]] (pair indices), with their users and priorities in `users` and `priority`. One order
+    serves several greedies (`greedy_in_order`): the margin greedy shifts each clip's priorities by a
+    constant, which keeps the order within the clip."""
+
+    indptr: np.ndarray
+    perm: np.ndarray
+    users: np.ndarray
+    priority: np.ndarray
+
+
+def priority_order(pairs: tuple[np.ndarray, np.ndarray, np.ndarray], priority: np.ndarray) -> PriorityOrder:
+    """The pairs of a `candidates_by_clip` CSR in each clip's descending `priority` (one per pair; ties by
+    CSR position): one sort per clip, clips in parallel."""
+    indptr, pair_users = pairs[0], pairs[1]
+    priority = np.ascontiguousarray(priority, dtype=np.float64)
+    perm = np.arange(priority.size, dtype=np.int32 if priority.size < 2**31 else np.int64)
+    return PriorityOrder(indptr, perm, *_sort_buckets(indptr, perm, pair_users, priority))
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def _kth_in_order(indptr, sorted_score, k):  # pragma: no cover - numba
+    """Each clip's k-th score of its sorted scores (its lowest when it has fewer; 0 when none)."""
+    n_clips = indptr.size - 1
+    out = np.zeros(n_clips, dtype=np.float64)
+    for c in nb.prange(n_clips):
+        lo, hi = indptr[c], indptr[c + 1]
+        if hi > lo:
+            out[c] = sorted_score[lo + min(hi - lo, k) - 1]
+    return out
+
+
+def margin_shift(order: PriorityOrder, list_size: int) -> np.ndarray:
+    """(n_clips,) float64: each clip's replacement priority, its (list_size + 1)-th (its lowest when it has
+    at most list_size pairs; 0 when none): `greedy_in_order` with this shift is the margin greedy."""
+    return _kth_in_order(order.indptr, order.priority, list_size + 1)
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def _marked_first_kernel(indptr, perm, users, priority, marked, boost):  # pragma: no cover - numba
+    """Within each clip, the pairs marked in `marked` (by pair index) move ahead of the rest, each group
+    keeping its order; the marked pairs' priorities rise by `boost`. In place, clips in parallel. Returns
+    how many pairs of each clip were marked."""
+    counts = np.zeros(indptr.size - 1, dtype=np.int64)
+    for c in nb.prange(indptr.size - 1):
+        lo, hi = indptr[c], indptr[c + 1]
+        n_marked = 0
+        for i in range(lo, hi):
+            if marked[perm[i]]:
+                n_marked += 1
+        counts[c] = n_marked
+        if n_marked == 0:
+            continue
+        old_perm, old_users, old_priority = perm[lo:hi].copy(), users[lo:hi].copy(), priority[lo:hi].copy()
+        first, rest = lo, lo + n_marked
+        for i in range(hi - lo):
+            if marked[old_perm[i]]:
+                perm[first], users[first] = old_perm[i], old_users[i]
+                priority[first] = old_priority[i] + boost
+                first += 1
+            else:
+                perm[rest], users[rest], priority[rest] = old_perm[i], old_users[i], old_priority[i]
+                rest += 1
+    return counts
+
+
+def marked_first(order: PriorityOrder, marked: np.ndarray) -> np.ndarray:
+    """Reorders `order` in place so that, within each clip and across clips, the `marked` pairs (a bool per
+    pair index) come before every other pair: their priorities rise by more than the priorities' range.
+    Each group keeps its order, so this is the order of the raised priorities without a second sort (up
+    to rounding: two marked priorities within a few ulps of each other may tie once raised). Returns the
+    number of marked pairs of each clip (what `greedy_in_order` takes as `marked_ahead`)."""
+    if not order.priority.size:
+        return np.zeros(order.indptr.size - 1, dtype=np.int64)
+    boost = order.priority.max() - order.priority.min() + 1.0
+    return _marked_first_kernel(order.indptr, order.perm, order.users, order.priority, marked, boost)
+
+
+@nb.njit(cache=True, nogil=True)
+def _marked_pass_kernel(indptr, perm, users, priority, n_marked, user_cap, out, ptr, count, load):
+    """The greedy over each clip's first n_marked[c] pairs, which come before every other pair in the global
+    order and number at most `list_size` per clip: no clip can fill among them, so a user keeps its first
+    `user_cap` marked pairs in the global order (descending priority, then pair index) and nothing else
+    decides. Per user, not by a merge of the clips: a bucket of marked pairs per user, sorted only for the
+    users over the cap. Fills `out`, `count`, `load` and sets `ptr` past the marked pairs; returns the
+    refused (displaced) pairs."""
+    n_clips = indptr.size - 1
+    n_users = load.size
+    per_user = np.zeros(n_users + 1, dtype=np.int64)
+    for c in range(n_clips):
+        for i in range(indptr[c], indptr[c] + n_marked[c]):
+            per_user[users[i] + 1] += 1
+    over = 0
+    for u in range(n_users):
+        if per_user[u + 1] > user_cap:
+            over += per_user[u + 1]
+        per_user[u + 1] += per_user[u]
+    refused = np.zeros(users.size if over else 0, dtype=np.bool_)
+    if over:
+        fill = per_user[:-1].copy()
+        bucket = np.empty(per_user[n_users], dtype=np.int64)
+        for c in range(n_clips):
+            for i in range(indptr[c], indptr[c] + n_marked[c]):
+                u = users[i]
+                bucket[fill[u]] = i
+                fill[u] += 1
+        for u in range(n_users):
+            lo, hi = per_user[u], per_user[u + 1]
+            if hi - lo > user_cap:
+                mine = bucket[lo:hi]
+                by_index = mine[np.argsort(perm[mine], kind="mergesort")]
+                ranked = by_index[np.argsort(-priority[by_index], kind="mergesort")]
+                for i in ranked[user_cap:]:
+                    refused[i] = True
+    displaced = 0
+    for c in range(n_clips):
+        lo = indptr[c]
+        for i in range(lo, lo + n_marked[c]):
+            if over and refused[i]:
+                displaced += 1
+            else:
+                out[c, count[c]] = users[i]
+                count[c] += 1
+                load[users[i]] += 1
+        ptr[c] = lo + n_marked[c]
+    return displaced
+
+
+def greedy_in_order(
+    order: PriorityOrder,
     n_users: int,
+    list_size: int = 100,
+    user_cap: int = 100,
+    fallback_order: np.ndarray | None = None,
+    shift: np.ndarray | None = None,
+    marked_ahead: np.ndarray | None = None,
+) -> AssignmentResult:
+    """The global greedy (`assign_with_cap` "global") over pairs already in each clip's priority order, the
+    global order being priority less each clip's `shift` (`margin_shift`: the margin greedy); short clips
+    filled from `fallback_order`. Reads the order, never changes it. `marked_ahead` (what `marked_first`
+    returned, at most `list_size` a clip; no shift): the same lists, the marked pairs taken per user
+    (`_marked_pass_kernel`) and only the rest merged across clips, which saves most of the merge when the
+    marked pairs fill most lists."""
+    n_clips = order.indptr.size - 1
+    fallback = _checked_fallback(n_clips, n_users, list_size, user_cap, fallback_order)
+    users = np.full((n_clips, list_size), -1, dtype=np.int32)
+    state = _empty_state(order, n_users)
+    displaced = 0
+    if marked_ahead is not None:
+        if shift is not None or (marked_ahead.size and marked_ahead.max() > list_size):
+            raise ValueError("marked_ahead: at most list_size marked pairs a clip, and no shift")
+        displaced = _marked_pass_kernel(
+            order.indptr, order.perm, order.users, order.priority, marked_ahead, user_cap, users, *state
+        )
+    displaced += _merge_in_order(order, user_cap, users, shift, state)
+    _, count, load = state
+    return _filled(users, count, load, displaced, fallback, user_cap)
+
+
+def _empty_state(order: PriorityOrder, n_users: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A greedy's state before it reads a pair: each clip's next pair, list length, each user's load."""
+    n_clips = order.indptr.size - 1
+    return order.indptr[:-1].copy(), np.zeros(n_clips, dtype=np.int64), np.zeros(n_users, dtype=np.int64)
+
+
+def _merge_in_order(
+    order: PriorityOrder,
     user_cap: int,
     out: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """`_merge_greedy_kernel` over clip buckets (`perm` ascending within each; sorted in place)."""
-    sorted_user, sorted_score = _sort_buckets(offsets, perm, user, score)
+    shift: np.ndarray | None,
+    state: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> int:
+    """`_merge_greedy_kernel` over an order from `state` (ptr, count, load; updated in place; `shift` none:
+    zeros); returns the displaced pairs."""
+    n_clips = order.indptr.size - 1
+    shift = np.zeros(n_clips) if shift is None else np.ascontiguousarray(shift, dtype=np.float64)
     return _merge_greedy_kernel(
-        offsets, perm, sorted_user, sorted_score, n_users, out.shape[1], user_cap, out
+        order.indptr, order.perm, order.users, order.priority, shift, out.shape[1], user_cap, out, *state
     )
 
 
@@ -460,12 +638,11 @@ def assign_with_cap(
     clip, user, score = _check_triples(clip, user, score, n_clips, n_users)
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    if strategy == "margin":
-        score = score - replacement_scores(clip, score, n_clips, list_size)[clip]
     users = np.full((n_clips, list_size), -1, dtype=np.int32)
     if strategy in ("global", "margin"):
+        shift = replacement_scores(clip, score, n_clips, list_size) if strategy == "margin" else None
         count, load, displaced = _merge_greedy(
-            clip, user, score, n_clips, n_users, list_size, user_cap, users
+            clip, user, score, n_clips, n_users, list_size, user_cap, users, shift
         )
     else:
         pairs = _distinct_by_clip(clip, user, score, n_clips, n_users)
@@ -488,21 +665,9 @@ def assign_pairs(
     distinct, grouped by clip)."""
     if strategy not in ("global", "margin"):
         raise ValueError(f"strategy must be 'global' or 'margin' over pairs, got {strategy!r}")
-    indptr, pair_users = pairs[0], pairs[1]
-    n_clips = indptr.size - 1
-    fallback = _checked_fallback(n_clips, n_users, list_size, user_cap, fallback_order)
-    priority = np.ascontiguousarray(priority, dtype=np.float64)
-    identity = np.arange(priority.size, dtype=np.int32 if priority.size < 2**31 else np.int64)
-    if strategy == "margin":
-        k = _per_clip_k(list_size + 1, n_clips)
-        replacement = _kth_over_buckets(indptr, identity, priority, k)
-        margin = np.repeat(replacement, np.diff(indptr))
-        priority = np.subtract(priority, margin, out=margin)
-    users = np.full((n_clips, list_size), -1, dtype=np.int32)
-    count, load, displaced = _greedy_over_buckets(
-        indptr, identity, pair_users, priority, n_users, user_cap, users
-    )
-    return _filled(users, count, load, displaced, fallback, user_cap)
+    order = priority_order(pairs, priority)
+    shift = margin_shift(order, list_size) if strategy == "margin" else None
+    return greedy_in_order(order, n_users, list_size, user_cap, fallback_order, shift)
 
 
 def _checked_fallback(

@@ -23,30 +23,40 @@ costs a heap test, and a pass over the positions where it still pays. The prices
 subgradient steps (Polyak's step towards the best assignment found): g_u = user_cap - (lists that want u).
 
 The assignment (`assign_by_prices`). Every few steps, and on the lowest bound's prices at the end, the greedy
-of `assign.assign_with_cap` runs on the priced scores s(c, u) - lambda_u three ways: "global", where a heavy
-user goes to the clips where it beats its price, not merely where it scores highest; "margin" (over each
-clip's replacement); and "global" with the clips' own best lists under the prices taken first (a repair: a
-user the prices leave over the cap keeps its best-priced lists, the freed slots go to the next priced
-candidates). Each list is then put back in descending score order and scored; the best assignment seen is
-returned with the bound. Step 0 (no prices) includes the plain "global" and "margin" greedies, so the result
-never gains less than either.
+of `assign.assign_with_cap` runs on the priced scores s(c, u) - lambda_u with the clips' own best lists
+under the prices taken first (a repair: a user the prices leave over the cap keeps its best-priced lists,
+the freed slots go to the next priced candidates). Step 0 (no prices) also runs the plain "global" and
+"margin" greedies, so the result never gains less than either; under prices they gained less than the
+repair at every step of every pool measured, so they do not run again. Each list is then put back in
+descending score order and scored; the best assignment seen is returned with the bound.
 
 Limits: each dual step costs one pass of the programme, at most P x list_size operations for P candidate
-pairs, in practice far less (the cuts above); each primal step three greedies, each sorting every clip's
-candidates under the prices and reading them until the clip fills (`assign.assign_pairs`). Memory: the CSR of
-the pairs (16 bytes a pair) plus per-clip programme tables of candidates x list_size bytes. Subgradient steps
-converge slowly near the optimum: the bound returned is the lowest seen, valid whatever the number of steps.
+pairs, in practice far less (the cuts above); each primal step sorts every clip's candidates by priced score
+once (`assign.priority_order`) and runs its greedies over that one order (the margin greedy shifts a clip's
+keys by a constant and the repair moves the clip's chosen pairs ahead, neither of which needs a sort of its
+own); the repair takes the chosen pairs user by user and merges only the rest across clips. Memory: the CSR
+of the pairs (16 bytes a pair) plus per-clip programme tables of candidates x list_size bytes. Subgradient
+steps converge slowly near the optimum: the bound returned is the lowest seen, valid whatever the number of
+steps.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numba as nb
 import numpy as np
 
 from audience import progress
-from audience.assign import AssignmentResult, assign_pairs, candidates_by_clip
+from audience.assign import (
+    AssignmentResult,
+    candidates_by_clip,
+    greedy_in_order,
+    margin_shift,
+    marked_first,
+    priority_order,
+)
 
 __all__ = [
     "BoundResult",
@@ -129,7 +139,8 @@ def _dual_kernel(indptr, users, scores, prices, disc, chosen):  # pragma: no cov
         best = np.full(cap_k + 1, -np.inf)
         best[0] = 0.0
         read = np.empty(n, dtype=np.int64)  # the candidates the programme reads, in order
-        take = np.empty((n, cap_k + 1), dtype=np.bool_)  # rows by read order, cleared as they are read
+        tops = np.empty(n, dtype=np.int64)  # the last position each read candidate was tried at
+        take = np.empty((n, cap_k + 1), dtype=np.bool_)  # rows by read order, valid up to their top
         n_read = 0
         reach = 0  # the most pairs any state holds so far
         gain = np.empty(cap_k)  # best[k] + d_(k+1) s - p: the value of the candidate at position k + 1
@@ -159,13 +170,11 @@ def _dual_kernel(indptr, users, scores, prices, disc, chosen):  # pragma: no cov
             for k in range(top):
                 gain[k] = best[k] + disc[k] * s - p
             row = take[n_read]
-            row[0] = False
             for k in range(1, top + 1):
                 better = gain[k - 1] > best[k]
                 row[k] = better
                 best[k] = gain[k - 1] if better else best[k]
-            for k in range(top + 1, cap_k + 1):
-                row[k] = False
+            tops[n_read] = top
             read[n_read] = j
             n_read += 1
         k_best = 0
@@ -177,7 +186,7 @@ def _dual_kernel(indptr, users, scores, prices, disc, chosen):  # pragma: no cov
         for r in range(n_read - 1, -1, -1):
             if k == 0:
                 break
-            if take[r, k]:
+            if k <= tops[r] and take[r, k]:
                 chosen[lo + read[r]] = True
                 k -= 1
     return values
@@ -211,12 +220,14 @@ def list_gain(lists: np.ndarray, pairs: tuple[np.ndarray, np.ndarray, np.ndarray
     return float((slot * discounts(lists.shape[1])[None, :]).sum())
 
 
-def _sort_lists_by_score(lists: np.ndarray, pairs: tuple, n_users: int) -> np.ndarray:
-    """Each row by descending pair score (a stable sort: fill users, scored 0, keep their order last)."""
+def _sorted_by_score(lists: np.ndarray, pairs: tuple, n_users: int) -> tuple[np.ndarray, float]:
+    """Each row by descending pair score (a stable sort: fill users, scored 0, keep their order last), and
+    the sorted lists' `list_gain`, from one pass over the pairs."""
     indptr, users, scores = pairs
     slot = _slot_scores(indptr, users, scores, lists, n_users)
     order = np.argsort(-slot, axis=1, kind="stable")
-    return np.take_along_axis(lists, order, axis=1)
+    gain = float((np.take_along_axis(slot, order, axis=1) * discounts(lists.shape[1])[None, :]).sum())
+    return np.take_along_axis(lists, order, axis=1), gain
 
 
 @dataclass(frozen=True)
@@ -359,32 +370,39 @@ def assign_pairs_by_prices(
     primal_every: int = 10,
 ) -> tuple[AssignmentResult, BoundResult]:
     """`assign_by_prices` of the CSR that `gain_pairs` made: the caller keeps the CSR (for the uncapped
-    lists, `assign.top_lists`) and may drop the triples first. Each primal step holds the priced scores
-    and one greedy's sort besides the CSR: about 36 bytes a pair at its peak."""
+    lists, `assign.top_lists`) and may drop the triples first. Each primal step holds one sorted order of
+    the pairs besides the CSR (16 bytes a pair; 24 while the priced scores are sorted)."""
     _, users, scores = pairs
     n_clips = pairs[0].size - 1
 
-    def greedy(priority: np.ndarray, strategy: str = "global") -> tuple[float, AssignmentResult]:
-        result = assign_pairs(pairs, priority, n_users, list_size, user_cap, fallback_order, strategy)
-        lists = _sort_lists_by_score(result.users, pairs, n_users)
+    def scored(greedy: Callable[[], AssignmentResult]) -> tuple[float, AssignmentResult] | None:
+        try:
+            result = greedy()
+        except ValueError:  # the greedy fill ran out of users on a tight instance
+            return None
+        lists, gain = _sorted_by_score(result.users, pairs, n_users)
         result = AssignmentResult(
             lists, result.n_from_candidates, result.n_from_fallback, result.n_displaced, result.user_load
         )
-        return list_gain(lists, pairs, n_users), result
+        return gain, result
 
     def primal(prices: np.ndarray, chosen: np.ndarray):
         priced = prices[users]
         np.subtract(scores, priced, out=priced)
-        tries = []
-        for strategy in ("global", "margin", "repair"):
-            if strategy == "repair":
-                # the clips' own best lists under the prices first (a user over the cap keeps its
-                # best-priced lists), then the rest by priced score
-                priced[chosen] += priced.max() - priced.min() + 1.0
-            try:
-                tries.append(greedy(priced, "global" if strategy == "repair" else strategy))
-            except ValueError:  # the greedy fill ran out of users on a tight instance
-                continue
+        order = priority_order(pairs, priced)  # one sort per clip serves every greedy of the step
+        del priced
+
+        def greedy(shift: np.ndarray | None = None, ahead: np.ndarray | None = None) -> AssignmentResult:
+            return greedy_in_order(order, n_users, list_size, user_cap, fallback_order, shift, ahead)
+
+        # the plain greedies once, with no prices: under prices the repair gained more at every step of
+        # every pool measured (docs/experiments.md, nineteenth round)
+        unpriced = not prices.any()
+        tries = [scored(greedy), scored(lambda: greedy(margin_shift(order, list_size)))] if unpriced else []
+        # the repair: the clips' own best lists under the prices first (a user over the cap keeps its
+        # best-priced lists), then the rest by priced score
+        ahead = marked_first(order, chosen)
+        tries = [t for t in [*tries, scored(lambda: greedy(ahead=ahead))] if t is not None]
         return max(tries, key=lambda pair: pair[0]) if tries else (-np.inf, None)
 
     bound, best = _subgradient(pairs, n_users, list_size, user_cap, steps, primal, primal_every)

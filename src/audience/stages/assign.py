@@ -11,7 +11,13 @@ import numpy as np
 import polars as pl
 
 from audience import progress, timing
-from audience.assign import assign_pairs_by_slots, assign_with_cap, candidates_by_clip, top_lists
+from audience.assign import (
+    assign_pairs,
+    assign_pairs_by_slots,
+    assign_with_cap,
+    candidates_by_clip,
+    top_lists,
+)
 from audience.candidates.popular import fallback_order
 from audience.config import RunConfig
 from audience.data.ids import unique_sorted
@@ -129,10 +135,15 @@ def _assign(
         del clip, user, score
         result = assign_pairs_by_slots(pairs, n_users, cfg.list_size, cfg.user_cap, fallback)
     else:
-        result = assign_with_cap(
-            clip, user, score, n_clips, n_users, cfg.list_size, cfg.user_cap, fallback, strategy
-        )
         pairs = candidates_by_clip(clip, user, score, n_clips, n_users)
+        if pairs[1].size == clip.size and not np.any(clip[1:] < clip[:-1]):
+            # grouped by clip with no repeated pair (as the stages write pools): the CSR breaks ties as the
+            # triples' order does, so its one sort serves both assignments
+            result = assign_pairs(pairs, pairs[2], n_users, cfg.list_size, cfg.user_cap, fallback, strategy)
+        else:
+            result = assign_with_cap(
+                clip, user, score, n_clips, n_users, cfg.list_size, cfg.user_cap, fallback, strategy
+            )
         del clip, user, score
     # the cap lifted (every strategy then gives each clip its top list), so cap_cost measures the cap alone
     uncapped = top_lists(pairs, n_users, cfg.list_size, fallback).users
