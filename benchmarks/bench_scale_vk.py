@@ -201,11 +201,14 @@ def mode_figures(run: dict, run_dir: Path) -> dict:
 
 
 def code_version() -> str:
-    """The commit the benchmark runs (with "-dirty" when the work tree has edits)."""
-    done = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True, check=False
-    )
-    return done.stdout.strip() or "unknown"
+    """The commit the benchmark runs, with "-dirty" when the library (src/) differs from it: edits to
+    results or docs do not change what is measured."""
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+
+    rev = git("rev-parse", "--short", "HEAD").stdout.strip() or "unknown"
+    return rev + ("-dirty" if git("diff", "--quiet", "HEAD", "--", "src").returncode else "")
 
 
 def rerun_stages(path: Path, data: Path, modes: list[str], stages: tuple[str, ...]) -> None:

@@ -292,6 +292,8 @@ def block_scale(root: Path) -> list[str]:
             score += f" ({share(run['ndcg_capped'], run['oracle'])} of the oracle)"
         if run.get("code"):  # a mode measured on other code than the file's other modes
             score += f"; code {run['code']}"
+        if run.get("rerun"):  # some stages measured again on later code (bench_scale_vk.py --stages)
+            score += f"; {', '.join(run['rerun']['stages'])} rerun on {run['rerun']['code']}"
         body.append(
             [
                 mode,
