@@ -51,6 +51,12 @@ def data_dir(preset: str) -> Path:
     return ROOT / "data" / f"synthetic-{preset}"
 
 
+def mode_run_dir(data: Path, mode: str) -> Path:
+    """The run folder a benchmark gives `mode` on `data`, where `bench_scale_vk.py --stages` finds it
+    again."""
+    return ROOT / "artifacts" / f"bench-{data.name}-{mode}"
+
+
 def ensure_data(preset: str) -> tuple[Path, float | None]:
     """The preset's dataset, generated with the library's generator when its stamp is missing; returns the
     folder and the generation seconds (None when it already existed)."""

@@ -15,7 +15,7 @@ import shutil
 import sys
 
 from _machine import machine
-from _suite import MODES, RESULTS, ROOT, ensure_data, publish, run_child, run_mode
+from _suite import MODES, RESULTS, ROOT, ensure_data, mode_run_dir, publish, run_child, run_mode
 
 from audience.config import STAGES
 from audience.data.metadata_padding import REAL_ITEMS, REAL_USERS
@@ -91,9 +91,7 @@ def main() -> None:
     for name, data in (("plain", plain), ("global", padded)):
         # holdout runs rebuilt per dataset; submit reuses validate's, as in `make demo`
         shutil.rmtree(ROOT / "artifacts" / f"{data.name}-holdout", ignore_errors=True)
-        figures[name] = {
-            mode: run_mode(data, ROOT / "artifacts" / f"bench-{data.name}-{mode}", mode) for mode in MODES
-        }
+        figures[name] = {mode: run_mode(data, mode_run_dir(data, mode), mode) for mode in MODES}
         failed = [(mode, r["failed"]) for mode, r in figures[name].items() if "failed" in r]
         if failed:
             raise SystemExit(f"{data}: {failed}")

@@ -33,6 +33,7 @@ from _suite import (
     ROOT,
     child_figures,
     data_dir,
+    mode_run_dir,
     publish,
     read_json,
     run_child,
@@ -216,7 +217,7 @@ def rerun_stages(path: Path, data: Path, modes: list[str], stages: tuple[str, ..
     stages' stay, and the mode records which stages were rerun and on which machine."""
     figures = read_json(path.with_suffix(".json"))
     for mode in modes:
-        run_dir = ROOT / "artifacts" / f"bench-{data.name}-{mode}"
+        run_dir = mode_run_dir(data, mode)
         new = run_mode(data, run_dir, mode, quiet=False, stages=stages)
         run = figures["modes"][mode]
         run["stages"] = {name: new["stages"].get(name, old) for name, old in run["stages"].items()}
@@ -297,7 +298,7 @@ def main() -> None:
     previous = read_json(stored).get("modes", {}) if stored.is_file() else {}
     figures["modes"] = {mode: run for mode, run in previous.items() if mode not in args.modes}
     for mode in args.modes:
-        run_dir = ROOT / "artifacts" / f"bench-{data.name}-{mode}"
+        run_dir = mode_run_dir(data, mode)
         figures["modes"][mode] = mode_figures(run_mode(data, run_dir, mode, quiet=False), run_dir)
         figures["modes"][mode]["code"] = code_version()
         publish(path, figures, summary(figures))  # after each mode: a long run leaves what it measured

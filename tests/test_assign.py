@@ -11,6 +11,10 @@ from audience.assign import (
     assign_pairs_by_slots,
     assign_with_cap,
     candidates_by_clip,
+    greedy_in_order,
+    margin_shift,
+    marked_first,
+    priority_order,
     top_k_uncapped,
     top_lists,
 )
@@ -634,8 +638,6 @@ def test_one_priority_order_serves_the_plain_margin_and_marked_first_greedies(se
     # the plain order, the margin's per-clip shift, and the marked pairs moved ahead. Each gives the slow
     # greedy over every pair under the priority it stands for; priorities are distinct (no tie-order
     # question), the caps bind, some clips have no pairs
-    from audience.assign import greedy_in_order, margin_shift, marked_first, priority_order
-
     rng = np.random.default_rng(seed)
     n_clips, n_users, list_size, user_cap = 40, 150, 5, 2 + seed % 2
     n = 3000

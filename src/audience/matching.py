@@ -217,7 +217,12 @@ def list_gain(lists: np.ndarray, pairs: tuple[np.ndarray, np.ndarray, np.ndarray
     CSR of `assign.candidates_by_clip`); users not among a clip's candidates count 0."""
     indptr, users, scores = pairs
     slot = _slot_scores(indptr, users, scores, np.ascontiguousarray(lists, dtype=np.int32), n_users)
-    return float((slot * discounts(lists.shape[1])[None, :]).sum())
+    return _discounted_total(slot)
+
+
+def _discounted_total(slot: np.ndarray) -> float:
+    """sum_c sum_k d_k slot[c, k]: the gain of lists whose pairs score `slot` (clips x positions)."""
+    return float((slot * discounts(slot.shape[1])[None, :]).sum())
 
 
 def _sorted_by_score(lists: np.ndarray, pairs: tuple, n_users: int) -> tuple[np.ndarray, float]:
@@ -226,8 +231,8 @@ def _sorted_by_score(lists: np.ndarray, pairs: tuple, n_users: int) -> tuple[np.
     indptr, users, scores = pairs
     slot = _slot_scores(indptr, users, scores, lists, n_users)
     order = np.argsort(-slot, axis=1, kind="stable")
-    gain = float((np.take_along_axis(slot, order, axis=1) * discounts(lists.shape[1])[None, :]).sum())
-    return np.take_along_axis(lists, order, axis=1), gain
+    sorted_slot = np.take_along_axis(slot, order, axis=1)
+    return np.take_along_axis(lists, order, axis=1), _discounted_total(sorted_slot)
 
 
 @dataclass(frozen=True)
